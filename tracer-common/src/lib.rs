@@ -1,0 +1,435 @@
+//! The event ABI shared by the eBPF programs and userspace: the fixed-size record every
+//! program writes to the ring buffer, the probe ids that index the hit/loss counters, and the
+//! kernel layout (field offsets and "field exists" flags) that userspace resolves from BTF and
+//! hands to the programs as a global before load.
+//!
+//! This is the only place where the record layout is defined. Userspace decodes [`RawEvent`]
+//! into its own typed `Event` (tracer/src/event.rs); nothing else reads the raw bytes.
+#![no_std]
+
+/// Every probe program, in a fixed order. The value indexes the per-CPU `HITS` and `LOST`
+/// arrays and is the `probe` field of each record, so it must never be renumbered: a trace
+/// file written by an older build still decodes. Append new probes at the end.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
+pub enum ProbeId {
+    HvComposeEnter = 0,
+    HvComposeExit = 1,
+    HvUnmaskEnter = 2,
+    HvUnmaskExit = 3,
+    HvMaskEnter = 4,
+    HvMaskExit = 5,
+    MigrateOneIrq = 6,
+    MigrateAllOffEnter = 7,
+    MigrateAllOffExit = 8,
+    SetAffinityEnter = 9,
+    SetAffinityExit = 10,
+    RestoreMsiEnter = 11,
+    RestoreMsiExit = 12,
+    WriteMsiMsg = 13,
+    PciMsiMask = 14,
+    PciMsiUnmask = 15,
+    HvPciSuspendEnter = 16,
+    HvPciSuspendExit = 17,
+    HvPciResumeEnter = 18,
+    HvPciResumeExit = 19,
+    SuspendResume = 20,
+    DevicePmStart = 21,
+    DevicePmEnd = 22,
+    VectorUpdate = 23,
+    VectorConfig = 24,
+    VectorClear = 25,
+    IrqHandlerEntry = 26,
+    VectorActivate = 27,
+    VectorDeactivate = 28,
+}
+
+pub const NUM_PROBES: u32 = 29;
+
+impl ProbeId {
+    pub const ALL: [ProbeId; NUM_PROBES as usize] = [
+        ProbeId::HvComposeEnter,
+        ProbeId::HvComposeExit,
+        ProbeId::HvUnmaskEnter,
+        ProbeId::HvUnmaskExit,
+        ProbeId::HvMaskEnter,
+        ProbeId::HvMaskExit,
+        ProbeId::MigrateOneIrq,
+        ProbeId::MigrateAllOffEnter,
+        ProbeId::MigrateAllOffExit,
+        ProbeId::SetAffinityEnter,
+        ProbeId::SetAffinityExit,
+        ProbeId::RestoreMsiEnter,
+        ProbeId::RestoreMsiExit,
+        ProbeId::WriteMsiMsg,
+        ProbeId::PciMsiMask,
+        ProbeId::PciMsiUnmask,
+        ProbeId::HvPciSuspendEnter,
+        ProbeId::HvPciSuspendExit,
+        ProbeId::HvPciResumeEnter,
+        ProbeId::HvPciResumeExit,
+        ProbeId::SuspendResume,
+        ProbeId::DevicePmStart,
+        ProbeId::DevicePmEnd,
+        ProbeId::VectorUpdate,
+        ProbeId::VectorConfig,
+        ProbeId::VectorClear,
+        ProbeId::IrqHandlerEntry,
+        ProbeId::VectorActivate,
+        ProbeId::VectorDeactivate,
+    ];
+
+    pub fn from_u16(v: u16) -> Option<ProbeId> {
+        Self::ALL.get(v as usize).copied()
+    }
+
+    /// The program's name in the eBPF object (the function name of the program).
+    pub const fn program(self) -> &'static str {
+        match self {
+            ProbeId::HvComposeEnter => "hv_compose_enter",
+            ProbeId::HvComposeExit => "hv_compose_exit",
+            ProbeId::HvUnmaskEnter => "hv_unmask_enter",
+            ProbeId::HvUnmaskExit => "hv_unmask_exit",
+            ProbeId::HvMaskEnter => "hv_mask_enter",
+            ProbeId::HvMaskExit => "hv_mask_exit",
+            ProbeId::MigrateOneIrq => "migrate_one_irq",
+            ProbeId::MigrateAllOffEnter => "migrate_all_off_enter",
+            ProbeId::MigrateAllOffExit => "migrate_all_off_exit",
+            ProbeId::SetAffinityEnter => "set_affinity_enter",
+            ProbeId::SetAffinityExit => "set_affinity_exit",
+            ProbeId::RestoreMsiEnter => "restore_msi_enter",
+            ProbeId::RestoreMsiExit => "restore_msi_exit",
+            ProbeId::WriteMsiMsg => "write_msi_msg",
+            ProbeId::PciMsiMask => "pci_msi_mask",
+            ProbeId::PciMsiUnmask => "pci_msi_unmask",
+            ProbeId::HvPciSuspendEnter => "hv_pci_suspend_enter",
+            ProbeId::HvPciSuspendExit => "hv_pci_suspend_exit",
+            ProbeId::HvPciResumeEnter => "hv_pci_resume_enter",
+            ProbeId::HvPciResumeExit => "hv_pci_resume_exit",
+            ProbeId::SuspendResume => "suspend_resume",
+            ProbeId::DevicePmStart => "device_pm_start",
+            ProbeId::DevicePmEnd => "device_pm_end",
+            ProbeId::VectorUpdate => "vector_update",
+            ProbeId::VectorConfig => "vector_config",
+            ProbeId::VectorClear => "vector_clear",
+            ProbeId::IrqHandlerEntry => "irq_handler_entry",
+            ProbeId::VectorActivate => "vector_activate",
+            ProbeId::VectorDeactivate => "vector_deactivate",
+        }
+    }
+}
+
+/// `RawEvent::flags` bits.
+pub mod flags {
+    /// The vector is MSI-X (else MSI); valid with `MSIX_VALID`.
+    pub const MSIX: u16 = 1 << 0;
+    pub const MSIX_VALID: u16 = 1 << 1;
+    /// The msi_desc mask cache says the vector is masked; valid with `MASK_VALID`.
+    pub const MASKED: u16 = 1 << 2;
+    pub const MASK_VALID: u16 = 1 << 3;
+    /// genirq's IRQD_IRQ_MASKED / IRQD_IRQ_DISABLED; valid with `IRQD_VALID`.
+    pub const IRQD_MASKED: u16 = 1 << 4;
+    pub const IRQD_DISABLED: u16 = 1 << 5;
+    pub const IRQD_VALID: u16 = 1 << 6;
+    /// IRQD_AFFINITY_MANAGED / IRQD_MANAGED_SHUTDOWN (valid with `IRQD_VALID`).
+    pub const MANAGED: u16 = 1 << 7;
+    pub const MANAGED_SHUTDOWN: u16 = 1 << 8;
+    /// `a[3]` holds the Hyper-V `chip_data` (the host's IRTE handle); valid read.
+    pub const CHIP_DATA_VALID: u16 = 1 << 9;
+    /// Inside a `pci_restore_msi_state` window of the same task.
+    pub const IN_RESTORE: u16 = 1 << 10;
+    /// Inside an `irq_migrate_all_off_this_cpu` window on this CPU (CPU going offline).
+    pub const IN_MIGRATION: u16 = 1 << 11;
+    /// The message in `a[0]`/`a[1]` was read successfully.
+    pub const MSG_VALID: u16 = 1 << 12;
+    /// `name` holds the device (BDF or bus device name).
+    pub const NAME_VALID: u16 = 1 << 13;
+    /// The field in `a[2]` (power state, bus state, …) was read successfully.
+    pub const A2_VALID: u16 = 1 << 14;
+    /// Return probe that could not find its entry (the stash was full or the entry was lost).
+    pub const NO_ENTRY: u16 = 1 << 15;
+}
+
+pub const NAME_LEN: usize = 32;
+pub const NAME2_LEN: usize = 16;
+pub const NO_INDEX: u32 = u32::MAX;
+
+/// One event, as written to the ring buffer. Fixed size so that the ring's capacity in
+/// events is known (userspace sizes it for the burst of a suspend, when it is frozen).
+///
+/// Meaning of the generic fields per probe (`-` = unused, 0):
+///
+/// | probe | irq / hwirq / msi_index / mask | a[0] | a[1] | a[2] | a[3] | name | name2 |
+/// |---|---|---|---|---|---|---|---|
+/// | HvCompose* / HvUnmask* / HvMask* / PciMsi* | the vector | chip ptr | domain ptr | - | chip_data | BDF | - |
+/// | HvComposeExit | the vector | composed msg address (hi<<32 \| lo) | msg data | - | chip_data | BDF | - |
+/// | MigrateOneIrq | irq | irq_desc ptr | - | - | - | - | - |
+/// | MigrateAllOff* | - (the dying CPU is `cpu`) | - | - | - | - | - | - |
+/// | SetAffinityEnter/Exit | irq | force | return code (i32, exit) | - | - | - | - |
+/// | RestoreMsi* | - | pci_dev ptr | bit 0 MSI enabled, bit 1 MSI-X enabled, bits 2/3 their validity | power state | - | BDF | - |
+/// | WriteMsiMsg | the vector | msg address (hi<<32 \| lo) | msg data | power state | - | BDF | - |
+/// | HvPci* | - | hv_device ptr | return code (i32, exit) | bus state | - | device | - |
+/// | SuspendResume | - | val | start (0/1) | - | - | action | - |
+/// | DevicePmStart | - | event | - | - | - | device | driver |
+/// | DevicePmEnd | - | error (i32) | - | - | - | device | driver |
+/// | VectorUpdate/Clear | irq | vector | cpu | prev_vector | prev_cpu | - | - |
+/// | VectorConfig | irq | vector | cpu | apicdest | - | - | - |
+/// | VectorActivate/Deactivate | irq | is_managed | can_reserve | reserve | - | - | - |
+///
+/// `name3` carries `pm_ops` for DevicePmStart.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawEvent {
+    /// bpf_ktime_get_ns (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    pub probe: u16,
+    pub flags: u16,
+    pub cpu: u32,
+    pub pid: u32,
+    pub irq: u32,
+    pub hwirq: u64,
+    pub msi_index: u32,
+    /// Raw mask cache word (msix_ctrl or msi_mask), valid with `flags::MASK_VALID`.
+    pub mask_raw: u32,
+    pub a: [u64; 4],
+    pub name: [u8; NAME_LEN],
+    pub name2: [u8; NAME2_LEN],
+    pub name3: [u8; NAME2_LEN],
+}
+
+impl RawEvent {
+    pub const ZERO: RawEvent = RawEvent {
+        ts_ns: 0,
+        probe: 0,
+        flags: 0,
+        cpu: 0,
+        pid: 0,
+        irq: 0,
+        hwirq: 0,
+        msi_index: NO_INDEX,
+        mask_raw: 0,
+        a: [0; 4],
+        name: [0; NAME_LEN],
+        name2: [0; NAME2_LEN],
+        name3: [0; NAME2_LEN],
+    };
+}
+
+pub const RAW_EVENT_SIZE: usize = core::mem::size_of::<RawEvent>();
+
+/// Where to find one field, relative to the start of its containing object, as resolved from
+/// BTF. `present == 0` means the field does not exist on this kernel and nothing that needs it
+/// may be read. Bitfields are read as `size` bytes at `off`, then shifted right by `bit_off`
+/// and masked to `bit_len` bits (`bit_len == 0` means "not a bitfield").
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
+pub struct Field {
+    pub off: u32,
+    pub size: u8,
+    pub bit_off: u8,
+    pub bit_len: u8,
+    pub present: u8,
+}
+
+impl Field {
+    /// The initial value compiled into the object: absent, but non-zero so that the global
+    /// lands in .rodata where the loader can override it.
+    pub const ABSENT: Field = Field {
+        off: 0xffff_ffff,
+        size: 0,
+        bit_off: 0,
+        bit_len: 0,
+        present: 0,
+    };
+
+    pub const fn at(off: u32, size: u8) -> Field {
+        Field {
+            off,
+            size,
+            bit_off: 0,
+            bit_len: 0,
+            present: 1,
+        }
+    }
+
+    pub const fn is_present(&self) -> bool {
+        self.present != 0
+    }
+}
+
+/// The kernel layout the programs need, one [`Field`] per struct member they read and the
+/// values of the genirq state bits. Resolved from the running kernel's BTF (vmlinux, plus
+/// module BTF for Hyper-V types) by userspace, and written into the `LAYOUT` global of the
+/// eBPF object before load. Field names read `<struct>_<member path>`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
+pub struct Layout {
+    // struct irq_data
+    pub irq_data_irq: Field,
+    pub irq_data_hwirq: Field,
+    pub irq_data_common: Field,
+    pub irq_data_chip: Field,
+    pub irq_data_domain: Field,
+    pub irq_data_chip_data: Field,
+    // struct irq_common_data
+    pub irq_common_state: Field,
+    pub irq_common_msi_desc: Field,
+    // struct irq_desc
+    pub irq_desc_irq_data: Field,
+    // struct msi_desc
+    pub msi_desc_irq: Field,
+    pub msi_desc_dev: Field,
+    pub msi_desc_msi_index: Field,
+    pub msi_desc_msi_mask: Field,
+    pub msi_desc_msix_ctrl: Field,
+    pub msi_desc_is_msix: Field,
+    // struct msi_msg
+    pub msi_msg_address_lo: Field,
+    pub msi_msg_address_hi: Field,
+    pub msi_msg_data: Field,
+    // struct device: `kobj.name` is a `const char *`.
+    pub device_kobj_name: Field,
+    pub device_driver_data: Field,
+    // struct pci_dev
+    pub pci_dev_dev: Field,
+    pub pci_dev_current_state: Field,
+    pub pci_dev_msi_enabled: Field,
+    pub pci_dev_msix_enabled: Field,
+    // Hyper-V (module BTF): struct hv_device, struct hv_pcibus_device
+    pub hv_device_device: Field,
+    pub hv_pcibus_state: Field,
+    // tracepoint records (struct trace_event_raw_*); strings are __data_loc u32 fields
+    pub tp_suspend_resume_action: Field,
+    pub tp_suspend_resume_val: Field,
+    pub tp_suspend_resume_start: Field,
+    pub tp_pm_start_device: Field,
+    pub tp_pm_start_driver: Field,
+    pub tp_pm_start_pm_ops: Field,
+    pub tp_pm_start_event: Field,
+    pub tp_pm_end_device: Field,
+    pub tp_pm_end_driver: Field,
+    pub tp_pm_end_error: Field,
+    pub tp_vector_mod_irq: Field,
+    pub tp_vector_mod_vector: Field,
+    pub tp_vector_mod_cpu: Field,
+    pub tp_vector_mod_prev_vector: Field,
+    pub tp_vector_mod_prev_cpu: Field,
+    pub tp_vector_config_irq: Field,
+    pub tp_vector_config_vector: Field,
+    pub tp_vector_config_cpu: Field,
+    pub tp_vector_config_apicdest: Field,
+    pub tp_vector_activate_irq: Field,
+    pub tp_vector_activate_is_managed: Field,
+    pub tp_vector_activate_can_reserve: Field,
+    pub tp_vector_activate_reserve: Field,
+    pub tp_irq_handler_entry_irq: Field,
+    // enum irqd_bits values (bit masks in irq_common_data.state_use_accessors); 0 = unknown
+    pub irqd_irq_masked: u32,
+    pub irqd_irq_disabled: u32,
+    pub irqd_affinity_managed: u32,
+    pub irqd_managed_shutdown: u32,
+}
+
+impl Layout {
+    pub const ABSENT: Layout = Layout {
+        irq_data_irq: Field::ABSENT,
+        irq_data_hwirq: Field::ABSENT,
+        irq_data_common: Field::ABSENT,
+        irq_data_chip: Field::ABSENT,
+        irq_data_domain: Field::ABSENT,
+        irq_data_chip_data: Field::ABSENT,
+        irq_common_state: Field::ABSENT,
+        irq_common_msi_desc: Field::ABSENT,
+        irq_desc_irq_data: Field::ABSENT,
+        msi_desc_irq: Field::ABSENT,
+        msi_desc_dev: Field::ABSENT,
+        msi_desc_msi_index: Field::ABSENT,
+        msi_desc_msi_mask: Field::ABSENT,
+        msi_desc_msix_ctrl: Field::ABSENT,
+        msi_desc_is_msix: Field::ABSENT,
+        msi_msg_address_lo: Field::ABSENT,
+        msi_msg_address_hi: Field::ABSENT,
+        msi_msg_data: Field::ABSENT,
+        device_kobj_name: Field::ABSENT,
+        device_driver_data: Field::ABSENT,
+        pci_dev_dev: Field::ABSENT,
+        pci_dev_current_state: Field::ABSENT,
+        pci_dev_msi_enabled: Field::ABSENT,
+        pci_dev_msix_enabled: Field::ABSENT,
+        hv_device_device: Field::ABSENT,
+        hv_pcibus_state: Field::ABSENT,
+        tp_suspend_resume_action: Field::ABSENT,
+        tp_suspend_resume_val: Field::ABSENT,
+        tp_suspend_resume_start: Field::ABSENT,
+        tp_pm_start_device: Field::ABSENT,
+        tp_pm_start_driver: Field::ABSENT,
+        tp_pm_start_pm_ops: Field::ABSENT,
+        tp_pm_start_event: Field::ABSENT,
+        tp_pm_end_device: Field::ABSENT,
+        tp_pm_end_driver: Field::ABSENT,
+        tp_pm_end_error: Field::ABSENT,
+        tp_vector_mod_irq: Field::ABSENT,
+        tp_vector_mod_vector: Field::ABSENT,
+        tp_vector_mod_cpu: Field::ABSENT,
+        tp_vector_mod_prev_vector: Field::ABSENT,
+        tp_vector_mod_prev_cpu: Field::ABSENT,
+        tp_vector_config_irq: Field::ABSENT,
+        tp_vector_config_vector: Field::ABSENT,
+        tp_vector_config_cpu: Field::ABSENT,
+        tp_vector_config_apicdest: Field::ABSENT,
+        tp_vector_activate_irq: Field::ABSENT,
+        tp_vector_activate_is_managed: Field::ABSENT,
+        tp_vector_activate_can_reserve: Field::ABSENT,
+        tp_vector_activate_reserve: Field::ABSENT,
+        tp_irq_handler_entry_irq: Field::ABSENT,
+        irqd_irq_masked: 0xffff_ffff,
+        irqd_irq_disabled: 0xffff_ffff,
+        irqd_affinity_managed: 0xffff_ffff,
+        irqd_managed_shutdown: 0xffff_ffff,
+    };
+}
+
+/// Runtime switches userspace sets in the `CONFIG` global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
+pub struct Config {
+    /// Only events of this tgid are dropped (the tracer itself); 0 = none.
+    pub self_tgid: u32,
+    /// Non-zero so the global lands in .rodata.
+    pub magic: u32,
+}
+
+impl Config {
+    pub const INIT: Config = Config {
+        self_tgid: 0,
+        magic: 0x4d53_4954,
+    };
+}
+
+/// Names of the maps and globals in the eBPF object.
+pub mod names {
+    pub const EVENTS: &str = "EVENTS";
+    pub const HITS: &str = "HITS";
+    pub const LOST: &str = "LOST";
+    pub const IRQ_COUNTS: &str = "IRQ_COUNTS";
+    pub const LAYOUT: &str = "LAYOUT";
+    pub const CONFIG: &str = "CONFIG";
+}
+
+/// Default ring buffer size: 16 MiB holds about 110,000 records, the burst of a suspend
+/// cycle on a guest with thousands of vectors while userspace is frozen.
+pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
+/// Entries of the per-IRQ handler counter map.
+pub const IRQ_COUNT_ENTRIES: u32 = 8192;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] data, no padding-dependent invariants, every bit pattern valid.
+    unsafe impl aya::Pod for super::RawEvent {}
+    unsafe impl aya::Pod for super::Layout {}
+    unsafe impl aya::Pod for super::Config {}
+}

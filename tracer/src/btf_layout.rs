@@ -1,0 +1,1 @@
+//! BTF layout resolver.

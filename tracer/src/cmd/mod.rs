@@ -1,0 +1,6 @@
+//! The commands a user types. Each module has an `Args` (clap) and a `run` returning the
+//! process exit code; none of them holds logic the core does not.
+
+pub mod dump;
+pub mod probes;
+pub mod record;

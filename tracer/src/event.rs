@@ -1,0 +1,421 @@
+//! The typed event every consumer sees: decoded from a ring-buffer [`RawEvent`], read back
+//! from a trace file, or built by hand in a scenario test. The state engine takes nothing else,
+//! which is what makes every live behaviour replayable.
+
+use serde::{Deserialize, Serialize};
+use tracer_common::{NO_INDEX, ProbeId, RawEvent, flags};
+
+/// An MSI message as the kernel holds it. On Hyper-V it is the host's opaque handle: never
+/// decode it as an APIC id and vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MsiMsg {
+    pub address_lo: u32,
+    pub address_hi: u32,
+    pub data: u32,
+}
+
+impl MsiMsg {
+    /// pci-hyperv leaves the message zeroed when the host refused to compose it.
+    pub fn is_zero(&self) -> bool {
+        self.address_lo == 0 && self.address_hi == 0 && self.data == 0
+    }
+
+    fn from_raw(addr: u64, data: u64) -> MsiMsg {
+        MsiMsg {
+            address_lo: addr as u32,
+            address_hi: (addr >> 32) as u32,
+            data: data as u32,
+        }
+    }
+}
+
+impl std::fmt::Display for MsiMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:08x}:{:08x}/{:08x}",
+            self.address_hi, self.address_lo, self.data
+        )
+    }
+}
+
+/// What a probe saw of one vector: its identity and the state bits it could read. Every
+/// field the kernel did not give us (absent in BTF, failed read) is `None`, never a guess.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VectorSnap {
+    pub irq: u32,
+    pub hwirq: u64,
+    /// PCI device (BDF) owning the vector, from `msi_desc->dev`.
+    pub device: Option<String>,
+    pub msi_index: Option<u32>,
+    pub msix: Option<bool>,
+    /// The msi_desc mask cache: what the PCI core believes is in the device's mask bit.
+    pub cache_masked: Option<bool>,
+    /// genirq's view (IRQD_IRQ_MASKED, IRQD_IRQ_DISABLED).
+    pub irqd_masked: Option<bool>,
+    pub irqd_disabled: Option<bool>,
+    pub managed: Option<bool>,
+    pub managed_shutdown: Option<bool>,
+    /// Hyper-V `chip_data`: the host's interrupt-remapping handle, 0 = none.
+    pub chip_data: Option<u64>,
+    /// Seen inside the CPU-offline migration window on this CPU.
+    pub in_migration: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    ComposeEnter(VectorSnap),
+    /// `msg` is `None` when it could not be read; a zeroed message is a failed compose.
+    ComposeExit {
+        v: VectorSnap,
+        msg: Option<MsiMsg>,
+    },
+    UnmaskEnter(VectorSnap),
+    UnmaskExit(VectorSnap),
+    MaskEnter(VectorSnap),
+    MaskExit(VectorSnap),
+    PciMsiMask(VectorSnap),
+    PciMsiUnmask(VectorSnap),
+    MigrateOneIrq {
+        irq: u32,
+    },
+    /// The CPU in [`Event::cpu`] is going offline and moves its vectors away.
+    MigrateAllOffEnter,
+    MigrateAllOffExit,
+    SetAffinityEnter {
+        irq: u32,
+        in_migration: bool,
+    },
+    SetAffinityExit {
+        irq: u32,
+        ret: i32,
+        in_migration: bool,
+    },
+    RestoreEnter {
+        device: String,
+        msi_enabled: Option<bool>,
+        msix_enabled: Option<bool>,
+        power_state: Option<u32>,
+    },
+    RestoreExit {
+        device: String,
+    },
+    /// `__pci_write_msi_msg`: the message written to the device by MMIO.
+    WriteMsiMsg {
+        v: VectorSnap,
+        msg: MsiMsg,
+        in_restore: bool,
+        power_state: Option<u32>,
+    },
+    HvPciSuspendEnter {
+        bus: Option<String>,
+        state: Option<u32>,
+    },
+    HvPciSuspendExit {
+        bus: Option<String>,
+        ret: i32,
+        state: Option<u32>,
+    },
+    HvPciResumeEnter {
+        bus: Option<String>,
+        state: Option<u32>,
+    },
+    HvPciResumeExit {
+        bus: Option<String>,
+        ret: i32,
+        state: Option<u32>,
+    },
+    /// `power:suspend_resume`: `action` such as `dpm_suspend_noirq`, `CPU_OFF` (val = cpu).
+    SuspendResume {
+        action: String,
+        val: u32,
+        start: bool,
+    },
+    DevicePmStart {
+        device: String,
+        driver: String,
+        pm_ops: String,
+        event: u32,
+    },
+    DevicePmEnd {
+        device: String,
+        driver: String,
+        error: i32,
+    },
+    VectorUpdate {
+        irq: u32,
+        vector: u32,
+        cpu: u32,
+        prev_vector: u32,
+        prev_cpu: u32,
+    },
+    VectorClear {
+        irq: u32,
+        vector: u32,
+        cpu: u32,
+        prev_vector: u32,
+        prev_cpu: u32,
+    },
+    VectorConfig {
+        irq: u32,
+        vector: u32,
+        cpu: u32,
+        apicdest: u32,
+    },
+    /// `irq_vectors:vector_activate` / `vector_deactivate`: a vector allocated (started) or
+    /// released (shut down); managed vectors are shut down with their last CPU.
+    VectorActivate {
+        irq: u32,
+        managed: bool,
+        can_reserve: bool,
+        reserve: bool,
+    },
+    VectorDeactivate {
+        irq: u32,
+        managed: bool,
+        can_reserve: bool,
+        reserve: bool,
+    },
+    /// Userspace: events a probe could not write to the ring buffer since the last report.
+    Lost {
+        probe: ProbeId,
+        count: u64,
+    },
+    /// Userspace: cumulative `irq:irq_handler_entry` counts per IRQ, sampled from the map.
+    IrqCounts {
+        counts: Vec<(u32, u64)>,
+    },
+    /// Userspace: the tracer was not running or not reading between these two instants
+    /// (frozen for a suspend, or stopped); events may still arrive from the ring buffer.
+    Gap {
+        reason: String,
+    },
+}
+
+/// One event with its time (CLOCK_MONOTONIC ns), CPU and task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub ts_ns: u64,
+    pub cpu: u32,
+    pub pid: u32,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes, expected {1}")]
+    Size(usize, usize),
+    #[error("unknown probe id {0}")]
+    UnknownProbe(u16),
+    #[error("probe {0:?} is counted in a map and never streamed")]
+    NotStreamed(ProbeId),
+}
+
+fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn bit(f: u16, b: u16, valid: u16) -> Option<bool> {
+    (f & valid != 0).then_some(f & b != 0)
+}
+
+impl Event {
+    /// Decode one ring-buffer record. The bytes come from the kernel and may be of another
+    /// build's layout: check the size and never trust the probe id.
+    pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+        if bytes.len() != std::mem::size_of::<RawEvent>() {
+            return Err(DecodeError::Size(
+                bytes.len(),
+                std::mem::size_of::<RawEvent>(),
+            ));
+        }
+        // SAFETY: the length matches and RawEvent is plain data valid for every bit pattern;
+        // read_unaligned because the ring buffer gives 8-byte alignment only by convention.
+        let raw: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        Self::from_raw(&raw)
+    }
+
+    pub fn from_raw(raw: &RawEvent) -> Result<Event, DecodeError> {
+        let probe = ProbeId::from_u16(raw.probe).ok_or(DecodeError::UnknownProbe(raw.probe))?;
+        let f = raw.flags;
+        let name = (f & flags::NAME_VALID != 0).then(|| cstr(&raw.name));
+        let a2 = (f & flags::A2_VALID != 0).then_some(raw.a[2] as u32);
+        let snap = || VectorSnap {
+            irq: raw.irq,
+            hwirq: raw.hwirq,
+            device: name.clone(),
+            msi_index: (raw.msi_index != NO_INDEX).then_some(raw.msi_index),
+            msix: bit(f, flags::MSIX, flags::MSIX_VALID),
+            cache_masked: bit(f, flags::MASKED, flags::MASK_VALID),
+            irqd_masked: bit(f, flags::IRQD_MASKED, flags::IRQD_VALID),
+            irqd_disabled: bit(f, flags::IRQD_DISABLED, flags::IRQD_VALID),
+            managed: bit(f, flags::MANAGED, flags::IRQD_VALID),
+            managed_shutdown: bit(f, flags::MANAGED_SHUTDOWN, flags::IRQD_VALID),
+            chip_data: (f & flags::CHIP_DATA_VALID != 0).then_some(raw.a[3]),
+            in_migration: f & flags::IN_MIGRATION != 0,
+        };
+        let msg = || MsiMsg::from_raw(raw.a[0], raw.a[1]);
+        let kind = match probe {
+            ProbeId::HvComposeEnter => EventKind::ComposeEnter(snap()),
+            ProbeId::HvComposeExit => EventKind::ComposeExit {
+                v: snap(),
+                msg: (f & flags::MSG_VALID != 0).then(msg),
+            },
+            ProbeId::HvUnmaskEnter => EventKind::UnmaskEnter(snap()),
+            ProbeId::HvUnmaskExit => EventKind::UnmaskExit(snap()),
+            ProbeId::HvMaskEnter => EventKind::MaskEnter(snap()),
+            ProbeId::HvMaskExit => EventKind::MaskExit(snap()),
+            ProbeId::PciMsiMask => EventKind::PciMsiMask(snap()),
+            ProbeId::PciMsiUnmask => EventKind::PciMsiUnmask(snap()),
+            ProbeId::MigrateOneIrq => EventKind::MigrateOneIrq { irq: raw.irq },
+            ProbeId::MigrateAllOffEnter => EventKind::MigrateAllOffEnter,
+            ProbeId::MigrateAllOffExit => EventKind::MigrateAllOffExit,
+            ProbeId::SetAffinityEnter => EventKind::SetAffinityEnter {
+                irq: raw.irq,
+                in_migration: f & flags::IN_MIGRATION != 0,
+            },
+            ProbeId::SetAffinityExit => EventKind::SetAffinityExit {
+                irq: raw.irq,
+                ret: raw.a[1] as i32,
+                in_migration: f & flags::IN_MIGRATION != 0,
+            },
+            ProbeId::RestoreMsiEnter => EventKind::RestoreEnter {
+                device: name.unwrap_or_default(),
+                msi_enabled: bit(raw.a[1] as u16, 1, 4),
+                msix_enabled: bit(raw.a[1] as u16, 2, 8),
+                power_state: a2,
+            },
+            ProbeId::RestoreMsiExit => EventKind::RestoreExit {
+                device: name.unwrap_or_default(),
+            },
+            ProbeId::WriteMsiMsg => EventKind::WriteMsiMsg {
+                v: snap(),
+                msg: msg(),
+                in_restore: f & flags::IN_RESTORE != 0,
+                power_state: a2,
+            },
+            ProbeId::HvPciSuspendEnter => EventKind::HvPciSuspendEnter {
+                bus: name,
+                state: a2,
+            },
+            ProbeId::HvPciSuspendExit => EventKind::HvPciSuspendExit {
+                bus: name,
+                ret: raw.a[1] as i32,
+                state: a2,
+            },
+            ProbeId::HvPciResumeEnter => EventKind::HvPciResumeEnter {
+                bus: name,
+                state: a2,
+            },
+            ProbeId::HvPciResumeExit => EventKind::HvPciResumeExit {
+                bus: name,
+                ret: raw.a[1] as i32,
+                state: a2,
+            },
+            ProbeId::SuspendResume => EventKind::SuspendResume {
+                action: name.unwrap_or_default(),
+                val: raw.a[0] as u32,
+                start: raw.a[1] != 0,
+            },
+            ProbeId::DevicePmStart => EventKind::DevicePmStart {
+                device: name.unwrap_or_default(),
+                driver: cstr(&raw.name2),
+                pm_ops: cstr(&raw.name3),
+                event: raw.a[0] as u32,
+            },
+            ProbeId::DevicePmEnd => EventKind::DevicePmEnd {
+                device: name.unwrap_or_default(),
+                driver: cstr(&raw.name2),
+                error: raw.a[0] as i32,
+            },
+            ProbeId::VectorUpdate => EventKind::VectorUpdate {
+                irq: raw.irq,
+                vector: raw.a[0] as u32,
+                cpu: raw.a[1] as u32,
+                prev_vector: raw.a[2] as u32,
+                prev_cpu: raw.a[3] as u32,
+            },
+            ProbeId::VectorClear => EventKind::VectorClear {
+                irq: raw.irq,
+                vector: raw.a[0] as u32,
+                cpu: raw.a[1] as u32,
+                prev_vector: raw.a[2] as u32,
+                prev_cpu: raw.a[3] as u32,
+            },
+            ProbeId::VectorConfig => EventKind::VectorConfig {
+                irq: raw.irq,
+                vector: raw.a[0] as u32,
+                cpu: raw.a[1] as u32,
+                apicdest: raw.a[2] as u32,
+            },
+            ProbeId::VectorActivate => EventKind::VectorActivate {
+                irq: raw.irq,
+                managed: raw.a[0] != 0,
+                can_reserve: raw.a[1] != 0,
+                reserve: raw.a[2] != 0,
+            },
+            ProbeId::VectorDeactivate => EventKind::VectorDeactivate {
+                irq: raw.irq,
+                managed: raw.a[0] != 0,
+                can_reserve: raw.a[1] != 0,
+                reserve: raw.a[2] != 0,
+            },
+            ProbeId::IrqHandlerEntry => return Err(DecodeError::NotStreamed(probe)),
+        };
+        Ok(Event {
+            ts_ns: raw.ts_ns,
+            cpu: raw.cpu,
+            pid: raw.pid,
+            kind,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_compose_exit_with_its_message() {
+        let mut raw = RawEvent::ZERO;
+        raw.probe = ProbeId::HvComposeExit as u16;
+        raw.irq = 42;
+        raw.flags = flags::MSG_VALID | flags::CHIP_DATA_VALID | flags::NAME_VALID;
+        raw.a = [0x0000_0001_fee0_1000, 0x4021, 0, 0xffff_8880_0000_1000];
+        raw.name[..12].copy_from_slice(b"0000:00:02.0");
+        let bytes: &[u8] = unsafe {
+            std::slice::from_raw_parts((&raw as *const RawEvent).cast(), size_of::<RawEvent>())
+        };
+        let ev = Event::decode(bytes).unwrap();
+        let EventKind::ComposeExit { v, msg } = ev.kind else {
+            panic!("wrong kind {:?}", ev.kind)
+        };
+        assert_eq!(v.irq, 42);
+        assert_eq!(v.device.as_deref(), Some("0000:00:02.0"));
+        assert_eq!(v.chip_data, Some(0xffff_8880_0000_1000));
+        assert_eq!(v.cache_masked, None);
+        assert_eq!(
+            msg,
+            Some(MsiMsg {
+                address_lo: 0xfee0_1000,
+                address_hi: 1,
+                data: 0x4021
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_wrong_size_and_unknown_probe() {
+        assert!(matches!(
+            Event::decode(&[0u8; 8]),
+            Err(DecodeError::Size(8, _))
+        ));
+        let mut raw = RawEvent::ZERO;
+        raw.probe = 999;
+        assert_eq!(
+            Event::from_raw(&raw),
+            Err(DecodeError::UnknownProbe(999))
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! msitrace's core: everything but the terminal and the journal. The probe manager decides
+//! what can attach on this kernel and says why not; the BTF layout resolver feeds the eBPF
+//! programs their field offsets; the collector drains the ring buffer into typed events; the
+//! state engine and its rules turn events into per-vector state and divergences; the trace
+//! file keeps it all for replay. Front-ends (`cmd::*`) are thin layers over these.
+
+pub mod btf_layout;
+pub mod cmd;
+pub mod engine;
+pub mod event;
+pub mod kernel;
+pub mod probes;
+pub mod seed;
+pub mod trace_file;

@@ -1,0 +1,158 @@
+//! The probe catalogue and the report of what attached on this kernel.
+//!
+//! Every hook msitrace knows is listed once in [`CATALOGUE`]: its name, the kernel symbol or
+//! tracepoint, the method, the program in the eBPF object, and the rules that lose their input
+//! when it cannot attach. The probe manager (`crate::collector`) walks this list; `probes`, the
+//! trace header and the replay report all show the same [`ProbeStatus`] rows.
+
+use serde::{Deserialize, Serialize};
+use tracer_common::ProbeId;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Kprobe,
+    Kretprobe,
+    Tracepoint,
+    /// A replacement for a hook this kernel does not have (the migration window when
+    /// `migrate_one_irq` is inlined).
+    Fallback,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Attached,
+    /// The symbol or tracepoint is not on this kernel (inlined, module not loaded, no arch
+    /// support). Expected; said, not an error.
+    Absent,
+    /// The kernel refuses (kprobes compiled out, no permission).
+    Denied,
+    /// Present and allowed, but loading or attaching failed.
+    Error,
+    /// Waiting for a module to load; attaches when it appears.
+    Pending,
+    /// Not needed: another hook covers it (the fallback window when `migrate_one_irq` exists).
+    Unused,
+}
+
+/// One hook of the catalogue.
+#[derive(Clone, Copy, Debug)]
+pub struct Hook {
+    pub probe: ProbeId,
+    /// Human name shown in `probes`, e.g. `hv_compose_msi_msg:return`.
+    pub hook: &'static str,
+    /// Kernel symbol, or `category:name` for a tracepoint.
+    pub symbol: &'static str,
+    pub method: Method,
+    /// Module that provides the symbol when it is not in vmlinux (attach when it appears).
+    pub module: Option<&'static str>,
+    /// Rules that lose (part of) their input without this hook.
+    pub feeds: &'static [&'static str],
+    /// Part of the migration fallback window, used only when `migrate_one_irq` is absent.
+    pub fallback_for: Option<&'static str>,
+}
+
+const fn hook(
+    probe: ProbeId,
+    hook: &'static str,
+    symbol: &'static str,
+    method: Method,
+    feeds: &'static [&'static str],
+) -> Hook {
+    Hook {
+        probe,
+        hook,
+        symbol,
+        method,
+        module: None,
+        feeds,
+        fallback_for: None,
+    }
+}
+
+const fn hv(mut h: Hook) -> Hook {
+    h.module = Some("pci_hyperv");
+    h
+}
+
+const fn fallback(mut h: Hook) -> Hook {
+    h.fallback_for = Some("migrate_one_irq");
+    h
+}
+
+use Method::{Kprobe, Kretprobe, Tracepoint};
+use ProbeId as P;
+
+pub const CATALOGUE: &[Hook] = &[
+    hv(hook(P::HvComposeEnter, "hv_compose_msi_msg", "hv_compose_msi_msg", Kprobe, &["H1", "H2", "H3", "H5"])),
+    hv(hook(P::HvComposeExit, "hv_compose_msi_msg:return", "hv_compose_msi_msg", Kretprobe, &["H1", "H2", "H3", "H5"])),
+    hv(hook(P::HvUnmaskEnter, "hv_irq_unmask", "hv_irq_unmask", Kprobe, &["H4", "H5", "H9"])),
+    hv(hook(P::HvUnmaskExit, "hv_irq_unmask:return", "hv_irq_unmask", Kretprobe, &["H4"])),
+    hv(hook(P::HvMaskEnter, "hv_irq_mask", "hv_irq_mask", Kprobe, &["H4"])),
+    hv(hook(P::HvMaskExit, "hv_irq_mask:return", "hv_irq_mask", Kretprobe, &["H4"])),
+    hook(P::MigrateOneIrq, "migrate_one_irq", "migrate_one_irq", Kprobe, &["G2"]),
+    fallback(hook(P::MigrateAllOffEnter, "irq_migrate_all_off_this_cpu", "irq_migrate_all_off_this_cpu", Kprobe, &["G2", "H4"])),
+    fallback(hook(P::MigrateAllOffExit, "irq_migrate_all_off_this_cpu:return", "irq_migrate_all_off_this_cpu", Kretprobe, &["G2", "H4"])),
+    fallback(hook(P::SetAffinityEnter, "irq_do_set_affinity", "irq_do_set_affinity", Kprobe, &["G2"])),
+    fallback(hook(P::SetAffinityExit, "irq_do_set_affinity:return", "irq_do_set_affinity", Kretprobe, &["G2"])),
+    hook(P::RestoreMsiEnter, "pci_restore_msi_state", "pci_restore_msi_state", Kprobe, &["H1", "H2", "H4"]),
+    hook(P::RestoreMsiExit, "pci_restore_msi_state:return", "pci_restore_msi_state", Kretprobe, &["H1", "H2", "H4"]),
+    hook(P::WriteMsiMsg, "__pci_write_msi_msg", "__pci_write_msi_msg", Kprobe, &["H1", "H2", "H4", "G1"]),
+    hook(P::PciMsiMask, "pci_msi_mask_irq", "pci_msi_mask_irq", Kprobe, &["G1"]),
+    hook(P::PciMsiUnmask, "pci_msi_unmask_irq", "pci_msi_unmask_irq", Kprobe, &["G1", "H4"]),
+    hv(hook(P::HvPciSuspendEnter, "hv_pci_suspend", "hv_pci_suspend", Kprobe, &["H9"])),
+    hv(hook(P::HvPciSuspendExit, "hv_pci_suspend:return", "hv_pci_suspend", Kretprobe, &["H9"])),
+    hv(hook(P::HvPciResumeEnter, "hv_pci_resume", "hv_pci_resume", Kprobe, &["H9"])),
+    hv(hook(P::HvPciResumeExit, "hv_pci_resume:return", "hv_pci_resume", Kretprobe, &["H9"])),
+    hook(P::SuspendResume, "power:suspend_resume", "power:suspend_resume", Tracepoint, &["H1", "H2", "H4", "H9", "G1", "G2", "G3", "G5"]),
+    hook(P::DevicePmStart, "power:device_pm_callback_start", "power:device_pm_callback_start", Tracepoint, &["H9"]),
+    hook(P::DevicePmEnd, "power:device_pm_callback_end", "power:device_pm_callback_end", Tracepoint, &["H9"]),
+    hook(P::VectorUpdate, "irq_vectors:vector_update", "irq_vectors:vector_update", Tracepoint, &["G2"]),
+    hook(P::VectorConfig, "irq_vectors:vector_config", "irq_vectors:vector_config", Tracepoint, &["G2"]),
+    hook(P::VectorClear, "irq_vectors:vector_clear", "irq_vectors:vector_clear", Tracepoint, &["G2"]),
+    hook(P::VectorActivate, "irq_vectors:vector_activate", "irq_vectors:vector_activate", Tracepoint, &["G3"]),
+    hook(P::VectorDeactivate, "irq_vectors:vector_deactivate", "irq_vectors:vector_deactivate", Tracepoint, &["G3"]),
+    hook(P::IrqHandlerEntry, "irq:irq_handler_entry", "irq:irq_handler_entry", Tracepoint, &["G5"]),
+];
+
+pub fn hook_of(probe: ProbeId) -> &'static Hook {
+    CATALOGUE
+        .iter()
+        .find(|h| h.probe == probe)
+        .expect("every ProbeId is in the catalogue")
+}
+
+/// What happened to one hook on this kernel: a row of `msitrace probes`, of the trace
+/// header and of the replay report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    pub hook: String,
+    pub symbol: String,
+    pub method: Method,
+    pub status: Status,
+    /// Why it is not attached (the kernel's own words where it gave any).
+    pub reason: Option<String>,
+    /// Module the symbol lives in, when not vmlinux.
+    pub module: Option<String>,
+    /// Rules that lose input because this hook is not attached (empty when attached).
+    pub rules_losing_input: Vec<String>,
+    pub probe: ProbeId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_probe_is_in_the_catalogue_once() {
+        for p in ProbeId::ALL {
+            assert_eq!(
+                CATALOGUE.iter().filter(|h| h.probe == p).count(),
+                1,
+                "{p:?}"
+            );
+        }
+        assert_eq!(CATALOGUE.len(), ProbeId::ALL.len());
+    }
+}

@@ -1,0 +1,43 @@
+//! The jobs around the code: install what the build needs (`setup`), build everything
+//! (`build`), run every test (`test`, what CI runs), the QEMU rig (`vm-test`, `demo`), and the
+//! benchmarks (`bench`).
+
+mod setup;
+mod vm;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "msitrace's build, test and VM jobs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what the build needs (rust-src for nightly, bpf-linker); idempotent.
+    Setup,
+    /// Boot Debian kernels under QEMU and run the guest scenarios with msitrace inside.
+    VmTest(vm::VmTestArgs),
+    /// Boot the 6.12 guest, run a buggy-mode hibernation with msitrace recording, print the report.
+    Demo(vm::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::run(),
+        Command::VmTest(a) => vm::vm_test(a),
+        Command::Demo(a) => vm::demo(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
