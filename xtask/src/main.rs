@@ -3,6 +3,7 @@
 //! benchmarks (`bench`).
 
 mod setup;
+mod test;
 mod vm;
 
 use std::process::ExitCode;
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Install what the build needs (rust-src for nightly, bpf-linker); idempotent.
     Setup,
+    /// Run every test: setup, fmt, clippy, the workspace's tests, then the QEMU guests.
+    Test(test::TestArgs),
     /// Boot Debian kernels under QEMU and run the guest scenarios with msitrace inside.
     VmTest(vm::VmTestArgs),
     /// Boot the 6.12 guest, run a buggy-mode hibernation with msitrace recording, print the report.
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Setup => setup::run(),
+        Command::Test(a) => test::run(a),
         Command::VmTest(a) => vm::vm_test(a),
         Command::Demo(a) => vm::demo(a),
     };

@@ -1,2 +1,151 @@
-//! Setup.
-pub fn run() -> anyhow::Result<()> { Ok(()) }
+//! Installs what building msitrace needs and is missing: rust-src for the nightly toolchain
+//! (the eBPF crate builds `core` itself) and bpf-linker 0.13.0 linked against that nightly's
+//! own libLLVM. Idempotent, and it upgrades nothing: what is already there is left alone.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+pub const NIGHTLY: &str = "nightly";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> Result<()> {
+    let sysroot = nightly_sysroot()?;
+    ensure_rust_src()?;
+    ensure_bpf_linker(&sysroot)?;
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed: {}",
+            cmd,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    // A toolchain cannot be fetched on these machines, so a missing nightly is a hard stop
+    // with the one command that fixes it where the network allows.
+    let out = output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))
+        .context(
+            "the nightly Rust toolchain is missing: the eBPF programs need it \
+             (install it with `rustup toolchain install nightly`)",
+        )?;
+    Ok(PathBuf::from(out.trim()))
+}
+
+fn ensure_rust_src() -> Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        NIGHTLY,
+    ]))?;
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        println!("setup: rust-src for {NIGHTLY}: present");
+        return Ok(());
+    }
+    println!("setup: installing rust-src for {NIGHTLY}");
+    let status = Command::new("rustup")
+        .args(["component", "add", "rust-src", "--toolchain", NIGHTLY])
+        .status()?;
+    if !status.success() {
+        bail!(
+            "could not install rust-src for {NIGHTLY}: run `rustup component add rust-src --toolchain {NIGHTLY}` by hand"
+        );
+    }
+    Ok(())
+}
+
+fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
+    if let Ok(v) = output(Command::new("bpf-linker").arg("--version")) {
+        let v = v.trim();
+        if !v.contains(BPF_LINKER_VERSION) {
+            // Never replace a linker the user chose; say what we expected instead.
+            println!(
+                "setup: bpf-linker present ({v}); msitrace is tested with {BPF_LINKER_VERSION}, leaving it as is"
+            );
+        } else {
+            println!("setup: bpf-linker {BPF_LINKER_VERSION}: present");
+        }
+        return Ok(());
+    }
+
+    // bpf-linker must link the same LLVM as the rustc that emits the eBPF bitcode. The
+    // nightly ships it as lib/libLLVM.so.<ver>-rust-<ver>-nightly; bpf-linker's build looks
+    // for <prefix>/lib/libLLVM.so, so give it a prefix that points there, and an rpath to the
+    // sysroot so the binary still starts once the temporary prefix is gone.
+    let lib = sysroot.join("lib");
+    let llvm = std::fs::read_dir(&lib)
+        .with_context(|| format!("cannot list {}", lib.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so."))
+        })
+        .with_context(|| {
+            format!(
+                "no libLLVM.so.* in {}: this nightly cannot host bpf-linker",
+                lib.display()
+            )
+        })?;
+    let vv = output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "-vV"]))?;
+    let major = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("cannot read the nightly's LLVM version from `rustc -vV`")?
+        .to_string();
+
+    let prefix = std::env::temp_dir().join(format!("msitrace-llvm-prefix-{}", std::process::id()));
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)?;
+    let link = prefix_lib.join("libLLVM.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&llvm, &link)?;
+
+    println!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against {} (LLVM {major}; about 2 minutes)",
+        llvm.display()
+    );
+    let status = Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
+        ])
+        .env("LLVM_PREFIX", &prefix)
+        .env(
+            "RUSTFLAGS",
+            format!("-C link-arg=-Wl,-rpath,{}", lib.display()),
+        )
+        .status();
+    let _ = std::fs::remove_dir_all(&prefix);
+    if !status.is_ok_and(|s| s.success()) {
+        bail!(
+            "could not build bpf-linker {BPF_LINKER_VERSION}: see cargo's output above; it needs crates.io and a C toolchain"
+        );
+    }
+    output(Command::new("bpf-linker").arg("--version")).context(
+        "bpf-linker was installed but does not start: is ~/.cargo/bin on PATH?",
+    )?;
+    Ok(())
+}

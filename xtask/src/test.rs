@@ -1,0 +1,43 @@
+//! `cargo xtask test`: every test, as CI runs it on a fresh clone — setup, format and lint
+//! checks, the workspace's tests (root-only ones run when root, skip with a reason otherwise),
+//! then the QEMU guests where the kprobes really fire.
+
+use std::process::Command;
+
+use anyhow::{Result, bail};
+use clap::{Args, FromArgMatches};
+
+use crate::{setup, vm};
+
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// Skip the QEMU guests (they take several minutes).
+    #[arg(long)]
+    pub no_vm: bool,
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    println!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .status()?;
+    if !status.success() {
+        bail!("`cargo {}` failed", args.join(" "));
+    }
+    Ok(())
+}
+
+pub fn run(args: TestArgs) -> Result<()> {
+    setup::run()?;
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&["test"])?;
+    if args.no_vm {
+        println!("xtask: QEMU guests skipped (--no-vm)");
+        return Ok(());
+    }
+    // vm-test with its own defaults, as if typed without flags.
+    let matches = vm::VmTestArgs::augment_args(clap::Command::new("vm-test"))
+        .try_get_matches_from(["vm-test"])?;
+    vm::vm_test(vm::VmTestArgs::from_arg_matches(&matches)?)
+}
