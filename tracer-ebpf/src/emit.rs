@@ -1,0 +1,80 @@
+//! The record every streaming program writes: hit and loss counting, the ring-buffer
+//! reservation filled in place, and the header common to all probes.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    maps::{PerCpuArray, ring_buf::RingBufEntry},
+};
+use tracer_common::{NO_INDEX, ProbeId, RawEvent, flags};
+
+use crate::{CONFIG, EVENTS, HITS, LOST, MIGRATING};
+
+#[inline(always)]
+fn bump(counters: &PerCpuArray<u64>, probe: ProbeId) {
+    if let Some(p) = counters.get_ptr_mut(probe as u32) {
+        // SAFETY: a per-CPU slot, only touched by programs running on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Count one firing of `probe`; every program calls this first.
+#[inline(always)]
+pub fn hit(probe: ProbeId) {
+    bump(&HITS, probe);
+}
+
+/// Whether the current task on this CPU is inside `irq_migrate_all_off_this_cpu`.
+#[inline(always)]
+pub fn in_migration(pid_tgid: u64) -> bool {
+    MIGRATING
+        .get(0)
+        .is_some_and(|&owner| owner != 0 && owner == pid_tgid)
+}
+
+/// A reserved ring-buffer record; it must reach [`Record::submit`] (the verifier checks).
+pub struct Record(RingBufEntry<RawEvent>);
+
+impl Record {
+    #[inline(always)]
+    pub fn ev(&mut self) -> &mut RawEvent {
+        // SAFETY: `reserve` zeroed the whole record, and all-zero is a valid RawEvent.
+        unsafe { &mut *self.0.as_mut_ptr() }
+    }
+
+    #[inline(always)]
+    pub fn submit(self) {
+        self.0.submit(0);
+    }
+}
+
+/// Reserve a record for `probe` with its header filled in. `None` when the ring buffer is
+/// full (counted in `LOST`) or the current task is the tracer itself (`CONFIG.self_tgid`).
+#[inline(always)]
+pub fn reserve(probe: ProbeId) -> Option<Record> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: `CONFIG` is an immutable static; volatile so the loader's value is read.
+    let self_tgid = unsafe { core::ptr::read_volatile(&raw const CONFIG.self_tgid) };
+    if self_tgid != 0 && tgid == self_tgid {
+        return None;
+    }
+    let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
+        bump(&LOST, probe);
+        return None;
+    };
+    let p = entry.as_mut_ptr();
+    // SAFETY: `p` points at a reserved record of exactly size_of::<RawEvent>() bytes; it is
+    // zeroed before any field is written. The helpers have no preconditions.
+    unsafe {
+        p.write_bytes(0, 1);
+        (*p).ts_ns = bpf_ktime_get_ns();
+        (*p).probe = probe as u16;
+        (*p).cpu = bpf_get_smp_processor_id();
+        (*p).pid = tgid;
+        (*p).msi_index = NO_INDEX;
+        if in_migration(pid_tgid) {
+            (*p).flags = flags::IN_MIGRATION;
+        }
+    }
+    Some(Record(entry))
+}

@@ -1,0 +1,479 @@
+//! The kprobe and kretprobe programs: the Hyper-V chip callbacks, the PCI core's MSI restore
+//! and writes, the CPU-offline migration (or its fallback window), and the hv_pci bus.
+//!
+//! A return probe cannot see its function's arguments, so each entry probe stashes what its
+//! return probe needs in `ARGS`, keyed by task and probe. `pci_restore_msi_state`'s stash
+//! doubles as the restore window that marks `__pci_write_msi_msg` events `IN_RESTORE`.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::{kprobe, kretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use tracer_common::{ProbeId, RawEvent, flags};
+
+use crate::{
+    ARGS, MIGRATING,
+    emit::{hit, reserve},
+    read::{self, layout},
+    vector,
+};
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StashKey {
+    pub pid_tgid: u64,
+    /// The entry probe that wrote the stash.
+    pub probe: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Stash {
+    /// The function's object: irq_data, pci_dev or hv_device.
+    pub obj: u64,
+    /// A second argument when the return probe needs one (the msi_msg, `force`).
+    pub arg: u64,
+}
+
+#[inline(always)]
+fn key(entry: ProbeId) -> StashKey {
+    StashKey {
+        pid_tgid: bpf_get_current_pid_tgid(),
+        probe: entry as u64,
+    }
+}
+
+/// A full map only costs the return probe its context (`NO_ENTRY`), so the error is dropped.
+#[inline(always)]
+fn stash(entry: ProbeId, obj: u64, arg: u64) {
+    let _ = ARGS.insert(key(entry), Stash { obj, arg }, 0);
+}
+
+#[inline(always)]
+fn take(entry: ProbeId) -> Option<Stash> {
+    let k = key(entry);
+    // SAFETY: the value is copied out at once; only this task writes this key.
+    let s = unsafe { ARGS.get(k) }.copied();
+    if s.is_some() {
+        let _ = ARGS.remove(k);
+    }
+    s
+}
+
+#[inline(always)]
+fn in_restore() -> bool {
+    ARGS.get_ptr(key(ProbeId::RestoreMsiEnter)).is_some()
+}
+
+/// `int` return value, sign-extended (the upper half of the register is undefined).
+#[inline(always)]
+fn ret_code(ctx: &RetProbeContext) -> u64 {
+    i64::from(ctx.ret::<u64>() as i32) as u64
+}
+
+#[inline(always)]
+fn vector_event(probe: ProbeId, d: u64) {
+    if let Some(mut rec) = reserve(probe) {
+        vector::from_irq_data(rec.ev(), d, true);
+        rec.submit();
+    }
+}
+
+/// Return probe of a callback taking `struct irq_data *`: the vector's state after the call.
+#[inline(always)]
+fn vector_exit(probe: ProbeId, entry: ProbeId) {
+    let s = take(entry);
+    if let Some(mut rec) = reserve(probe) {
+        match s {
+            Some(s) => vector::from_irq_data(rec.ev(), s.obj, true),
+            None => rec.ev().flags |= flags::NO_ENTRY,
+        }
+        rec.submit();
+    }
+}
+
+fn try_irq_data_enter(ctx: &ProbeContext, probe: ProbeId) -> Result<u32, u32> {
+    hit(probe);
+    let d: u64 = ctx.arg(0).ok_or(1u32)?;
+    stash(probe, d, 0);
+    vector_event(probe, d);
+    Ok(0)
+}
+
+fn try_irq_data_exit(probe: ProbeId, entry: ProbeId) -> Result<u32, u32> {
+    hit(probe);
+    vector_exit(probe, entry);
+    Ok(0)
+}
+
+#[kprobe]
+pub fn hv_compose_enter(ctx: ProbeContext) -> u32 {
+    match try_hv_compose_enter(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_hv_compose_enter(ctx: &ProbeContext) -> Result<u32, u32> {
+    let probe = ProbeId::HvComposeEnter;
+    hit(probe);
+    let d: u64 = ctx.arg(0).ok_or(1u32)?;
+    let msg: u64 = ctx.arg(1).ok_or(1u32)?;
+    stash(probe, d, msg);
+    vector_event(probe, d);
+    Ok(0)
+}
+
+#[kretprobe]
+pub fn hv_compose_exit(ctx: RetProbeContext) -> u32 {
+    match try_hv_compose_exit(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_hv_compose_exit(_ctx: &RetProbeContext) -> Result<u32, u32> {
+    let probe = ProbeId::HvComposeExit;
+    hit(probe);
+    let s = take(ProbeId::HvComposeEnter);
+    let mut rec = reserve(probe).ok_or(0u32)?;
+    let ev = rec.ev();
+    match s {
+        Some(s) => {
+            vector::from_irq_data(ev, s.obj, false);
+            vector::msg(ev, s.arg);
+        }
+        None => ev.flags |= flags::NO_ENTRY,
+    }
+    rec.submit();
+    Ok(0)
+}
+
+#[kprobe]
+pub fn hv_unmask_enter(ctx: ProbeContext) -> u32 {
+    match try_irq_data_enter(&ctx, ProbeId::HvUnmaskEnter) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+#[kretprobe]
+pub fn hv_unmask_exit(_ctx: RetProbeContext) -> u32 {
+    match try_irq_data_exit(ProbeId::HvUnmaskExit, ProbeId::HvUnmaskEnter) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+#[kprobe]
+pub fn hv_mask_enter(ctx: ProbeContext) -> u32 {
+    match try_irq_data_enter(&ctx, ProbeId::HvMaskEnter) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+#[kretprobe]
+pub fn hv_mask_exit(_ctx: RetProbeContext) -> u32 {
+    match try_irq_data_exit(ProbeId::HvMaskExit, ProbeId::HvMaskEnter) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+#[kprobe]
+pub fn pci_msi_mask(ctx: ProbeContext) -> u32 {
+    match try_pci_msi(&ctx, ProbeId::PciMsiMask) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+#[kprobe]
+pub fn pci_msi_unmask(ctx: ProbeContext) -> u32 {
+    match try_pci_msi(&ctx, ProbeId::PciMsiUnmask) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_pci_msi(ctx: &ProbeContext, probe: ProbeId) -> Result<u32, u32> {
+    hit(probe);
+    let d: u64 = ctx.arg(0).ok_or(1u32)?;
+    vector_event(probe, d);
+    Ok(0)
+}
+
+/// `migrate_one_irq(struct irq_desc *)`; inlined on many kernels (then the window below).
+#[kprobe]
+pub fn migrate_one_irq(ctx: ProbeContext) -> u32 {
+    match try_migrate_one_irq(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_migrate_one_irq(ctx: &ProbeContext) -> Result<u32, u32> {
+    let probe = ProbeId::MigrateOneIrq;
+    hit(probe);
+    let desc: u64 = ctx.arg(0).ok_or(1u32)?;
+    let mut rec = reserve(probe).ok_or(0u32)?;
+    let ev = rec.ev();
+    ev.a[0] = desc;
+    if let Some(d) = read::member_addr(desc, layout!(irq_desc_irq_data))
+        && let Some(irq) = read::kernel(d, layout!(irq_data_irq))
+    {
+        ev.irq = irq as u32;
+    }
+    rec.submit();
+    Ok(0)
+}
+
+/// Opens the migration window: the dying CPU moves its vectors away, in the stopper thread
+/// with interrupts off, so nothing else runs on this CPU until the return probe.
+#[kprobe]
+pub fn migrate_all_off_enter(_ctx: ProbeContext) -> u32 {
+    match try_migrate_all_off(ProbeId::MigrateAllOffEnter, true) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+#[kretprobe]
+pub fn migrate_all_off_exit(_ctx: RetProbeContext) -> u32 {
+    match try_migrate_all_off(ProbeId::MigrateAllOffExit, false) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_migrate_all_off(probe: ProbeId, open: bool) -> Result<u32, u32> {
+    hit(probe);
+    let slot = MIGRATING.get_ptr_mut(0).ok_or(1u32)?;
+    if open {
+        // SAFETY: a per-CPU slot, only touched by programs running on this CPU.
+        unsafe { *slot = bpf_get_current_pid_tgid() };
+    }
+    // Both ends carry IN_MIGRATION: the window is closed only after the exit record.
+    if let Some(rec) = reserve(probe) {
+        rec.submit();
+    }
+    if !open {
+        // SAFETY: as above.
+        unsafe { *slot = 0 };
+    }
+    Ok(0)
+}
+
+/// `irq_do_set_affinity(struct irq_data *, const struct cpumask *, bool force)`.
+#[kprobe]
+pub fn set_affinity_enter(ctx: ProbeContext) -> u32 {
+    match try_set_affinity_enter(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_set_affinity_enter(ctx: &ProbeContext) -> Result<u32, u32> {
+    let probe = ProbeId::SetAffinityEnter;
+    hit(probe);
+    let d: u64 = ctx.arg(0).ok_or(1u32)?;
+    // `bool` in a register: only the low byte is defined.
+    let force = u64::from(ctx.arg::<u64>(2).ok_or(1u32)? as u8 != 0);
+    stash(probe, d, force);
+    let mut rec = reserve(probe).ok_or(0u32)?;
+    let ev = rec.ev();
+    if let Some(irq) = read::kernel(d, layout!(irq_data_irq)) {
+        ev.irq = irq as u32;
+    }
+    ev.a[0] = force;
+    rec.submit();
+    Ok(0)
+}
+
+#[kretprobe]
+pub fn set_affinity_exit(ctx: RetProbeContext) -> u32 {
+    match try_set_affinity_exit(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_set_affinity_exit(ctx: &RetProbeContext) -> Result<u32, u32> {
+    let probe = ProbeId::SetAffinityExit;
+    hit(probe);
+    let s = take(ProbeId::SetAffinityEnter);
+    let mut rec = reserve(probe).ok_or(0u32)?;
+    let ev = rec.ev();
+    ev.a[1] = ret_code(ctx);
+    match s {
+        Some(s) => {
+            if let Some(irq) = read::kernel(s.obj, layout!(irq_data_irq)) {
+                ev.irq = irq as u32;
+            }
+            ev.a[0] = s.arg;
+        }
+        None => ev.flags |= flags::NO_ENTRY,
+    }
+    rec.submit();
+    Ok(0)
+}
+
+/// A `struct pci_dev *`: its BDF, MSI/MSI-X enable bits (`a[1]`) and power state (`a[2]`).
+#[inline(always)]
+fn pci_dev(ev: &mut RawEvent, pdev: u64) {
+    ev.a[0] = pdev;
+    if let Some(dev) = read::member_addr(pdev, layout!(pci_dev_dev)) {
+        vector::device_name(ev, dev);
+    }
+    let mut enabled = 0;
+    if let Some(msi) = read::kernel(pdev, layout!(pci_dev_msi_enabled)) {
+        enabled |= 4 | u64::from(msi != 0);
+    }
+    if let Some(msix) = read::kernel(pdev, layout!(pci_dev_msix_enabled)) {
+        enabled |= 8 | (u64::from(msix != 0) << 1);
+    }
+    ev.a[1] = enabled;
+    if let Some(state) = read::kernel(pdev, layout!(pci_dev_current_state)) {
+        ev.a[2] = state & 0xffff_ffff;
+        ev.flags |= flags::A2_VALID;
+    }
+}
+
+/// `pci_restore_msi_state(struct pci_dev *)`; its stash is this task's restore window.
+#[kprobe]
+pub fn restore_msi_enter(ctx: ProbeContext) -> u32 {
+    match try_restore_msi_enter(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_restore_msi_enter(ctx: &ProbeContext) -> Result<u32, u32> {
+    let probe = ProbeId::RestoreMsiEnter;
+    hit(probe);
+    let pdev: u64 = ctx.arg(0).ok_or(1u32)?;
+    stash(probe, pdev, 0);
+    let mut rec = reserve(probe).ok_or(0u32)?;
+    pci_dev(rec.ev(), pdev);
+    rec.submit();
+    Ok(0)
+}
+
+#[kretprobe]
+pub fn restore_msi_exit(_ctx: RetProbeContext) -> u32 {
+    match try_restore_msi_exit() {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_restore_msi_exit() -> Result<u32, u32> {
+    let probe = ProbeId::RestoreMsiExit;
+    hit(probe);
+    let s = take(ProbeId::RestoreMsiEnter);
+    let mut rec = reserve(probe).ok_or(0u32)?;
+    match s {
+        Some(s) => pci_dev(rec.ev(), s.obj),
+        None => rec.ev().flags |= flags::NO_ENTRY,
+    }
+    rec.submit();
+    Ok(0)
+}
+
+/// `__pci_write_msi_msg(struct msi_desc *, struct msi_msg *)`: the message going to the
+/// device by MMIO (or only to the cache when the device is not in D0).
+#[kprobe]
+pub fn write_msi_msg(ctx: ProbeContext) -> u32 {
+    match try_write_msi_msg(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_write_msi_msg(ctx: &ProbeContext) -> Result<u32, u32> {
+    let probe = ProbeId::WriteMsiMsg;
+    hit(probe);
+    let desc: u64 = ctx.arg(0).ok_or(1u32)?;
+    let msg: u64 = ctx.arg(1).ok_or(1u32)?;
+    let restoring = in_restore();
+    let mut rec = reserve(probe).ok_or(0u32)?;
+    let ev = rec.ev();
+    if restoring {
+        ev.flags |= flags::IN_RESTORE;
+    }
+    if let Some(irq) = read::kernel(desc, layout!(msi_desc_irq)) {
+        ev.irq = irq as u32;
+    }
+    vector::from_msi_desc(ev, desc);
+    vector::msg(ev, msg);
+    // container_of(desc->dev, struct pci_dev, dev)
+    let pdev_dev = layout!(pci_dev_dev);
+    if pdev_dev.present != 0
+        && let Some(dev) = read::kernel(desc, layout!(msi_desc_dev))
+        && dev != 0
+        && let Some(state) = read::kernel(
+            dev.wrapping_sub(u64::from(pdev_dev.off)),
+            layout!(pci_dev_current_state),
+        )
+    {
+        ev.a[2] = state & 0xffff_ffff;
+        ev.flags |= flags::A2_VALID;
+    }
+    rec.submit();
+    Ok(0)
+}
+
+/// A `struct hv_device *`: its name and the state of the hv_pcibus_device hanging off it
+/// (`dev_get_drvdata(&hdev->device)`).
+#[inline(always)]
+fn hv_bus(ev: &mut RawEvent, hdev: u64) {
+    ev.a[0] = hdev;
+    let Some(dev) = read::member_addr(hdev, layout!(hv_device_device)) else {
+        return;
+    };
+    vector::device_name(ev, dev);
+    if let Some(hbus) = read::kernel(dev, layout!(device_driver_data))
+        && let Some(state) = read::kernel(hbus, layout!(hv_pcibus_state))
+    {
+        ev.a[2] = state & 0xffff_ffff;
+        ev.flags |= flags::A2_VALID;
+    }
+}
+
+fn try_hv_pci_enter(ctx: &ProbeContext, probe: ProbeId) -> Result<u32, u32> {
+    hit(probe);
+    let hdev: u64 = ctx.arg(0).ok_or(1u32)?;
+    stash(probe, hdev, 0);
+    let mut rec = reserve(probe).ok_or(0u32)?;
+    hv_bus(rec.ev(), hdev);
+    rec.submit();
+    Ok(0)
+}
+
+fn try_hv_pci_exit(ctx: &RetProbeContext, probe: ProbeId, entry: ProbeId) -> Result<u32, u32> {
+    hit(probe);
+    let s = take(entry);
+    let mut rec = reserve(probe).ok_or(0u32)?;
+    let ev = rec.ev();
+    match s {
+        Some(s) => hv_bus(ev, s.obj),
+        None => ev.flags |= flags::NO_ENTRY,
+    }
+    ev.a[1] = ret_code(ctx);
+    rec.submit();
+    Ok(0)
+}
+
+#[kprobe]
+pub fn hv_pci_suspend_enter(ctx: ProbeContext) -> u32 {
+    match try_hv_pci_enter(&ctx, ProbeId::HvPciSuspendEnter) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+#[kretprobe]
+pub fn hv_pci_suspend_exit(ctx: RetProbeContext) -> u32 {
+    match try_hv_pci_exit(&ctx, ProbeId::HvPciSuspendExit, ProbeId::HvPciSuspendEnter) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+#[kprobe]
+pub fn hv_pci_resume_enter(ctx: ProbeContext) -> u32 {
+    match try_hv_pci_enter(&ctx, ProbeId::HvPciResumeEnter) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+#[kretprobe]
+pub fn hv_pci_resume_exit(ctx: RetProbeContext) -> u32 {
+    match try_hv_pci_exit(&ctx, ProbeId::HvPciResumeExit, ProbeId::HvPciResumeEnter) {
+        Ok(r) | Err(r) => r,
+    }
+}

@@ -1,0 +1,211 @@
+//! The classic tracepoint programs: power phases and PM callbacks, the x86 vector allocator,
+//! and the per-IRQ handler counter. Field offsets are those of the `trace_event_raw_*`
+//! records, from BTF; a record whose identifying field is absent is not emitted.
+
+use aya_ebpf::{bindings::BPF_NOEXIST, macros::tracepoint, programs::TracePointContext};
+use tracer_common::{Field, ProbeId, flags};
+
+use crate::{
+    IRQ_COUNTS,
+    emit::{hit, reserve},
+    read::{self, layout},
+};
+
+#[tracepoint]
+pub fn suspend_resume(ctx: TracePointContext) -> u32 {
+    match try_suspend_resume(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_suspend_resume(ctx: &TracePointContext) -> Result<u32, u32> {
+    let probe = ProbeId::SuspendResume;
+    hit(probe);
+    let action = layout!(tp_suspend_resume_action);
+    if action.present == 0 {
+        return Err(1);
+    }
+    let mut rec = reserve(probe).ok_or(0u32)?;
+    let ev = rec.ev();
+    if read::tp_str(ctx, action, &mut ev.name) {
+        ev.flags |= flags::NAME_VALID;
+    }
+    ev.a[0] = read::tp(ctx, layout!(tp_suspend_resume_val)).unwrap_or(0);
+    ev.a[1] = read::tp(ctx, layout!(tp_suspend_resume_start)).unwrap_or(0);
+    rec.submit();
+    Ok(0)
+}
+
+#[tracepoint]
+pub fn device_pm_start(ctx: TracePointContext) -> u32 {
+    match try_device_pm_start(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_device_pm_start(ctx: &TracePointContext) -> Result<u32, u32> {
+    let probe = ProbeId::DevicePmStart;
+    hit(probe);
+    let device = layout!(tp_pm_start_device);
+    if device.present == 0 {
+        return Err(1);
+    }
+    let mut rec = reserve(probe).ok_or(0u32)?;
+    let ev = rec.ev();
+    if read::tp_str(ctx, device, &mut ev.name) {
+        ev.flags |= flags::NAME_VALID;
+    }
+    read::tp_str(ctx, layout!(tp_pm_start_driver), &mut ev.name2);
+    read::tp_str(ctx, layout!(tp_pm_start_pm_ops), &mut ev.name3);
+    ev.a[0] = read::tp(ctx, layout!(tp_pm_start_event)).unwrap_or(0);
+    rec.submit();
+    Ok(0)
+}
+
+#[tracepoint]
+pub fn device_pm_end(ctx: TracePointContext) -> u32 {
+    match try_device_pm_end(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_device_pm_end(ctx: &TracePointContext) -> Result<u32, u32> {
+    let probe = ProbeId::DevicePmEnd;
+    hit(probe);
+    let device = layout!(tp_pm_end_device);
+    if device.present == 0 {
+        return Err(1);
+    }
+    let mut rec = reserve(probe).ok_or(0u32)?;
+    let ev = rec.ev();
+    if read::tp_str(ctx, device, &mut ev.name) {
+        ev.flags |= flags::NAME_VALID;
+    }
+    read::tp_str(ctx, layout!(tp_pm_end_driver), &mut ev.name2);
+    ev.a[0] = read::tp(ctx, layout!(tp_pm_end_error)).unwrap_or(0);
+    rec.submit();
+    Ok(0)
+}
+
+/// A record of `irq` plus up to four integer fields into `a[0..4]` (absent fields read 0).
+#[inline(always)]
+fn irq_and_fields(
+    ctx: &TracePointContext,
+    probe: ProbeId,
+    irq: Field,
+    fields: [Field; 4],
+) -> Result<u32, u32> {
+    hit(probe);
+    let irq = read::tp(ctx, irq).ok_or(1u32)?;
+    let mut rec = reserve(probe).ok_or(0u32)?;
+    let ev = rec.ev();
+    ev.irq = irq as u32;
+    for (slot, f) in ev.a.iter_mut().zip(fields) {
+        *slot = read::tp(ctx, f).unwrap_or(0);
+    }
+    rec.submit();
+    Ok(0)
+}
+
+/// `irq_vectors:vector_update` and `vector_clear` share the `vector_mod` record.
+#[inline(always)]
+fn vector_mod(ctx: &TracePointContext, probe: ProbeId) -> Result<u32, u32> {
+    irq_and_fields(
+        ctx,
+        probe,
+        layout!(tp_vector_mod_irq),
+        [
+            layout!(tp_vector_mod_vector),
+            layout!(tp_vector_mod_cpu),
+            layout!(tp_vector_mod_prev_vector),
+            layout!(tp_vector_mod_prev_cpu),
+        ],
+    )
+}
+
+#[tracepoint]
+pub fn vector_update(ctx: TracePointContext) -> u32 {
+    match vector_mod(&ctx, ProbeId::VectorUpdate) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+#[tracepoint]
+pub fn vector_clear(ctx: TracePointContext) -> u32 {
+    match vector_mod(&ctx, ProbeId::VectorClear) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+#[tracepoint]
+pub fn vector_config(ctx: TracePointContext) -> u32 {
+    let r = irq_and_fields(
+        &ctx,
+        ProbeId::VectorConfig,
+        layout!(tp_vector_config_irq),
+        [
+            layout!(tp_vector_config_vector),
+            layout!(tp_vector_config_cpu),
+            layout!(tp_vector_config_apicdest),
+            Field::ABSENT,
+        ],
+    );
+    match r {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+/// `vector_activate` and `vector_deactivate` share the `vector_activate` record.
+#[inline(always)]
+fn vector_activation(ctx: &TracePointContext, probe: ProbeId) -> Result<u32, u32> {
+    irq_and_fields(
+        ctx,
+        probe,
+        layout!(tp_vector_activate_irq),
+        [
+            layout!(tp_vector_activate_is_managed),
+            layout!(tp_vector_activate_can_reserve),
+            layout!(tp_vector_activate_reserve),
+            Field::ABSENT,
+        ],
+    )
+}
+
+#[tracepoint]
+pub fn vector_activate(ctx: TracePointContext) -> u32 {
+    match vector_activation(&ctx, ProbeId::VectorActivate) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+#[tracepoint]
+pub fn vector_deactivate(ctx: TracePointContext) -> u32 {
+    match vector_activation(&ctx, ProbeId::VectorDeactivate) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+/// Liveness only: a per-CPU count per IRQ that userspace sums and samples; never streamed.
+#[tracepoint]
+pub fn irq_handler_entry(ctx: TracePointContext) -> u32 {
+    match try_irq_handler_entry(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_irq_handler_entry(ctx: &TracePointContext) -> Result<u32, u32> {
+    hit(ProbeId::IrqHandlerEntry);
+    let irq = read::tp(ctx, layout!(tp_irq_handler_entry_irq)).ok_or(1u32)? as u32;
+    for _ in 0..2 {
+        if let Some(count) = IRQ_COUNTS.get_ptr_mut(irq) {
+            // SAFETY: a per-CPU value, only touched by programs running on this CPU.
+            unsafe { *count += 1 };
+            return Ok(0);
+        }
+        // NOEXIST: if a nested handler created the entry meanwhile, the second pass counts.
+        if IRQ_COUNTS.insert(irq, 1u64, u64::from(BPF_NOEXIST)).is_ok() {
+            return Ok(0);
+        }
+    }
+    Err(1)
+}
