@@ -1,0 +1,768 @@
+//! The BTF layout resolver against real kernels: Debian's 5.10, 6.1 and 6.12 (BTF extracted
+//! into tests/fixtures/btf, see its README), and the running kernel, whose tracepoint record
+//! offsets are checked against what tracefs says.
+//!
+//! The expected offsets of the fixtures were read with `pahole -F btf` (dwarves 1.24) from the
+//! same BTF, not computed by the resolver.
+
+use std::{
+    fs,
+    io::BufReader,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+    time::Instant,
+};
+
+use btf_rs::Btf;
+use tracer::btf_layout::{self, LayoutError, ResolvedLayout};
+use tracer_common::Field;
+
+const K5_10: &str = "5.10.0-46-amd64";
+const K6_1: &str = "6.1.0-56-amd64";
+const K6_12: &str = "6.12.117+deb12-amd64";
+
+fn fixture(kernel: &str, file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/btf")
+        .join(kernel)
+        .join(file)
+}
+
+/// The fixtures are xz-compressed (a full vmlinux BTF is 3.5–5 MB raw, about 1 MB xz).
+fn unxz(path: &Path) -> Vec<u8> {
+    let file = fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = Vec::new();
+    lzma_rs::xz_decompress(&mut BufReader::new(file), &mut out)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    out
+}
+
+/// One fixture kernel: its vmlinux BTF and the module BTF shipped beside it, each raw and
+/// parsed. Decompressing and parsing take seconds in a debug build: each kernel is loaded once
+/// and shared by the tests.
+struct Kernel {
+    vmlinux_raw: Vec<u8>,
+    vmlinux: Btf,
+    modules: Vec<(&'static str, Vec<u8>, Btf)>,
+}
+
+fn load(kernel: &str) -> Kernel {
+    let vmlinux_raw = unxz(&fixture(kernel, "vmlinux.btf.xz"));
+    let vmlinux =
+        Btf::from_bytes(&vmlinux_raw).unwrap_or_else(|e| panic!("{kernel} vmlinux: {e:#}"));
+    let modules = ["hv_vmbus", "pci_hyperv"]
+        .into_iter()
+        .filter_map(|m| {
+            let path = fixture(kernel, &format!("{m}.btf.xz"));
+            path.exists().then(|| {
+                let raw = unxz(&path);
+                let btf = Btf::from_split_bytes(&raw, &vmlinux)
+                    .unwrap_or_else(|e| panic!("{kernel} {m}: {e:#}"));
+                (m, raw, btf)
+            })
+        })
+        .collect();
+    Kernel {
+        vmlinux_raw,
+        vmlinux,
+        modules,
+    }
+}
+
+fn kernel(name: &'static str) -> &'static Kernel {
+    static KERNELS: [(&str, OnceLock<Kernel>); 3] = [
+        (K5_10, OnceLock::new()),
+        (K6_1, OnceLock::new()),
+        (K6_12, OnceLock::new()),
+    ];
+    let (_, cell) = KERNELS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no fixture kernel {name}"));
+    cell.get_or_init(|| load(name))
+}
+
+/// Resolve `k` with the BTF of `modules` (which must be among its fixtures) given.
+fn resolve(k: &Kernel, modules: &[&str]) -> ResolvedLayout {
+    let refs: Vec<(&str, &Btf)> = modules
+        .iter()
+        .map(|&m| {
+            let (name, _, btf) = k
+                .modules
+                .iter()
+                .find(|(n, _, _)| *n == m)
+                .unwrap_or_else(|| panic!("no {m} fixture"));
+            (*name, btf)
+        })
+        .collect();
+    btf_layout::resolve(&k.vmlinux, &refs)
+}
+
+/// A `Layout` member by name (through serde, so the test names members as the reports do).
+fn field(r: &ResolvedLayout, name: &str) -> Field {
+    let json = serde_json::to_value(r.layout).expect("Layout serialises");
+    serde_json::from_value(json[name].clone()).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// (member, path that must resolve, off, size, bit_off, bit_len)
+type Expect = (&'static str, &'static str, u32, u8, u8, u8);
+
+fn check(kernel: &str, r: &ResolvedLayout, expected: &[Expect]) {
+    for &(name, path, off, size, bit_off, bit_len) in expected {
+        let report = r
+            .report(name)
+            .unwrap_or_else(|| panic!("{kernel}: no report {name}"));
+        assert_eq!(
+            report.path.as_deref(),
+            Some(path),
+            "{kernel} {name}: {report:?}"
+        );
+        let want = Field {
+            off,
+            size,
+            bit_off,
+            bit_len,
+            present: 1,
+        };
+        assert_eq!(field(r, name), want, "{kernel} {name} ({path})");
+    }
+}
+
+/// Identical on 5.10, 6.1 and 6.12 (pahole).
+const COMMON: &[Expect] = &[
+    ("irq_data_irq", "irq_data.irq", 4, 4, 0, 0),
+    ("irq_data_hwirq", "irq_data.hwirq", 8, 8, 0, 0),
+    ("irq_data_common", "irq_data.common", 16, 8, 0, 0),
+    ("irq_data_chip", "irq_data.chip", 24, 8, 0, 0),
+    ("irq_data_domain", "irq_data.domain", 32, 8, 0, 0),
+    ("irq_data_chip_data", "irq_data.chip_data", 48, 8, 0, 0),
+    (
+        "irq_common_state",
+        "irq_common_data.state_use_accessors",
+        0,
+        4,
+        0,
+        0,
+    ),
+    (
+        "irq_common_msi_desc",
+        "irq_common_data.msi_desc",
+        16,
+        8,
+        0,
+        0,
+    ),
+    ("irq_desc_irq_data", "irq_desc.irq_data", 40, 0, 0, 0),
+    ("msi_msg_address_lo", "msi_msg.address_lo", 0, 4, 0, 0),
+    ("msi_msg_address_hi", "msi_msg.address_hi", 4, 4, 0, 0),
+    ("msi_msg_data", "msi_msg.data", 8, 4, 0, 0),
+    ("device_kobj_name", "device.kobj.name", 0, 8, 0, 0),
+    ("device_driver_data", "device.driver_data", 120, 8, 0, 0),
+    (
+        "tp_suspend_resume_action",
+        "trace_event_raw_suspend_resume.action",
+        8,
+        8,
+        0,
+        0,
+    ),
+    (
+        "tp_suspend_resume_val",
+        "trace_event_raw_suspend_resume.val",
+        16,
+        4,
+        0,
+        0,
+    ),
+    (
+        "tp_suspend_resume_start",
+        "trace_event_raw_suspend_resume.start",
+        20,
+        1,
+        0,
+        0,
+    ),
+    (
+        "tp_pm_start_device",
+        "trace_event_raw_device_pm_callback_start.__data_loc_device",
+        8,
+        4,
+        0,
+        0,
+    ),
+    (
+        "tp_pm_start_driver",
+        "trace_event_raw_device_pm_callback_start.__data_loc_driver",
+        12,
+        4,
+        0,
+        0,
+    ),
+    (
+        "tp_pm_start_pm_ops",
+        "trace_event_raw_device_pm_callback_start.__data_loc_pm_ops",
+        20,
+        4,
+        0,
+        0,
+    ),
+    (
+        "tp_pm_start_event",
+        "trace_event_raw_device_pm_callback_start.event",
+        24,
+        4,
+        0,
+        0,
+    ),
+    (
+        "tp_pm_end_device",
+        "trace_event_raw_device_pm_callback_end.__data_loc_device",
+        8,
+        4,
+        0,
+        0,
+    ),
+    (
+        "tp_pm_end_driver",
+        "trace_event_raw_device_pm_callback_end.__data_loc_driver",
+        12,
+        4,
+        0,
+        0,
+    ),
+    (
+        "tp_pm_end_error",
+        "trace_event_raw_device_pm_callback_end.error",
+        16,
+        4,
+        0,
+        0,
+    ),
+    (
+        "tp_vector_mod_irq",
+        "trace_event_raw_vector_mod.irq",
+        8,
+        4,
+        0,
+        0,
+    ),
+    (
+        "tp_vector_mod_vector",
+        "trace_event_raw_vector_mod.vector",
+        12,
+        4,
+        0,
+        0,
+    ),
+    (
+        "tp_vector_mod_cpu",
+        "trace_event_raw_vector_mod.cpu",
+        16,
+        4,
+        0,
+        0,
+    ),
+    (
+        "tp_vector_mod_prev_vector",
+        "trace_event_raw_vector_mod.prev_vector",
+        20,
+        4,
+        0,
+        0,
+    ),
+    (
+        "tp_vector_mod_prev_cpu",
+        "trace_event_raw_vector_mod.prev_cpu",
+        24,
+        4,
+        0,
+        0,
+    ),
+    (
+        "tp_vector_config_irq",
+        "trace_event_raw_vector_config.irq",
+        8,
+        4,
+        0,
+        0,
+    ),
+    (
+        "tp_vector_config_vector",
+        "trace_event_raw_vector_config.vector",
+        12,
+        4,
+        0,
+        0,
+    ),
+    (
+        "tp_vector_config_cpu",
+        "trace_event_raw_vector_config.cpu",
+        16,
+        4,
+        0,
+        0,
+    ),
+    (
+        "tp_vector_config_apicdest",
+        "trace_event_raw_vector_config.apicdest",
+        20,
+        4,
+        0,
+        0,
+    ),
+    (
+        "tp_vector_activate_irq",
+        "trace_event_raw_vector_activate.irq",
+        8,
+        4,
+        0,
+        0,
+    ),
+    (
+        "tp_vector_activate_is_managed",
+        "trace_event_raw_vector_activate.is_managed",
+        12,
+        1,
+        0,
+        0,
+    ),
+    (
+        "tp_vector_activate_can_reserve",
+        "trace_event_raw_vector_activate.can_reserve",
+        13,
+        1,
+        0,
+        0,
+    ),
+    (
+        "tp_vector_activate_reserve",
+        "trace_event_raw_vector_activate.reserve",
+        14,
+        1,
+        0,
+        0,
+    ),
+    (
+        "tp_irq_handler_entry_irq",
+        "trace_event_raw_irq_handler_entry.irq",
+        8,
+        4,
+        0,
+        0,
+    ),
+];
+
+/// The 5.17+ msi_desc (6.1 and 6.12 agree): mask cache under `pci.`, `msi_index` at the top.
+const MSI_DESC_5_17: &[Expect] = &[
+    ("msi_desc_irq", "msi_desc.irq", 0, 4, 0, 0),
+    ("msi_desc_dev", "msi_desc.dev", 8, 8, 0, 0),
+    ("msi_desc_msi_index", "msi_desc.msi_index", 72, 2, 0, 0),
+    ("msi_desc_msi_mask", "msi_desc.pci.msi_mask", 80, 4, 0, 0),
+    ("msi_desc_msix_ctrl", "msi_desc.pci.msix_ctrl", 80, 4, 0, 0),
+    (
+        "msi_desc_is_msix",
+        "msi_desc.pci.msi_attrib.is_msix",
+        84,
+        1,
+        0,
+        1,
+    ),
+];
+
+fn check_irqd(kernel: &str, r: &ResolvedLayout) {
+    let l = &r.layout;
+    assert_eq!(
+        (
+            l.irqd_irq_masked,
+            l.irqd_irq_disabled,
+            l.irqd_affinity_managed,
+            l.irqd_managed_shutdown
+        ),
+        (1 << 17, 1 << 16, 1 << 21, 1 << 23),
+        "{kernel}"
+    );
+}
+
+#[test]
+fn debian_5_10_uses_the_old_mask_cache() {
+    let k = kernel(K5_10);
+    assert!(k.modules.is_empty());
+    let r = resolve(k, &[]);
+    check(K5_10, &r, COMMON);
+    check(
+        K5_10,
+        &r,
+        &[
+            ("msi_desc_irq", "msi_desc.irq", 16, 4, 0, 0),
+            ("msi_desc_dev", "msi_desc.dev", 24, 8, 0, 0),
+            // One `masked` word for both kinds, in an anonymous struct in an anonymous union.
+            ("msi_desc_msi_mask", "msi_desc.masked", 80, 4, 0, 0),
+            ("msi_desc_msix_ctrl", "msi_desc.masked", 80, 4, 0, 0),
+            (
+                "msi_desc_is_msix",
+                "msi_desc.msi_attrib.is_msix",
+                84,
+                1,
+                0,
+                1,
+            ),
+            // 5.10's msi_desc also has `platform.msi_index`, in a named member: not taken.
+            (
+                "msi_desc_msi_index",
+                "msi_desc.msi_attrib.entry_nr",
+                86,
+                2,
+                0,
+                0,
+            ),
+            ("pci_dev_dev", "pci_dev.dev", 200, 0, 0, 0),
+            (
+                "pci_dev_current_state",
+                "pci_dev.current_state",
+                152,
+                4,
+                0,
+                0,
+            ),
+            // pahole: `msi_enabled:1 /* 2056:20 4 */`, i.e. bit 4 of byte 2058.
+            ("pci_dev_msi_enabled", "pci_dev.msi_enabled", 2058, 1, 4, 1),
+            (
+                "pci_dev_msix_enabled",
+                "pci_dev.msix_enabled",
+                2058,
+                1,
+                5,
+                1,
+            ),
+        ],
+    );
+    check_irqd(K5_10, &r);
+    // Debian 5.10 has no module BTF (CONFIG_DEBUG_INFO_BTF_MODULES came in 5.11).
+    let missing: Vec<&str> = r.missing().map(|f| f.name.as_str()).collect();
+    assert_eq!(missing, ["hv_device_device", "hv_pcibus_state"]);
+    let hv = r.report("hv_pcibus_state").expect("reported");
+    assert_eq!(
+        hv.reason.as_deref(),
+        Some(
+            "hv_pcibus_device.state: no struct hv_pcibus_device in the BTF of vmlinux; \
+             no BTF for module pci_hyperv (not loaded?)"
+        )
+    );
+    assert_eq!(r.layout.hv_pcibus_state, Field::ABSENT);
+    assert_eq!(r.sources, ["vmlinux"]);
+}
+
+#[test]
+fn debian_6_1_with_hyperv_modules() {
+    let r = resolve(kernel(K6_1), &["hv_vmbus", "pci_hyperv"]);
+    check(K6_1, &r, COMMON);
+    check(K6_1, &r, MSI_DESC_5_17);
+    check(
+        K6_1,
+        &r,
+        &[
+            ("pci_dev_dev", "pci_dev.dev", 208, 0, 0, 0),
+            (
+                "pci_dev_current_state",
+                "pci_dev.current_state",
+                160,
+                4,
+                0,
+                0,
+            ),
+            // pahole: `/* 2120:20 4 */`
+            ("pci_dev_msi_enabled", "pci_dev.msi_enabled", 2122, 1, 4, 1),
+            (
+                "pci_dev_msix_enabled",
+                "pci_dev.msix_enabled",
+                2122,
+                1,
+                5,
+                1,
+            ),
+            ("hv_device_device", "hv_device.device", 40, 0, 0, 0),
+            ("hv_pcibus_state", "hv_pcibus_device.state", 96, 4, 0, 0),
+        ],
+    );
+    check_irqd(K6_1, &r);
+    assert_eq!(
+        r.missing().count(),
+        0,
+        "{:?}",
+        r.missing().collect::<Vec<_>>()
+    );
+    let source = |n: &str| r.report(n).and_then(|f| f.source.clone());
+    assert_eq!(source("hv_device_device").as_deref(), Some("hv_vmbus"));
+    assert_eq!(source("hv_pcibus_state").as_deref(), Some("pci_hyperv"));
+    assert_eq!(source("msi_desc_msix_ctrl").as_deref(), Some("vmlinux"));
+    assert_eq!(r.sources, ["vmlinux", "hv_vmbus", "pci_hyperv"]);
+    assert_eq!(r.hv_pcibus_state_name(3), Some("hv_pcibus_removing"));
+    assert_eq!(r.hv_pcibus_state_name(2), Some("hv_pcibus_installed"));
+}
+
+#[test]
+fn debian_6_12_has_pci_inside_an_anonymous_union() {
+    let r = resolve(kernel(K6_12), &["hv_vmbus", "pci_hyperv"]);
+    check(K6_12, &r, COMMON);
+    check(K6_12, &r, MSI_DESC_5_17);
+    check(
+        K6_12,
+        &r,
+        &[
+            ("pci_dev_dev", "pci_dev.dev", 200, 0, 0, 0),
+            (
+                "pci_dev_current_state",
+                "pci_dev.current_state",
+                160,
+                4,
+                0,
+                0,
+            ),
+            // pahole: `/* 2128:20 4 */`
+            ("pci_dev_msi_enabled", "pci_dev.msi_enabled", 2130, 1, 4, 1),
+            (
+                "pci_dev_msix_enabled",
+                "pci_dev.msix_enabled",
+                2130,
+                1,
+                5,
+                1,
+            ),
+            ("hv_device_device", "hv_device.device", 40, 0, 0, 0),
+            ("hv_pcibus_state", "hv_pcibus_device.state", 96, 4, 0, 0),
+        ],
+    );
+    check_irqd(K6_12, &r);
+    assert_eq!(
+        r.missing().count(),
+        0,
+        "{:?}",
+        r.missing().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn hv_device_comes_from_pci_hyperv_when_hv_vmbus_btf_is_not_given() {
+    let r = resolve(kernel(K6_12), &["pci_hyperv"]);
+    let hv = r.report("hv_device_device").expect("reported");
+    assert!(hv.present, "{hv:?}");
+    assert_eq!(hv.source.as_deref(), Some("pci_hyperv"));
+    assert_eq!(field(&r, "hv_device_device"), Field::at(40, 0));
+}
+
+#[test]
+fn without_module_btf_only_the_hyperv_members_are_missing() {
+    let r = resolve(kernel(K6_1), &[]);
+    let missing: Vec<&str> = r.missing().map(|f| f.name.as_str()).collect();
+    assert_eq!(missing, ["hv_device_device", "hv_pcibus_state"]);
+    let hv = r.report("hv_device_device").expect("reported");
+    assert_eq!(
+        hv.reason.as_deref(),
+        Some(
+            "hv_device.device: no struct hv_device in the BTF of vmlinux; \
+             no BTF for module hv_vmbus, pci_hyperv (not loaded?)"
+        )
+    );
+    assert!(r.hv_pcibus_states.is_empty());
+}
+
+#[test]
+fn resolve_files_reads_raw_and_split_btf() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("btf_layout");
+    fs::create_dir_all(&dir).expect("tmp dir");
+    let vmlinux = dir.join("vmlinux-6.1");
+    let module = dir.join("pci_hyperv-6.1");
+    let k = kernel(K6_1);
+    let (_, pci_hyperv, _) = k
+        .modules
+        .iter()
+        .find(|(n, _, _)| *n == "pci_hyperv")
+        .expect("6.1 has pci_hyperv BTF");
+    fs::write(&vmlinux, &k.vmlinux_raw).expect("write");
+    fs::write(&module, pci_hyperv).expect("write");
+
+    let r = btf_layout::resolve_files(&vmlinux, &[("pci_hyperv", &module)]).expect("resolves");
+    assert!(r.is_present("hv_pcibus_state"));
+    assert!(r.is_present("hv_device_device"));
+    assert_eq!(r.sources, ["vmlinux", "pci_hyperv"]);
+
+    // Module BTF is split BTF: parsed on its own it is not valid.
+    let err = btf_layout::resolve_files(&module, &[]).expect_err("split BTF alone");
+    assert!(matches!(err, LayoutError::Parse { .. }), "{err}");
+    assert!(!err.to_string().contains('\n'));
+}
+
+/// Where tracefs is, mounting it if it is not (as root).
+fn tracefs_events() -> Result<PathBuf, String> {
+    let candidates = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+    if let Some(dir) = candidates
+        .iter()
+        .map(|d| Path::new(d).join("events"))
+        .find(|d| d.is_dir())
+    {
+        return Ok(dir);
+    }
+    let mounted = Command::new("mount")
+        .args(["-t", "tracefs", "nodev", candidates[0]])
+        .status()
+        .is_ok_and(|s| s.success());
+    let events = Path::new(candidates[0]).join("events");
+    if mounted && events.is_dir() {
+        Ok(events)
+    } else {
+        Err("tracefs is not mounted and `mount -t tracefs nodev /sys/kernel/tracing` failed".into())
+    }
+}
+
+/// The `field:<decl> <name>; offset:N; size:M;` lines of an event's format file.
+fn format_fields(format: &str) -> Vec<(String, u32, u32)> {
+    format
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.trim().split(';').map(str::trim);
+            let decl = parts.next()?.strip_prefix("field:")?;
+            let name = decl.rsplit(' ').next()?;
+            let name = name.split('[').next()?.to_string();
+            let off = parts.next()?.strip_prefix("offset:")?.parse().ok()?;
+            let size = parts.next()?.strip_prefix("size:")?.parse().ok()?;
+            Some((name, off, size))
+        })
+        .collect()
+}
+
+/// Layout member prefix → the record struct and the events that use it.
+const TRACEPOINTS: &[(&str, &str, &[&str])] = &[
+    (
+        "tp_suspend_resume_",
+        "trace_event_raw_suspend_resume",
+        &["power/suspend_resume"],
+    ),
+    (
+        "tp_pm_start_",
+        "trace_event_raw_device_pm_callback_start",
+        &["power/device_pm_callback_start"],
+    ),
+    (
+        "tp_pm_end_",
+        "trace_event_raw_device_pm_callback_end",
+        &["power/device_pm_callback_end"],
+    ),
+    (
+        "tp_vector_mod_",
+        "trace_event_raw_vector_mod",
+        &["irq_vectors/vector_update", "irq_vectors/vector_clear"],
+    ),
+    (
+        "tp_vector_config_",
+        "trace_event_raw_vector_config",
+        &["irq_vectors/vector_config"],
+    ),
+    (
+        "tp_vector_activate_",
+        "trace_event_raw_vector_activate",
+        &[
+            "irq_vectors/vector_activate",
+            "irq_vectors/vector_deactivate",
+        ],
+    ),
+    (
+        "tp_irq_handler_entry_",
+        "trace_event_raw_irq_handler_entry",
+        &["irq/irq_handler_entry"],
+    ),
+];
+
+#[test]
+fn running_kernel_matches_tracefs() {
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        eprintln!("SKIP running_kernel_matches_tracefs: /sys/kernel/btf/vmlinux is missing");
+        return;
+    }
+    let start = Instant::now();
+    let r = btf_layout::resolve_running().expect("the running kernel's BTF resolves");
+    let total = start.elapsed();
+    let start = Instant::now();
+    let vmlinux = Btf::from_file("/sys/kernel/btf/vmlinux").expect("parses");
+    let parse = start.elapsed();
+    let start = Instant::now();
+    let alone = btf_layout::resolve(&vmlinux, &[]);
+    let lookups = start.elapsed();
+    eprintln!(
+        "resolve_running: {total:?} (vmlinux parse {parse:?}, resolve {lookups:?}), sources {:?}",
+        r.sources
+    );
+    if r.sources == ["vmlinux"] {
+        assert_eq!(alone.layout, r.layout);
+    }
+    for f in r.missing() {
+        eprintln!("  absent {}: {}", f.name, f.reason.as_deref().unwrap_or(""));
+    }
+    // Every kernel msitrace supports (≥5.10, CONFIG_PCI_MSI, x86) has these.
+    for name in [
+        "irq_data_irq",
+        "irq_data_chip_data",
+        "irq_common_msi_desc",
+        "irq_desc_irq_data",
+        "msi_desc_irq",
+        "msi_desc_msix_ctrl",
+        "msi_desc_is_msix",
+        "msi_msg_address_lo",
+        "device_kobj_name",
+        "pci_dev_msix_enabled",
+        "irqd_irq_masked",
+    ] {
+        assert!(r.is_present(name), "{name}: {:?}", r.report(name));
+    }
+
+    let events = match tracefs_events() {
+        Ok(e) => e,
+        Err(why) => {
+            eprintln!("SKIP tracefs cross-check: {why}");
+            return;
+        }
+    };
+    let mut compared = 0;
+    for report in r.fields.iter().filter(|f| f.name.starts_with("tp_")) {
+        let &(_, record, tps) = TRACEPOINTS
+            .iter()
+            .find(|(prefix, _, _)| report.name.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{}: add its tracepoint to TRACEPOINTS", report.name));
+        let Some(path) = report.path.as_deref() else {
+            // Absent from BTF: then the kernel has no such event either.
+            for tp in tps {
+                assert!(
+                    !events.join(tp).exists(),
+                    "{}: absent from BTF ({:?}) but tracefs has {tp}",
+                    report.name,
+                    report.reason
+                );
+            }
+            continue;
+        };
+        let member = path
+            .strip_prefix(record)
+            .and_then(|m| m.strip_prefix('.'))
+            .unwrap_or_else(|| panic!("{}: {path} is not in {record}", report.name));
+        let member = member.strip_prefix("__data_loc_").unwrap_or(member);
+        let f = field(&r, &report.name);
+        for tp in tps {
+            let format_path = events.join(tp).join("format");
+            let format = fs::read_to_string(&format_path)
+                .unwrap_or_else(|e| panic!("{}: {e}", format_path.display()));
+            let (_, off, size) = format_fields(&format)
+                .into_iter()
+                .find(|(n, _, _)| n == member)
+                .unwrap_or_else(|| panic!("{tp} has no field {member}"));
+            assert_eq!(
+                (f.off, u32::from(f.size)),
+                (off, size),
+                "{} ({path}) against {tp}",
+                report.name
+            );
+            compared += 1;
+        }
+    }
+    eprintln!("tracefs cross-check: {compared} field/event pairs agree");
+    assert!(compared > 0, "no tracepoint field was compared");
+}
