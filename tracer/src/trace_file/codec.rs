@@ -1,0 +1,1001 @@
+//! Chunk payloads: events as compact postcard records with per-chunk string and integer tables
+//! and delta-encoded timestamps, so that each chunk decodes on its own.
+//!
+//! A payload is a run of [`DiskRecord`]s. `Str` and `Val` define the next entry of the chunk's
+//! string or integer table; events refer to entries by 1-based number (0 = none). Device names,
+//! drivers, PM phases, hwirqs, `chip_data` pointers and MSI addresses repeat across the events
+//! of a suspend, so a reference costs one byte where the value would cost up to 32. Each event's
+//! timestamp is stored as the (zigzag, wrapping) difference to the previous one in the chunk,
+//! the first against 0: events from several CPUs may arrive slightly out of order.
+//!
+//! The types here are the on-disk format: their variant order and fields change only with a
+//! new format version (appending an `EventKind` variant at the end of [`DiskKind`] is the one
+//! compatible change: older readers then report that record as undecodable).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use tracer_common::ProbeId;
+
+use super::{CHUNK_TAG, FRAME_LEN, Record};
+use crate::event::{Event, EventKind, MsiMsg, VectorSnap};
+
+/// String reference: 0 = none, n = the chunk's n-th `Str`.
+type StrRef = u32;
+/// Integer reference: 0 = none, n = the chunk's n-th `Val`.
+type ValRef = u32;
+
+#[derive(Serialize, Deserialize)]
+enum DiskRecord<'a> {
+    Event(DiskEvent),
+    Str(&'a str),
+    Val(u64),
+    /// JSON text: postcard cannot carry a `serde_json::Value` (it is not self-describing).
+    Trailer(&'a str),
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskEvent {
+    /// `ts_ns` minus the previous event's in this chunk, wrapping.
+    dts: i64,
+    cpu: u32,
+    pid: u32,
+    kind: DiskKind,
+}
+
+/// A [`VectorSnap`] with its optional booleans packed into `bits` (see [`snap_bits`]).
+#[derive(Serialize, Deserialize)]
+struct DiskSnap {
+    irq: u32,
+    hwirq: ValRef,
+    device: StrRef,
+    /// 0 = none, else index + 1 (u64 so that `Some(u32::MAX)` still fits).
+    msi_index: u64,
+    bits: u32,
+    chip_data: ValRef,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskMsg {
+    address_lo: ValRef,
+    address_hi: u32,
+    data: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+enum DiskKind {
+    ComposeEnter(DiskSnap),
+    ComposeExit {
+        v: DiskSnap,
+        msg: Option<DiskMsg>,
+    },
+    UnmaskEnter(DiskSnap),
+    UnmaskExit(DiskSnap),
+    MaskEnter(DiskSnap),
+    MaskExit(DiskSnap),
+    PciMsiMask(DiskSnap),
+    PciMsiUnmask(DiskSnap),
+    MigrateOneIrq {
+        irq: u32,
+    },
+    MigrateAllOffEnter,
+    MigrateAllOffExit,
+    SetAffinityEnter {
+        irq: u32,
+        in_migration: bool,
+    },
+    SetAffinityExit {
+        irq: u32,
+        ret: i32,
+        in_migration: bool,
+    },
+    RestoreEnter {
+        device: StrRef,
+        msi_enabled: Option<bool>,
+        msix_enabled: Option<bool>,
+        power_state: Option<u32>,
+    },
+    RestoreExit {
+        device: StrRef,
+    },
+    WriteMsiMsg {
+        v: DiskSnap,
+        msg: DiskMsg,
+        in_restore: bool,
+        power_state: Option<u32>,
+    },
+    HvPciSuspendEnter {
+        bus: StrRef,
+        state: Option<u32>,
+    },
+    HvPciSuspendExit {
+        bus: StrRef,
+        ret: i32,
+        state: Option<u32>,
+    },
+    HvPciResumeEnter {
+        bus: StrRef,
+        state: Option<u32>,
+    },
+    HvPciResumeExit {
+        bus: StrRef,
+        ret: i32,
+        state: Option<u32>,
+    },
+    SuspendResume {
+        action: StrRef,
+        val: u32,
+        start: bool,
+    },
+    DevicePmStart {
+        device: StrRef,
+        driver: StrRef,
+        pm_ops: StrRef,
+        event: u32,
+    },
+    DevicePmEnd {
+        device: StrRef,
+        driver: StrRef,
+        error: i32,
+    },
+    VectorUpdate {
+        irq: u32,
+        vector: u32,
+        cpu: u32,
+        prev_vector: u32,
+        prev_cpu: u32,
+    },
+    VectorClear {
+        irq: u32,
+        vector: u32,
+        cpu: u32,
+        prev_vector: u32,
+        prev_cpu: u32,
+    },
+    VectorConfig {
+        irq: u32,
+        vector: u32,
+        cpu: u32,
+        apicdest: u32,
+    },
+    VectorActivate {
+        irq: u32,
+        managed: bool,
+        can_reserve: bool,
+        reserve: bool,
+    },
+    VectorDeactivate {
+        irq: u32,
+        managed: bool,
+        can_reserve: bool,
+        reserve: bool,
+    },
+    Lost {
+        /// The `ProbeId` number, which never changes (tracer-common guarantees it).
+        probe: u16,
+        count: u64,
+    },
+    IrqCounts {
+        counts: Vec<(u32, u64)>,
+    },
+    Gap {
+        reason: StrRef,
+    },
+}
+
+/// Two bits per optional boolean (known, value), then `in_migration`.
+const SNAP_MSIX: u32 = 0;
+const SNAP_CACHE_MASKED: u32 = 2;
+const SNAP_IRQD_MASKED: u32 = 4;
+const SNAP_IRQD_DISABLED: u32 = 6;
+const SNAP_MANAGED: u32 = 8;
+const SNAP_MANAGED_SHUTDOWN: u32 = 10;
+const SNAP_IN_MIGRATION: u32 = 1 << 12;
+const SNAP_ALL_BITS: u32 = (1 << 13) - 1;
+
+fn put_bool(bits: &mut u32, at: u32, b: Option<bool>) {
+    if let Some(b) = b {
+        *bits |= 1 << at;
+        if b {
+            *bits |= 1 << (at + 1);
+        }
+    }
+}
+
+fn get_bool(bits: u32, at: u32) -> Result<Option<bool>, String> {
+    let known = bits & (1 << at) != 0;
+    let value = bits & (1 << (at + 1)) != 0;
+    match (known, value) {
+        (true, v) => Ok(Some(v)),
+        (false, false) => Ok(None),
+        (false, true) => Err(format!(
+            "snapshot bits {bits:#x}: a value without its valid bit"
+        )),
+    }
+}
+
+fn snap_bits(v: &VectorSnap) -> u32 {
+    let mut bits = 0;
+    put_bool(&mut bits, SNAP_MSIX, v.msix);
+    put_bool(&mut bits, SNAP_CACHE_MASKED, v.cache_masked);
+    put_bool(&mut bits, SNAP_IRQD_MASKED, v.irqd_masked);
+    put_bool(&mut bits, SNAP_IRQD_DISABLED, v.irqd_disabled);
+    put_bool(&mut bits, SNAP_MANAGED, v.managed);
+    put_bool(&mut bits, SNAP_MANAGED_SHUTDOWN, v.managed_shutdown);
+    if v.in_migration {
+        bits |= SNAP_IN_MIGRATION;
+    }
+    bits
+}
+
+/// Builds one chunk: the frame is reserved at the front of the buffer and filled in by
+/// [`ChunkEncoder::take_chunk`], so a chunk goes to disk in one write without a copy.
+pub(super) struct ChunkEncoder {
+    buf: Vec<u8>,
+    strings: HashMap<String, StrRef>,
+    values: HashMap<u64, ValRef>,
+    prev_ts: u64,
+    events: u64,
+}
+
+type EncodeResult<T> = Result<T, postcard::Error>;
+
+impl ChunkEncoder {
+    pub(super) fn new() -> ChunkEncoder {
+        ChunkEncoder {
+            buf: vec![0; FRAME_LEN],
+            strings: HashMap::new(),
+            values: HashMap::new(),
+            prev_ts: 0,
+            events: 0,
+        }
+    }
+
+    pub(super) fn payload_len(&self) -> usize {
+        self.buf.len() - FRAME_LEN
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.payload_len() == 0
+    }
+
+    /// Events in the pending chunk.
+    pub(super) fn events(&self) -> u64 {
+        self.events
+    }
+
+    pub(super) fn push_event(&mut self, ev: &Event) -> EncodeResult<()> {
+        // The tables may grow while the kind is built; on error the chunk keeps only complete
+        // definitions, which a reader accepts.
+        let kind = self.kind(&ev.kind)?;
+        let dts = ev.ts_ns.wrapping_sub(self.prev_ts) as i64;
+        self.emit(&DiskRecord::Event(DiskEvent {
+            dts,
+            cpu: ev.cpu,
+            pid: ev.pid,
+            kind,
+        }))?;
+        self.prev_ts = ev.ts_ns;
+        self.events += 1;
+        Ok(())
+    }
+
+    pub(super) fn push_trailer(&mut self, json: &str) -> EncodeResult<()> {
+        self.emit(&DiskRecord::Trailer(json))
+    }
+
+    /// The framed chunk, ready to write; the encoder starts a new, empty chunk.
+    pub(super) fn take_chunk(&mut self) -> Vec<u8> {
+        let mut chunk = std::mem::replace(&mut self.buf, vec![0; FRAME_LEN]);
+        self.strings.clear();
+        self.values.clear();
+        self.prev_ts = 0;
+        self.events = 0;
+        let (frame, payload) = chunk.split_at_mut(FRAME_LEN);
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        frame[0] = CHUNK_TAG;
+        frame[1..5].copy_from_slice(&len.to_le_bytes());
+        frame[5..9].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        chunk
+    }
+
+    fn emit(&mut self, rec: &DiskRecord<'_>) -> EncodeResult<()> {
+        let start = self.buf.len();
+        if let Err(e) = postcard::to_io(rec, &mut self.buf) {
+            self.buf.truncate(start);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn str(&mut self, s: &str) -> EncodeResult<StrRef> {
+        if let Some(&n) = self.strings.get(s) {
+            return Ok(n);
+        }
+        self.emit(&DiskRecord::Str(s))?;
+        let n = self.strings.len() as StrRef + 1;
+        self.strings.insert(s.to_owned(), n);
+        Ok(n)
+    }
+
+    fn opt_str(&mut self, s: Option<&str>) -> EncodeResult<StrRef> {
+        s.map_or(Ok(0), |s| self.str(s))
+    }
+
+    fn val(&mut self, v: u64) -> EncodeResult<ValRef> {
+        if let Some(&n) = self.values.get(&v) {
+            return Ok(n);
+        }
+        self.emit(&DiskRecord::Val(v))?;
+        let n = self.values.len() as ValRef + 1;
+        self.values.insert(v, n);
+        Ok(n)
+    }
+
+    fn snap(&mut self, v: &VectorSnap) -> EncodeResult<DiskSnap> {
+        Ok(DiskSnap {
+            irq: v.irq,
+            hwirq: self.val(v.hwirq)?,
+            device: self.opt_str(v.device.as_deref())?,
+            msi_index: v.msi_index.map_or(0, |i| u64::from(i) + 1),
+            bits: snap_bits(v),
+            chip_data: match v.chip_data {
+                Some(c) => self.val(c)?,
+                None => 0,
+            },
+        })
+    }
+
+    fn msg(&mut self, m: &MsiMsg) -> EncodeResult<DiskMsg> {
+        Ok(DiskMsg {
+            address_lo: self.val(u64::from(m.address_lo))?,
+            address_hi: m.address_hi,
+            data: m.data,
+        })
+    }
+
+    fn kind(&mut self, k: &EventKind) -> EncodeResult<DiskKind> {
+        use DiskKind as D;
+        use EventKind as E;
+        Ok(match k {
+            E::ComposeEnter(v) => D::ComposeEnter(self.snap(v)?),
+            E::ComposeExit { v, msg } => D::ComposeExit {
+                v: self.snap(v)?,
+                msg: match msg {
+                    Some(m) => Some(self.msg(m)?),
+                    None => None,
+                },
+            },
+            E::UnmaskEnter(v) => D::UnmaskEnter(self.snap(v)?),
+            E::UnmaskExit(v) => D::UnmaskExit(self.snap(v)?),
+            E::MaskEnter(v) => D::MaskEnter(self.snap(v)?),
+            E::MaskExit(v) => D::MaskExit(self.snap(v)?),
+            E::PciMsiMask(v) => D::PciMsiMask(self.snap(v)?),
+            E::PciMsiUnmask(v) => D::PciMsiUnmask(self.snap(v)?),
+            E::MigrateOneIrq { irq } => D::MigrateOneIrq { irq: *irq },
+            E::MigrateAllOffEnter => D::MigrateAllOffEnter,
+            E::MigrateAllOffExit => D::MigrateAllOffExit,
+            E::SetAffinityEnter { irq, in_migration } => D::SetAffinityEnter {
+                irq: *irq,
+                in_migration: *in_migration,
+            },
+            E::SetAffinityExit {
+                irq,
+                ret,
+                in_migration,
+            } => D::SetAffinityExit {
+                irq: *irq,
+                ret: *ret,
+                in_migration: *in_migration,
+            },
+            E::RestoreEnter {
+                device,
+                msi_enabled,
+                msix_enabled,
+                power_state,
+            } => D::RestoreEnter {
+                device: self.str(device)?,
+                msi_enabled: *msi_enabled,
+                msix_enabled: *msix_enabled,
+                power_state: *power_state,
+            },
+            E::RestoreExit { device } => D::RestoreExit {
+                device: self.str(device)?,
+            },
+            E::WriteMsiMsg {
+                v,
+                msg,
+                in_restore,
+                power_state,
+            } => D::WriteMsiMsg {
+                v: self.snap(v)?,
+                msg: self.msg(msg)?,
+                in_restore: *in_restore,
+                power_state: *power_state,
+            },
+            E::HvPciSuspendEnter { bus, state } => D::HvPciSuspendEnter {
+                bus: self.opt_str(bus.as_deref())?,
+                state: *state,
+            },
+            E::HvPciSuspendExit { bus, ret, state } => D::HvPciSuspendExit {
+                bus: self.opt_str(bus.as_deref())?,
+                ret: *ret,
+                state: *state,
+            },
+            E::HvPciResumeEnter { bus, state } => D::HvPciResumeEnter {
+                bus: self.opt_str(bus.as_deref())?,
+                state: *state,
+            },
+            E::HvPciResumeExit { bus, ret, state } => D::HvPciResumeExit {
+                bus: self.opt_str(bus.as_deref())?,
+                ret: *ret,
+                state: *state,
+            },
+            E::SuspendResume { action, val, start } => D::SuspendResume {
+                action: self.str(action)?,
+                val: *val,
+                start: *start,
+            },
+            E::DevicePmStart {
+                device,
+                driver,
+                pm_ops,
+                event,
+            } => D::DevicePmStart {
+                device: self.str(device)?,
+                driver: self.str(driver)?,
+                pm_ops: self.str(pm_ops)?,
+                event: *event,
+            },
+            E::DevicePmEnd {
+                device,
+                driver,
+                error,
+            } => D::DevicePmEnd {
+                device: self.str(device)?,
+                driver: self.str(driver)?,
+                error: *error,
+            },
+            E::VectorUpdate {
+                irq,
+                vector,
+                cpu,
+                prev_vector,
+                prev_cpu,
+            } => D::VectorUpdate {
+                irq: *irq,
+                vector: *vector,
+                cpu: *cpu,
+                prev_vector: *prev_vector,
+                prev_cpu: *prev_cpu,
+            },
+            E::VectorClear {
+                irq,
+                vector,
+                cpu,
+                prev_vector,
+                prev_cpu,
+            } => D::VectorClear {
+                irq: *irq,
+                vector: *vector,
+                cpu: *cpu,
+                prev_vector: *prev_vector,
+                prev_cpu: *prev_cpu,
+            },
+            E::VectorConfig {
+                irq,
+                vector,
+                cpu,
+                apicdest,
+            } => D::VectorConfig {
+                irq: *irq,
+                vector: *vector,
+                cpu: *cpu,
+                apicdest: *apicdest,
+            },
+            E::VectorActivate {
+                irq,
+                managed,
+                can_reserve,
+                reserve,
+            } => D::VectorActivate {
+                irq: *irq,
+                managed: *managed,
+                can_reserve: *can_reserve,
+                reserve: *reserve,
+            },
+            E::VectorDeactivate {
+                irq,
+                managed,
+                can_reserve,
+                reserve,
+            } => D::VectorDeactivate {
+                irq: *irq,
+                managed: *managed,
+                can_reserve: *can_reserve,
+                reserve: *reserve,
+            },
+            E::Lost { probe, count } => D::Lost {
+                probe: *probe as u16,
+                count: *count,
+            },
+            E::IrqCounts { counts } => D::IrqCounts {
+                counts: counts.clone(),
+            },
+            E::Gap { reason } => D::Gap {
+                reason: self.str(reason)?,
+            },
+        })
+    }
+}
+
+/// Why one record of a chunk does not decode.
+#[derive(Debug)]
+pub(super) struct RecordError {
+    /// Number of the record in its chunk (definitions included), from 0.
+    pub index: usize,
+    pub detail: String,
+}
+
+/// Reads the records of one chunk payload, in order.
+pub(super) struct ChunkDecoder<'a> {
+    rest: &'a [u8],
+    index: usize,
+    strings: Vec<&'a str>,
+    values: Vec<u64>,
+    prev_ts: u64,
+}
+
+impl<'a> ChunkDecoder<'a> {
+    pub(super) fn new(payload: &'a [u8]) -> ChunkDecoder<'a> {
+        ChunkDecoder {
+            rest: payload,
+            index: 0,
+            strings: Vec::new(),
+            values: Vec::new(),
+            prev_ts: 0,
+        }
+    }
+
+    /// Whether the first payload byte can start a record: a cheap filter for resync candidates.
+    pub(super) fn plausible_start(payload: &[u8]) -> bool {
+        payload.first().is_some_and(|&b| b < 4)
+    }
+
+    fn fail(&mut self, detail: String) -> Option<Result<Record, RecordError>> {
+        self.rest = &[];
+        Some(Err(RecordError {
+            index: self.index,
+            detail,
+        }))
+    }
+
+    fn s(&self, n: StrRef) -> Result<String, String> {
+        self.os(n)?
+            .ok_or_else(|| "required string is missing".to_string())
+    }
+
+    fn os(&self, n: StrRef) -> Result<Option<String>, String> {
+        if n == 0 {
+            return Ok(None);
+        }
+        self.strings
+            .get(n as usize - 1)
+            .map(|s| Some((*s).to_owned()))
+            .ok_or_else(|| format!("string #{n} is not defined in this chunk"))
+    }
+
+    fn v(&self, n: ValRef) -> Result<u64, String> {
+        self.ov(n)?
+            .ok_or_else(|| "required integer is missing".to_string())
+    }
+
+    fn ov(&self, n: ValRef) -> Result<Option<u64>, String> {
+        if n == 0 {
+            return Ok(None);
+        }
+        self.values
+            .get(n as usize - 1)
+            .copied()
+            .map(Some)
+            .ok_or_else(|| format!("integer #{n} is not defined in this chunk"))
+    }
+
+    fn snap(&self, d: &DiskSnap) -> Result<VectorSnap, String> {
+        if d.bits & !SNAP_ALL_BITS != 0 {
+            return Err(format!("unknown snapshot bits {:#x}", d.bits));
+        }
+        let msi_index = match d.msi_index {
+            0 => None,
+            n => Some(
+                u32::try_from(n - 1).map_err(|_| format!("MSI index {} out of range", n - 1))?,
+            ),
+        };
+        Ok(VectorSnap {
+            irq: d.irq,
+            hwirq: self.v(d.hwirq)?,
+            device: self.os(d.device)?,
+            msi_index,
+            msix: get_bool(d.bits, SNAP_MSIX)?,
+            cache_masked: get_bool(d.bits, SNAP_CACHE_MASKED)?,
+            irqd_masked: get_bool(d.bits, SNAP_IRQD_MASKED)?,
+            irqd_disabled: get_bool(d.bits, SNAP_IRQD_DISABLED)?,
+            managed: get_bool(d.bits, SNAP_MANAGED)?,
+            managed_shutdown: get_bool(d.bits, SNAP_MANAGED_SHUTDOWN)?,
+            chip_data: self.ov(d.chip_data)?,
+            in_migration: d.bits & SNAP_IN_MIGRATION != 0,
+        })
+    }
+
+    fn msg(&self, d: &DiskMsg) -> Result<MsiMsg, String> {
+        let lo = self.v(d.address_lo)?;
+        Ok(MsiMsg {
+            address_lo: u32::try_from(lo)
+                .map_err(|_| format!("MSI address {lo:#x} wider than 32 bits"))?,
+            address_hi: d.address_hi,
+            data: d.data,
+        })
+    }
+
+    fn kind(&self, k: DiskKind) -> Result<EventKind, String> {
+        use DiskKind as D;
+        use EventKind as E;
+        Ok(match k {
+            D::ComposeEnter(v) => E::ComposeEnter(self.snap(&v)?),
+            D::ComposeExit { v, msg } => E::ComposeExit {
+                v: self.snap(&v)?,
+                msg: msg.map(|m| self.msg(&m)).transpose()?,
+            },
+            D::UnmaskEnter(v) => E::UnmaskEnter(self.snap(&v)?),
+            D::UnmaskExit(v) => E::UnmaskExit(self.snap(&v)?),
+            D::MaskEnter(v) => E::MaskEnter(self.snap(&v)?),
+            D::MaskExit(v) => E::MaskExit(self.snap(&v)?),
+            D::PciMsiMask(v) => E::PciMsiMask(self.snap(&v)?),
+            D::PciMsiUnmask(v) => E::PciMsiUnmask(self.snap(&v)?),
+            D::MigrateOneIrq { irq } => E::MigrateOneIrq { irq },
+            D::MigrateAllOffEnter => E::MigrateAllOffEnter,
+            D::MigrateAllOffExit => E::MigrateAllOffExit,
+            D::SetAffinityEnter { irq, in_migration } => E::SetAffinityEnter { irq, in_migration },
+            D::SetAffinityExit {
+                irq,
+                ret,
+                in_migration,
+            } => E::SetAffinityExit {
+                irq,
+                ret,
+                in_migration,
+            },
+            D::RestoreEnter {
+                device,
+                msi_enabled,
+                msix_enabled,
+                power_state,
+            } => E::RestoreEnter {
+                device: self.s(device)?,
+                msi_enabled,
+                msix_enabled,
+                power_state,
+            },
+            D::RestoreExit { device } => E::RestoreExit {
+                device: self.s(device)?,
+            },
+            D::WriteMsiMsg {
+                v,
+                msg,
+                in_restore,
+                power_state,
+            } => E::WriteMsiMsg {
+                v: self.snap(&v)?,
+                msg: self.msg(&msg)?,
+                in_restore,
+                power_state,
+            },
+            D::HvPciSuspendEnter { bus, state } => E::HvPciSuspendEnter {
+                bus: self.os(bus)?,
+                state,
+            },
+            D::HvPciSuspendExit { bus, ret, state } => E::HvPciSuspendExit {
+                bus: self.os(bus)?,
+                ret,
+                state,
+            },
+            D::HvPciResumeEnter { bus, state } => E::HvPciResumeEnter {
+                bus: self.os(bus)?,
+                state,
+            },
+            D::HvPciResumeExit { bus, ret, state } => E::HvPciResumeExit {
+                bus: self.os(bus)?,
+                ret,
+                state,
+            },
+            D::SuspendResume { action, val, start } => E::SuspendResume {
+                action: self.s(action)?,
+                val,
+                start,
+            },
+            D::DevicePmStart {
+                device,
+                driver,
+                pm_ops,
+                event,
+            } => E::DevicePmStart {
+                device: self.s(device)?,
+                driver: self.s(driver)?,
+                pm_ops: self.s(pm_ops)?,
+                event,
+            },
+            D::DevicePmEnd {
+                device,
+                driver,
+                error,
+            } => E::DevicePmEnd {
+                device: self.s(device)?,
+                driver: self.s(driver)?,
+                error,
+            },
+            D::VectorUpdate {
+                irq,
+                vector,
+                cpu,
+                prev_vector,
+                prev_cpu,
+            } => E::VectorUpdate {
+                irq,
+                vector,
+                cpu,
+                prev_vector,
+                prev_cpu,
+            },
+            D::VectorClear {
+                irq,
+                vector,
+                cpu,
+                prev_vector,
+                prev_cpu,
+            } => E::VectorClear {
+                irq,
+                vector,
+                cpu,
+                prev_vector,
+                prev_cpu,
+            },
+            D::VectorConfig {
+                irq,
+                vector,
+                cpu,
+                apicdest,
+            } => E::VectorConfig {
+                irq,
+                vector,
+                cpu,
+                apicdest,
+            },
+            D::VectorActivate {
+                irq,
+                managed,
+                can_reserve,
+                reserve,
+            } => E::VectorActivate {
+                irq,
+                managed,
+                can_reserve,
+                reserve,
+            },
+            D::VectorDeactivate {
+                irq,
+                managed,
+                can_reserve,
+                reserve,
+            } => E::VectorDeactivate {
+                irq,
+                managed,
+                can_reserve,
+                reserve,
+            },
+            D::Lost { probe, count } => E::Lost {
+                probe: ProbeId::from_u16(probe)
+                    .ok_or_else(|| format!("unknown probe id {probe}"))?,
+                count,
+            },
+            D::IrqCounts { counts } => E::IrqCounts { counts },
+            D::Gap { reason } => E::Gap {
+                reason: self.s(reason)?,
+            },
+        })
+    }
+}
+
+impl Iterator for ChunkDecoder<'_> {
+    type Item = Result<Record, RecordError>;
+
+    /// The next event or trailer; table definitions are absorbed on the way. After an error
+    /// the rest of the payload is dropped: without a length per record there is no next one.
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let rec = match postcard::take_from_bytes::<DiskRecord<'_>>(self.rest) {
+                Ok((rec, rest)) => {
+                    self.rest = rest;
+                    rec
+                }
+                Err(e) => return self.fail(e.to_string()),
+            };
+            let out = match rec {
+                DiskRecord::Str(s) => {
+                    self.strings.push(s);
+                    self.index += 1;
+                    continue;
+                }
+                DiskRecord::Val(v) => {
+                    self.values.push(v);
+                    self.index += 1;
+                    continue;
+                }
+                DiskRecord::Event(e) => self.kind(e.kind).map(|kind| {
+                    let ts_ns = self.prev_ts.wrapping_add(e.dts as u64);
+                    self.prev_ts = ts_ns;
+                    Record::Event(Event {
+                        ts_ns,
+                        cpu: e.cpu,
+                        pid: e.pid,
+                        kind,
+                    })
+                }),
+                DiskRecord::Trailer(t) => serde_json::from_str(t)
+                    .map(Record::Trailer)
+                    .map_err(|e| format!("trailer is not JSON: {e}")),
+            };
+            return match out {
+                Ok(r) => {
+                    self.index += 1;
+                    Some(Ok(r))
+                }
+                Err(detail) => self.fail(detail),
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap() -> VectorSnap {
+        VectorSnap {
+            irq: 42,
+            hwirq: 0x1_8003,
+            device: Some("0000:00:02.0".into()),
+            msi_index: Some(3),
+            msix: Some(true),
+            cache_masked: Some(false),
+            irqd_masked: None,
+            irqd_disabled: Some(true),
+            managed: Some(false),
+            managed_shutdown: None,
+            chip_data: Some(0xffff_8880_0123_4000),
+            in_migration: true,
+        }
+    }
+
+    fn decode_all(chunk: &[u8]) -> Vec<Record> {
+        ChunkDecoder::new(&chunk[FRAME_LEN..])
+            .collect::<Result<_, _>>()
+            .expect("decodes")
+    }
+
+    #[test]
+    fn a_chunk_round_trips_and_interns_repeated_values() {
+        let mut enc = ChunkEncoder::new();
+        let evs: Vec<Event> = (0..3)
+            .map(|i| Event {
+                ts_ns: 1_000_000_000 + i * 1500,
+                cpu: 1,
+                pid: 77,
+                kind: EventKind::ComposeEnter(snap()),
+            })
+            .collect();
+        for e in &evs {
+            enc.push_event(e).unwrap();
+        }
+        let first = enc.payload_len();
+        assert_eq!(enc.events(), 3);
+        let chunk = enc.take_chunk();
+        assert!(enc.is_empty());
+        let got = decode_all(&chunk);
+        assert_eq!(got, evs.into_iter().map(Record::Event).collect::<Vec<_>>());
+        // The 2nd and 3rd events reuse the tables: record and kind tags, dts (2), cpu, pid,
+        // irq, hwirq ref, device ref, index, bits (2: in_migration is bit 12), chip_data ref.
+        let mut one = ChunkEncoder::new();
+        one.push_event(&Event {
+            ts_ns: 1_000_000_000,
+            cpu: 1,
+            pid: 77,
+            kind: EventKind::ComposeEnter(snap()),
+        })
+        .unwrap();
+        let repeat = (first - one.payload_len()) / 2;
+        assert_eq!(repeat, 13, "bytes of a repeated snapshot event");
+    }
+
+    #[test]
+    fn timestamps_going_backwards_and_extremes_survive() {
+        let mut enc = ChunkEncoder::new();
+        let ts = [u64::MAX, 5, 0, u64::MAX / 2 + 7, 3];
+        for t in ts {
+            enc.push_event(&Event {
+                ts_ns: t,
+                cpu: u32::MAX,
+                pid: 0,
+                kind: EventKind::MigrateAllOffEnter,
+            })
+            .unwrap();
+        }
+        let got: Vec<u64> = decode_all(&enc.take_chunk())
+            .into_iter()
+            .map(|r| match r {
+                Record::Event(e) => e.ts_ns,
+                Record::Trailer(_) => panic!("no trailer written"),
+            })
+            .collect();
+        assert_eq!(got, ts);
+    }
+
+    #[test]
+    fn undefined_references_and_unknown_bits_are_errors_not_panics() {
+        let mut buf = Vec::new();
+        let bad = DiskRecord::Event(DiskEvent {
+            dts: 1,
+            cpu: 0,
+            pid: 0,
+            kind: DiskKind::Gap { reason: 9 },
+        });
+        postcard::to_io(&bad, &mut buf).unwrap();
+        let mut dec = ChunkDecoder::new(&buf);
+        let err = dec.next().unwrap().unwrap_err();
+        assert!(err.detail.contains("string #9"), "{}", err.detail);
+        assert!(dec.next().is_none());
+
+        let mut buf = Vec::new();
+        postcard::to_io(&DiskRecord::Val(1), &mut buf).unwrap();
+        let bad = DiskRecord::Event(DiskEvent {
+            dts: 1,
+            cpu: 0,
+            pid: 0,
+            kind: DiskKind::MaskEnter(DiskSnap {
+                irq: 1,
+                hwirq: 1,
+                device: 0,
+                msi_index: 0,
+                bits: 1 << 20,
+                chip_data: 0,
+            }),
+        });
+        postcard::to_io(&bad, &mut buf).unwrap();
+        let err = ChunkDecoder::new(&buf).next().unwrap().unwrap_err();
+        assert_eq!(err.index, 1);
+        assert!(
+            err.detail.contains("unknown snapshot bits"),
+            "{}",
+            err.detail
+        );
+    }
+
+    #[test]
+    fn the_frame_carries_length_and_checksum() {
+        let mut enc = ChunkEncoder::new();
+        enc.push_trailer(r#"{"ok":true}"#).unwrap();
+        let chunk = enc.take_chunk();
+        assert_eq!(chunk[0], CHUNK_TAG);
+        let len = u32::from_le_bytes(chunk[1..5].try_into().unwrap()) as usize;
+        assert_eq!(len, chunk.len() - FRAME_LEN);
+        let crc = u32::from_le_bytes(chunk[5..9].try_into().unwrap());
+        assert_eq!(crc, crc32fast::hash(&chunk[FRAME_LEN..]));
+        assert!(ChunkDecoder::plausible_start(&chunk[FRAME_LEN..]));
+        assert_eq!(
+            decode_all(&chunk),
+            vec![Record::Trailer(serde_json::json!({"ok": true}))]
+        );
+    }
+}

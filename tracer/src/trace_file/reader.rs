@@ -1,0 +1,462 @@
+//! Reading trace files: check the header, then walk the chunks, stepping over damage with a
+//! [`TraceWarning`] instead of failing. Nothing in a file can make the reader panic or
+//! allocate more than one chunk's worth (≤ 16 MiB) at a time.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::codec::ChunkDecoder;
+use super::{
+    CHUNK_TAG, FORMAT_VERSION, FRAME_LEN, MAGIC, MAX_CHUNK_PAYLOAD, MAX_HEADER_LEN, PREAMBLE_LEN,
+    Record, TraceFileError, TraceHeader, TraceWarning,
+};
+use crate::event::Event;
+
+/// Reads one trace file, or several as one stream (a rotated flight-recorder set, oldest
+/// first). Iterate it for the records; [`TraceReader::warnings`] says what damage was skipped
+/// so far. An `Err` item is an I/O error and ends the iteration.
+///
+/// ```no_run
+/// # fn main() -> Result<(), tracer::trace_file::TraceFileError> {
+/// let mut reader = tracer::trace_file::TraceReader::open("cycle.trace")?;
+/// for record in reader.by_ref() {
+///     println!("{:?}", record?);
+/// }
+/// for w in reader.warnings() {
+///     eprintln!("warning: {w}");
+/// }
+/// # Ok(()) }
+/// ```
+pub struct TraceReader {
+    files: Vec<FileCursor>,
+    headers: Vec<TraceHeader>,
+    current: usize,
+    pending: VecDeque<Record>,
+    warnings: Vec<TraceWarning>,
+}
+
+/// A whole file (or set) read into memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraceContents {
+    /// The first file's header.
+    pub header: TraceHeader,
+    pub events: Vec<Event>,
+    /// The last trailer read; `None` when the recording did not finish.
+    pub trailer: Option<serde_json::Value>,
+    pub warnings: Vec<TraceWarning>,
+}
+
+struct FileCursor {
+    path: PathBuf,
+    file: File,
+    /// Size when opened: a file still being written is read up to there.
+    len: u64,
+    pos: u64,
+    events: u64,
+}
+
+impl TraceReader {
+    /// Open one file and check its header.
+    pub fn open(path: impl AsRef<Path>) -> Result<TraceReader, TraceFileError> {
+        Self::open_many([path])
+    }
+
+    /// Open several files to read as one stream, in the order given. Every header is checked
+    /// here; a file from another boot than the first gives a warning (its times do not compare).
+    pub fn open_many<P: AsRef<Path>>(
+        paths: impl IntoIterator<Item = P>,
+    ) -> Result<TraceReader, TraceFileError> {
+        let mut reader = TraceReader {
+            files: Vec::new(),
+            headers: Vec::new(),
+            current: 0,
+            pending: VecDeque::new(),
+            warnings: Vec::new(),
+        };
+        for path in paths {
+            let (cursor, header) = open_one(path.as_ref(), &mut reader.warnings)?;
+            if let (Some(first), Some(first_boot), Some(boot)) = (
+                reader.files.first(),
+                reader.headers.first().and_then(|h| h.boot_id.as_ref()),
+                header.boot_id.as_ref(),
+            ) && first_boot != boot
+            {
+                reader.warnings.push(TraceWarning::OtherBoot {
+                    path: cursor.path.clone(),
+                    boot_id: boot.clone(),
+                    first: first.path.clone(),
+                    first_boot_id: first_boot.clone(),
+                });
+            }
+            reader.files.push(cursor);
+            reader.headers.push(header);
+        }
+        if reader.files.is_empty() {
+            return Err(TraceFileError::NoFiles);
+        }
+        Ok(reader)
+    }
+
+    /// The first file's header.
+    pub fn header(&self) -> &TraceHeader {
+        &self.headers[0]
+    }
+
+    /// Every file's header, in reading order.
+    pub fn headers(&self) -> &[TraceHeader] {
+        &self.headers
+    }
+
+    /// Damage skipped so far (and header oddities found at open).
+    pub fn warnings(&self) -> &[TraceWarning] {
+        &self.warnings
+    }
+
+    /// Read everything that is left.
+    pub fn read_to_end(mut self) -> Result<TraceContents, TraceFileError> {
+        let mut events = Vec::new();
+        let mut trailer = None;
+        for rec in self.by_ref() {
+            match rec? {
+                Record::Event(e) => events.push(e),
+                Record::Trailer(t) => trailer = Some(t),
+            }
+        }
+        Ok(TraceContents {
+            header: self.headers.swap_remove(0),
+            events,
+            trailer,
+            warnings: self.warnings,
+        })
+    }
+}
+
+impl Iterator for TraceReader {
+    type Item = Result<Record, TraceFileError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.pending.pop_front() {
+                return Some(Ok(r));
+            }
+            let cursor = self.files.get_mut(self.current)?;
+            match cursor.next_chunk(&mut self.pending, &mut self.warnings) {
+                Ok(true) => {}
+                Ok(false) => self.current += 1,
+                Err(e) => {
+                    self.current = self.files.len();
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+fn open_one(
+    path: &Path,
+    warnings: &mut Vec<TraceWarning>,
+) -> Result<(FileCursor, TraceHeader), TraceFileError> {
+    let p = || path.to_path_buf();
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => TraceFileError::Missing { path: p() },
+        _ => TraceFileError::Open {
+            path: p(),
+            source: e,
+        },
+    })?;
+    if meta.is_dir() {
+        return Err(TraceFileError::Directory { path: p() });
+    }
+    if !meta.is_file() {
+        return Err(TraceFileError::NotRegular { path: p() });
+    }
+    let file = File::open(path).map_err(|e| TraceFileError::Open {
+        path: p(),
+        source: e,
+    })?;
+    let len = file
+        .metadata()
+        .map_err(|e| TraceFileError::Open {
+            path: p(),
+            source: e,
+        })?
+        .len();
+    let mut cursor = FileCursor {
+        path: p(),
+        file,
+        len,
+        pos: 0,
+        events: 0,
+    };
+    if len == 0 {
+        return Err(TraceFileError::Empty { path: p() });
+    }
+    let pre = cursor.read_at(0, len.min(PREAMBLE_LEN) as usize)?;
+    let magic_len = pre.len().min(MAGIC.len());
+    if pre[..magic_len] != MAGIC[..magic_len] {
+        return Err(TraceFileError::NotATrace { path: p() });
+    }
+    let truncated = |offset| TraceFileError::TruncatedHeader { path: p(), offset };
+    if pre.len() < 10 {
+        return Err(truncated(len));
+    }
+    let version = u16::from_le_bytes([pre[8], pre[9]]);
+    if version == 0 {
+        return Err(TraceFileError::BadHeader {
+            path: p(),
+            offset: 8,
+            detail: "format version 0 does not exist".into(),
+        });
+    }
+    let v1 = if pre.len() < PREAMBLE_LEN as usize {
+        Err(truncated(len))
+    } else {
+        read_v1_header(&cursor, &pre)
+    };
+    if version > FORMAT_VERSION {
+        // A damaged version field in a v1 file is not a newer file: say which it is.
+        if let Ok((h, _)) = &v1
+            && h.format_version <= FORMAT_VERSION
+        {
+            return Err(TraceFileError::BadHeader {
+                path: p(),
+                offset: 8,
+                detail: format!(
+                    "the version field says v{version} but the header inside says v{}",
+                    h.format_version
+                ),
+            });
+        }
+        return Err(TraceFileError::NewerVersion {
+            path: p(),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let (header, body) = v1?;
+    if header.format_version != version {
+        warnings.push(TraceWarning::VersionMismatch {
+            path: p(),
+            in_preamble: version,
+            in_header: header.format_version,
+        });
+    }
+    cursor.pos = body;
+    Ok((cursor, header))
+}
+
+/// The v1 header after the 18-byte preamble; returns it and where the body starts.
+fn read_v1_header(cursor: &FileCursor, pre: &[u8]) -> Result<(TraceHeader, u64), TraceFileError> {
+    let path = || cursor.path.clone();
+    let hlen = u32::from_le_bytes([pre[10], pre[11], pre[12], pre[13]]);
+    let crc = u32::from_le_bytes([pre[14], pre[15], pre[16], pre[17]]);
+    if hlen > MAX_HEADER_LEN {
+        return Err(TraceFileError::BadHeader {
+            path: path(),
+            offset: 10,
+            detail: format!("header length {hlen} is beyond any real header"),
+        });
+    }
+    let end = PREAMBLE_LEN + u64::from(hlen);
+    if end > cursor.len {
+        return Err(TraceFileError::TruncatedHeader {
+            path: path(),
+            offset: cursor.len,
+        });
+    }
+    let json = cursor.read_at(PREAMBLE_LEN, hlen as usize)?;
+    if crc32fast::hash(&json) != crc {
+        return Err(TraceFileError::HeaderChecksum {
+            path: path(),
+            offset: PREAMBLE_LEN,
+        });
+    }
+    let header = serde_json::from_slice(&json).map_err(|e| TraceFileError::BadHeader {
+        path: path(),
+        offset: PREAMBLE_LEN,
+        detail: format!("not a header ({e})"),
+    })?;
+    Ok((header, end))
+}
+
+struct Frame {
+    tag: u8,
+    len: usize,
+    crc: u32,
+}
+
+impl Frame {
+    fn parse(b: &[u8]) -> Frame {
+        Frame {
+            tag: b[0],
+            len: u32::from_le_bytes([b[1], b[2], b[3], b[4]]) as usize,
+            crc: u32::from_le_bytes([b[5], b[6], b[7], b[8]]),
+        }
+    }
+
+    /// Why these bytes cannot start a chunk, if they cannot.
+    fn invalid(&self) -> Option<String> {
+        if self.tag != CHUNK_TAG {
+            Some(format!("byte {:#04x} is not a chunk tag", self.tag))
+        } else if self.len == 0 || self.len > MAX_CHUNK_PAYLOAD {
+            Some(format!("chunk length {} is impossible", self.len))
+        } else {
+            None
+        }
+    }
+}
+
+/// How far a resynchronisation scan reads at a time.
+const SCAN_BLOCK: usize = 64 << 10;
+
+impl FileCursor {
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, TraceFileError> {
+        let mut buf = vec![0; len];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| TraceFileError::Read {
+                path: self.path.clone(),
+                offset,
+                source: e,
+            })?;
+        Ok(buf)
+    }
+
+    /// Decode the chunk at `pos` into `out` and move past it. `Ok(false)` at the end of the
+    /// file; damage moves `pos` to the next valid chunk (or the end) with a warning.
+    fn next_chunk(
+        &mut self,
+        out: &mut VecDeque<Record>,
+        warnings: &mut Vec<TraceWarning>,
+    ) -> Result<bool, TraceFileError> {
+        let pos = self.pos;
+        if pos >= self.len {
+            return Ok(false);
+        }
+        let avail = self.len - pos;
+        if avail < FRAME_LEN as u64 {
+            warnings.push(TraceWarning::Truncated {
+                path: self.path.clone(),
+                offset: pos,
+                present: avail,
+                expected: FRAME_LEN as u64,
+                events_read: self.events,
+            });
+            self.pos = self.len;
+            return Ok(true);
+        }
+        let frame = Frame::parse(&self.read_at(pos, FRAME_LEN)?);
+        if let Some(why) = frame.invalid() {
+            let resync = self.find_chunk(pos + 1)?;
+            warnings.push(TraceWarning::NotAChunk {
+                path: self.path.clone(),
+                offset: pos,
+                why,
+                resync,
+            });
+            self.pos = resync.unwrap_or(self.len);
+            return Ok(true);
+        }
+        let body = pos + FRAME_LEN as u64;
+        let end = body + frame.len as u64;
+        if end > self.len {
+            // Either the file was cut inside this chunk (its last one), or its length field
+            // is damaged; a valid chunk further on tells the two apart.
+            if let Some(at) = self.find_chunk(pos + 1)? {
+                warnings.push(TraceWarning::NotAChunk {
+                    path: self.path.clone(),
+                    offset: pos,
+                    why: format!("its length {} runs past the end of the file", frame.len),
+                    resync: Some(at),
+                });
+                self.pos = at;
+                return Ok(true);
+            }
+            // The checksum covers the whole chunk, so these records are unverified; a cut
+            // record never decodes (postcard reads fields in order), so whole ones are kept.
+            let present = self.read_at(body, (self.len - body) as usize)?;
+            for rec in ChunkDecoder::new(&present) {
+                match rec {
+                    Ok(r) => self.keep(r, out),
+                    Err(_) => break,
+                }
+            }
+            warnings.push(TraceWarning::Truncated {
+                path: self.path.clone(),
+                offset: pos,
+                present: self.len - pos,
+                expected: FRAME_LEN as u64 + frame.len as u64,
+                events_read: self.events,
+            });
+            self.pos = self.len;
+            return Ok(true);
+        }
+        let payload = self.read_at(body, frame.len)?;
+        if crc32fast::hash(&payload) != frame.crc {
+            let resync = self.find_chunk(pos + 1)?;
+            warnings.push(TraceWarning::BadChecksum {
+                path: self.path.clone(),
+                offset: pos,
+                resync,
+            });
+            self.pos = resync.unwrap_or(self.len);
+            return Ok(true);
+        }
+        for rec in ChunkDecoder::new(&payload) {
+            match rec {
+                Ok(r) => self.keep(r, out),
+                Err(e) => warnings.push(TraceWarning::BadRecord {
+                    path: self.path.clone(),
+                    offset: pos,
+                    index: e.index,
+                    detail: e.detail,
+                }),
+            }
+        }
+        self.pos = end;
+        Ok(true)
+    }
+
+    fn keep(&mut self, r: Record, out: &mut VecDeque<Record>) {
+        if matches!(r, Record::Event(_)) {
+            self.events += 1;
+        }
+        out.push_back(r);
+    }
+
+    /// The offset of the first whole, checksum-valid chunk at or after `from`.
+    fn find_chunk(&self, from: u64) -> Result<Option<u64>, TraceFileError> {
+        let mut base = from;
+        while base < self.len {
+            let n = (self.len - base).min(SCAN_BLOCK as u64) as usize;
+            let block = self.read_at(base, n)?;
+            for (i, _) in block.iter().enumerate().filter(|(_, b)| **b == CHUNK_TAG) {
+                let at = base + i as u64;
+                if self.valid_chunk_at(at)? {
+                    return Ok(Some(at));
+                }
+            }
+            base += n as u64;
+        }
+        Ok(None)
+    }
+
+    fn valid_chunk_at(&self, at: u64) -> Result<bool, TraceFileError> {
+        if self.len - at < FRAME_LEN as u64 {
+            return Ok(false);
+        }
+        let frame = Frame::parse(&self.read_at(at, FRAME_LEN)?);
+        let body = at + FRAME_LEN as u64;
+        if frame.invalid().is_some() || body + frame.len as u64 > self.len {
+            return Ok(false);
+        }
+        let first = self.read_at(body, 1)?;
+        if !ChunkDecoder::plausible_start(&first) {
+            return Ok(false);
+        }
+        let payload = self.read_at(body, frame.len)?;
+        Ok(crc32fast::hash(&payload) == frame.crc)
+    }
+}
