@@ -1,1 +1,1064 @@
-//! State engine.
+//! The state engine: a pure function from a sequence of [`Event`]s (ring buffer or trace file,
+//! the same type) to per-vector state, a phase timeline and divergences. No I/O, no clock, no
+//! kernel: time advances only from event timestamps, so a replay of a recorded file yields
+//! exactly what the live run reported.
+//!
+//! Policy:
+//! - Vectors are keyed by Linux IRQ and cross-checked with BDF + MSI index; a snapshot naming
+//!   another device or index means the IRQ number was reused, and the old vector is retired.
+//! - The phase follows `power:suspend_resume`; a resume epoch starts at each `dpm_resume_noirq`.
+//! - Hyper-V remapping entries live for one *compose cycle*: a cycle ends where the host may
+//!   have torn them down (`dpm_suspend_noirq`, where vmbus runs hv_pci_suspend) and where the
+//!   world was rebuilt (`machine_suspend` end: a restored image or a woken machine). H1/H2/H5
+//!   ask for a compose in the current cycle, which also accepts the fix's re-compose when it runs
+//!   before `dpm_resume_noirq` (syscore resume, a supplier's noirq callback).
+//! - Rules with a delay (G1 grace, G5 silence, G3 restart) are deadlines settled when a later
+//!   event's timestamp passes them, or by [`Engine::finish`] at end of input.
+//! - One divergence per rule, vector, cause and epoch ([`divergence::DivergenceLog`]); `apply`
+//!   returns only new or changed ones so a live front-end logs each once.
+//!
+//! The rules themselves are in [`rules`]; the gates deciding which can run in [`gates`].
+
+pub mod divergence;
+pub mod gates;
+pub mod losses;
+pub mod rules;
+pub mod state;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use tracer_common::{NUM_PROBES, ProbeId};
+
+pub use divergence::{
+    Change, Divergence, DivergenceUpdate, Evidence, RuleId, Severity, event_name, event_probe,
+};
+pub use gates::{KernelVersion, NotEvaluated};
+pub use losses::{LossReport, Losses};
+pub use state::{EngineState, Phase, VectorKind, VectorState};
+
+use crate::event::{Event, EventKind, VectorSnap};
+use crate::probes::{CATALOGUE, ProbeStatus, Status};
+use crate::seed::Seed;
+use divergence::{DivergenceLog, Key};
+use gates::Gates;
+use state::{
+    HvBus, HvBusState, HvEvidence, ManagedShutdown, Migration, MigrationVia, ResumeEpoch,
+    ResumeKind, SleepKind, Target,
+};
+
+/// Delays of the rules that wait for time to pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleTiming {
+    /// G1: how long after `resumed` a vector may still be masked.
+    pub g1_grace_ns: u64,
+    /// G5: how long a vector that fired before suspend may stay silent after resume.
+    pub g5_silence_ns: u64,
+    /// G3: how long after `CPU_ON` a managed vector has to be restarted. The restart is
+    /// synchronous in the CPU's online callbacks; the grace only absorbs ring-buffer reordering.
+    pub g3_grace_ns: u64,
+}
+
+impl Default for RuleTiming {
+    fn default() -> Self {
+        RuleTiming {
+            g1_grace_ns: 2_000_000_000,
+            g5_silence_ns: 10_000_000_000,
+            g3_grace_ns: 1_000_000_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EngineConfig {
+    /// `uname -r` of the traced kernel (from the trace header): input of the version gates.
+    pub kernel_release: String,
+    /// What attached (from the trace header): input of the probe gates.
+    pub probes: Vec<ProbeStatus>,
+    pub seed: Seed,
+    pub timing: RuleTiming,
+}
+
+impl EngineConfig {
+    pub fn new(kernel_release: impl Into<String>, probes: Vec<ProbeStatus>, seed: Seed) -> Self {
+        EngineConfig {
+            kernel_release: kernel_release.into(),
+            probes,
+            seed,
+            timing: RuleTiming::default(),
+        }
+    }
+
+    /// Every hook of the catalogue attached (scenario tests, benchmarks).
+    pub fn all_probes_attached() -> Vec<ProbeStatus> {
+        CATALOGUE
+            .iter()
+            .map(|h| ProbeStatus {
+                hook: h.hook.into(),
+                symbol: h.symbol.into(),
+                method: h.method,
+                status: Status::Attached,
+                reason: None,
+                module: h.module.map(str::to_string),
+                rules_losing_input: Vec::new(),
+                probe: h.probe,
+            })
+            .collect()
+    }
+}
+
+/// A rule waiting for time to pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Pending {
+    G1 {
+        epoch: u32,
+    },
+    G5 {
+        epoch: u32,
+    },
+    G3 {
+        cpu: u32,
+        online_ts: u64,
+        epoch: u32,
+    },
+}
+
+/// irq_vectors facts about an IRQ not (yet) known as an MSI vector; merged when it becomes one.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct OtherIrq {
+    target: Option<Target>,
+    active: Option<bool>,
+    managed: Option<bool>,
+}
+
+/// A divergence that rests on the absence of events from some probes in a time window: a loss
+/// of those probes in that window weakens it.
+#[derive(Clone, Debug)]
+pub(crate) struct AbsenceClaim {
+    key: Key,
+    probes: &'static [ProbeId],
+    from_ts: u64,
+    to_ts: u64,
+    meaning: String,
+}
+
+pub struct Engine {
+    timing: RuleTiming,
+    gates: Gates,
+    state: EngineState,
+    log: DivergenceLog,
+    losses: Losses,
+    seen: [u64; NUM_PROBES as usize],
+    enabled: [bool; RuleId::ALL.len()],
+    pending: BTreeMap<(u64, u64), Pending>,
+    pending_seq: u64,
+    /// CPU → start of its `irq_migrate_all_off_this_cpu` window.
+    migration_windows: BTreeMap<u32, u64>,
+    /// CPU → IRQs whose `irq_do_set_affinity` failed in its window (and did not succeed since).
+    affinity_failures: BTreeMap<u32, BTreeMap<u32, Evidence>>,
+    /// CPU in `CPU_OFF` (begin seen, end not yet), and when it began.
+    cpu_going_down: Option<(u32, u64)>,
+    /// CPUs whose "still targeted" check ran since they went offline.
+    offline_checked: BTreeSet<u32>,
+    cycle: u32,
+    cycle_start_ts: u64,
+    cycle_bumped_since_suspend: bool,
+    other_irqs: BTreeMap<u32, OtherIrq>,
+    counts_baseline_taken: bool,
+    last_counts_ts: Option<u64>,
+    absence_claims: Vec<AbsenceClaim>,
+    /// Rules (H1, H3, H4) with an open divergence per IRQ that later evidence revises.
+    open: BTreeMap<(RuleId, u32), rules::OpenFinding>,
+    epoch_notes: Vec<NotEvaluated>,
+    compose_exits_readable: u64,
+    unmask_exits_with_cache: u64,
+    finished: bool,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Engine {
+        let gates = Gates::new(&cfg.kernel_release, &cfg.probes);
+        let mut state = EngineState::from_seed(&cfg.seed);
+        state.set_phase(state::Phase::Running, cfg.seed.taken_ns, "trace start");
+        let mut e = Engine {
+            timing: cfg.timing,
+            gates,
+            state,
+            log: DivergenceLog::default(),
+            losses: Losses::default(),
+            seen: [0; NUM_PROBES as usize],
+            enabled: [false; RuleId::ALL.len()],
+            pending: BTreeMap::new(),
+            pending_seq: 0,
+            migration_windows: BTreeMap::new(),
+            affinity_failures: BTreeMap::new(),
+            cpu_going_down: None,
+            offline_checked: BTreeSet::new(),
+            cycle: 0,
+            cycle_start_ts: cfg.seed.taken_ns,
+            cycle_bumped_since_suspend: false,
+            other_irqs: BTreeMap::new(),
+            counts_baseline_taken: false,
+            last_counts_ts: None,
+            absence_claims: Vec::new(),
+            open: BTreeMap::new(),
+            epoch_notes: Vec::new(),
+            compose_exits_readable: 0,
+            unmask_exits_with_cache: 0,
+            finished: false,
+        };
+        e.refresh_enabled();
+        e
+    }
+
+    pub fn state(&self) -> &EngineState {
+        &self.state
+    }
+
+    pub fn divergences(&self) -> &[Divergence] {
+        self.log.all()
+    }
+
+    pub fn losses(&self) -> &Losses {
+        &self.losses
+    }
+
+    pub fn kernel_release(&self) -> &str {
+        &self.gates.release
+    }
+
+    pub fn timing(&self) -> RuleTiming {
+        self.timing
+    }
+
+    /// Events seen per probe (indexed by `ProbeId as usize`).
+    pub fn seen(&self) -> &[u64; NUM_PROBES as usize] {
+        &self.seen
+    }
+
+    /// The instant reports count from: the seed's time, else the first event's.
+    pub fn origin_ns(&self) -> u64 {
+        match (self.state.timeline.first(), self.state.first_ts_ns) {
+            (Some(s), _) if s.start_ts_ns != 0 => s.start_ts_ns,
+            (_, Some(f)) => f,
+            _ => 0,
+        }
+    }
+
+    /// Rules (or parts, or epochs) that could not be evaluated, and why.
+    pub fn not_evaluated(&self) -> Vec<NotEvaluated> {
+        let mut out = self.gates.static_not_evaluated(&self.seen);
+        let skip: BTreeSet<RuleId> = out
+            .iter()
+            .filter(|n| n.part.is_none())
+            .map(|n| n.rule)
+            .collect();
+        let mut push = |rule: RuleId, part: Option<&str>, reason: String| {
+            if !skip.contains(&rule) {
+                out.push(NotEvaluated {
+                    rule,
+                    part: part.map(str::to_string),
+                    epoch: None,
+                    reason,
+                });
+            }
+        };
+        if self.state.epochs.is_empty() {
+            for rule in [RuleId::H1, RuleId::H2, RuleId::G1, RuleId::G5] {
+                push(
+                    rule,
+                    None,
+                    "the trace has no resume epoch (no dpm_resume_noirq)".into(),
+                );
+            }
+        }
+        let exits = self.seen[ProbeId::HvComposeExit as usize];
+        if exits > 0 && self.compose_exits_readable == 0 {
+            push(
+                RuleId::H3,
+                None,
+                format!(
+                    "none of the {exits} hv_compose_msi_msg returns could read the message or \
+                     chip_data (msi_msg/irq_data layout missing)"
+                ),
+            );
+        }
+        let unmasks = self.seen[ProbeId::HvUnmaskExit as usize];
+        if unmasks > 0 && self.unmask_exits_with_cache == 0 {
+            push(
+                RuleId::H4,
+                None,
+                format!(
+                    "none of the {unmasks} hv_irq_unmask returns could read the msi_desc mask \
+                     cache (msi_desc layout missing)"
+                ),
+            );
+        }
+        if self.seen[ProbeId::IrqHandlerEntry as usize] == 0 && !self.state.epochs.is_empty() {
+            push(
+                RuleId::G5,
+                Some("handler counts"),
+                "the trace has no handler-count sample".into(),
+            );
+        }
+        for n in &self.epoch_notes {
+            if !skip.contains(&n.rule) {
+                out.push(n.clone());
+            }
+        }
+        out
+    }
+
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    fn refresh_enabled(&mut self) {
+        for (i, rule) in RuleId::ALL.iter().enumerate() {
+            self.enabled[i] = self.gates.rule_enabled(*rule, &self.seen);
+        }
+    }
+
+    pub(crate) fn enabled(&self, rule: RuleId) -> bool {
+        self.enabled[RuleId::ALL.iter().position(|r| *r == rule).unwrap_or(0)]
+    }
+
+    /// The epoch a finding belongs to: while suspending, the resume epoch about to come.
+    pub(crate) fn cycle_epoch(&self) -> u32 {
+        let suspending = matches!(
+            self.state.phase,
+            Phase::Suspending | Phase::CpusOffline | Phase::Sleeping | Phase::Image
+        );
+        if suspending {
+            self.state.epoch + 1
+        } else {
+            self.state.epoch
+        }
+    }
+
+    fn bump_cycle(&mut self, ts: u64) {
+        self.cycle += 1;
+        self.cycle_start_ts = ts;
+        self.cycle_bumped_since_suspend = true;
+    }
+
+    fn schedule(&mut self, deadline: u64, p: Pending) {
+        self.pending_seq += 1;
+        self.pending.insert((deadline, self.pending_seq), p);
+    }
+
+    /// Settle every deadline at or before `ts`, in deadline order.
+    fn settle(&mut self, ts: u64, out: &mut Vec<DivergenceUpdate>) {
+        while let Some((&(deadline, seq), _)) = self.pending.first_key_value() {
+            if deadline > ts {
+                break;
+            }
+            if let Some(p) = self.pending.remove(&(deadline, seq)) {
+                self.run_pending(p, deadline, out);
+            }
+        }
+    }
+
+    /// Feed one event. Returns the divergences it created or changed.
+    pub fn apply(&mut self, ev: &Event) -> Vec<DivergenceUpdate> {
+        let mut out = Vec::new();
+        if self.finished {
+            return out;
+        }
+        self.settle(ev.ts_ns, &mut out);
+        self.state.events += 1;
+        if self.state.first_ts_ns.is_none() {
+            self.state.first_ts_ns = Some(ev.ts_ns);
+            if self.cycle_start_ts == 0 {
+                self.cycle_start_ts = ev.ts_ns;
+            }
+        }
+        self.state.now_ns = self.state.now_ns.max(ev.ts_ns);
+        if let Some(p) = event_probe(&ev.kind) {
+            let i = p as usize;
+            self.seen[i] += 1;
+            if self.seen[i] == 1 {
+                self.refresh_enabled();
+            }
+        }
+        self.note_cpu_alive(ev);
+        self.dispatch(ev, &mut out);
+        out
+    }
+
+    /// End of input at `end_ts`: settle what is due, evaluate what the end decides (G3), and
+    /// say which delayed rules could not be evaluated for want of time.
+    pub fn finish(&mut self, end_ts: u64) -> Vec<DivergenceUpdate> {
+        let mut out = Vec::new();
+        if self.finished {
+            return out;
+        }
+        let end_ts = end_ts.max(self.state.now_ns);
+        self.settle(end_ts, &mut out);
+        let rest = std::mem::take(&mut self.pending);
+        for ((deadline, _), p) in rest {
+            match p {
+                // The restart happens inside CPU_ON: nothing later can bring it.
+                Pending::G3 { .. } => self.run_pending(p, end_ts, &mut out),
+                Pending::G1 { epoch } => self.epoch_notes.push(NotEvaluated {
+                    rule: RuleId::G1,
+                    part: None,
+                    epoch: Some(epoch),
+                    reason: format!(
+                        "trace ended {} after resume of epoch {epoch}, needs {}",
+                        secs(
+                            end_ts.saturating_sub(deadline.saturating_sub(self.timing.g1_grace_ns))
+                        ),
+                        secs(self.timing.g1_grace_ns)
+                    ),
+                }),
+                Pending::G5 { epoch } => self.epoch_notes.push(NotEvaluated {
+                    rule: RuleId::G5,
+                    part: None,
+                    epoch: Some(epoch),
+                    reason: format!(
+                        "trace ended {} after resume of epoch {epoch}, needs {}",
+                        secs(
+                            end_ts
+                                .saturating_sub(deadline.saturating_sub(self.timing.g5_silence_ns))
+                        ),
+                        secs(self.timing.g5_silence_ns)
+                    ),
+                }),
+            }
+        }
+        for ep in &self.state.epochs {
+            if ep.resumed_ts_ns.is_none() {
+                for rule in [RuleId::G1, RuleId::G5] {
+                    self.epoch_notes.push(NotEvaluated {
+                        rule,
+                        part: None,
+                        epoch: Some(ep.epoch),
+                        reason: format!(
+                            "resume epoch {} never reached `resumed` in the trace",
+                            ep.epoch
+                        ),
+                    });
+                }
+            }
+        }
+        if let Some(last) = self.state.timeline.last_mut()
+            && last.end_ts_ns.is_none()
+        {
+            last.end_ts_ns = Some(end_ts);
+        }
+        self.state.now_ns = end_ts;
+        self.finished = true;
+        out
+    }
+
+    /// Any event that ran on a CPU shows that CPU online (a CPU brought up outside a PM
+    /// transition has no `CPU_ON` event).
+    fn note_cpu_alive(&mut self, ev: &Event) {
+        let userspace = matches!(
+            ev.kind,
+            EventKind::Lost { .. } | EventKind::IrqCounts { .. } | EventKind::Gap { .. }
+        );
+        if userspace
+            || matches!(ev.kind, EventKind::MigrateAllOffExit)
+            || self.state.online_cpus.contains(&ev.cpu)
+        {
+            return;
+        }
+        self.state.cpu_change(ev.ts_ns, ev.cpu, true, "event on it");
+        self.offline_checked.remove(&ev.cpu);
+    }
+
+    /// Make sure the vector of a snapshot exists (retiring an older one on IRQ reuse), take
+    /// the snapshot and return its IRQ.
+    fn vector_for(&mut self, s: &VectorSnap, ts: u64, by: &'static str, pre_state: bool) -> u32 {
+        let irq = s.irq;
+        let mut created_msi = false;
+        match self.state.vectors.get_mut(&irq) {
+            Some(v) if v.conflicts_with(s) => {
+                let old = v.clone();
+                let mut fresh = VectorState::new(irq);
+                fresh.generation = old.generation + 1;
+                *v = fresh;
+                if self.state.retired.len() < MAX_RETIRED {
+                    self.state.retired.push(old);
+                }
+                self.open.retain(|(_, i), _| *i != irq);
+                created_msi = s.msix == Some(false);
+            }
+            Some(_) => {}
+            None => {
+                let mut v = VectorState::new(irq);
+                if let Some(o) = self.other_irqs.remove(&irq) {
+                    v.target = o.target;
+                    v.active = o.active;
+                    v.managed = o.managed;
+                }
+                self.state.vectors.insert(irq, v);
+                created_msi = s.msix == Some(false);
+            }
+        }
+        if let Some(v) = self.state.vectors.get_mut(&irq) {
+            v.observe(s, ts, by, pre_state);
+        }
+        if created_msi {
+            self.state.assign_multi_msi();
+        }
+        irq
+    }
+
+    fn mark_hyperv(&mut self, irq: u32) {
+        if let Some(v) = self.state.vectors.get_mut(&irq)
+            && v.hyperv.is_none()
+        {
+            v.hyperv = Some(HvEvidence::ChipCallback);
+        }
+    }
+
+    fn dispatch(&mut self, ev: &Event, out: &mut Vec<DivergenceUpdate>) {
+        let ts = ev.ts_ns;
+        match &ev.kind {
+            EventKind::ComposeEnter(v) => {
+                let irq = self.vector_for(v, ts, "hv_compose_msi_msg", false);
+                self.mark_hyperv(irq);
+                self.h9_removing_bus(ev, irq, "composed", out);
+            }
+            EventKind::ComposeExit { v, msg } => {
+                let irq = self.vector_for(v, ts, "hv_compose_msi_msg:return", false);
+                self.mark_hyperv(irq);
+                self.on_compose_exit(ev, irq, v, *msg, out);
+            }
+            EventKind::UnmaskEnter(v) => {
+                let irq = self.vector_for(v, ts, "hv_irq_unmask", true);
+                self.mark_hyperv(irq);
+                if let Some(vs) = self.state.vectors.get_mut(&irq) {
+                    vs.unmasked_seen = true;
+                }
+                self.on_unmask_enter(ev, irq, v, out);
+            }
+            EventKind::UnmaskExit(v) => {
+                let irq = self.vector_for(v, ts, "hv_irq_unmask:return", false);
+                self.mark_hyperv(irq);
+                self.on_unmask_exit(ev, irq, v, out);
+            }
+            EventKind::MaskEnter(v) => {
+                let irq = self.vector_for(v, ts, "hv_irq_mask", true);
+                self.mark_hyperv(irq);
+            }
+            EventKind::MaskExit(v) => {
+                let irq = self.vector_for(v, ts, "hv_irq_mask:return", false);
+                self.mark_hyperv(irq);
+            }
+            EventKind::PciMsiMask(v) => {
+                // A kprobe on entry: the function is about to set the mask bit.
+                let irq = self.vector_for(v, ts, "pci_msi_mask_irq", true);
+                if let Some(vs) = self.state.vectors.get_mut(&irq) {
+                    vs.set_cache_masked(true, ts, "pci_msi_mask_irq");
+                }
+            }
+            EventKind::PciMsiUnmask(v) => {
+                let irq = self.vector_for(v, ts, "pci_msi_unmask_irq", true);
+                if let Some(vs) = self.state.vectors.get_mut(&irq) {
+                    vs.set_cache_masked(false, ts, "pci_msi_unmask_irq");
+                    vs.unmasked_seen = true;
+                }
+                self.on_unmasked(ev, irq, out);
+            }
+            EventKind::MigrateOneIrq { irq } => {
+                if let Some(v) = self.state.vectors.get_mut(irq) {
+                    v.last_migration = Some(Migration {
+                        ts_ns: ts,
+                        from_cpu: ev.cpu,
+                        via: MigrationVia::MigrateOneIrq,
+                        ret: None,
+                    });
+                }
+            }
+            EventKind::MigrateAllOffEnter => {
+                self.migration_windows.insert(ev.cpu, ts);
+            }
+            EventKind::MigrateAllOffExit => {
+                self.migration_windows.remove(&ev.cpu);
+                self.g2_affinity_failures(ev, out);
+                self.state
+                    .cpu_change(ts, ev.cpu, false, "irq_migrate_all_off_this_cpu");
+                self.g2_offline_cpu(ev.cpu, ev, out);
+            }
+            EventKind::SetAffinityEnter { .. } => {}
+            EventKind::SetAffinityExit {
+                irq,
+                ret,
+                in_migration,
+            } => {
+                let in_window = *in_migration || self.migration_windows.contains_key(&ev.cpu);
+                if in_window {
+                    if let Some(v) = self.state.vectors.get_mut(irq) {
+                        v.last_migration = Some(Migration {
+                            ts_ns: ts,
+                            from_cpu: ev.cpu,
+                            via: MigrationVia::SetAffinityInWindow,
+                            ret: Some(*ret),
+                        });
+                    }
+                    let fails = self.affinity_failures.entry(ev.cpu).or_default();
+                    if *ret != 0 {
+                        fails.insert(*irq, Evidence::of(ev));
+                    } else {
+                        // migrate_one_irq retries -ENOSPC with every online CPU: a later
+                        // success clears the failure.
+                        fails.remove(irq);
+                    }
+                }
+            }
+            EventKind::RestoreEnter { .. } | EventKind::RestoreExit { .. } => {}
+            EventKind::WriteMsiMsg {
+                v, msg, in_restore, ..
+            } => {
+                let irq = self.vector_for(v, ts, "__pci_write_msi_msg", false);
+                if let Some(vs) = self.state.vectors.get_mut(&irq) {
+                    vs.last_written = Some((*msg, ts));
+                }
+                if *in_restore {
+                    self.on_restore_write(ev, irq, v, *msg, out);
+                }
+            }
+            EventKind::HvPciSuspendEnter { bus, state } => {
+                self.bus_update(bus, *state, None, ts, Some(true));
+            }
+            EventKind::HvPciSuspendExit { bus, ret, state } => {
+                let inferred = (*ret == 0).then_some(3);
+                self.bus_update(bus, state.or(inferred), Some(*ret), ts, None);
+            }
+            EventKind::HvPciResumeEnter { bus, state } => {
+                self.bus_update(bus, *state, None, ts, None);
+            }
+            EventKind::HvPciResumeExit { bus, ret, state } => {
+                let inferred = (*ret == 0).then_some(2);
+                self.bus_update(bus, state.or(inferred), Some(*ret), ts, Some(false));
+                if *ret != 0 {
+                    self.h9_resume_failed(ev, bus.as_deref().unwrap_or("?"), *ret, out);
+                }
+            }
+            EventKind::SuspendResume { action, val, start } => {
+                self.on_suspend_resume(ev, action, *val, *start, out);
+            }
+            EventKind::DevicePmStart { .. } | EventKind::DevicePmEnd { .. } => {}
+            EventKind::VectorUpdate {
+                irq, vector, cpu, ..
+            } => {
+                self.set_target(*irq, *cpu, *vector, ts, "vector_update");
+            }
+            EventKind::VectorConfig {
+                irq, vector, cpu, ..
+            } => {
+                self.set_target(*irq, *cpu, *vector, ts, "vector_config");
+            }
+            EventKind::VectorClear { .. } => {}
+            EventKind::VectorActivate { irq, managed, .. } => {
+                self.on_activate(*irq, *managed, true, ev);
+            }
+            EventKind::VectorDeactivate { irq, managed, .. } => {
+                self.on_activate(*irq, *managed, false, ev);
+            }
+            EventKind::Lost { probe, count } => {
+                let origin = self.origin_ns();
+                let r = self.losses.record(
+                    *probe,
+                    *count,
+                    ts,
+                    origin,
+                    self.state.phase,
+                    self.state.epoch,
+                );
+                self.on_loss(&r, out);
+            }
+            EventKind::IrqCounts { counts } => self.on_counts(ts, counts),
+            EventKind::Gap { reason } => {
+                if self.state.gaps.len() < state::MAX_TIMELINE {
+                    self.state.gaps.push(state::GapMark {
+                        ts_ns: ts,
+                        reason: reason.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn bus_update(
+        &mut self,
+        bus: &Option<String>,
+        raw: Option<u32>,
+        ret: Option<i32>,
+        ts: u64,
+        suspended: Option<bool>,
+    ) {
+        let name = bus.clone().unwrap_or_else(|| "?".into());
+        let b = self.state.hv_buses.entry(name).or_insert(HvBus {
+            state: None,
+            state_ts_ns: ts,
+            suspended: false,
+            last_error: None,
+        });
+        if let Some(r) = raw {
+            b.state = Some(HvBusState::from_raw(r));
+            b.state_ts_ns = ts;
+        }
+        if let Some(s) = suspended {
+            b.suspended = s;
+        }
+        if let Some(r) = ret
+            && r != 0
+        {
+            b.last_error = Some(r);
+        }
+    }
+
+    fn set_target(&mut self, irq: u32, cpu: u32, vector: u32, ts: u64, source: &'static str) {
+        let t = Target {
+            cpu,
+            vector: Some(vector),
+            ts_ns: ts,
+            source,
+        };
+        match self.state.vectors.get_mut(&irq) {
+            Some(v) => v.target = Some(t),
+            None => self.other_irqs.entry(irq).or_default().target = Some(t),
+        }
+    }
+
+    fn on_activate(&mut self, irq: u32, managed: bool, active: bool, ev: &Event) {
+        // A managed vector deactivated while its CPU goes down was shut down with it.
+        let dying = self
+            .migration_windows
+            .contains_key(&ev.cpu)
+            .then_some(ev.cpu)
+            .or(self.cpu_going_down.map(|(c, _)| c));
+        let Some(v) = self.state.vectors.get_mut(&irq) else {
+            let o = self.other_irqs.entry(irq).or_default();
+            o.active = Some(active);
+            o.managed = Some(managed);
+            return;
+        };
+        v.active = Some(active);
+        if managed {
+            v.managed = Some(true);
+        }
+        if active {
+            v.shutdown = None;
+        } else if managed && let Some(cpu) = dying {
+            v.shutdown = Some(ManagedShutdown {
+                cpu,
+                ts_ns: ev.ts_ns,
+            });
+        }
+    }
+
+    fn on_counts(&mut self, ts: u64, counts: &[(u32, u64)]) {
+        let baseline = !self.counts_baseline_taken;
+        self.counts_baseline_taken = true;
+        self.last_counts_ts = Some(ts);
+        for &(irq, c) in counts {
+            let Some(v) = self.state.vectors.get_mut(&irq) else {
+                continue;
+            };
+            let k = &mut v.counts;
+            if baseline {
+                k.first = Some(c);
+            } else {
+                // IRQs missing from the recorder's first sample had fired 0 times.
+                let prev = k.last.unwrap_or(0);
+                if k.first.is_none() {
+                    k.first = Some(0);
+                }
+                if c > prev {
+                    k.last_increase_ts_ns = Some(ts);
+                }
+            }
+            k.last = Some(c);
+            k.last_sample_ts_ns = ts;
+        }
+    }
+
+    fn begin_suspend(&mut self, ts: u64, cause: &str) {
+        // A delayed rule of the previous resume that has not run yet cannot wait any more:
+        // the counts and masks it needs are about to change.
+        let due: Vec<((u64, u64), Pending)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(p, Pending::G1 { .. } | Pending::G5 { .. }))
+            .map(|(k, p)| (*k, p.clone()))
+            .collect();
+        for ((deadline, seq), p) in due {
+            self.pending.remove(&(deadline, seq));
+            let (rule, epoch, need) = match p {
+                Pending::G1 { epoch } => (RuleId::G1, epoch, self.timing.g1_grace_ns),
+                Pending::G5 { epoch } => (RuleId::G5, epoch, self.timing.g5_silence_ns),
+                Pending::G3 { .. } => continue,
+            };
+            self.epoch_notes.push(NotEvaluated {
+                rule,
+                part: None,
+                epoch: Some(epoch),
+                reason: format!(
+                    "the next suspend began {} after resume of epoch {epoch}, needs {}",
+                    secs(ts.saturating_sub(deadline.saturating_sub(need))),
+                    secs(need)
+                ),
+            });
+        }
+        self.state.suspend_ts_ns = Some(ts);
+        self.state.sleep = SleepKind::Unknown;
+        self.cycle_bumped_since_suspend = false;
+        for v in self.state.vectors.values_mut() {
+            v.before_suspend = Some(v.view(ts));
+            v.counts.before_suspend = v.counts.last;
+            v.counts.fired_before_suspend = v.counts.last_increase_ts_ns.is_some_and(|t| t <= ts);
+        }
+        self.state.set_phase(Phase::Suspending, ts, cause);
+    }
+
+    fn on_suspend_resume(
+        &mut self,
+        ev: &Event,
+        action: &str,
+        val: u32,
+        start: bool,
+        out: &mut Vec<DivergenceUpdate>,
+    ) {
+        let ts = ev.ts_ns;
+        let phase = self.state.phase;
+        match action {
+            "suspend_enter"
+            | "sync_filesystems"
+            | "freeze_processes"
+            | "freeze_kernel_threads"
+            | "dpm_prepare"
+            | "dpm_suspend"
+            | "dpm_suspend_late"
+            | "dpm_suspend_noirq" => {
+                if start && !phase.in_transition() {
+                    self.begin_suspend(ts, action);
+                }
+                if start {
+                    match (action, val) {
+                        ("suspend_enter", _) => self.state.sleep = SleepKind::Suspend,
+                        ("dpm_suspend", 0x0001 | 0x0008) => {
+                            self.state.sleep = SleepKind::Hibernation
+                        }
+                        ("dpm_suspend", 0x0002) => self.state.sleep = SleepKind::Suspend,
+                        _ => {}
+                    }
+                }
+                if start && action == "dpm_suspend_noirq" {
+                    // vmbus's noirq suspend runs hv_pci_suspend: the host's remapping entries
+                    // may be gone from here on.
+                    self.bump_cycle(ts);
+                }
+            }
+            "CPU_OFF" => {
+                if start {
+                    if matches!(phase, Phase::Running | Phase::Resumed) {
+                        self.begin_suspend(ts, "CPU_OFF");
+                    }
+                    self.state.set_phase(Phase::CpusOffline, ts, "CPU_OFF");
+                    self.cpu_going_down = Some((val, ts));
+                    self.offline_checked.remove(&val);
+                } else {
+                    self.state.cpu_change(ts, val, false, "CPU_OFF");
+                    self.cpu_going_down = None;
+                    if !self.offline_checked.contains(&val) {
+                        self.g2_offline_cpu(val, ev, out);
+                    }
+                }
+            }
+            "machine_suspend" => {
+                if start {
+                    let (p, kind) = if val == 0x0004 {
+                        (Phase::Image, SleepKind::Hibernation)
+                    } else {
+                        (Phase::Sleeping, SleepKind::Suspend)
+                    };
+                    if !phase.in_transition() {
+                        self.begin_suspend(ts, "machine_suspend");
+                    }
+                    self.state.sleep = kind;
+                    self.state.set_phase(p, ts, "machine_suspend");
+                } else {
+                    // Woken, or the image kernel restored: composes before this do not count.
+                    self.bump_cycle(ts);
+                    self.state
+                        .set_phase(Phase::CpusOffline, ts, "machine_suspend end");
+                }
+            }
+            "CPU_ON" => {
+                if !start {
+                    self.state.cpu_change(ts, val, true, "CPU_ON");
+                    self.offline_checked.remove(&val);
+                    let epoch = self.cycle_epoch();
+                    self.schedule(
+                        ts.saturating_add(self.timing.g3_grace_ns),
+                        Pending::G3 {
+                            cpu: val,
+                            online_ts: ts,
+                            epoch,
+                        },
+                    );
+                }
+            }
+            "dpm_resume_noirq" => {
+                if start {
+                    if !self.cycle_bumped_since_suspend {
+                        self.bump_cycle(ts);
+                    }
+                    self.cycle_bumped_since_suspend = false;
+                    self.state.epoch += 1;
+                    let ep = ResumeEpoch {
+                        epoch: self.state.epoch,
+                        kind: ResumeKind::from_pm_event(val),
+                        sleep: self.state.sleep,
+                        suspend_ts_ns: self.state.suspend_ts_ns,
+                        start_ts_ns: ts,
+                        resumed_ts_ns: None,
+                    };
+                    self.state.epochs.push(ep);
+                    self.state
+                        .set_phase(Phase::ResumingNoirq, ts, "dpm_resume_noirq");
+                }
+            }
+            "dpm_resume_early" | "dpm_resume" => {}
+            "dpm_complete" | "thaw_processes" | "resume_console" => {
+                let done = match action {
+                    "dpm_complete" => !start,
+                    _ => true,
+                };
+                if done && phase.in_transition() {
+                    self.resumed(ts, action);
+                }
+            }
+            other => {
+                let n = self
+                    .state
+                    .unknown_actions
+                    .entry(other.to_string())
+                    .or_default();
+                *n += 1;
+            }
+        }
+    }
+
+    fn resumed(&mut self, ts: u64, cause: &str) {
+        let suspend_ts = self.state.suspend_ts_ns.take();
+        self.state.set_phase(Phase::Resumed, ts, cause);
+        let Some(ep) = self.state.epochs.last_mut() else {
+            return;
+        };
+        // Only the epoch this cycle opened: an aborted suspend (pm_test freezer/devices) has
+        // no noirq resume and no new epoch.
+        let this_cycle =
+            ep.resumed_ts_ns.is_none() && suspend_ts.is_none_or(|s| ep.start_ts_ns >= s);
+        if !this_cycle {
+            return;
+        }
+        ep.resumed_ts_ns = Some(ts);
+        let epoch = ep.epoch;
+        self.schedule(
+            ts.saturating_add(self.timing.g1_grace_ns),
+            Pending::G1 { epoch },
+        );
+        self.schedule(
+            ts.saturating_add(self.timing.g5_silence_ns),
+            Pending::G5 { epoch },
+        );
+    }
+}
+
+/// Bound on retired vectors kept for the report.
+pub const MAX_RETIRED: usize = 1_000;
+
+/// `1.5 s` style duration.
+pub fn secs(ns: u64) -> String {
+    let s = ns as f64 / 1e9;
+    if s >= 10.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
+/// The IRQ an event is about, when it is about one (for per-vector tracks).
+pub fn event_irq(k: &EventKind) -> Option<u32> {
+    use EventKind as K;
+    match k {
+        K::ComposeEnter(v)
+        | K::UnmaskEnter(v)
+        | K::UnmaskExit(v)
+        | K::MaskEnter(v)
+        | K::MaskExit(v)
+        | K::PciMsiMask(v)
+        | K::PciMsiUnmask(v)
+        | K::ComposeExit { v, .. }
+        | K::WriteMsiMsg { v, .. } => Some(v.irq),
+        K::MigrateOneIrq { irq }
+        | K::SetAffinityEnter { irq, .. }
+        | K::SetAffinityExit { irq, .. }
+        | K::VectorUpdate { irq, .. }
+        | K::VectorClear { irq, .. }
+        | K::VectorConfig { irq, .. }
+        | K::VectorActivate { irq, .. }
+        | K::VectorDeactivate { irq, .. } => Some(*irq),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pm(ts: u64, action: &str, start: bool) -> Event {
+        Event {
+            ts_ns: ts,
+            cpu: 0,
+            pid: 0,
+            kind: EventKind::SuspendResume {
+                action: action.into(),
+                val: 0x10,
+                start,
+            },
+        }
+    }
+
+    #[test]
+    fn deadlines_near_the_end_of_time_do_not_overflow() {
+        let mut e = Engine::new(EngineConfig::new(
+            "6.12.0",
+            EngineConfig::all_probes_attached(),
+            Seed::default(),
+        ));
+        for (ts, a) in [
+            (u64::MAX - 10, "freeze_processes"),
+            (u64::MAX - 5, "dpm_resume_noirq"),
+            (u64::MAX - 1, "thaw_processes"),
+        ] {
+            e.apply(&pm(ts, a, true));
+        }
+        e.finish(u64::MAX);
+        assert_eq!(e.state().epochs.len(), 1);
+        assert!(e.not_evaluated().iter().any(|n| n.rule == RuleId::G5));
+    }
+
+    #[test]
+    fn an_aborted_suspend_opens_no_epoch() {
+        let mut e = Engine::new(EngineConfig::new(
+            "6.12.0",
+            EngineConfig::all_probes_attached(),
+            Seed::default(),
+        ));
+        e.apply(&pm(10, "freeze_processes", true));
+        e.apply(&pm(20, "dpm_suspend", true));
+        e.apply(&pm(30, "dpm_complete", false));
+        assert_eq!(e.state().phase, Phase::Resumed);
+        assert_eq!(e.state().epoch, 0);
+        e.apply(&pm(40, "brand_new_action", true));
+        assert_eq!(e.state().unknown_actions["brand_new_action"], 1);
+    }
+}

@@ -1,0 +1,894 @@
+//! Scenario tests of the state engine and its rules: kernel event sequences of the paths
+//! domain.md describes (Hyper-V hibernation before and after 915cff7f38c5, S3, CPU offline,
+//! failed compose, multi-MSI, managed vectors, losses), and property tests that the engine
+//! never panics and is a deterministic function of its input.
+
+use msitrace_tests::{Scenario, Sleep, Vector, x86_msg};
+use proptest::prelude::*;
+use tracer::engine::{Engine, EngineConfig, RuleId, Severity};
+use tracer::event::{Event, EventKind, MsiMsg, VectorSnap};
+use tracer::probes::Status;
+use tracer::report::Report;
+use tracer_common::ProbeId;
+
+const K612: &str = "6.12.117+deb12-amd64";
+const DEV: &str = "0000:00:02.0";
+/// The stand-in's vectors: the control one stays on CPU0 with the original chip, the other
+/// two sit on CPU1 behind the module's hv_* callbacks.
+const CONTROL: Vector = Vector::msix(40, DEV, 0);
+const RX: Vector = Vector::msix(41, DEV, 1);
+const TX: Vector = Vector::msix(42, DEV, 2);
+
+/// The guest's e1000e with the pci-hyperv stand-in, one hibernation or S3 cycle. `fixed`
+/// picks the post-915cff7f38c5 behaviour: unmask always clears the mask cache, and the
+/// vectors are re-composed before the PCI core restores them.
+fn standin_cycle(sleep: Sleep, fixed: bool) -> Scenario {
+    let mut s = Scenario::new(K612)
+        .seed_vector(CONTROL, Some("hvfake-0"), Some(0), 2)
+        .seed_vector(RX, Some("hvfake-1"), Some(1), 2)
+        .seed_vector(TX, Some("hvfake-2"), Some(1), 2);
+    let mut counts = [(40, 2, 1), (41, 2, 1), (42, 2, 1)];
+    s.counts(&[(40, 2), (41, 2), (42, 2)]);
+    s.tick_counts(&mut counts, 2);
+    s.suspend_devices(sleep);
+    s.cpu_off(1, |s| {
+        for v in [RX, TX] {
+            s.hv_mask(v, true)
+                .set_affinity(v.irq, 0)
+                .vector_update(v.irq, 0, 0x22 + v.index)
+                .hv_unmask(v, !fixed, true);
+        }
+    });
+    s.sleep(sleep);
+    if sleep == Sleep::Hibernate {
+        s.gap("frozen for hibernation");
+    }
+    s.cpu_on(1, |_| {});
+    if fixed {
+        // The stand-in re-composes from a syscore resume hook, before dpm_resume_noirq.
+        s.compose(RX, x86_msg(0, 0x23))
+            .compose(TX, x86_msg(0, 0x24));
+    }
+    let rx_masked = !fixed;
+    s.resume_noirq(sleep, |s| {
+        s.restore(
+            DEV,
+            &[
+                (CONTROL, x86_msg(0, 0x21), false),
+                (RX, x86_msg(0, 0x23), rx_masked),
+                (TX, x86_msg(0, 0x24), rx_masked),
+            ],
+        );
+    });
+    s.resume_devices(sleep);
+    // The test fires every vector after resume: only the control one (and all in fixed
+    // mode) delivers.
+    let grow = if fixed { 1 } else { 0 };
+    let mut after = [(40, 4, 1), (41, 4, grow), (42, 4, grow)];
+    s.tick_counts(&mut after, 12);
+    s
+}
+
+#[test]
+fn hyperv_hibernation_before_the_fix_reports_h1_h4_g5_on_the_standin_vectors() {
+    let out = standin_cycle(Sleep::Hibernate, false).run();
+    let expect = vec![
+        (RuleId::H1, Some(41)),
+        (RuleId::H1, Some(42)),
+        (RuleId::H4, Some(41)),
+        (RuleId::H4, Some(42)),
+        (RuleId::G5, Some(41)),
+        (RuleId::G5, Some(42)),
+    ];
+    assert_eq!(out.fired(), expect, "{}", out.report.to_text());
+    assert_eq!(out.severity(RuleId::H1, 41), Some(Severity::Error));
+    // Escalated: the restore wrote the stale mask into the device.
+    assert_eq!(out.severity(RuleId::H4, 41), Some(Severity::Error));
+    assert_eq!(out.severity(RuleId::G5, 41), Some(Severity::Warning));
+    let h1 = out.find(RuleId::H1, 41).unwrap();
+    assert_eq!(h1.epoch, 1);
+    assert_eq!(h1.device.as_deref(), Some(DEV));
+    assert!(
+        h1.meaning.contains("irq 41 (0000:00:02.0 MSI-X 1)"),
+        "{}",
+        h1.meaning
+    );
+    assert!(h1.meaning.contains("resume epoch 1"));
+    assert!(h1.evidence.iter().any(|e| e.event == "__pci_write_msi_msg"));
+    let h4 = out.find(RuleId::H4, 41).unwrap();
+    assert!(
+        h4.meaning.contains("CPU1 offline migration"),
+        "{}",
+        h4.meaning
+    );
+    assert!(
+        h4.meaning.contains("wrote the stale mask"),
+        "{}",
+        h4.meaning
+    );
+    assert!(out.divergences().iter().all(|d| d.irq != Some(40)));
+    assert_eq!(out.report.exit_code(), 1);
+    // The live front-end gets each divergence once as new.
+    let new = out
+        .updates
+        .iter()
+        .filter(|u| u.change == tracer::engine::Change::New)
+        .count();
+    assert_eq!(new, out.divergences().len());
+    assert_eq!(out.engine.state().epochs.len(), 1);
+}
+
+#[test]
+fn hyperv_hibernation_after_the_fix_is_clean() {
+    let out = standin_cycle(Sleep::Hibernate, true).run();
+    assert_eq!(out.fired(), vec![], "{}", out.report.to_text());
+    assert_eq!(out.report.exit_code(), 0);
+    assert_eq!(
+        out.report.summary.verdict,
+        "no divergence in 3 vectors across 1 resume epochs"
+    );
+    assert!(
+        out.report.not_evaluated.is_empty(),
+        "{:?}",
+        out.report.not_evaluated
+    );
+}
+
+#[test]
+fn standin_s3_before_and_after_the_fix() {
+    let buggy = standin_cycle(Sleep::S3, false).run();
+    let rules: Vec<RuleId> = buggy.fired().iter().map(|f| f.0).collect();
+    assert_eq!(
+        rules,
+        vec![
+            RuleId::H1,
+            RuleId::H1,
+            RuleId::H4,
+            RuleId::H4,
+            RuleId::G5,
+            RuleId::G5
+        ]
+    );
+    let fixed = standin_cycle(Sleep::S3, true).run();
+    assert_eq!(fixed.fired(), vec![], "{}", fixed.report.to_text());
+}
+
+#[test]
+fn the_timeline_follows_the_phases_of_a_hibernation() {
+    let out = standin_cycle(Sleep::Hibernate, true).run();
+    let phases: Vec<&str> = out.report.timeline.iter().map(|p| p.phase.name()).collect();
+    assert_eq!(
+        phases,
+        vec![
+            "running",
+            "suspending",
+            "CPUs offline",
+            "image",
+            "CPUs offline",
+            "resuming-noirq",
+            "resumed"
+        ]
+    );
+    let ep = &out.report.epochs[0];
+    assert_eq!(ep.kind.name(), "restore");
+    assert!(ep.resumed_ts_ns.is_some());
+    let cpu1: Vec<bool> = out
+        .report
+        .cpu_changes
+        .iter()
+        .filter(|c| c.cpu == 1)
+        .map(|c| c.online)
+        .collect();
+    assert_eq!(cpu1, vec![false, true]);
+    // Before suspend / after resume columns of a vector.
+    let rx = out.report.vectors.iter().find(|v| v.irq == 41).unwrap();
+    assert_eq!(rx.before_suspend.as_ref().unwrap().cpu, Some(1));
+    assert_eq!(rx.after_resume.as_ref().unwrap().cpu, Some(0));
+    assert_eq!(rx.after_resume.as_ref().unwrap().cache_masked, Some(false));
+    assert_eq!(rx.last_restore_msg, Some(x86_msg(0, 0x23)));
+}
+
+/// Bare-metal S3 of a virtio-like device: no Hyper-V vector, every rule quiet.
+#[test]
+fn s3_on_bare_metal_is_clean() {
+    let net = Vector::msix(30, "0000:00:03.0", 1);
+    let mut s = Scenario::new(K612).seed_vector(net, Some("virtio1-input.0"), Some(0), 100);
+    s.counts(&[(30, 100)]);
+    let mut c = [(30, 100, 5)];
+    s.tick_counts(&mut c, 2);
+    s.suspend_devices(Sleep::S3)
+        .cpu_off(1, |_| {})
+        .sleep(Sleep::S3)
+        .cpu_on(1, |_| {})
+        .resume_noirq(Sleep::S3, |s| {
+            s.restore("0000:00:03.0", &[(net, x86_msg(0, 0x30), false)]);
+        })
+        .resume_devices(Sleep::S3);
+    s.tick_counts(&mut c, 11);
+    let out = s.run();
+    assert_eq!(out.fired(), vec![], "{}", out.report.to_text());
+    assert_eq!(out.report.epochs[0].kind.name(), "resume");
+}
+
+#[test]
+fn cpu_offline_with_a_successful_migration_is_clean() {
+    let v = Vector::msix(50, "0000:00:04.0", 0);
+    let mut s = Scenario::new(K612).seed_vector(v, Some("eth0"), Some(1), 10);
+    s.vector_update(50, 1, 0x25);
+    s.sysfs_offline(1, |s| {
+        s.set_affinity(50, -28)
+            .set_affinity(50, 0)
+            .vector_update(50, 0, 0x26);
+    });
+    s.wait_ms(100);
+    let out = s.run();
+    assert_eq!(out.fired(), vec![], "{}", out.report.to_text());
+    assert!(!out.engine.state().online_cpus.contains(&1));
+    let m = out.engine.state().vectors[&50]
+        .last_migration
+        .clone()
+        .unwrap();
+    assert_eq!((m.from_cpu, m.ret), (1, Some(0)));
+}
+
+#[test]
+fn a_vector_left_on_an_offline_cpu_is_g2() {
+    let v = Vector::msix(51, "0000:00:04.0", 1);
+    let mut s = Scenario::new(K612).seed_vector(v, Some("eth0-tx"), Some(1), 10);
+    s.vector_update(51, 1, 0x27);
+    s.sysfs_offline(1, |_| {});
+    let out = s.run();
+    assert_eq!(out.fired(), vec![(RuleId::G2, Some(51))]);
+    let d = out.find(RuleId::G2, 51).unwrap();
+    assert_eq!(d.severity, Severity::Error);
+    assert!(d.meaning.contains("still targets CPU1"), "{}", d.meaning);
+}
+
+#[test]
+fn a_failed_set_affinity_in_the_migration_window_is_g2() {
+    let v = Vector::msix(52, "0000:00:04.0", 2);
+    let mut s = Scenario::new(K612).seed_vector(v, Some("eth0-rx"), Some(1), 10);
+    s.sysfs_offline(1, |s| {
+        s.set_affinity(52, -28);
+    });
+    let out = s.run();
+    let causes: Vec<&str> = out.divergences().iter().map(|d| d.cause.as_str()).collect();
+    assert!(causes.contains(&"set-affinity-failed-cpu1"), "{causes:?}");
+    assert!(out.find(RuleId::G2, 52).unwrap().meaning.contains("ENOSPC"));
+}
+
+#[test]
+fn a_failed_compose_escalates_when_the_vector_is_restored() {
+    let v = Vector::msix(60, "0000:00:05.0", 0);
+    let mut s = Scenario::new(K612).seed_vector(v, Some("gpu"), Some(0), 10);
+    s.suspend_devices(Sleep::Hibernate)
+        .sleep(Sleep::Hibernate)
+        .resume_noirq(Sleep::Hibernate, |s| {
+            s.compose(
+                v,
+                MsiMsg {
+                    address_lo: 0,
+                    address_hi: 0,
+                    data: 0,
+                },
+            );
+            s.restore("0000:00:05.0", &[(v, x86_msg(0, 0x40), false)]);
+        })
+        .resume_devices(Sleep::Hibernate);
+    let out = s.run();
+    assert_eq!(
+        out.fired(),
+        vec![(RuleId::H3, Some(60))],
+        "{}",
+        out.report.to_text()
+    );
+    let d = out.find(RuleId::H3, 60).unwrap();
+    assert_eq!(d.severity, Severity::Error);
+    assert!(d.meaning.contains("restored by MMIO"), "{}", d.meaning);
+    // New (warning), then updated (error): two updates for one divergence.
+    assert_eq!(out.updates.len(), 2);
+}
+
+#[test]
+fn a_failed_compose_that_is_retried_stays_a_warning() {
+    let v = Vector::msix(61, "0000:00:05.0", 1);
+    let mut s = Scenario::new(K612).seed_vector(v, Some("gpu"), Some(0), 10);
+    s.suspend_devices(Sleep::Hibernate)
+        .sleep(Sleep::Hibernate)
+        .resume_noirq(Sleep::Hibernate, |s| {
+            s.compose(
+                v,
+                MsiMsg {
+                    address_lo: 0,
+                    address_hi: 0,
+                    data: 0,
+                },
+            );
+            s.compose(v, x86_msg(0, 0x41));
+            s.restore("0000:00:05.0", &[(v, x86_msg(0, 0x41), false)]);
+        });
+    let out = s.run();
+    assert_eq!(out.fired(), vec![(RuleId::H3, Some(61))]);
+    assert_eq!(out.severity(RuleId::H3, 61), Some(Severity::Warning));
+}
+
+#[test]
+fn multi_msi_is_restored_and_reported_per_block() {
+    let dev = "0000:00:06.0";
+    let base = Vector::msi(70, dev, 0);
+    let v1 = Vector::msi(71, dev, 0);
+    let v2 = Vector::msi(72, dev, 0);
+    let build = |fixed: bool| {
+        let mut s = Scenario::new(K612)
+            .seed_vector(base, Some("ahci"), Some(0), 5)
+            .on_hv_bus("7a7b5c3e-0000-4b9a-9a4f-1d2e3f405060")
+            .seed_vector(v1, Some("ahci"), Some(0), 5)
+            .on_hv_bus("7a7b5c3e-0000-4b9a-9a4f-1d2e3f405060")
+            .seed_vector(v2, Some("ahci"), Some(0), 5)
+            .on_hv_bus("7a7b5c3e-0000-4b9a-9a4f-1d2e3f405060");
+        s.suspend_devices(Sleep::Hibernate)
+            .sleep(Sleep::Hibernate)
+            .resume_noirq(Sleep::Hibernate, |s| {
+                if fixed {
+                    // hv_pci_restore_msi_msg composes once per descriptor: the base IRQ.
+                    s.compose(base, x86_msg(0, 0x50));
+                }
+                // __pci_restore_msi_state writes the block's one message for the base IRQ.
+                s.restore(dev, &[(base, x86_msg(0, 0x50), false)]);
+            })
+            .resume_devices(Sleep::Hibernate);
+        s.run()
+    };
+    let buggy = build(false);
+    assert_eq!(buggy.fired(), vec![(RuleId::H1, Some(70))]);
+    let d = buggy.find(RuleId::H1, 70).unwrap();
+    assert_eq!(d.irqs, vec![70, 71, 72]);
+    assert!(d.meaning.contains("multi-MSI 0"), "{}", d.meaning);
+    let st = buggy.engine.state();
+    assert_eq!(st.vectors[&72].last_restore.as_ref().unwrap().via_irq, 70);
+    assert_eq!(st.vectors[&72].kind.to_string(), "multi-MSI 2");
+    assert_eq!(build(true).fired(), vec![]);
+}
+
+/// A managed queue vector whose only CPU goes offline is shut down; CPU_ON must restart it.
+fn managed(restart: bool) -> Scenario {
+    let q = Vector::msix(80, "0000:00:07.0", 2);
+    let mut s = Scenario::new(K612).seed_vector(q, Some("nvme0q2"), Some(1), 50);
+    s.activate(80, true, true)
+        .suspend_devices(Sleep::S3)
+        .cpu_off(1, |s| {
+            s.activate(80, true, false);
+        })
+        .sleep(Sleep::S3)
+        .cpu_on(1, |s| {
+            if restart {
+                s.activate(80, true, true).vector_update(80, 1, 0x30);
+            }
+        })
+        .resume_noirq(Sleep::S3, |_| {})
+        .resume_devices(Sleep::S3);
+    s.wait_ms(1500);
+    s
+}
+
+#[test]
+fn a_managed_vector_shut_down_and_never_restarted_is_g3() {
+    let out = managed(false).run();
+    assert_eq!(
+        out.fired(),
+        vec![(RuleId::G3, Some(80))],
+        "{}",
+        out.report.to_text()
+    );
+    assert!(
+        out.find(RuleId::G3, 80)
+            .unwrap()
+            .meaning
+            .contains("managed irq 80")
+    );
+    let ok = managed(true).run();
+    assert_eq!(ok.fired(), vec![], "{}", ok.report.to_text());
+}
+
+#[test]
+fn losses_in_the_middle_of_a_resume_weaken_h1_to_a_warning() {
+    let v = Vector::msix(90, "0000:00:08.0", 0);
+    let mut s = Scenario::new(K612).seed_vector(v, Some("gpu"), Some(0), 1);
+    s.compose(v, x86_msg(0, 0x60))
+        .suspend_devices(Sleep::Hibernate)
+        .sleep(Sleep::Hibernate)
+        .resume_noirq(Sleep::Hibernate, |s| {
+            // The composes of the fix were here, but the ring buffer was full.
+            s.restore("0000:00:08.0", &[(v, x86_msg(0, 0x60), false)]);
+        })
+        .resume_devices(Sleep::Hibernate);
+    s.wait_ms(300)
+        .lost(ProbeId::HvComposeEnter, 3)
+        .lost(ProbeId::HvComposeExit, 3);
+    let out = s.run();
+    assert_eq!(out.fired(), vec![(RuleId::H1, Some(90))]);
+    let d = out.find(RuleId::H1, 90).unwrap();
+    assert_eq!(d.severity, Severity::Warning);
+    assert!(d.meaning.contains("were lost"), "{}", d.meaning);
+    assert_eq!(out.report.losses.total, 6);
+    assert_eq!(out.report.losses.reports[0].hook, "hv_compose_msi_msg");
+    // New as error, then downgraded by the first loss report; the second changes nothing.
+    assert_eq!(out.updates.len(), 2);
+    assert!(
+        out.report
+            .to_text()
+            .contains("3 lost from hv_compose_msi_msg:return")
+    );
+}
+
+#[test]
+fn hv_rules_say_why_they_were_not_evaluated_without_pci_hyperv() {
+    let hv: Vec<ProbeId> = tracer::probes::CATALOGUE
+        .iter()
+        .filter(|h| h.module.is_some())
+        .map(|h| h.probe)
+        .collect();
+    let out = standin_cycle(Sleep::S3, true)
+        .probe_status(&hv, Status::Absent)
+        .run();
+    // Events of those probes are in the sequence: they count as attached (loaded later).
+    assert!(out.not_evaluated(RuleId::H4).is_empty());
+    let mut s = Scenario::new(K612).probe_status(&hv, Status::Absent);
+    s.wait_ms(10);
+    let out = s.run();
+    assert_eq!(
+        out.not_evaluated(RuleId::H4),
+        vec!["hv_irq_unmask is not on this kernel (pci_hyperv not loaded)".to_string()]
+    );
+    assert_eq!(
+        out.not_evaluated(RuleId::H5),
+        vec!["hv_irq_unmask is not on this kernel (pci_hyperv not loaded)".to_string()]
+    );
+    assert!(
+        out.report
+            .to_text()
+            .contains("H4: not evaluated: hv_irq_unmask is not on this kernel")
+    );
+}
+
+#[test]
+fn h4_is_gated_off_on_6_17_and_h5_before_6_4() {
+    let mut s = standin_cycle(Sleep::Hibernate, false);
+    s.kernel = "6.17.2".into();
+    let out = s.run();
+    assert!(out.fired().iter().all(|f| f.0 != RuleId::H4));
+    assert!(out.not_evaluated(RuleId::H4)[0].contains("no longer calls pci_msi_unmask_irq"));
+    s.kernel = "6.1.0-56-amd64".into();
+    let out = s.run();
+    assert!(out.fired().iter().any(|f| f.0 == RuleId::H4));
+    assert!(out.not_evaluated(RuleId::H5)[0].contains("before 6.4"));
+}
+
+#[test]
+fn g5_is_not_evaluated_when_the_trace_ends_too_soon() {
+    let v = Vector::msix(41, DEV, 1);
+    let mut s = Scenario::new(K612).seed_vector(v, Some("hvfake-1"), Some(0), 2);
+    s.counts(&[(41, 2)]);
+    let mut c = [(41, 2, 1)];
+    s.tick_counts(&mut c, 2)
+        .suspend_devices(Sleep::S3)
+        .sleep(Sleep::S3)
+        .resume_noirq(Sleep::S3, |_| {})
+        .resume_devices(Sleep::S3)
+        .wait_ms(2000);
+    let out = s.run();
+    assert_eq!(out.fired(), vec![]);
+    let g5 = out.not_evaluated(RuleId::G5);
+    assert_eq!(g5.len(), 1, "{g5:?}");
+    assert!(
+        g5[0].starts_with("trace ended 2.0 s after resume of epoch 1, needs 10 s"),
+        "{}",
+        g5[0]
+    );
+}
+
+#[test]
+fn h2_restored_message_differs_from_the_composed_one() {
+    let v = Vector::msix(45, "0000:00:09.0", 0);
+    let mut s = Scenario::new(K612).seed_vector(v, Some("gpu"), Some(0), 1);
+    s.suspend_devices(Sleep::Hibernate)
+        .sleep(Sleep::Hibernate)
+        .resume_noirq(Sleep::Hibernate, |s| {
+            s.compose(v, x86_msg(0, 0x70));
+            s.restore("0000:00:09.0", &[(v, x86_msg(0xf0, 0x70), false)]);
+        });
+    let out = s.run();
+    assert_eq!(out.fired(), vec![(RuleId::H2, Some(45))]);
+    assert!(
+        out.find(RuleId::H2, 45)
+            .unwrap()
+            .meaning
+            .contains("not the message")
+    );
+}
+
+#[test]
+fn h5_unmask_with_no_remapping_entry() {
+    let v = Vector::msix(46, "0000:00:09.0", 1);
+    let mut s = Scenario::new(K612).seed_vector(v, Some("gpu"), Some(0), 1);
+    let mut snap = Scenario::snap(v);
+    snap.chip_data = Some(0);
+    s.push(EventKind::UnmaskEnter(snap));
+    let out = s.run();
+    assert_eq!(out.fired(), vec![(RuleId::H5, Some(46))]);
+}
+
+#[test]
+fn h9_resume_failed_names_the_bus_and_its_vectors() {
+    let bus = "7a7b5c3e-6a2b-4b9a-9a4f-1d2e3f405060";
+    let v = Vector::msix(47, "6a2b:00:02.0", 0);
+    let mut s = Scenario::new(K612)
+        .seed_vector(v, Some("nvidia"), Some(0), 1)
+        .on_hv_bus(bus);
+    s.push(EventKind::HvPciSuspendEnter {
+        bus: Some(bus.into()),
+        state: Some(2),
+    })
+    .push(EventKind::HvPciSuspendExit {
+        bus: Some(bus.into()),
+        ret: 0,
+        state: Some(3),
+    })
+    .push(EventKind::HvPciResumeEnter {
+        bus: Some(bus.into()),
+        state: Some(3),
+    })
+    .push(EventKind::HvPciResumeExit {
+        bus: Some(bus.into()),
+        ret: -110,
+        state: Some(3),
+    });
+    let out = s.run();
+    assert_eq!(out.fired(), vec![(RuleId::H9, Some(47))]);
+    let d = out.find(RuleId::H9, 47).unwrap();
+    assert_eq!(d.device.as_deref(), Some(bus));
+    assert!(d.meaning.contains("ETIMEDOUT"));
+    // Compose while that bus is still `removing`, outside any suspend.
+    s.compose(v, x86_msg(0, 0x20));
+    let out = s.run();
+    assert!(out.divergences().iter().any(|d| d.cause == "removing-bus"));
+}
+
+#[test]
+fn g1_a_vector_still_masked_after_resume() {
+    let v = Vector::msix(48, "0000:00:0a.0", 0);
+    let mut s = Scenario::new(K612).seed_vector(v, Some("eth1"), Some(0), 1);
+    s.suspend_devices(Sleep::S3)
+        .sleep(Sleep::S3)
+        .resume_noirq(Sleep::S3, |s| {
+            s.restore("0000:00:0a.0", &[(v, x86_msg(0, 0x80), true)]);
+        })
+        .resume_devices(Sleep::S3)
+        .wait_ms(2500)
+        .counts(&[]);
+    let out = s.run();
+    assert_eq!(
+        out.fired(),
+        vec![(RuleId::G1, Some(48))],
+        "{}",
+        out.report.to_text()
+    );
+    assert!(
+        out.find(RuleId::G1, 48)
+            .unwrap()
+            .meaning
+            .contains("__pci_write_msi_msg")
+    );
+}
+
+#[test]
+fn a_reused_irq_number_is_a_new_vector() {
+    let old = Vector::msix(55, "0000:00:0b.0", 0);
+    let new = Vector::msix(55, "0000:00:0c.0", 3);
+    let mut s = Scenario::new(K612).seed_vector(old, Some("a"), Some(0), 1);
+    s.compose(old, x86_msg(0, 0x90))
+        .compose(new, x86_msg(0, 0x91));
+    let out = s.run();
+    let st = out.engine.state();
+    assert_eq!(st.vectors[&55].device.as_deref(), Some("0000:00:0c.0"));
+    assert_eq!(st.vectors[&55].generation, 1);
+    assert_eq!(st.retired.len(), 1);
+    assert_eq!(st.retired[0].device.as_deref(), Some("0000:00:0b.0"));
+}
+
+#[test]
+fn the_json_report_has_the_documented_fields() {
+    let out = standin_cycle(Sleep::Hibernate, false).run();
+    let j = out.report.to_json();
+    for key in [
+        "divergences",
+        "vectors",
+        "not_evaluated",
+        "losses",
+        "timeline",
+        "summary",
+    ] {
+        assert!(j.get(key).is_some(), "missing {key}");
+    }
+    let d = &j["divergences"][0];
+    for key in [
+        "rule", "severity", "irq", "device", "epoch", "evidence", "meaning",
+    ] {
+        assert!(d.get(key).is_some(), "divergence lacks {key}: {d}");
+    }
+    assert_eq!(d["rule"], "H4");
+    assert_eq!(d["severity"], "error");
+    assert!(d["evidence"][0].get("ts_ns").is_some());
+}
+
+#[test]
+fn replaying_the_same_events_yields_the_same_report() {
+    let s = standin_cycle(Sleep::Hibernate, false);
+    let a = s.run().report.to_json();
+    let b = s.run().report.to_json();
+    assert_eq!(a, b);
+}
+
+// --- Property tests ---------------------------------------------------------------------
+
+fn arb_snap() -> impl Strategy<Value = VectorSnap> {
+    (
+        0u32..8,
+        prop::option::of(prop::sample::select(vec!["0000:00:02.0", "0000:00:03.0"])),
+        prop::option::of(0u32..4),
+        prop::option::of(any::<bool>()),
+        prop::option::of(any::<bool>()),
+        prop::option::of(any::<bool>()),
+        prop::option::of(prop::sample::select(vec![0u64, 0xffff_8880_0000_1000])),
+        any::<bool>(),
+    )
+        .prop_map(|(irq, dev, idx, msix, cache, irqd, chip, mig)| VectorSnap {
+            irq: 40 + irq,
+            hwirq: 0,
+            device: dev.map(str::to_string),
+            msi_index: idx,
+            msix,
+            cache_masked: cache,
+            irqd_masked: irqd,
+            irqd_disabled: None,
+            managed: None,
+            managed_shutdown: None,
+            chip_data: chip,
+            in_migration: mig,
+        })
+}
+
+fn arb_msg() -> impl Strategy<Value = MsiMsg> {
+    prop::sample::select(vec![0u32, 0xfee0_0000, 0xfee0_1000]).prop_map(|a| MsiMsg {
+        address_lo: a,
+        address_hi: 0,
+        data: a >> 12,
+    })
+}
+
+fn arb_kind() -> impl Strategy<Value = EventKind> {
+    let actions = prop::sample::select(vec![
+        "freeze_processes",
+        "dpm_suspend",
+        "dpm_suspend_noirq",
+        "CPU_OFF",
+        "machine_suspend",
+        "CPU_ON",
+        "dpm_resume_noirq",
+        "dpm_resume",
+        "dpm_complete",
+        "thaw_processes",
+        "something_new",
+    ]);
+    prop_oneof![
+        arb_snap().prop_map(EventKind::ComposeEnter),
+        (arb_snap(), prop::option::of(arb_msg()))
+            .prop_map(|(v, msg)| EventKind::ComposeExit { v, msg }),
+        arb_snap().prop_map(EventKind::UnmaskEnter),
+        arb_snap().prop_map(EventKind::UnmaskExit),
+        arb_snap().prop_map(EventKind::MaskExit),
+        arb_snap().prop_map(EventKind::PciMsiUnmask),
+        (arb_snap(), arb_msg(), any::<bool>()).prop_map(|(v, msg, r)| EventKind::WriteMsiMsg {
+            v,
+            msg,
+            in_restore: r,
+            power_state: None
+        }),
+        (actions, 0u32..0x50, any::<bool>()).prop_map(|(a, val, start)| {
+            EventKind::SuspendResume {
+                action: a.to_string(),
+                val,
+                start,
+            }
+        }),
+        Just(EventKind::MigrateAllOffEnter),
+        Just(EventKind::MigrateAllOffExit),
+        (40u32..48, -30i32..1, any::<bool>()).prop_map(|(irq, ret, m)| {
+            EventKind::SetAffinityExit {
+                irq,
+                ret,
+                in_migration: m,
+            }
+        }),
+        (40u32..48, 0u32..3, 0u32..256).prop_map(|(irq, cpu, vector)| EventKind::VectorUpdate {
+            irq,
+            vector,
+            cpu,
+            prev_vector: 0,
+            prev_cpu: 0
+        }),
+        (40u32..48, any::<bool>(), any::<bool>()).prop_map(|(irq, managed, on)| if on {
+            EventKind::VectorActivate {
+                irq,
+                managed,
+                can_reserve: false,
+                reserve: false,
+            }
+        } else {
+            EventKind::VectorDeactivate {
+                irq,
+                managed,
+                can_reserve: false,
+                reserve: false,
+            }
+        }),
+        (
+            prop::option::of(Just("bus0".to_string())),
+            -5i32..1,
+            prop::option::of(0u32..6)
+        )
+            .prop_map(|(bus, ret, state)| EventKind::HvPciResumeExit { bus, ret, state }),
+        (
+            prop::option::of(Just("bus0".to_string())),
+            prop::option::of(0u32..6)
+        )
+            .prop_map(|(bus, state)| EventKind::HvPciSuspendEnter { bus, state }),
+        (0u64..5).prop_map(|count| EventKind::Lost {
+            probe: ProbeId::HvComposeExit,
+            count
+        }),
+        prop::collection::vec((40u32..48, 0u64..20), 0..6)
+            .prop_map(|counts| EventKind::IrqCounts { counts }),
+        Just(EventKind::Gap {
+            reason: "frozen".into()
+        }),
+    ]
+}
+
+fn arb_events() -> impl Strategy<Value = Vec<Event>> {
+    prop::collection::vec((0u64..3_000_000_000, 0u32..3, arb_kind()), 0..120).prop_map(|v| {
+        let mut ts = 1_000_000_000u64;
+        v.into_iter()
+            .map(|(dt, cpu, kind)| {
+                // Mostly forward, sometimes slightly back: ring-buffer order across CPUs.
+                ts = if dt % 7 == 0 {
+                    ts.saturating_sub(dt / 1000)
+                } else {
+                    ts + dt
+                };
+                Event {
+                    ts_ns: ts,
+                    cpu,
+                    pid: 0,
+                    kind,
+                }
+            })
+            .collect()
+    })
+}
+
+fn replay(events: &[Event], kernel: &str) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let mut e = Engine::new(EngineConfig::new(
+        kernel,
+        EngineConfig::all_probes_attached(),
+        Default::default(),
+    ));
+    let mut updates = Vec::new();
+    for ev in events {
+        for u in e.apply(ev) {
+            updates.push(serde_json::to_value(&u).unwrap());
+        }
+    }
+    let end = events.iter().map(|e| e.ts_ns).max().unwrap_or(0) + 20_000_000_000;
+    for u in e.finish(end) {
+        updates.push(serde_json::to_value(&u).unwrap());
+    }
+    (Report::from_engine(&e).to_json(), updates)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn the_engine_never_panics_and_is_deterministic(events in arb_events()) {
+        let (a, ua) = replay(&events, K612);
+        let (b, ub) = replay(&events, K612);
+        prop_assert_eq!(&a, &b);
+        prop_assert_eq!(ua, ub);
+        // Every divergence is well formed and bounded.
+        for d in a["divergences"].as_array().unwrap() {
+            prop_assert!(d["evidence"].as_array().unwrap().len() <= 8);
+            prop_assert!(!d["meaning"].as_str().unwrap().is_empty());
+        }
+        let _ = replay(&events, "not a version");
+    }
+}
+
+/// Record `events` the way `msitrace record` does (session::Recorder: written to the file,
+/// then applied to the live engine, the live verdict kept in the trailer), replay the file,
+/// and return (what the live engine reported, what the replay reported, the trailer's list).
+fn record_then_replay(
+    events: &[Event],
+    s: &Scenario,
+    tag: &str,
+) -> (
+    Vec<tracer::session::DivergenceKey>,
+    Vec<tracer::session::DivergenceKey>,
+    tracer::session::LiveSummary,
+) {
+    use tracer::session::{DivergenceKey, LiveSummary, Recorder};
+    let path =
+        std::env::temp_dir().join(format!("msitrace-live-{}-{tag}.trace", std::process::id()));
+    let header = tracer::trace_file::TraceHeader {
+        kernel_release: s.kernel.clone(),
+        probes: s.probes.clone(),
+        seed: s.seed.clone(),
+        ..Default::default()
+    };
+    let writer = tracer::trace_file::TraceWriter::create(&path, &header).unwrap();
+    let engine = Engine::new(EngineConfig::new(
+        s.kernel.clone(),
+        s.probes.clone(),
+        s.seed.clone(),
+    ));
+    let mut rec = Recorder::new(engine, Some(writer));
+    for ev in events {
+        rec.push(ev).unwrap();
+    }
+    let (live, _, _) = rec.finish(&[], 0).unwrap();
+    let replayed = tracer::cmd::replay::replay_files(
+        std::slice::from_ref(&path),
+        tracer::engine::RuleTiming::default(),
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(&path);
+    let trailer: LiveSummary = serde_json::from_value(replayed.trailer.clone().unwrap()).unwrap();
+    (
+        DivergenceKey::all(live.divergences()),
+        DivergenceKey::all(replayed.engine.divergences()),
+        trailer,
+    )
+}
+
+/// The live engine and a replay of the file it recorded report the same divergences: the
+/// file keeps everything the rules read, in the order the engine read it.
+#[test]
+fn a_replayed_trace_file_reports_what_the_live_engine_did() {
+    for fixed in [false, true] {
+        let s = standin_cycle(Sleep::Hibernate, fixed);
+        let (live, replayed, trailer) =
+            record_then_replay(s.events(), &s, &format!("standin-{fixed}"));
+        assert_eq!(replayed, live, "fixed={fixed}");
+        assert_eq!(
+            trailer.divergences, live,
+            "the trailer keeps the live verdict"
+        );
+        assert_eq!(
+            live.is_empty(),
+            fixed,
+            "buggy finds divergences, fixed none: {live:?}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn replaying_a_recorded_file_yields_exactly_the_live_divergences(events in arb_events()) {
+        let s = standin_cycle(Sleep::Hibernate, false);
+        let (live, replayed, trailer) = record_then_replay(&events, &s, "prop");
+        prop_assert_eq!(&replayed, &live);
+        prop_assert_eq!(&trailer.divergences, &live);
+    }
+}

@@ -1,0 +1,324 @@
+//! Version and probe gates: which rules have their input on this kernel. A rule whose input
+//! is missing is reported as "not evaluated: <why>", never skipped in silence or guessed.
+
+use serde::Serialize;
+use tracer_common::{NUM_PROBES, ProbeId};
+
+use super::divergence::RuleId;
+use crate::probes::{ProbeStatus, Status, hook_of};
+
+/// `major.minor.patch` of a kernel release such as `6.12.117+deb12-amd64`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct KernelVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl KernelVersion {
+    pub fn parse(release: &str) -> Option<KernelVersion> {
+        let mut nums = release.split(['.', '-', '+', '_', ' ']).map(|p| {
+            let digits: String = p.chars().take_while(|c| c.is_ascii_digit()).collect();
+            digits.parse::<u32>().ok()
+        });
+        let major = nums.next()??;
+        let minor = nums.next()??;
+        let patch = nums.next().flatten().unwrap_or(0);
+        Some(KernelVersion {
+            major,
+            minor,
+            patch,
+        })
+    }
+
+    fn at_least(&self, major: u32, minor: u32) -> bool {
+        (self.major, self.minor) >= (major, minor)
+    }
+}
+
+impl std::fmt::Display for KernelVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// A rule, or part of one, that could not be evaluated, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NotEvaluated {
+    pub rule: RuleId,
+    /// The part of the rule concerned, when not all of it.
+    pub part: Option<String>,
+    /// The resume epoch concerned, when the reason is about one epoch.
+    pub epoch: Option<u32>,
+    pub reason: String,
+}
+
+/// Inputs of a rule: every group must have at least one of its probes attached (or seen).
+fn requirements(rule: RuleId) -> &'static [&'static [ProbeId]] {
+    use ProbeId as P;
+    match rule {
+        RuleId::H1 => &[
+            &[P::HvComposeExit, P::HvComposeEnter],
+            &[P::WriteMsiMsg],
+            &[P::RestoreMsiEnter],
+            &[P::SuspendResume],
+        ],
+        RuleId::H2 => &[
+            &[P::HvComposeExit],
+            &[P::WriteMsiMsg],
+            &[P::RestoreMsiEnter],
+            &[P::SuspendResume],
+        ],
+        RuleId::H3 => &[&[P::HvComposeExit]],
+        RuleId::H4 => &[&[P::HvUnmaskExit]],
+        RuleId::H5 => &[
+            &[P::HvUnmaskEnter],
+            &[P::HvComposeExit, P::HvComposeEnter],
+            &[P::SuspendResume],
+        ],
+        RuleId::H9 => &[&[P::HvPciSuspendExit, P::HvPciResumeExit]],
+        RuleId::G1 => &[&[P::WriteMsiMsg], &[P::SuspendResume]],
+        RuleId::G2 => &[
+            &[P::VectorUpdate, P::VectorConfig],
+            &[P::SuspendResume, P::MigrateAllOffExit],
+        ],
+        RuleId::G3 => &[
+            &[P::VectorDeactivate],
+            &[P::VectorActivate],
+            &[P::SuspendResume, P::MigrateAllOffExit],
+        ],
+        RuleId::G5 => &[&[P::IrqHandlerEntry], &[P::SuspendResume]],
+    }
+}
+
+/// What the engine knows about the probes and the kernel, fixed at start.
+#[derive(Clone, Debug)]
+pub struct Gates {
+    pub release: String,
+    pub version: Option<KernelVersion>,
+    status: [Option<ProbeStatus>; NUM_PROBES as usize],
+    has_probe_list: bool,
+}
+
+impl Gates {
+    pub fn new(release: &str, probes: &[ProbeStatus]) -> Gates {
+        let mut status: [Option<ProbeStatus>; NUM_PROBES as usize] = Default::default();
+        for p in probes {
+            status[p.probe as usize] = Some(p.clone());
+        }
+        Gates {
+            release: release.to_string(),
+            version: KernelVersion::parse(release),
+            status,
+            has_probe_list: !probes.is_empty(),
+        }
+    }
+
+    /// Attached per the trace header, or events of it were seen (a module that loaded later).
+    pub fn available(&self, p: ProbeId, seen: &[u64; NUM_PROBES as usize]) -> bool {
+        seen[p as usize] > 0
+            || self.status[p as usize]
+                .as_ref()
+                .is_some_and(|s| s.status == Status::Attached)
+    }
+
+    /// Why a probe is not there, in the words a user reads in `msitrace probes`.
+    pub fn why_missing(&self, p: ProbeId) -> String {
+        let hook = hook_of(p);
+        let Some(s) = &self.status[p as usize] else {
+            return format!("{} is not in the trace's probe list", hook.hook);
+        };
+        let module = s.module.as_deref().or(hook.module);
+        let reason = s
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        match s.status {
+            Status::Absent => match module {
+                Some(m) => format!("{} is not on this kernel ({m} not loaded)", s.symbol),
+                None => format!("{} is not on this kernel{reason}", s.symbol),
+            },
+            Status::Pending => format!(
+                "{} was waiting for {} to load, which it never did",
+                s.symbol,
+                module.unwrap_or("its module")
+            ),
+            Status::Denied => format!("{} was refused by the kernel{reason}", s.hook),
+            Status::Error => format!("{} failed to attach{reason}", s.hook),
+            Status::Unused => format!("{} was not used{reason}", s.hook),
+            Status::Attached => format!("{} is attached", s.hook),
+        }
+    }
+
+    /// Rules (and parts) that cannot be evaluated from the probes and the kernel version.
+    pub fn static_not_evaluated(&self, seen: &[u64; NUM_PROBES as usize]) -> Vec<NotEvaluated> {
+        let mut out = Vec::new();
+        for rule in RuleId::ALL {
+            if !self.has_probe_list {
+                out.push(NotEvaluated {
+                    rule,
+                    part: None,
+                    epoch: None,
+                    reason: "the trace has no probe list, so what attached is unknown".into(),
+                });
+                continue;
+            }
+            if let Some(reason) = self.missing_input(rule, seen) {
+                out.push(NotEvaluated {
+                    rule,
+                    part: None,
+                    epoch: None,
+                    reason,
+                });
+                continue;
+            }
+            if let Some(reason) = self.version_gate(rule) {
+                out.push(NotEvaluated {
+                    rule,
+                    part: None,
+                    epoch: None,
+                    reason,
+                });
+            }
+        }
+        if self.has_probe_list && self.missing_input(RuleId::G2, seen).is_none() {
+            let window = self.available(ProbeId::MigrateOneIrq, seen)
+                || self.available(ProbeId::MigrateAllOffEnter, seen);
+            if !self.available(ProbeId::SetAffinityExit, seen) || !window {
+                let p = if window {
+                    ProbeId::SetAffinityExit
+                } else {
+                    ProbeId::MigrateAllOffEnter
+                };
+                out.push(NotEvaluated {
+                    rule: RuleId::G2,
+                    part: Some("irq_do_set_affinity failed in the migration window".into()),
+                    epoch: None,
+                    reason: self.why_missing(p),
+                });
+            }
+        }
+        out
+    }
+
+    fn missing_input(&self, rule: RuleId, seen: &[u64; NUM_PROBES as usize]) -> Option<String> {
+        requirements(rule)
+            .iter()
+            .find(|group| !group.iter().any(|&p| self.available(p, seen)))
+            .map(|group| self.why_missing(group[0]))
+    }
+
+    /// Version gates of domain.md §2/§4.
+    pub fn version_gate(&self, rule: RuleId) -> Option<String> {
+        if !matches!(rule, RuleId::H4 | RuleId::H5) {
+            return None;
+        }
+        let Some(v) = self.version else {
+            return Some(format!(
+                "kernel release {:?} could not be parsed, and {rule} depends on the version",
+                self.release
+            ));
+        };
+        match rule {
+            RuleId::H4 if v.at_least(6, 17) => Some(format!(
+                "on {v} (6.17 and later) hv_irq_unmask no longer calls pci_msi_unmask_irq, so the \
+                 mask cache after it returns does not say whether the unmask worked"
+            )),
+            RuleId::H5 if !v.at_least(6, 4) => Some(format!(
+                "on {v} (before 6.4) hv_irq_unmask has no early return for a vector without a \
+                 remapping entry, so the silent unmask H5 looks for does not exist there"
+            )),
+            _ => None,
+        }
+    }
+
+    pub fn rule_enabled(&self, rule: RuleId, seen: &[u64; NUM_PROBES as usize]) -> bool {
+        self.has_probe_list
+            && self.missing_input(rule, seen).is_none()
+            && self.version_gate(rule).is_none()
+    }
+
+    /// Gate for acting on an event as it arrives: the version gate only (probe availability is
+    /// decided at report time, when every probe that fired is known).
+    pub fn version_allows(&self, rule: RuleId) -> bool {
+        self.version_gate(rule).is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probes::CATALOGUE;
+
+    fn status(p: ProbeId, st: Status) -> ProbeStatus {
+        let h = hook_of(p);
+        ProbeStatus {
+            hook: h.hook.into(),
+            symbol: h.symbol.into(),
+            method: h.method,
+            status: st,
+            reason: None,
+            module: h.module.map(str::to_string),
+            rules_losing_input: Vec::new(),
+            probe: p,
+        }
+    }
+
+    #[test]
+    fn parses_distribution_releases() {
+        let v = KernelVersion::parse("6.12.117+deb12-amd64").unwrap();
+        assert_eq!((v.major, v.minor, v.patch), (6, 12, 117));
+        assert_eq!(KernelVersion::parse("6.1.0-56-amd64").unwrap().minor, 1);
+        assert_eq!(KernelVersion::parse("5.15").unwrap().patch, 0);
+        assert!(KernelVersion::parse("linux").is_none());
+    }
+
+    #[test]
+    fn hv_rules_are_not_evaluated_without_pci_hyperv() {
+        let probes: Vec<ProbeStatus> = CATALOGUE
+            .iter()
+            .map(|h| {
+                let st = if h.module.is_some() {
+                    Status::Absent
+                } else {
+                    Status::Attached
+                };
+                status(h.probe, st)
+            })
+            .collect();
+        let g = Gates::new("6.12.117+deb12-amd64", &probes);
+        let ne = g.static_not_evaluated(&[0; NUM_PROBES as usize]);
+        let h4 = ne.iter().find(|n| n.rule == RuleId::H4).unwrap();
+        assert_eq!(
+            h4.reason,
+            "hv_irq_unmask is not on this kernel (pci_hyperv not loaded)"
+        );
+        assert!(ne.iter().any(|n| n.rule == RuleId::H1));
+        assert!(!ne.iter().any(|n| n.rule == RuleId::G1));
+        // Events seen from the module's probes mean it loaded later and they attached.
+        let mut seen = [0; NUM_PROBES as usize];
+        seen[ProbeId::HvUnmaskExit as usize] = 1;
+        let ne = g.static_not_evaluated(&seen);
+        assert!(!ne.iter().any(|n| n.rule == RuleId::H4));
+    }
+
+    #[test]
+    fn version_gates_h4_and_h5() {
+        let probes: Vec<ProbeStatus> = CATALOGUE
+            .iter()
+            .map(|h| status(h.probe, Status::Attached))
+            .collect();
+        let seen = [0; NUM_PROBES as usize];
+        let new = Gates::new("6.17.1", &probes).static_not_evaluated(&seen);
+        assert!(
+            new.iter()
+                .any(|n| n.rule == RuleId::H4 && n.reason.contains("6.17"))
+        );
+        let old = Gates::new("6.1.0-56-amd64", &probes).static_not_evaluated(&seen);
+        assert!(old.iter().any(|n| n.rule == RuleId::H5));
+        assert!(!old.iter().any(|n| n.rule == RuleId::H4));
+        let mid = Gates::new("6.12.117+deb12-amd64", &probes).static_not_evaluated(&seen);
+        assert!(mid.is_empty(), "{mid:?}");
+    }
+}
