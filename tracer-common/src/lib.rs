@@ -301,7 +301,8 @@ pub struct Layout {
     // Hyper-V (module BTF): struct hv_device, struct hv_pcibus_device
     pub hv_device_device: Field,
     pub hv_pcibus_state: Field,
-    // tracepoint records (struct trace_event_raw_*); strings are __data_loc u32 fields
+    // tracepoint records (struct trace_event_raw_*); strings are __data_loc u32 fields, except
+    // suspend_resume's `action`, a plain `const char *` on every kernel checked (5.10 to 6.18)
     pub tp_suspend_resume_action: Field,
     pub tp_suspend_resume_val: Field,
     pub tp_suspend_resume_start: Field,

@@ -1,6 +1,6 @@
 //! Facts about the running kernel that decide what can attach: which symbols exist and in
-//! which module, whether the kernel has kprobes at all, where tracefs is, and the identity
-//! (release, boot id, clocks) stamped on every trace.
+//! which module, whether the kernel has kprobes at all, where tracefs is, and the clocks that
+//! tell a suspend the tracer slept through.
 
 use std::{
     collections::HashMap,
@@ -91,7 +91,7 @@ pub fn kprobes_unavailable() -> Option<String> {
     match fs::read_to_string(p) {
         Ok(_) => None,
         Err(e) => Some(format!(
-            "{}: {} (the kernel has no kprobe PMU: built without CONFIG_KPROBES)",
+            "{}: {} (kernel built without CONFIG_KPROBES)",
             p.display(),
             describe_io(&e)
         )),
@@ -142,18 +142,6 @@ pub fn tracepoint_exists(tracefs: &Path, category: &str, name: &str) -> bool {
     tracefs.join("events").join(category).join(name).is_dir()
 }
 
-pub fn kernel_release() -> String {
-    fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-pub fn boot_id() -> String {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
 /// Read a clock in ns.
 pub fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
@@ -197,7 +185,10 @@ ffffffffc0002000 d some_data\t[pci_hyperv]
 ffffffff810b0000 T pci_restore_msi_state
 ";
         let k = Kallsyms::parse(text);
-        assert_eq!(k.get("hv_compose_msi_msg").unwrap().module.as_deref(), Some("pci_hyperv"));
+        assert_eq!(
+            k.get("hv_compose_msi_msg").unwrap().module.as_deref(),
+            Some("pci_hyperv")
+        );
         assert!(k.get("hv_compose_msi_msg").unwrap().exact);
         let v = k.get("irq_do_set_affinity").unwrap();
         assert!(!v.exact);

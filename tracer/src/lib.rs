@@ -6,9 +6,14 @@
 
 pub mod btf_layout;
 pub mod cmd;
+pub mod collector;
+pub mod ebpf_object;
 pub mod engine;
 pub mod event;
 pub mod kernel;
+pub mod probe_manager;
 pub mod probes;
+pub mod report;
 pub mod seed;
+pub mod session;
 pub mod trace_file;

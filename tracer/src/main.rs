@@ -19,8 +19,14 @@ enum Command {
     Probes(cmd::probes::Args),
     /// Stream events to a trace file until Ctrl-C, SIGTERM or --duration.
     Record(cmd::record::Args),
+    /// Record while CMD runs, wait for the resume to settle, report; exit 0 clean, 1 divergence, 2 unusable.
+    Verify(cmd::verify::Args),
     /// Print the events of a trace file as text or JSON Lines.
     Dump(cmd::dump::Args),
+    /// Rebuild the state from a trace file and print the divergence report; exit 0 clean, 1 divergence, 2 unusable.
+    Replay(cmd::replay::Args),
+    /// Write a trace file as Chrome trace-event JSON for Perfetto or chrome://tracing.
+    Export(cmd::export::Args),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +35,9 @@ fn main() -> ExitCode {
         Command::Probes(a) => cmd::probes::run(a),
         Command::Record(a) => cmd::record::run(a),
         Command::Dump(a) => cmd::dump::run(a),
+        Command::Replay(a) => cmd::replay::run(a),
+        Command::Export(a) => cmd::export::run(a),
+        Command::Verify(a) => cmd::verify::run(a),
     };
     match result {
         Ok(code) => code,

@@ -2,5 +2,8 @@
 //! process exit code; none of them holds logic the core does not.
 
 pub mod dump;
+pub mod export;
 pub mod probes;
 pub mod record;
+pub mod replay;
+pub mod verify;

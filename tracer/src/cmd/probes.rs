@@ -1,4 +1,118 @@
-//! `msitrace probes`.
+//! `msitrace probes`: before anything else, what this kernel lets msitrace see — every hook,
+//! attached or not and why, and the rules that lose their input.
+
+use std::{collections::BTreeSet, io::Write, process::ExitCode};
+
+use anyhow::Result;
+
+use crate::{
+    collector::{Collector, CollectorOptions},
+    probes::{ProbeStatus, Status},
+};
+
 #[derive(clap::Args)]
-pub struct Args {}
-pub fn run(_: Args) -> anyhow::Result<std::process::ExitCode> { anyhow::bail!("not built yet") }
+pub struct Args {
+    /// A JSON array of objects (hook, symbol, method, status, reason, module, rules_losing_input).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let statuses = rt.block_on(async {
+        let collector = Collector::start(&CollectorOptions::default())?;
+        let s = collector.statuses().to_vec();
+        let missing: Vec<String> = collector
+            .layout()
+            .missing()
+            .map(|f| {
+                format!(
+                    "{}: {}",
+                    f.name,
+                    f.reason.as_deref().unwrap_or("not in this kernel's BTF")
+                )
+            })
+            .collect();
+        anyhow::Ok((s, missing))
+    })?;
+    let (statuses, missing) = statuses;
+    let mut out = std::io::stdout().lock();
+    let r = if args.json {
+        serde_json::to_writer_pretty(&mut out, &statuses)
+            .map_err(std::io::Error::from)
+            .and_then(|_| writeln!(out))
+    } else {
+        write!(out, "{}", table(&statuses, &missing))
+    };
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        r => r?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The human table, widths fitted to the content.
+pub fn table(statuses: &[ProbeStatus], missing_fields: &[String]) -> String {
+    let status = |s: &ProbeStatus| {
+        serde_json::to_value(s.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let method = |s: &ProbeStatus| {
+        serde_json::to_value(s.method)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let w_hook = statuses
+        .iter()
+        .map(|s| s.hook.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut t = format!(
+        "{:<w_hook$}  {:<10}  {:<8}  {:<11}  REASON\n",
+        "HOOK", "METHOD", "STATUS", "MODULE"
+    );
+    for s in statuses {
+        t.push_str(&format!(
+            "{:<w_hook$}  {:<10}  {:<8}  {:<11}  {}\n",
+            s.hook,
+            method(s),
+            status(s),
+            s.module.as_deref().unwrap_or("vmlinux"),
+            s.reason.as_deref().unwrap_or("")
+        ));
+    }
+    let attached = statuses
+        .iter()
+        .filter(|s| s.status == Status::Attached)
+        .count();
+    let used = statuses
+        .iter()
+        .filter(|s| s.status != Status::Unused)
+        .count();
+    let rules: BTreeSet<&str> = statuses
+        .iter()
+        .flat_map(|s| s.rules_losing_input.iter().map(String::as_str))
+        .collect();
+    t.push_str(&format!("\n{attached} of {used} hooks attached.\n"));
+    if rules.is_empty() {
+        t.push_str("Every rule has its input.\n");
+    } else {
+        t.push_str(&format!(
+            "Rules losing input: {}\n",
+            rules.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if !missing_fields.is_empty() {
+        t.push_str("Fields not on this kernel (not reported by the probes that read them):\n");
+        for f in missing_fields {
+            t.push_str(&format!("  {f}\n"));
+        }
+    }
+    t
+}

@@ -1,4 +1,125 @@
-//! `msitrace record`.
+//! `msitrace record -o FILE`: stream every event to a trace file until Ctrl-C, SIGTERM or
+//! `--duration`, saying live on stderr each divergence the engine finds.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Result;
+
+use crate::{
+    collector::CollectorOptions,
+    engine::{Change, DivergenceUpdate},
+    session::{Outcome, Session, SessionOptions, StopReason},
+};
+
 #[derive(clap::Args)]
-pub struct Args {}
-pub fn run(_: Args) -> anyhow::Result<std::process::ExitCode> { anyhow::bail!("not built yet") }
+pub struct Args {
+    /// Trace file to write (created 0600; an existing file is replaced).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Stop after this many seconds (default: until Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "S")]
+    pub duration: Option<f64>,
+    /// Ring buffer size in MiB (a power of two): what survives while user space is frozen.
+    #[arg(long, value_name = "MIB", default_value_t = tracer_common::DEFAULT_RING_BYTES >> 20,
+          value_parser = parse_ring_mib)]
+    pub ring_mib: u32,
+    /// Do not print divergences as they are found.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+pub fn parse_ring_mib(s: &str) -> Result<u32, String> {
+    let v: u32 = s
+        .parse()
+        .map_err(|_| format!("{s} is not a whole number of MiB"))?;
+    if !v.is_power_of_two() || !(1..=1024).contains(&v) {
+        return Err(format!(
+            "{v} MiB: the ring size must be a power of two from 1 to 1024"
+        ));
+    }
+    Ok(v)
+}
+
+pub fn session_options(ring_mib: u32) -> SessionOptions {
+    SessionOptions {
+        collector: CollectorOptions {
+            ring_bytes: ring_mib << 20,
+        },
+    }
+}
+
+/// One line per new divergence (and per escalation), as a tester would want on stderr.
+pub fn print_update(u: &DivergenceUpdate) {
+    let d = &u.divergence;
+    let sev = serde_json::to_value(d.severity)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let what = match u.change {
+        Change::New => "",
+        Change::Updated => " (updated)",
+    };
+    eprintln!("msitrace: {} {sev}{what}: {}", d.rule, d.meaning);
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    if let Some(d) = args.duration
+        && !(d.is_finite() && d > 0.0)
+    {
+        anyhow::bail!("--duration {d}: give a positive number of seconds");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut session = Session::start(&session_options(args.ring_mib), Some(&args.output))?;
+        let (attached, total) = session.collector().attached_count();
+        eprintln!(
+            "msitrace: recording to {} ({attached} of {total} hooks attached; `msitrace probes` says why not); Ctrl-C to stop",
+            args.output.display()
+        );
+        let duration = args.duration;
+        let stop = async move {
+            match duration {
+                Some(s) => {
+                    tokio::time::sleep(Duration::from_secs_f64(s)).await;
+                    StopReason::Duration
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let quiet = args.quiet;
+        let reason = session
+            .run(stop, |_| false, |u| {
+                if !quiet {
+                    print_update(u)
+                }
+            })
+            .await?;
+        let outcome = session.finish()?;
+        if !quiet {
+            outcome.final_updates.iter().for_each(print_update);
+        }
+        eprintln!("msitrace: {}", closing_line(&outcome, &reason, &args.output));
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn closing_line(o: &Outcome, reason: &StopReason, path: &std::path::Path) -> String {
+    let lost: u64 = o.counters.iter().map(|c| c.lost).sum();
+    let why = match reason {
+        StopReason::Signal(s) => format!("stopped by {s}"),
+        StopReason::Duration => "duration reached".into(),
+        StopReason::Done => "done".into(),
+    };
+    let written = o
+        .stats
+        .as_ref()
+        .map(|s| format!("{} events, {} bytes", s.events, s.bytes))
+        .unwrap_or_default();
+    format!(
+        "{why}; wrote {written} to {}; {lost} events lost in the kernel; {} divergences",
+        path.display(),
+        o.engine.divergences().len()
+    )
+}

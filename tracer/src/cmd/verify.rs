@@ -1,0 +1,160 @@
+//! `msitrace verify -- CMD…`: record while CMD runs (a suspend or hibernate cycle, or a test
+//! that triggers one), wait for the resume to settle, print the report and exit like
+//! `replay` — what testers of 915cff7f38c5 did by hand with /proc/interrupts, as one command.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    engine::{Engine, Phase},
+    report::Report,
+    session::{Session, StopReason},
+};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Give up waiting this many seconds after CMD started (the report is still printed).
+    #[arg(long, value_name = "S", default_value_t = 300.0)]
+    pub timeout: f64,
+    /// Keep the trace in FILE (by default it is written to a temporary file and removed).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Print the report as JSON (the same object as `replay --json`).
+    #[arg(long)]
+    pub json: bool,
+    /// Ring buffer size in MiB (a power of two).
+    #[arg(long, value_name = "MIB", default_value_t = tracer_common::DEFAULT_RING_BYTES >> 20,
+          value_parser = super::record::parse_ring_mib)]
+    pub ring_mib: u32,
+    /// The command to run, e.g. `sh -c 'echo disk > /sys/power/state'`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// After the last resume, how long to keep recording so that the delayed rules (G1's grace,
+/// G5's silence window) can conclude.
+fn settle_ns(engine: &Engine) -> u64 {
+    let t = engine.timing();
+    t.g1_grace_ns.max(t.g5_silence_ns) + 1_000_000_000
+}
+
+/// A suspend began and its resume has settled, or none began at all.
+fn cycle_settled(engine: &Engine) -> bool {
+    let st = engine.state();
+    let suspended = st.suspend_ts_ns.is_some() || !st.epochs.is_empty();
+    if !suspended {
+        return true;
+    }
+    let Some(last) = st.epochs.last() else {
+        return false;
+    };
+    match (st.phase, last.resumed_ts_ns) {
+        (Phase::Resumed, Some(ts)) => st.now_ns >= ts + settle_ns(engine),
+        _ => false,
+    }
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        anyhow::bail!(
+            "--timeout {}: give a positive number of seconds",
+            args.timeout
+        );
+    }
+    let (path, temporary) = match &args.output {
+        Some(p) => (p.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("msitrace-verify-{}.trace", std::process::id())),
+            true,
+        ),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(async {
+        let mut session =
+            Session::start(&super::record::session_options(args.ring_mib), Some(&path))?;
+        let (attached, total) = session.collector().attached_count();
+        eprintln!(
+            "msitrace: {attached} of {total} hooks attached; running: {}",
+            args.command.join(" ")
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.timeout);
+        let mut child = tokio::process::Command::new(&args.command[0])
+            .args(&args.command[1..])
+            .spawn()
+            .with_context(|| format!("cannot run {}", args.command[0]))?;
+        let print = |u: &crate::engine::DivergenceUpdate| super::record::print_update(u);
+
+        let first = tokio::select! {
+            r = session.run(async { let _ = child.wait().await; StopReason::Done }, |_| false, print) => Some(r?),
+            _ = tokio::time::sleep_until(deadline) => None,
+        };
+        // The select above only ends the recording loop; CMD's exit status is read here.
+        let mut notes = Vec::new();
+        let cmd_status = child.try_wait()?;
+        if cmd_status.is_none() {
+            let _ = child.start_kill();
+            notes.push(match first {
+                Some(StopReason::Signal(s)) => format!("stopped by {s} while {} was still running", args.command[0]),
+                _ => format!(
+                    "timed out after {} s while {} was still running; it was killed",
+                    args.timeout, args.command[0]
+                ),
+            });
+        }
+        let reason = match first {
+            Some(StopReason::Done) => {
+                let settle = async {
+                    tokio::time::sleep_until(deadline).await;
+                    StopReason::Duration
+                };
+                session.run(settle, cycle_settled, print).await?
+            }
+            Some(r) => r,
+            None => StopReason::Duration,
+        };
+        if reason == StopReason::Duration || !cycle_settled(session.engine()) {
+            notes.push(format!(
+                "timed out after {} s waiting for the resume to settle: delayed rules may be unevaluated",
+                args.timeout
+            ));
+        }
+        let st = session.engine().state();
+        if st.suspend_ts_ns.is_none() && st.epochs.is_empty() {
+            notes.push(
+                "no suspend or resume was observed while the command ran: only the CPU and vector rules were checked"
+                    .into(),
+            );
+        }
+        let outcome = session.finish()?;
+        outcome
+            .final_updates
+            .iter()
+            .for_each(super::record::print_update);
+        anyhow::Ok((outcome, cmd_status, notes))
+    });
+    let (outcome, cmd_status, mut notes) = result?;
+    if let Some(s) = cmd_status
+        && !s.success()
+    {
+        notes.push(format!("{} exited with {s}", args.command[0]));
+    }
+    let report = Report::from_engine(&outcome.engine).with_input_warnings(notes.clone());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    if temporary {
+        let _ = std::fs::remove_file(&path);
+    } else {
+        eprintln!("msitrace: trace kept in {}", path.display());
+    }
+    // A command that failed or never finished proves nothing about the cycle it was to run.
+    if cmd_status.is_some_and(|s| !s.success()) || cmd_status.is_none() {
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}

@@ -1,0 +1,251 @@
+//! The live source of events: loads the eBPF object with this kernel's layout, lets the probe
+//! manager attach what it can, drains the ring buffer into typed [`Event`]s, and turns the
+//! per-CPU loss counters and the per-IRQ handler counts into in-band events, so that what a
+//! trace file holds is everything the live engine saw.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use tokio::io::unix::AsyncFd;
+use tracer_common::{Config, NUM_PROBES, ProbeId, names};
+
+use crate::{
+    btf_layout::{self, ResolvedLayout},
+    event::{Event, EventKind},
+    kernel::{self, Kallsyms},
+    probe_manager::ProbeManager,
+    probes::{ProbeStatus, Status},
+};
+
+#[derive(Clone, Debug)]
+pub struct CollectorOptions {
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+}
+
+impl Default for CollectorOptions {
+    fn default() -> Self {
+        CollectorOptions {
+            ring_bytes: tracer_common::DEFAULT_RING_BYTES,
+        }
+    }
+}
+
+pub struct Collector {
+    ebpf: Ebpf,
+    manager: ProbeManager,
+    layout: ResolvedLayout,
+    ring: AsyncFd<RingBuf<MapData>>,
+    hits: PerCpuArray<MapData, u64>,
+    lost: PerCpuArray<MapData, u64>,
+    irq_counts: PerCpuHashMap<MapData, u32, u64>,
+    lost_reported: [u64; NUM_PROBES as usize],
+    modules: Vec<String>,
+    decode_errors: u64,
+    ring_bytes: u32,
+}
+
+/// Counters of one probe: what it saw (hits) and what it could not write (lost).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProbeCounters {
+    pub probe: ProbeId,
+    pub hits: u64,
+    pub lost: u64,
+}
+
+impl Collector {
+    /// Resolve the layout from BTF, load the programs and attach every hook that can be.
+    /// Must run inside a tokio runtime (the ring buffer is registered with its reactor).
+    pub fn start(opts: &CollectorOptions) -> Result<Collector> {
+        if !kernel::is_root() {
+            bail!(
+                "loading eBPF programs needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN for tracepoints): run msitrace with sudo"
+            );
+        }
+        let layout = btf_layout::resolve_running()?;
+        // RLIMIT_MEMLOCK only matters before 5.11 (memcg accounting replaced it); some
+        // containers refuse to raise it, which is harmless on a newer kernel.
+        raise_memlock();
+        // CONFIG.self_tgid stays 0: probes that fire in interrupt context see whichever task
+        // they interrupted, so filtering the tracer's own tgid would drop real events.
+        let config = Config::INIT;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(names::LAYOUT, &layout.layout, true)
+            .override_global(names::CONFIG, &config, true)
+            .map_max_entries(names::EVENTS, opts.ring_bytes)
+            .load(crate::ebpf_object::bytes())
+            .context("cannot load msitrace's eBPF object into this kernel")?;
+        let mut manager = ProbeManager::new(&layout);
+        let kallsyms = Kallsyms::read()?;
+        manager.attach_all(&mut ebpf, &kallsyms);
+
+        let ring = RingBuf::try_from(take(&mut ebpf, names::EVENTS)?)?;
+        // SAFETY: the ring buffer's fd is owned by `ring`, which the AsyncFd owns for its whole
+        // life, so the registered fd cannot be closed or reused behind the reactor's back.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)
+            .context("cannot register the ring buffer with the event loop")?;
+        let hits = PerCpuArray::try_from(take(&mut ebpf, names::HITS)?)?;
+        let lost = PerCpuArray::try_from(take(&mut ebpf, names::LOST)?)?;
+        let irq_counts = PerCpuHashMap::try_from(take(&mut ebpf, names::IRQ_COUNTS)?)?;
+        Ok(Collector {
+            ebpf,
+            manager,
+            layout,
+            ring,
+            hits,
+            lost,
+            irq_counts,
+            lost_reported: [0; NUM_PROBES as usize],
+            modules: kernel::loaded_modules().unwrap_or_default(),
+            decode_errors: 0,
+            ring_bytes: opts.ring_bytes,
+        })
+    }
+
+    pub fn statuses(&self) -> &[ProbeStatus] {
+        self.manager.statuses()
+    }
+
+    pub fn layout(&self) -> &ResolvedLayout {
+        &self.layout
+    }
+
+    pub fn ring_bytes(&self) -> u32 {
+        self.ring_bytes
+    }
+
+    /// Records the kernel wrote that this build could not decode (a layout mismatch).
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors
+    }
+
+    /// Wait until the ring buffer has data (or spuriously); cancel-safe.
+    pub async fn readable(&self) -> Result<()> {
+        let mut guard = self.ring.readable().await?;
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Move every record now in the ring buffer to `out`.
+    pub fn drain(&mut self, out: &mut Vec<Event>) {
+        let ring = self.ring.get_mut();
+        while let Some(item) = ring.next() {
+            match Event::decode(&item) {
+                Ok(ev) => out.push(ev),
+                Err(_) => self.decode_errors += 1,
+            }
+        }
+    }
+
+    /// Sum a per-CPU counter of one probe.
+    fn sum(map: &PerCpuArray<MapData, u64>, probe: ProbeId) -> u64 {
+        map.get(&(probe as u32), 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
+    }
+
+    pub fn counters(&self) -> Vec<ProbeCounters> {
+        ProbeId::ALL
+            .iter()
+            .map(|&p| ProbeCounters {
+                probe: p,
+                hits: Self::sum(&self.hits, p),
+                lost: Self::sum(&self.lost, p),
+            })
+            .collect()
+    }
+
+    /// In-band loss events for what was lost since the last call, stamped `now`.
+    pub fn new_losses(&mut self, now_ns: u64) -> Vec<Event> {
+        let mut out = Vec::new();
+        for p in ProbeId::ALL {
+            let total = Self::sum(&self.lost, p);
+            let prev = &mut self.lost_reported[p as usize];
+            if total > *prev {
+                out.push(Event {
+                    ts_ns: now_ns,
+                    cpu: 0,
+                    pid: 0,
+                    kind: EventKind::Lost {
+                        probe: p,
+                        count: total - *prev,
+                    },
+                });
+                *prev = total;
+            }
+        }
+        out
+    }
+
+    /// Cumulative handler counts per IRQ (summed over CPUs) as an in-band event.
+    pub fn irq_counts(&self, now_ns: u64) -> Event {
+        let mut counts = BTreeMap::new();
+        for item in self.irq_counts.iter() {
+            let Ok((irq, per_cpu)) = item else { continue };
+            counts.insert(irq, per_cpu.iter().sum::<u64>());
+        }
+        Event {
+            ts_ns: now_ns,
+            cpu: 0,
+            pid: 0,
+            kind: EventKind::IrqCounts {
+                counts: counts.into_iter().collect(),
+            },
+        }
+    }
+
+    /// Attach what waits for a module once /proc/modules changed. Returns the probes whose
+    /// status changed.
+    pub fn rescan_modules(&mut self) -> Vec<ProbeId> {
+        if !self.manager.has_pending() {
+            return Vec::new();
+        }
+        let Ok(now) = kernel::loaded_modules() else {
+            return Vec::new();
+        };
+        if now == self.modules {
+            return Vec::new();
+        }
+        self.modules = now;
+        match Kallsyms::read() {
+            Ok(k) => self.manager.attach_all(&mut self.ebpf, &k),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Re-attach every kprobe (after a resume where attached kprobes went silent).
+    pub fn reattach_kprobes(&mut self) -> Vec<ProbeId> {
+        match Kallsyms::read() {
+            Ok(k) => self.manager.reattach_kprobes(&mut self.ebpf, &k),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Attached probes, for a one-line coverage summary.
+    pub fn attached_count(&self) -> (usize, usize) {
+        let s = self.manager.statuses();
+        (
+            s.iter().filter(|s| s.status == Status::Attached).count(),
+            s.iter().filter(|s| s.status != Status::Unused).count(),
+        )
+    }
+}
+
+fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name)
+        .with_context(|| format!("map {name} is not in the eBPF object (build mismatch)"))
+}
+
+fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid pointer to an rlimit.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}

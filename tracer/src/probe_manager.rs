@@ -1,0 +1,526 @@
+//! The probe manager: attaches every hook of the catalogue independently and keeps, for each,
+//! a [`ProbeStatus`] that says what happened in the kernel's own words.
+//!
+//! Policy, in the spirit of retis' collectors: a hook that is absent (not in kallsyms, module
+//! not loaded, inlined), denied (kprobes compiled out) or failing is reported and the others
+//! keep running. Hooks of a module (pci_hyperv) wait as `pending` and attach when a rescan
+//! finds the module. When `migrate_one_irq` is inlined, its window is rebuilt from
+//! `irq_migrate_all_off_this_cpu` and `irq_do_set_affinity` (method `fallback`).
+
+use std::{collections::HashMap, path::PathBuf};
+
+use aya::{
+    Ebpf,
+    programs::{KProbe, TracePoint, kprobe::KProbeLinkId},
+};
+use tracer_common::ProbeId;
+
+use crate::{
+    btf_layout::ResolvedLayout,
+    kernel::{self, Kallsyms},
+    probes::{CATALOGUE, Hook, Method, ProbeStatus, Status},
+};
+
+/// Tracepoint links are only ever dropped with the object; kprobe links are detached and
+/// attached again after a resume, so their ids are kept.
+enum Link {
+    Kprobe(KProbeLinkId),
+    Tracepoint,
+}
+
+/// Layout fields each program reads; a missing one degrades what the probe reports.
+fn fields_read(probe: ProbeId) -> &'static [&'static str] {
+    use ProbeId as P;
+    const VECTOR: &[&str] = &[
+        "irq_data_irq",
+        "irq_data_hwirq",
+        "irq_data_common",
+        "irq_data_chip_data",
+        "irq_common_state",
+        "irq_common_msi_desc",
+        "msi_desc_irq",
+        "msi_desc_dev",
+        "msi_desc_msi_index",
+        "msi_desc_msi_mask",
+        "msi_desc_msix_ctrl",
+        "msi_desc_is_msix",
+        "device_kobj_name",
+    ];
+    match probe {
+        P::HvComposeEnter
+        | P::HvUnmaskEnter
+        | P::HvUnmaskExit
+        | P::HvMaskEnter
+        | P::HvMaskExit
+        | P::PciMsiMask
+        | P::PciMsiUnmask => VECTOR,
+        P::HvComposeExit => &[
+            "irq_data_irq",
+            "irq_data_chip_data",
+            "msi_msg_address_lo",
+            "msi_msg_address_hi",
+            "msi_msg_data",
+        ],
+        P::MigrateOneIrq => &["irq_desc_irq_data", "irq_data_irq"],
+        P::MigrateAllOffEnter | P::MigrateAllOffExit => &[],
+        P::SetAffinityEnter | P::SetAffinityExit => &["irq_data_irq"],
+        P::RestoreMsiEnter | P::RestoreMsiExit => &[
+            "pci_dev_dev",
+            "device_kobj_name",
+            "pci_dev_msi_enabled",
+            "pci_dev_msix_enabled",
+            "pci_dev_current_state",
+        ],
+        P::WriteMsiMsg => &[
+            "msi_desc_irq",
+            "msi_desc_dev",
+            "msi_desc_msi_index",
+            "msi_desc_msi_mask",
+            "msi_desc_msix_ctrl",
+            "msi_desc_is_msix",
+            "msi_msg_address_lo",
+            "msi_msg_address_hi",
+            "msi_msg_data",
+            "pci_dev_dev",
+            "pci_dev_current_state",
+            "device_kobj_name",
+        ],
+        P::HvPciSuspendEnter | P::HvPciSuspendExit | P::HvPciResumeEnter | P::HvPciResumeExit => &[
+            "hv_device_device",
+            "device_driver_data",
+            "hv_pcibus_state",
+            "device_kobj_name",
+        ],
+        P::SuspendResume => &[
+            "tp_suspend_resume_action",
+            "tp_suspend_resume_val",
+            "tp_suspend_resume_start",
+        ],
+        P::DevicePmStart => &[
+            "tp_pm_start_device",
+            "tp_pm_start_driver",
+            "tp_pm_start_pm_ops",
+            "tp_pm_start_event",
+        ],
+        P::DevicePmEnd => &["tp_pm_end_device", "tp_pm_end_driver", "tp_pm_end_error"],
+        P::VectorUpdate | P::VectorClear => &[
+            "tp_vector_mod_irq",
+            "tp_vector_mod_vector",
+            "tp_vector_mod_cpu",
+            "tp_vector_mod_prev_vector",
+            "tp_vector_mod_prev_cpu",
+        ],
+        P::VectorConfig => &[
+            "tp_vector_config_irq",
+            "tp_vector_config_vector",
+            "tp_vector_config_cpu",
+            "tp_vector_config_apicdest",
+        ],
+        P::VectorActivate | P::VectorDeactivate => &[
+            "tp_vector_activate_irq",
+            "tp_vector_activate_is_managed",
+            "tp_vector_activate_can_reserve",
+            "tp_vector_activate_reserve",
+        ],
+        P::IrqHandlerEntry => &["tp_irq_handler_entry_irq"],
+    }
+}
+
+/// Attaches the catalogue's hooks to a loaded [`Ebpf`] object and keeps their status.
+pub struct ProbeManager {
+    statuses: Vec<ProbeStatus>,
+    links: HashMap<ProbeId, Link>,
+    loaded: HashMap<ProbeId, Result<(), String>>,
+    tracefs: Result<PathBuf, String>,
+    kprobes_denied: Option<String>,
+    missing_fields: Vec<(String, String)>,
+}
+
+impl ProbeManager {
+    pub fn new(layout: &ResolvedLayout) -> ProbeManager {
+        let missing_fields = layout
+            .missing()
+            .map(|f| {
+                (
+                    f.name.clone(),
+                    f.reason.clone().unwrap_or_else(|| "not in BTF".into()),
+                )
+            })
+            .collect();
+        ProbeManager {
+            statuses: CATALOGUE.iter().map(initial_status).collect(),
+            links: HashMap::new(),
+            loaded: HashMap::new(),
+            tracefs: kernel::ensure_tracefs().map_err(|e| format!("{e:#}")),
+            kprobes_denied: kernel::kprobes_unavailable(),
+            missing_fields,
+        }
+    }
+
+    pub fn statuses(&self) -> &[ProbeStatus] {
+        &self.statuses
+    }
+
+    pub fn status(&self, probe: ProbeId) -> &ProbeStatus {
+        self.statuses
+            .iter()
+            .find(|s| s.probe == probe)
+            .expect("every probe has a status")
+    }
+
+    /// Hooks waiting for a module.
+    pub fn has_pending(&self) -> bool {
+        self.statuses.iter().any(|s| s.status == Status::Pending)
+    }
+
+    /// Try every hook that is not attached yet. Returns the probes whose status changed.
+    pub fn attach_all(&mut self, ebpf: &mut Ebpf, kallsyms: &Kallsyms) -> Vec<ProbeId> {
+        let migrate_direct = self.attach_one(ebpf, kallsyms, hook_of(ProbeId::MigrateOneIrq));
+        let mut changed: Vec<ProbeId> = migrate_direct.into_iter().collect();
+        let direct_ok = self.status(ProbeId::MigrateOneIrq).status == Status::Attached;
+        for hook in CATALOGUE {
+            if hook.probe == ProbeId::MigrateOneIrq {
+                continue;
+            }
+            if hook.fallback_for.is_some() && direct_ok {
+                let s = self.status_mut(hook.probe);
+                if s.status != Status::Unused {
+                    s.status = Status::Unused;
+                    s.reason = Some("migrate_one_irq is attached directly".into());
+                    changed.push(hook.probe);
+                }
+                continue;
+            }
+            changed.extend(self.attach_one(ebpf, kallsyms, hook));
+        }
+        if !direct_ok {
+            self.explain_migration_fallback();
+        }
+        self.update_rules_losing_input();
+        changed
+    }
+
+    /// Detach and attach again every attached kprobe: kretprobes have been seen to go silent
+    /// after suspend/resume on some kernels (aya#932, kernel bugzilla 218775).
+    pub fn reattach_kprobes(&mut self, ebpf: &mut Ebpf, kallsyms: &Kallsyms) -> Vec<ProbeId> {
+        let attached: Vec<ProbeId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| matches!(l, Link::Kprobe(_)))
+            .map(|(p, _)| *p)
+            .collect();
+        for probe in &attached {
+            if let (Some(Link::Kprobe(id)), Some(prog)) =
+                (self.links.remove(probe), ebpf.program_mut(probe.program()))
+                && let Ok(kp) = <&mut KProbe>::try_from(prog)
+            {
+                let _ = kp.detach(id);
+            }
+            self.status_mut(*probe).status = Status::Pending;
+        }
+        for probe in &attached {
+            self.attach_one(ebpf, kallsyms, hook_of(*probe));
+        }
+        self.update_rules_losing_input();
+        attached
+    }
+
+    fn status_mut(&mut self, probe: ProbeId) -> &mut ProbeStatus {
+        self.statuses
+            .iter_mut()
+            .find(|s| s.probe == probe)
+            .expect("every probe has a status")
+    }
+
+    fn set(
+        &mut self,
+        probe: ProbeId,
+        status: Status,
+        reason: Option<String>,
+        module: Option<String>,
+    ) -> Option<ProbeId> {
+        let s = self.status_mut(probe);
+        let changed = s.status != status || s.reason != reason;
+        s.status = status;
+        s.reason = reason;
+        if module.is_some() {
+            s.module = module;
+        }
+        changed.then_some(probe)
+    }
+
+    fn attach_one(&mut self, ebpf: &mut Ebpf, kallsyms: &Kallsyms, hook: &Hook) -> Option<ProbeId> {
+        if self.links.contains_key(&hook.probe) {
+            return None;
+        }
+        match hook.method {
+            Method::Tracepoint => self.attach_tracepoint(ebpf, hook),
+            _ => self.attach_kprobe(ebpf, kallsyms, hook),
+        }
+    }
+
+    fn load(&mut self, ebpf: &mut Ebpf, probe: ProbeId) -> Result<(), String> {
+        if let Some(r) = self.loaded.get(&probe) {
+            return r.clone();
+        }
+        let name = probe.program();
+        let r = match ebpf.program_mut(name) {
+            None => Err(format!(
+                "program {name} is not in the eBPF object (build mismatch)"
+            )),
+            Some(aya::programs::Program::KProbe(p)) => p.load().map_err(|e| verifier_summary(&e)),
+            Some(aya::programs::Program::TracePoint(p)) => {
+                p.load().map_err(|e| verifier_summary(&e))
+            }
+            Some(_) => Err(format!(
+                "program {name} has an unexpected type (build mismatch)"
+            )),
+        };
+        self.loaded.insert(probe, r.clone());
+        r
+    }
+
+    fn attach_kprobe(
+        &mut self,
+        ebpf: &mut Ebpf,
+        kallsyms: &Kallsyms,
+        hook: &Hook,
+    ) -> Option<ProbeId> {
+        let sym = kallsyms.get(hook.symbol);
+        let module = sym.and_then(|s| s.module.clone());
+        let present = sym.is_some_and(|s| s.exact);
+        if !present {
+            let why = absent_reason(hook, sym);
+            // A kernel without kprobes denies the hook whatever the symbol: say both.
+            if let Some(denied) = &self.kprobes_denied {
+                return self.set(
+                    hook.probe,
+                    Status::Denied,
+                    Some(format!("{denied}; besides, {why}")),
+                    None,
+                );
+            }
+            let status = if hook.module.is_some() {
+                Status::Pending
+            } else {
+                Status::Absent
+            };
+            return self.set(hook.probe, status, Some(why), None);
+        }
+        if let Err(e) = self.load(ebpf, hook.probe) {
+            return self.set(
+                hook.probe,
+                Status::Error,
+                Some(format!("the verifier refused the program: {e}")),
+                module,
+            );
+        }
+        let Some(prog) = ebpf.program_mut(hook.probe.program()) else {
+            return self.set(
+                hook.probe,
+                Status::Error,
+                Some("program missing from the object".into()),
+                module,
+            );
+        };
+        let kp: &mut KProbe = match prog.try_into() {
+            Ok(kp) => kp,
+            Err(e) => return self.set(hook.probe, Status::Error, Some(e.to_string()), module),
+        };
+        match kp.attach(hook.symbol, 0) {
+            Ok(id) => {
+                self.links.insert(hook.probe, Link::Kprobe(id));
+                let reason = self.degraded_reason(hook.probe);
+                self.set(hook.probe, Status::Attached, reason, module)
+            }
+            Err(e) => {
+                let text = error_chain(&e);
+                let status =
+                    if self.kprobes_denied.is_some() || text.contains("Operation not permitted") {
+                        Status::Denied
+                    } else {
+                        Status::Error
+                    };
+                self.set(hook.probe, status, Some(text), module)
+            }
+        }
+    }
+
+    fn attach_tracepoint(&mut self, ebpf: &mut Ebpf, hook: &Hook) -> Option<ProbeId> {
+        let (category, name) = hook
+            .symbol
+            .split_once(':')
+            .expect("catalogue tracepoints are category:name");
+        let tracefs = match &self.tracefs {
+            Ok(p) => p.clone(),
+            Err(e) => return self.set(hook.probe, Status::Error, Some(e.clone()), None),
+        };
+        if !kernel::tracepoint_exists(&tracefs, category, name) {
+            let why = format!(
+                "tracepoint {category}:{name} is not on this kernel ({} is missing)",
+                tracefs.join("events").join(category).join(name).display()
+            );
+            return self.set(hook.probe, Status::Absent, Some(why), None);
+        }
+        if let Some(missing) = self.essential_field_missing(hook.probe) {
+            return self.set(hook.probe, Status::Error, Some(missing), None);
+        }
+        if let Err(e) = self.load(ebpf, hook.probe) {
+            return self.set(
+                hook.probe,
+                Status::Error,
+                Some(format!("the verifier refused the program: {e}")),
+                None,
+            );
+        }
+        let Some(prog) = ebpf.program_mut(hook.probe.program()) else {
+            return self.set(
+                hook.probe,
+                Status::Error,
+                Some("program missing from the object".into()),
+                None,
+            );
+        };
+        let tp: &mut TracePoint = match prog.try_into() {
+            Ok(tp) => tp,
+            Err(e) => return self.set(hook.probe, Status::Error, Some(e.to_string()), None),
+        };
+        match tp.attach(category, name) {
+            Ok(_) => {
+                self.links.insert(hook.probe, Link::Tracepoint);
+                let reason = self.degraded_reason(hook.probe);
+                self.set(hook.probe, Status::Attached, reason, None)
+            }
+            Err(e) => self.set(hook.probe, Status::Error, Some(error_chain(&e)), None),
+        }
+    }
+
+    /// A tracepoint whose record layout is unknown would read garbage: refuse it.
+    fn essential_field_missing(&self, probe: ProbeId) -> Option<String> {
+        let first = fields_read(probe).first()?;
+        self.missing_fields
+            .iter()
+            .find(|(n, _)| n == first)
+            .map(|(n, r)| format!("its record layout is unknown on this kernel: {n}: {r}"))
+    }
+
+    fn degraded_reason(&self, probe: ProbeId) -> Option<String> {
+        let missing: Vec<&str> = fields_read(probe)
+            .iter()
+            .filter(|f| self.missing_fields.iter().any(|(n, _)| n == *f))
+            .copied()
+            .collect();
+        (!missing.is_empty()).then(|| {
+            format!(
+                "attached, but these fields are not on this kernel and are not reported: {}",
+                missing.join(", ")
+            )
+        })
+    }
+
+    fn explain_migration_fallback(&mut self) {
+        let fallback_attached = CATALOGUE
+            .iter()
+            .filter(|h| h.fallback_for.is_some())
+            .all(|h| self.status(h.probe).status == Status::Attached);
+        let s = self.status_mut(ProbeId::MigrateOneIrq);
+        if s.status != Status::Attached && fallback_attached {
+            let why = s.reason.clone().unwrap_or_default();
+            s.reason = Some(format!(
+                "{why}; replaced by its fallback window (irq_migrate_all_off_this_cpu + irq_do_set_affinity)"
+            ));
+        }
+    }
+
+    fn update_rules_losing_input(&mut self) {
+        let missing = self.missing_fields.clone();
+        for s in &mut self.statuses {
+            let hook = hook_of(s.probe);
+            let degraded = fields_read(s.probe)
+                .iter()
+                .any(|f| missing.iter().any(|(n, _)| n == f));
+            let lost = match s.status {
+                Status::Attached => degraded,
+                Status::Unused => false,
+                // The direct hook is covered when its fallback window runs.
+                _ if hook.probe == ProbeId::MigrateOneIrq => CATALOGUE
+                    .iter()
+                    .filter(|h| h.fallback_for.is_some())
+                    .any(|h| !self.links.contains_key(&h.probe)),
+                _ => true,
+            };
+            s.rules_losing_input = if lost {
+                hook.feeds.iter().map(|r| r.to_string()).collect()
+            } else {
+                Vec::new()
+            };
+        }
+    }
+}
+
+fn hook_of(probe: ProbeId) -> &'static Hook {
+    crate::probes::hook_of(probe)
+}
+
+fn initial_status(hook: &Hook) -> ProbeStatus {
+    ProbeStatus {
+        hook: hook.hook.to_string(),
+        symbol: hook.symbol.to_string(),
+        method: if hook.fallback_for.is_some() {
+            Method::Fallback
+        } else {
+            hook.method
+        },
+        status: Status::Pending,
+        reason: None,
+        module: hook.module.map(str::to_string),
+        rules_losing_input: hook.feeds.iter().map(|r| r.to_string()).collect(),
+        probe: hook.probe,
+    }
+}
+
+fn absent_reason(hook: &Hook, sym: Option<&kernel::Symbol>) -> String {
+    match (sym, hook.module) {
+        (Some(s), _) if !s.exact => format!(
+            "{} is not in /proc/kallsyms, only compiler-specialised copies ({}) whose arguments are not the prototype's",
+            hook.symbol,
+            s.variants.join(", ")
+        ),
+        (None, Some(m)) => format!(
+            "{} is not in /proc/kallsyms: module {m} is not loaded; attaches when it appears",
+            hook.symbol
+        ),
+        (None, None) if hook.probe == ProbeId::MigrateOneIrq => format!(
+            "{} is not in /proc/kallsyms (inlined into irq_migrate_all_off_this_cpu on this kernel)",
+            hook.symbol
+        ),
+        _ => format!("{} is not in /proc/kallsyms on this kernel", hook.symbol),
+    }
+}
+
+/// The error and its sources on one line: aya's top-level messages alone ("`kprobe` error")
+/// hide the kernel's reason.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        src = s.source();
+    }
+    // aya quotes paths in backticks; the kernel's own wording reads better without them.
+    parts
+        .join(": ")
+        .replace(" (os error 2)", "")
+        .replace('`', "")
+}
+
+/// The verifier's log is long; the last meaningful lines say why.
+fn verifier_summary(e: &aya::programs::ProgramError) -> String {
+    let full = format!("{e:#}");
+    let lines: Vec<&str> = full.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines.len().saturating_sub(3);
+    lines[tail..].join(" | ")
+}

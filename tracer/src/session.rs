@@ -1,0 +1,360 @@
+//! The live pipeline shared by `record` and `verify` (and the TUI and daemon after them): the
+//! collector's events go, in one order, first to the trace file and then to the engine, so
+//! that a replay of the file sees exactly what the live engine saw.
+//!
+//! [`Recorder`] is that pairing and needs no kernel (tests drive it with made-up events);
+//! [`Session`] adds the collector and the loop: drain the ring buffer when it is readable,
+//! flush the file every 250 ms, and every second sample losses and IRQ counts, notice a
+//! suspend the tracer slept through, attach hooks of modules that appeared, and re-attach
+//! kprobes whose return probes went silent after a resume.
+
+use std::{future::Future, path::Path, time::Duration};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tracer_common::ProbeId;
+
+use crate::{
+    collector::{Collector, CollectorOptions, ProbeCounters},
+    engine::{Divergence, DivergenceUpdate, Engine, EngineConfig},
+    event::{Event, EventKind},
+    kernel, seed,
+    trace_file::{TraceHeader, TraceWriter, WriterStats},
+};
+
+/// Engine and file fed with the same events in the same order.
+pub struct Recorder {
+    engine: Engine,
+    writer: Option<TraceWriter>,
+    last_ts: u64,
+}
+
+/// What the recorder leaves in the file's trailer: the live run's own conclusions, so a
+/// replay can be checked against them.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct LiveSummary {
+    pub events: u64,
+    pub end_ts_ns: u64,
+    pub divergences: Vec<DivergenceKey>,
+    pub counters: Vec<(ProbeId, u64, u64)>,
+    pub decode_errors: u64,
+}
+
+/// The identity of a divergence as the live run reported it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DivergenceKey {
+    pub rule: String,
+    pub severity: String,
+    pub irq: Option<u32>,
+    pub device: Option<String>,
+    pub epoch: u32,
+    pub cause: String,
+}
+
+impl DivergenceKey {
+    pub fn of(d: &Divergence) -> DivergenceKey {
+        let text = |v: serde_json::Value| v.as_str().map(str::to_string).unwrap_or_default();
+        DivergenceKey {
+            rule: d.rule.to_string(),
+            severity: text(serde_json::to_value(d.severity).unwrap_or_default()),
+            irq: d.irq,
+            device: d.device.clone(),
+            epoch: d.epoch,
+            cause: d.cause.clone(),
+        }
+    }
+
+    pub fn all(divergences: &[Divergence]) -> Vec<DivergenceKey> {
+        let mut v: Vec<_> = divergences.iter().map(DivergenceKey::of).collect();
+        v.sort();
+        v
+    }
+}
+
+impl Recorder {
+    pub fn new(engine: Engine, writer: Option<TraceWriter>) -> Recorder {
+        Recorder {
+            engine,
+            writer,
+            last_ts: 0,
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Write the event, then apply it: what the engine concludes from it is in the file.
+    pub fn push(&mut self, ev: &Event) -> Result<Vec<DivergenceUpdate>> {
+        if let Some(w) = &mut self.writer {
+            w.append(ev)
+                .with_context(|| format!("cannot write to {}", w.path().display()))?;
+        }
+        self.last_ts = self.last_ts.max(ev.ts_ns);
+        Ok(self.engine.apply(ev))
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        if let Some(w) = &mut self.writer {
+            w.flush()
+                .with_context(|| format!("cannot write to {}", w.path().display()))?;
+        }
+        Ok(())
+    }
+
+    /// End of recording at the last event's time, the same instant a replay ends at, so both
+    /// settle the pending rules alike.
+    pub fn finish(
+        mut self,
+        counters: &[ProbeCounters],
+        decode_errors: u64,
+    ) -> Result<(Engine, Vec<DivergenceUpdate>, Option<WriterStats>)> {
+        let updates = self.engine.finish(self.last_ts);
+        let summary = LiveSummary {
+            events: self.engine.state().events,
+            end_ts_ns: self.last_ts,
+            divergences: DivergenceKey::all(self.engine.divergences()),
+            counters: counters.iter().map(|c| (c.probe, c.hits, c.lost)).collect(),
+            decode_errors,
+        };
+        let stats = match self.writer.take() {
+            Some(w) => {
+                let path = w.path().to_path_buf();
+                Some(
+                    w.finish(&serde_json::to_value(&summary)?)
+                        .with_context(|| format!("cannot finish {}", path.display()))?,
+                )
+            }
+            None => None,
+        };
+        Ok((self.engine, updates, stats))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    pub collector: CollectorOptions,
+}
+
+/// Why a session stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    Signal(&'static str),
+    Duration,
+    /// The caller's own condition (a child exited, a resume completed).
+    Done,
+}
+
+pub struct Session {
+    collector: Collector,
+    recorder: Recorder,
+    suspended_ns: u64,
+    hits: Vec<u64>,
+    batch: Vec<Event>,
+}
+
+/// What a finished session leaves.
+pub struct Outcome {
+    pub engine: Engine,
+    pub final_updates: Vec<DivergenceUpdate>,
+    pub stats: Option<WriterStats>,
+    pub counters: Vec<ProbeCounters>,
+    pub decode_errors: u64,
+}
+
+impl Session {
+    /// Seed the state, attach the probes, and open the trace file if `output` is given.
+    /// Must run inside a tokio runtime.
+    pub fn start(opts: &SessionOptions, output: Option<&Path>) -> Result<Session> {
+        let collector = Collector::start(&opts.collector)?;
+        let seed = seed::read_seed().context("cannot read the initial vector state")?;
+        let probes = collector.statuses().to_vec();
+        let mut header = TraceHeader::for_this_host(
+            probes.clone(),
+            Some(collector.layout().layout),
+            seed.clone(),
+        );
+        header.layout_fields = serde_json::to_value(&collector.layout().fields)?;
+        header.ring_bytes = collector.ring_bytes();
+        let writer = match output {
+            Some(p) => Some(
+                TraceWriter::create(p, &header)
+                    .with_context(|| format!("cannot create trace file {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let engine = Engine::new(EngineConfig::new(
+            header.kernel_release.clone(),
+            probes,
+            seed,
+        ));
+        let mut session = Session {
+            collector,
+            recorder: Recorder::new(engine, writer),
+            suspended_ns: kernel::suspended_ns(),
+            hits: Vec::new(),
+            batch: Vec::new(),
+        };
+        session.hits = session
+            .collector
+            .counters()
+            .iter()
+            .map(|c| c.hits)
+            .collect();
+        let first = session.collector.irq_counts(kernel::monotonic_ns());
+        session.recorder.push(&first)?;
+        Ok(session)
+    }
+
+    pub fn collector(&self) -> &Collector {
+        &self.collector
+    }
+
+    pub fn engine(&self) -> &Engine {
+        self.recorder.engine()
+    }
+
+    /// Run until `stop` resolves, `until` holds (checked after every batch), SIGINT or
+    /// SIGTERM. `on_update` sees every new or changed divergence as the engine finds it.
+    pub async fn run<F>(
+        &mut self,
+        stop: F,
+        mut until: impl FnMut(&Engine) -> bool,
+        mut on_update: impl FnMut(&DivergenceUpdate),
+    ) -> Result<StopReason>
+    where
+        F: Future<Output = StopReason>,
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let period = |ms| {
+            let d = Duration::from_millis(ms);
+            tokio::time::interval_at(tokio::time::Instant::now() + d, d)
+        };
+        let mut flush = period(250);
+        let mut sample = period(1000);
+        tokio::pin!(stop);
+        let reason = loop {
+            if until(self.recorder.engine()) {
+                break StopReason::Done;
+            }
+            tokio::select! {
+                r = self.collector.readable() => {
+                    r?;
+                    self.pump(&mut on_update)?;
+                }
+                _ = flush.tick() => {
+                    self.pump(&mut on_update)?;
+                    self.recorder.flush()?;
+                }
+                _ = sample.tick() => self.sample(&mut on_update)?,
+                _ = sigint.recv() => break StopReason::Signal("SIGINT"),
+                _ = sigterm.recv() => break StopReason::Signal("SIGTERM"),
+                r = &mut stop => break r,
+            }
+        };
+        self.pump(&mut on_update)?;
+        self.sample(&mut on_update)?;
+        self.recorder.flush()?;
+        Ok(reason)
+    }
+
+    /// Close the file (with the live summary in its trailer) and hand back the engine.
+    pub fn finish(self) -> Result<Outcome> {
+        let counters = self.collector.counters();
+        let decode_errors = self.collector.decode_errors();
+        let (engine, final_updates, stats) = self.recorder.finish(&counters, decode_errors)?;
+        Ok(Outcome {
+            engine,
+            final_updates,
+            stats,
+            counters,
+            decode_errors,
+        })
+    }
+
+    fn push_all(&mut self, on_update: &mut impl FnMut(&DivergenceUpdate)) -> Result<()> {
+        // Records of different CPUs reach the ring in commit order, which can be a little
+        // out of time order; sort what one drain brought.
+        self.batch.sort_by_key(|e| e.ts_ns);
+        for ev in std::mem::take(&mut self.batch) {
+            for u in self.recorder.push(&ev)? {
+                on_update(&u);
+            }
+        }
+        Ok(())
+    }
+
+    fn pump(&mut self, on_update: &mut impl FnMut(&DivergenceUpdate)) -> Result<()> {
+        self.collector.drain(&mut self.batch);
+        self.push_all(on_update)
+    }
+
+    fn sample(&mut self, on_update: &mut impl FnMut(&DivergenceUpdate)) -> Result<()> {
+        self.collector.drain(&mut self.batch);
+        let now = kernel::monotonic_ns();
+        let suspended = kernel::suspended_ns();
+        let slept = suspended.saturating_sub(self.suspended_ns);
+        self.suspended_ns = suspended;
+        // Anything under half a second is clock noise, not a suspend.
+        if slept > 500_000_000 {
+            self.batch.push(Event {
+                ts_ns: now,
+                cpu: 0,
+                pid: 0,
+                kind: EventKind::Gap {
+                    reason: format!(
+                        "the system was suspended for {:.1} s (CLOCK_BOOTTIME ran ahead of CLOCK_MONOTONIC); the tracer was frozen with user space and drained the ring buffer after",
+                        slept as f64 / 1e9
+                    ),
+                },
+            });
+        }
+        self.batch.extend(self.collector.new_losses(now));
+        self.batch.push(self.collector.irq_counts(now));
+        self.push_all(on_update)?;
+
+        let changed = self.collector.rescan_modules();
+        if !changed.is_empty() {
+            eprintln!(
+                "msitrace: a module appeared; hooks now attached: {}",
+                self.collector.attached_count().0
+            );
+        }
+        self.reattach_silent_returns();
+        Ok(())
+    }
+
+    /// A return probe whose entry keeps firing but which itself stopped is the kretprobe
+    /// failure seen after resume on some kernels (aya#932, kernel bugzilla 218775).
+    fn reattach_silent_returns(&mut self) {
+        let counters = self.collector.counters();
+        let hits: Vec<u64> = counters.iter().map(|c| c.hits).collect();
+        let delta = |p: ProbeId| {
+            hits[p as usize].saturating_sub(self.hits.get(p as usize).copied().unwrap_or(0))
+        };
+        let pairs = [
+            (ProbeId::HvComposeEnter, ProbeId::HvComposeExit),
+            (ProbeId::HvUnmaskEnter, ProbeId::HvUnmaskExit),
+            (ProbeId::HvMaskEnter, ProbeId::HvMaskExit),
+            (ProbeId::RestoreMsiEnter, ProbeId::RestoreMsiExit),
+            (ProbeId::MigrateAllOffEnter, ProbeId::MigrateAllOffExit),
+            (ProbeId::SetAffinityEnter, ProbeId::SetAffinityExit),
+        ];
+        let silent: Vec<ProbeId> = pairs
+            .iter()
+            .filter(|(enter, exit)| delta(*enter) >= 2 && delta(*exit) == 0)
+            .map(|(_, exit)| *exit)
+            .collect();
+        self.hits = hits;
+        if !silent.is_empty() {
+            let names: Vec<&str> = silent.iter().map(|p| p.program()).collect();
+            eprintln!(
+                "msitrace: return probes went silent while their entries fired ({}): re-attaching the kprobes",
+                names.join(", ")
+            );
+            self.collector.reattach_kprobes();
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! On this host, as root: `msitrace probes` tells the truth (kprobes refused with the
+//! kernel's reason where the kernel has none, tracepoints attached), and `msitrace record`
+//! counts handler entries exactly as /proc/interrupts does. Skips, saying why, when not root
+//! or when the kernel has no BTF or BPF.
+
+use std::{collections::HashMap, path::Path, process::Command};
+
+fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root: loading eBPF programs needs CAP_BPF and CAP_PERFMON".into());
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Some("this kernel has no BTF (/sys/kernel/btf/vmlinux)".into());
+    }
+    None
+}
+
+fn msitrace(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_msitrace"))
+        .args(args)
+        .output()
+        .expect("msitrace runs")
+}
+
+/// Handler counts of the MSI/MSI-X lines of /proc/interrupts, summed over CPUs. Only MSI
+/// lines: a shared legacy line counts once per interrupt but fires one handler entry per
+/// action.
+fn proc_interrupts() -> HashMap<u32, u64> {
+    let text = std::fs::read_to_string("/proc/interrupts").unwrap();
+    let mut lines = text.lines();
+    let ncpu = lines.next().unwrap().split_whitespace().count();
+    lines
+        .filter(|l| l.contains("MSI"))
+        .filter_map(|l| {
+            let (irq, rest) = l.split_once(':')?;
+            let irq: u32 = irq.trim().parse().ok()?;
+            let sum = rest
+                .split_whitespace()
+                .take(ncpu)
+                .filter_map(|c| c.parse::<u64>().ok())
+                .sum();
+            Some((irq, sum))
+        })
+        .collect()
+}
+
+#[test]
+fn probes_reports_kprobes_refused_and_tracepoints_attached() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIP probes_reports_kprobes_refused_and_tracepoints_attached: {why}");
+        return;
+    }
+    let out = msitrace(&["probes", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 29, "every hook of the catalogue has a row");
+    for r in &rows {
+        for key in [
+            "hook",
+            "symbol",
+            "method",
+            "status",
+            "reason",
+            "rules_losing_input",
+        ] {
+            assert!(r.get(key).is_some(), "row {r} lacks {key}");
+        }
+    }
+    let by_hook = |h: &str| rows.iter().find(|r| r["hook"] == h).unwrap().clone();
+    let handler = by_hook("irq:irq_handler_entry");
+    assert_eq!(handler["status"], "attached", "{handler}");
+
+    let no_kprobes = !Path::new("/sys/bus/event_source/devices/kprobe/type").exists();
+    for r in rows.iter().filter(|r| r["method"] != "tracepoint") {
+        if no_kprobes {
+            assert_eq!(r["status"], "denied", "{r}");
+            let reason = r["reason"].as_str().unwrap();
+            assert!(
+                reason.contains(
+                    "/sys/bus/event_source/devices/kprobe/type: No such file or directory"
+                ),
+                "the kernel's own reason is given: {reason}"
+            );
+            assert!(
+                !r["rules_losing_input"].as_array().unwrap().is_empty(),
+                "{r}"
+            );
+        } else {
+            assert_ne!(r["status"], "error", "{r}");
+        }
+    }
+}
+
+#[test]
+fn record_counts_handler_entries_like_proc_interrupts() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIP record_counts_handler_entries_like_proc_interrupts: {why}");
+        return;
+    }
+    // On the target dir's disk, not /tmp: a tmpfs write raises no block-device interrupt.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("msitrace-host-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("host.trace");
+    // Four reads of /proc/interrupts bracket the recording: `outer` before the spawn and after
+    // the exit, `inner` after the probes are in and before SIGINT. Whatever else runs on the
+    // machine, each count must satisfy inner delta <= recorded <= outer delta.
+    let outer_before = proc_interrupts();
+    let mut rec = Command::new(env!("CARGO_BIN_EXE_msitrace"))
+        .args(["record", "-q", "-o", trace.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(rec.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    assert!(
+        line.contains("recording to"),
+        "unexpected first line: {line}"
+    );
+    let inner_before = proc_interrupts();
+    // Make the block device interrupt while recording: synced writes.
+    for i in 0..40 {
+        let f = dir.join(format!("io-{i}"));
+        std::fs::write(&f, vec![i as u8; 64 * 1024]).unwrap();
+        std::fs::File::open(&f).unwrap().sync_all().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(40));
+    }
+    let inner_after = proc_interrupts();
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
+    assert!(rec.wait().unwrap().success(), "record exits 0 on SIGINT");
+    let outer_after = proc_interrupts();
+
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&trace).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "trace files are private");
+
+    let out = msitrace(&["dump", "--json", trace.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().last().unwrap_or("").contains("trailer"),
+        "SIGINT closed the file cleanly"
+    );
+    let recorded: HashMap<u32, u64> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            v["event"]["kind"]["IrqCounts"]["counts"]
+                .as_array()
+                .cloned()
+        })
+        .next_back()
+        .expect("the recording has IRQ count samples")
+        .iter()
+        .map(|p| (p[0].as_u64().unwrap() as u32, p[1].as_u64().unwrap()))
+        .collect();
+
+    let delta = |a: &HashMap<u32, u64>, b: &HashMap<u32, u64>, irq| {
+        a.get(&irq).copied().unwrap_or(0) - b.get(&irq).copied().unwrap_or(0)
+    };
+    let mut busy = 0;
+    for (&irq, _) in outer_after.iter() {
+        let got = recorded.get(&irq).copied().unwrap_or(0);
+        let inner = delta(&inner_after, &inner_before, irq);
+        let outer = delta(&outer_after, &outer_before, irq);
+        eprintln!(
+            "irq {irq}: recorded {got}, /proc/interrupts grew by {inner} (inner) .. {outer} (outer)"
+        );
+        assert!(
+            inner <= got && got <= outer,
+            "irq {irq}: recorded {got} not within [{inner}, {outer}]"
+        );
+        if inner >= 20 {
+            busy += 1;
+        }
+    }
+    assert!(
+        busy > 0,
+        "the synced writes raised no MSI interrupt: nothing was compared"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
