@@ -413,9 +413,6 @@ mod tests {
         ));
         let mut raw = RawEvent::ZERO;
         raw.probe = 999;
-        assert_eq!(
-            Event::from_raw(&raw),
-            Err(DecodeError::UnknownProbe(999))
-        );
+        assert_eq!(Event::from_raw(&raw), Err(DecodeError::UnknownProbe(999)));
     }
 }

@@ -84,6 +84,8 @@ const fn fallback(mut h: Hook) -> Hook {
 use Method::{Kprobe, Kretprobe, Tracepoint};
 use ProbeId as P;
 
+// One hook a line: the catalogue is a table and reads as one.
+#[rustfmt::skip]
 pub const CATALOGUE: &[Hook] = &[
     hv(hook(P::HvComposeEnter, "hv_compose_msi_msg", "hv_compose_msi_msg", Kprobe, &["H1", "H2", "H3", "H5"])),
     hv(hook(P::HvComposeExit, "hv_compose_msi_msg:return", "hv_compose_msi_msg", Kretprobe, &["H1", "H2", "H3", "H5"])),
