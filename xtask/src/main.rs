@@ -2,6 +2,7 @@
 //! (`build`), run every test (`test`, what CI runs), the QEMU rig (`vm-test`, `demo`), and the
 //! benchmarks (`bench`).
 
+mod bench;
 mod setup;
 mod test;
 mod vm;
@@ -27,6 +28,8 @@ enum Command {
     VmTest(vm::VmTestArgs),
     /// Boot the 6.12 guest, run a buggy-mode hibernation with msitrace recording, print the report.
     Demo(vm::DemoArgs),
+    /// Replay throughput (events/s from the native file) and memory per vector; prints figures.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Command::Test(a) => test::run(a),
         Command::VmTest(a) => vm::vm_test(a),
         Command::Demo(a) => vm::demo(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -144,8 +144,7 @@ fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
             "could not build bpf-linker {BPF_LINKER_VERSION}: see cargo's output above; it needs crates.io and a C toolchain"
         );
     }
-    output(Command::new("bpf-linker").arg("--version")).context(
-        "bpf-linker was installed but does not start: is ~/.cargo/bin on PATH?",
-    )?;
+    output(Command::new("bpf-linker").arg("--version"))
+        .context("bpf-linker was installed but does not start: is ~/.cargo/bin on PATH?")?;
     Ok(())
 }
