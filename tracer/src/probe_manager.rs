@@ -280,6 +280,20 @@ impl ProbeManager {
         r
     }
 
+    /// The probe's program, loaded (once) and typed, or why it cannot be.
+    fn program<'e, T>(&mut self, ebpf: &'e mut Ebpf, probe: ProbeId) -> Result<&'e mut T, String>
+    where
+        &'e mut T: TryFrom<&'e mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
+        self.load(ebpf, probe)
+            .map_err(|e| format!("the verifier refused the program: {e}"))?;
+        let prog = ebpf
+            .program_mut(probe.program())
+            .ok_or("program missing from the object (build mismatch)")?;
+        prog.try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())
+    }
+
     fn attach_kprobe(
         &mut self,
         ebpf: &mut Ebpf,
@@ -307,25 +321,9 @@ impl ProbeManager {
             };
             return self.set(hook.probe, status, Some(why), None);
         }
-        if let Err(e) = self.load(ebpf, hook.probe) {
-            return self.set(
-                hook.probe,
-                Status::Error,
-                Some(format!("the verifier refused the program: {e}")),
-                module,
-            );
-        }
-        let Some(prog) = ebpf.program_mut(hook.probe.program()) else {
-            return self.set(
-                hook.probe,
-                Status::Error,
-                Some("program missing from the object".into()),
-                module,
-            );
-        };
-        let kp: &mut KProbe = match prog.try_into() {
-            Ok(kp) => kp,
-            Err(e) => return self.set(hook.probe, Status::Error, Some(e.to_string()), module),
+        let kp: &mut KProbe = match self.program(ebpf, hook.probe) {
+            Ok(p) => p,
+            Err(e) => return self.set(hook.probe, Status::Error, Some(e), module),
         };
         match kp.attach(hook.symbol, 0) {
             Ok(id) => {
@@ -365,25 +363,9 @@ impl ProbeManager {
         if let Some(missing) = self.essential_field_missing(hook.probe) {
             return self.set(hook.probe, Status::Error, Some(missing), None);
         }
-        if let Err(e) = self.load(ebpf, hook.probe) {
-            return self.set(
-                hook.probe,
-                Status::Error,
-                Some(format!("the verifier refused the program: {e}")),
-                None,
-            );
-        }
-        let Some(prog) = ebpf.program_mut(hook.probe.program()) else {
-            return self.set(
-                hook.probe,
-                Status::Error,
-                Some("program missing from the object".into()),
-                None,
-            );
-        };
-        let tp: &mut TracePoint = match prog.try_into() {
-            Ok(tp) => tp,
-            Err(e) => return self.set(hook.probe, Status::Error, Some(e.to_string()), None),
+        let tp: &mut TracePoint = match self.program(ebpf, hook.probe) {
+            Ok(p) => p,
+            Err(e) => return self.set(hook.probe, Status::Error, Some(e), None),
         };
         match tp.attach(category, name) {
             Ok(_) => {
