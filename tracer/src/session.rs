@@ -16,7 +16,7 @@ use tracer_common::ProbeId;
 
 use crate::{
     collector::{Collector, CollectorOptions, ProbeCounters},
-    engine::{Divergence, DivergenceUpdate, Engine, EngineConfig},
+    engine::{Divergence, DivergenceUpdate, Engine, EngineConfig, RuleTiming},
     event::{Event, EventKind},
     kernel, seed,
     trace_file::{TraceHeader, TraceWriter, WriterStats},
@@ -34,6 +34,8 @@ pub struct Recorder {
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct LiveSummary {
     pub events: u64,
+    /// The rule delays the live engine ran with.
+    pub timing: RuleTiming,
     pub end_ts_ns: u64,
     pub divergences: Vec<DivergenceKey>,
     pub counters: Vec<(ProbeId, u64, u64)>,
@@ -112,6 +114,7 @@ impl Recorder {
         let updates = self.engine.finish(self.last_ts);
         let summary = LiveSummary {
             events: self.engine.state().events,
+            timing: self.engine.timing(),
             end_ts_ns: self.last_ts,
             divergences: DivergenceKey::all(self.engine.divergences()),
             counters: counters.iter().map(|c| (c.probe, c.hits, c.lost)).collect(),
@@ -134,6 +137,7 @@ impl Recorder {
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
     pub collector: CollectorOptions,
+    pub timing: RuleTiming,
 }
 
 /// Why a session stopped.
@@ -183,11 +187,9 @@ impl Session {
             ),
             None => None,
         };
-        let engine = Engine::new(EngineConfig::new(
-            header.kernel_release.clone(),
-            probes,
-            seed,
-        ));
+        let mut config = EngineConfig::new(header.kernel_release.clone(), probes, seed);
+        config.timing = opts.timing;
+        let engine = Engine::new(config);
         let mut session = Session {
             collector,
             recorder: Recorder::new(engine, writer),

@@ -23,6 +23,8 @@ pub struct Args {
     #[arg(long, value_name = "MIB", default_value_t = tracer_common::DEFAULT_RING_BYTES >> 20,
           value_parser = parse_ring_mib)]
     pub ring_mib: u32,
+    #[command(flatten)]
+    pub timing: super::replay::TimingArgs,
     /// Do not print divergences as they are found.
     #[arg(short, long)]
     pub quiet: bool,
@@ -40,12 +42,16 @@ pub fn parse_ring_mib(s: &str) -> Result<u32, String> {
     Ok(v)
 }
 
-pub fn session_options(ring_mib: u32) -> SessionOptions {
-    SessionOptions {
+pub fn session_options(
+    ring_mib: u32,
+    timing: &super::replay::TimingArgs,
+) -> Result<SessionOptions> {
+    Ok(SessionOptions {
         collector: CollectorOptions {
             ring_bytes: ring_mib << 20,
         },
-    }
+        timing: timing.timing()?,
+    })
 }
 
 /// One line per new divergence (and per escalation), as a tester would want on stderr.
@@ -72,7 +78,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let mut session = Session::start(&session_options(args.ring_mib), Some(&args.output))?;
+        let mut session = Session::start(&session_options(args.ring_mib, &args.timing)?, Some(&args.output))?;
         let (attached, total) = session.collector().attached_count();
         eprintln!(
             "msitrace: recording to {} ({attached} of {total} hooks attached; `msitrace probes` says why not); Ctrl-C to stop",

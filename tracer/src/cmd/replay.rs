@@ -21,6 +21,14 @@ pub struct Args {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+}
+
+/// The delays of the time-based rules, shared by record, verify and replay so that a replay
+/// can use what the live run used.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TimingArgs {
     /// G5: seconds a vector that fired before suspend may stay silent after resume.
     #[arg(long, value_name = "SECS", default_value_t = secs(RuleTiming::default().g5_silence_ns))]
     pub silence: f64,
@@ -41,7 +49,7 @@ fn ns(secs: f64, what: &str) -> anyhow::Result<u64> {
     Ok((secs * 1e9) as u64)
 }
 
-impl Args {
+impl TimingArgs {
     pub fn timing(&self) -> anyhow::Result<RuleTiming> {
         Ok(RuleTiming {
             g5_silence_ns: ns(self.silence, "silence")?,
@@ -100,7 +108,14 @@ pub fn replay_files(files: &[PathBuf], timing: RuleTiming) -> anyhow::Result<Rep
         .and_then(|t| serde_json::from_value::<LiveSummary>(t.clone()).ok())
     {
         let replayed = DivergenceKey::all(engine.divergences());
-        if replayed != live.divergences {
+        if live.timing != timing {
+            warnings.push(format!(
+                "replayed with other rule delays than the live run (G5 silence {} s, G1 grace {} s live): \
+                 the verdicts may differ; pass --silence and --grace to compare",
+                secs(live.timing.g5_silence_ns),
+                secs(live.timing.g1_grace_ns)
+            ));
+        } else if replayed != live.divergences {
             warnings.push(format!(
                 "the live run reported {} divergences and this replay finds {}: the file may have lost events, or it was recorded by another msitrace version",
                 live.divergences.len(),
@@ -117,7 +132,7 @@ pub fn replay_files(files: &[PathBuf], timing: RuleTiming) -> anyhow::Result<Rep
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let timing = args.timing()?;
+    let timing = args.timing.timing()?;
     let replayed = replay_files(&args.files, timing)?;
     let report = replayed.report;
     if args.json {

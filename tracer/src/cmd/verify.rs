@@ -27,6 +27,8 @@ pub struct Args {
     #[arg(long, value_name = "MIB", default_value_t = tracer_common::DEFAULT_RING_BYTES >> 20,
           value_parser = super::record::parse_ring_mib)]
     pub ring_mib: u32,
+    #[command(flatten)]
+    pub timing: super::replay::TimingArgs,
     /// The command to run, e.g. `sh -c 'echo disk > /sys/power/state'`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -74,7 +76,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .build()?;
     let result = rt.block_on(async {
         let mut session =
-            Session::start(&super::record::session_options(args.ring_mib), Some(&path))?;
+            Session::start(&super::record::session_options(args.ring_mib, &args.timing)?, Some(&path))?;
         let (attached, total) = session.collector().attached_count();
         eprintln!(
             "msitrace: {attached} of {total} hooks attached; running: {}",

@@ -48,7 +48,7 @@ use state::{
 };
 
 /// Delays of the rules that wait for time to pass.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RuleTiming {
     /// G1: how long after `resumed` a vector may still be masked.
     pub g1_grace_ns: u64,
@@ -615,8 +615,18 @@ impl Engine {
                 v, msg, in_restore, ..
             } => {
                 let irq = self.vector_for(v, ts, "__pci_write_msi_msg", false);
-                if let Some(vs) = self.state.vectors.get_mut(&irq) {
-                    vs.last_written = Some((*msg, ts));
+                let managed = match self.state.vectors.get_mut(&irq) {
+                    Some(vs) => {
+                        vs.last_written = Some((*msg, ts));
+                        vs.managed == Some(true)
+                    }
+                    None => false,
+                };
+                // msi_domain_deactivate() writes a zeroed message: the vector was shut down
+                // (a managed vector with the last CPU of its mask). On 6.12's CPU-offline
+                // path no irq_vectors:vector_deactivate follows, so this is the only sign.
+                if msg.is_zero() && !*in_restore {
+                    self.on_activate(irq, managed, false, ev);
                 }
                 if *in_restore {
                     self.on_restore_write(ev, irq, v, *msg, out);

@@ -542,8 +542,12 @@ impl Engine {
         match v.cache_masked {
             // genirq either never masked it (migrate_one_irq calls the chip directly) or
             // clears IRQD_IRQ_MASKED right after this returns (unmask_irq): either way it now
-            // believes the line enabled while the device keeps it masked.
-            Some(true) if v.irqd_disabled != Some(true) => {}
+            // believes the line unmasked while the device keeps it masked. IRQD_IRQ_DISABLED
+            // does not matter: during hibernation's CPU offline suspend_device_irqs has
+            // disabled the line, and on resume irq_enable() -> unmask_irq() returns early
+            // because IRQD_IRQ_MASKED is clear, so the stale device mask survives (seen on
+            // Debian 6.12 in the QEMU guest).
+            Some(true) if v.irqd_masked != Some(true) => {}
             Some(false) => {
                 self.on_unmasked(ev, irq, out);
                 return;
@@ -804,8 +808,15 @@ impl Engine {
             .vectors
             .values()
             .filter(|v| {
-                v.target.as_ref().is_some_and(|t| t.cpu == cpu)
-                    && v.has_action()
+                v.target.as_ref().is_some_and(|t| {
+                    // irq_do_set_affinity succeeding in this CPU's migration window moved the
+                    // vector even when no irq_vectors:vector_update follows (x86 on 6.12
+                    // rewrites the message of a suspended line without one).
+                    t.cpu == cpu
+                        && !v.last_migration.as_ref().is_some_and(|m| {
+                            m.from_cpu == cpu && m.ret == Some(0) && m.ts_ns >= t.ts_ns
+                        })
+                }) && v.has_action()
                     && v.active != Some(false)
                     && v.shutdown.is_none()
                     && v.managed_shutdown != Some(true)
