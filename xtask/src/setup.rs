@@ -19,33 +19,23 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
-    if !out.status.success() {
-        bail!(
-            "{:?} failed: {}",
-            cmd,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 fn nightly_sysroot() -> Result<PathBuf> {
     // A toolchain cannot be fetched on these machines, so a missing nightly is a hard stop
     // with the one command that fixes it where the network allows.
-    let out = output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))
-        .context(
-            "the nightly Rust toolchain is missing: the eBPF programs need it \
+    let out = crate::run_output(Command::new("rustc").args([
+        &format!("+{NIGHTLY}"),
+        "--print",
+        "sysroot",
+    ]))
+    .context(
+        "the nightly Rust toolchain is missing: the eBPF programs need it \
              (install it with `rustup toolchain install nightly`)",
-        )?;
+    )?;
     Ok(PathBuf::from(out.trim()))
 }
 
 fn ensure_rust_src() -> Result<()> {
-    let installed = output(Command::new("rustup").args([
+    let installed = crate::run_output(Command::new("rustup").args([
         "component",
         "list",
         "--installed",
@@ -69,7 +59,7 @@ fn ensure_rust_src() -> Result<()> {
 }
 
 fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
-    if let Ok(v) = output(Command::new("bpf-linker").arg("--version")) {
+    if let Ok(v) = crate::run_output(Command::new("bpf-linker").arg("--version")) {
         let v = v.trim();
         if !v.contains(BPF_LINKER_VERSION) {
             // Never replace a linker the user chose; say what we expected instead.
@@ -102,7 +92,7 @@ fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
                 lib.display()
             )
         })?;
-    let vv = output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "-vV"]))?;
+    let vv = crate::run_output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "-vV"]))?;
     let major = vv
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
@@ -144,7 +134,7 @@ fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
             "could not build bpf-linker {BPF_LINKER_VERSION}: see cargo's output above; it needs crates.io and a C toolchain"
         );
     }
-    output(Command::new("bpf-linker").arg("--version"))
+    crate::run_output(Command::new("bpf-linker").arg("--version"))
         .context("bpf-linker was installed but does not start: is ~/.cargo/bin on PATH?")?;
     Ok(())
 }

@@ -1,0 +1,782 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * hv_stub: stands in for pci-hyperv's MSI code on a guest that is not on Hyper-V, so that
+ * msitrace's kprobes on hv_compose_msi_msg / hv_irq_unmask / hv_irq_mask fire on real MSI-X
+ * vectors and the two bugs fixed by upstream 915cff7f38c5 can be reproduced, or not, at will.
+ *
+ * What is real:
+ *  - the device: QEMU's e1000e (8086:10d3), its MSI-X table with a per-vector mask bit, its
+ *    interrupt cause registers, and the interrupts it really raises; Linux's e1000e driver is
+ *    not loaded and this module binds the device itself;
+ *  - the IRQs, their x86 vectors and CPUs, genirq's state, the msi_desc mask cache, and every
+ *    kernel path that touches them: request_irq's activation, the CPU-offline migration
+ *    (migrate_one_irq calls the chip's mask/unmask), the PCI core's pci_restore_msi_state on
+ *    resume/thaw/restore and after a function reset, suspend, S3 and hibernation;
+ *  - the names and prototypes of hv_compose_msi_msg, hv_irq_unmask, hv_irq_mask, hv_pci_suspend,
+ *    hv_pci_resume and hv_pci_restore_msi_msg, and the places they are called from: the chip
+ *    callbacks of every vector (a copy of the vector's own chip, named "Hyper-V PCIe MSI" as
+ *    pci-hyperv's is, so /proc/interrupts shows what it shows on Hyper-V), and the noirq PM
+ *    callbacks of a "vmbus" supplier device that run before the PCI core restores the device,
+ *    as pci-hyperv's vmbus parent's do.
+ *
+ * What is emulated, because there is no Hyper-V host here:
+ *  - the host's interrupt entry (IRTE): hv_compose_msi_msg stores the message it composed in a
+ *    per-vector struct stub_irte and points irq_data->chip_data at it, as pci-hyperv does with
+ *    its struct tran_int_desc; the message itself is the one x86 would use (the parent
+ *    domain's compose), so it really routes;
+ *  - the vmbus channel: hv_pci_suspend sets the bus "removing" (the channel is closed), and
+ *    while it is, the RETARGET hypercall behind hv_irq_unmask fails, as it did with status
+ *    0x5 on Hyper-V while secondary CPUs went offline;
+ *  - the host forgetting its mapping across the teardown: when hv_pci_resume does not re-compose
+ *    a vector (buggy mode), the message the PCI core is about to restore no longer routes.
+ *    The module makes that concrete by rewriting the cached message's destination APIC ID
+ *    (address bits 19:12) to 0xF0, which no vCPU has. The address stays inside the
+ *    0xFEExxxxx interrupt window, so QEMU drops the interrupt; it is never a RAM address
+ *    (a bus-master write outside that window would land in guest memory).
+ *
+ * Modes (module parameter "mode"):
+ *  - fixed: what pci-hyperv does since 915cff7f38c5. hv_irq_unmask always ends in the real
+ *    chip unmask (pci_msi_unmask_irq on 6.1, the per-device MSI-X unmask on 6.12), and
+ *    hv_pci_resume re-composes every vector (hv_pci_restore_msi_msg) before the PCI core
+ *    restores the device.
+ *  - buggy: what it did before. hv_irq_unmask returns early when the retarget fails, leaving
+ *    the vector masked in the device table and in the msi_desc cache while genirq believes it
+ *    is enabled (bug 2); hv_pci_resume does not re-compose, so the PCI core restores a message
+ *    the host no longer maps (bug 1).
+ *
+ * Vector 0 is a control: pinned to CPU 0, which is never offlined, so the migration never
+ * touches it; and hv_pci_resume re-composes it in every mode. It must stay clean in every
+ * scenario, on the same device, chip and suspend path as the vectors the bugs hit; the test
+ * vectors 1 and 2 are pinned to the CPU that scenarios offline (parameter test_cpu).
+ *
+ * debugfs (/sys/kernel/debug/hv_stub/): "fire" takes a vector index or "all" and makes the
+ * device raise that interrupt; "state" prints the mode, the bus, and per vector its IRQ, CPU,
+ * counters and the real table/cache/genirq mask bits.
+ */
+#include <linux/atomic.h>
+#include <linux/cpumask.h>
+#include <linux/debugfs.h>
+#include <linux/device.h>
+#include <linux/interrupt.h>
+#include <linux/io.h>
+#include <linux/irq.h>
+#include <linux/kernel.h>
+#include <linux/module.h>
+#include <linux/msi.h>
+#include <linux/pci.h>
+#include <linux/platform_device.h>
+#include <linux/seq_file.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+#include <linux/syscore_ops.h>
+#include <linux/uaccess.h>
+
+#define STUB_NAME "hv_stub"
+#define STUB_NVEC 3
+#define STUB_CONTROL 0
+
+/* e1000e registers (BAR0) used to raise interrupts on demand. */
+#define E1000_STATUS 0x0008
+#define E1000_ICR 0x00c0
+#define E1000_ICS 0x00c8
+#define E1000_IMS 0x00d0
+#define E1000_IMC 0x00d8
+#define E1000_IVAR 0x00e4
+/* Causes RXQ0, RXQ1, TXQ0 are ICR bits 20, 21, 22. */
+#define E1000_CAUSE_BASE 20
+/* IVAR: RXQ0 -> vector 0, RXQ1 -> vector 1, TXQ0 -> vector 2, each 3 bits + a valid bit. */
+#define E1000_IVAR_MAP 0x00000a98
+
+/* Destination APIC ID no vCPU has: the "mapping the host forgot" (see the top comment). */
+#define STUB_NOWHERE_APIC_ID 0xf0
+#define MSI_ADDR_DEST_SHIFT 12
+#define MSI_ADDR_DEST_MASK 0x000ff000
+
+static char *mode = "fixed";
+module_param(mode, charp, 0444);
+MODULE_PARM_DESC(mode, "fixed (pci-hyperv since 915cff7f38c5) or buggy (before it)");
+
+static unsigned int test_cpu = 1;
+module_param(test_cpu, uint, 0444);
+MODULE_PARM_DESC(test_cpu, "CPU the test vectors are pinned to (the one scenarios offline)");
+
+static bool buggy;
+
+/* The emulated host interrupt entry, what pci-hyperv keeps as struct tran_int_desc. */
+struct stub_irte {
+	u32 generation;
+	struct msi_msg msg;
+};
+
+struct stub_vector {
+	unsigned int index;
+	unsigned int irq;
+	char name[24];
+	struct stub_irte irte;
+	void *orig_chip_data;
+	struct irq_chip *orig_chip;
+	atomic_t composes;
+	atomic_t masks;
+	atomic_t unmasks;
+	atomic_t retarget_failed;
+	atomic_t unmask_skipped;
+	atomic_t fired;
+	atomic_t handled;
+	bool requested;
+};
+
+struct stub_dev {
+	struct pci_dev *pdev;
+	void __iomem *bar0;
+	struct stub_vector vec[STUB_NVEC];
+	/* The copies of the vectors' chips with the hv_* callbacks (one per distinct original). */
+	struct irq_chip *chips[STUB_NVEC];
+	unsigned int nchips;
+	struct device_link *link;
+	struct mutex fire_lock;
+};
+
+static struct stub_dev *stub;
+static struct platform_device *vmbus_pdev;
+static struct dentry *stub_debugfs;
+
+/* The emulated vmbus channel: true from hv_pci_suspend to hv_pci_resume. */
+static atomic_t bus_removing = ATOMIC_INIT(0);
+static atomic_t bus_suspends = ATOMIC_INIT(0);
+static atomic_t bus_resumes = ATOMIC_INIT(0);
+static atomic_t syscore_suspends = ATOMIC_INIT(0);
+static atomic_t syscore_resumes = ATOMIC_INIT(0);
+
+static struct stub_vector *stub_vector_of(struct irq_data *data)
+{
+	unsigned int i;
+
+	if (!stub)
+		return NULL;
+	for (i = 0; i < STUB_NVEC; i++)
+		if (stub->vec[i].irq == data->irq)
+			return &stub->vec[i];
+	return NULL;
+}
+
+/* Same prototypes as drivers/pci/controller/pci-hyperv.c, where they are static. */
+struct hv_device;
+void hv_compose_msi_msg(struct irq_data *data, struct msi_msg *msg);
+void hv_irq_unmask(struct irq_data *data);
+void hv_irq_mask(struct irq_data *data);
+int hv_pci_suspend(struct hv_device *hdev);
+int hv_pci_resume(struct hv_device *hdev);
+int hv_pci_restore_msi_msg(struct pci_dev *pdev, void *arg);
+
+/*
+ * Asks the "host" for an interrupt entry. The message is the one the x86 vector domain would
+ * write (x86's PCI-MSI chip has no compose of its own, so it is the first parent that has one),
+ * which is what makes the emulated entry really route. An all-zero message is a failed compose.
+ */
+noinline void hv_compose_msi_msg(struct irq_data *data, struct msi_msg *msg)
+{
+	struct stub_vector *v = stub_vector_of(data);
+	struct irq_data *p;
+
+	memset(msg, 0, sizeof(*msg));
+	for (p = data->parent_data; p; p = p->parent_data) {
+		if (p->chip && p->chip->irq_compose_msi_msg) {
+			p->chip->irq_compose_msi_msg(p, msg);
+			break;
+		}
+	}
+	if (!v)
+		return;
+	atomic_inc(&v->composes);
+	v->irte.generation++;
+	v->irte.msg = *msg;
+	data->chip_data = &v->irte;
+}
+
+/*
+ * The RETARGET_INTERRUPT hypercall pci-hyperv makes from its unmask: it fails while the
+ * vmbus channel is closed, i.e. from hv_pci_suspend until hv_pci_resume.
+ */
+static noinline bool stub_retarget(struct stub_vector *v)
+{
+	if (atomic_read(&bus_removing)) {
+		atomic_inc(&v->retarget_failed);
+		return false;
+	}
+	return true;
+}
+
+noinline void hv_irq_unmask(struct irq_data *data)
+{
+	struct stub_vector *v = stub_vector_of(data);
+
+	if (!v)
+		return;
+	atomic_inc(&v->unmasks);
+	if (!stub_retarget(v) && buggy) {
+		/* Before 915cff7f38c5: return without pci_msi_unmask_irq(). */
+		atomic_inc(&v->unmask_skipped);
+		return;
+	}
+	v->orig_chip->irq_unmask(data);
+}
+
+noinline void hv_irq_mask(struct irq_data *data)
+{
+	struct stub_vector *v = stub_vector_of(data);
+
+	if (!v)
+		return;
+	atomic_inc(&v->masks);
+	v->orig_chip->irq_mask(data);
+}
+
+/* pci-hyperv's per-function re-compose, called from hv_pci_resume since 915cff7f38c5. */
+noinline int hv_pci_restore_msi_msg(struct pci_dev *pdev, void *arg)
+{
+	unsigned int i;
+
+	if (!stub || stub->pdev != pdev)
+		return 0;
+	for (i = 0; i < STUB_NVEC; i++) {
+		struct stub_vector *v = &stub->vec[i];
+		struct msi_desc *desc = irq_get_msi_desc(v->irq);
+		struct irq_data *d = irq_get_irq_data(v->irq);
+
+		if (!v->requested || !desc || !d)
+			continue;
+		hv_compose_msi_msg(d, &desc->msg);
+	}
+	return 0;
+}
+
+/* The message of a vector nobody re-composed: the host no longer maps it. */
+static void stub_forget_mapping(struct stub_vector *v)
+{
+	struct msi_desc *desc = irq_get_msi_desc(v->irq);
+
+	if (!desc)
+		return;
+	desc->msg.address_lo = (desc->msg.address_lo & ~MSI_ADDR_DEST_MASK) |
+			       (STUB_NOWHERE_APIC_ID << MSI_ADDR_DEST_SHIFT);
+	desc->msg.address_hi = 0;
+}
+
+noinline int hv_pci_suspend(struct hv_device *hdev)
+{
+	atomic_inc(&bus_suspends);
+	atomic_set(&bus_removing, 1);
+	return 0;
+}
+
+noinline int hv_pci_resume(struct hv_device *hdev)
+{
+	unsigned int i;
+
+	atomic_inc(&bus_resumes);
+	atomic_set(&bus_removing, 0);
+	if (!stub)
+		return 0;
+	if (!buggy)
+		return hv_pci_restore_msi_msg(stub->pdev, NULL);
+	for (i = 0; i < STUB_NVEC; i++) {
+		struct stub_vector *v = &stub->vec[i];
+		struct msi_desc *desc = irq_get_msi_desc(v->irq);
+		struct irq_data *d = irq_get_irq_data(v->irq);
+
+		if (!v->requested || !desc || !d)
+			continue;
+		if (v->index == STUB_CONTROL)
+			hv_compose_msi_msg(d, &desc->msg);
+		else
+			stub_forget_mapping(v);
+	}
+	return 0;
+}
+
+/*
+ * The "vmbus" supplier: a platform device linked to the PCI function, so that its noirq
+ * callbacks run after the function's on the way down and before them (and so before the PCI
+ * core's pci_restore_msi_state) on the way up, on S3, pm_test and every hibernation phase.
+ */
+static int vmbus_suspend_noirq(struct device *dev)
+{
+	return hv_pci_suspend(NULL);
+}
+
+static int vmbus_resume_noirq(struct device *dev)
+{
+	return hv_pci_resume(NULL);
+}
+
+static const struct dev_pm_ops vmbus_pm_ops = {
+	.suspend_noirq = vmbus_suspend_noirq,
+	.resume_noirq = vmbus_resume_noirq,
+	.freeze_noirq = vmbus_suspend_noirq,
+	.thaw_noirq = vmbus_resume_noirq,
+	.poweroff_noirq = vmbus_suspend_noirq,
+	.restore_noirq = vmbus_resume_noirq,
+};
+
+static int vmbus_probe(struct platform_device *pdev)
+{
+	return 0;
+}
+
+static struct platform_driver vmbus_driver = {
+	.probe = vmbus_probe,
+	.driver = {
+		.name = STUB_NAME "_vmbus",
+		.pm = &vmbus_pm_ops,
+	},
+};
+
+/*
+ * syscore callbacks run only when a sleep really reaches the platform (pm_test "core", real S3,
+ * the hibernation snapshot), never at pm_test "platform": the counts let the harness check that
+ * a scenario went as deep as it meant to.
+ */
+#ifdef HV_STUB_SYSCORE_STRUCT
+static int stub_syscore_suspend(void *data)
+{
+	atomic_inc(&syscore_suspends);
+	return 0;
+}
+
+static void stub_syscore_resume(void *data)
+{
+	atomic_inc(&syscore_resumes);
+}
+
+static const struct syscore_ops stub_syscore_ops = {
+	.suspend = stub_syscore_suspend,
+	.resume = stub_syscore_resume,
+};
+
+static struct syscore stub_syscore = {
+	.ops = &stub_syscore_ops,
+};
+
+static void stub_register_syscore(void)
+{
+	register_syscore(&stub_syscore);
+}
+
+static void stub_unregister_syscore(void)
+{
+	unregister_syscore(&stub_syscore);
+}
+#else
+static int stub_syscore_suspend(void)
+{
+	atomic_inc(&syscore_suspends);
+	return 0;
+}
+
+static void stub_syscore_resume(void)
+{
+	atomic_inc(&syscore_resumes);
+}
+
+static struct syscore_ops stub_syscore_ops = {
+	.suspend = stub_syscore_suspend,
+	.resume = stub_syscore_resume,
+};
+
+static void stub_register_syscore(void)
+{
+	register_syscore_ops(&stub_syscore_ops);
+}
+
+static void stub_unregister_syscore(void)
+{
+	unregister_syscore_ops(&stub_syscore_ops);
+}
+#endif
+
+static irqreturn_t stub_irq(int irq, void *arg)
+{
+	struct stub_vector *v = arg;
+
+	atomic_inc(&v->handled);
+	return IRQ_HANDLED;
+}
+
+/*
+ * Programs the cause-to-vector routing. A reset (function reset, the reboot of a hibernation,
+ * S3 under QEMU) clears it, so this runs at probe and after each of them.
+ */
+static void stub_hw_init(struct stub_dev *s)
+{
+	iowrite32(0xffffffff, s->bar0 + E1000_IMC);
+	iowrite32(0xffffffff, s->bar0 + E1000_ICR);
+	iowrite32(E1000_IVAR_MAP, s->bar0 + E1000_IVAR);
+	iowrite32(GENMASK(E1000_CAUSE_BASE + STUB_NVEC - 1, E1000_CAUSE_BASE),
+		  s->bar0 + E1000_IMS);
+	ioread32(s->bar0 + E1000_STATUS);
+}
+
+static void stub_fire(struct stub_dev *s, unsigned int index)
+{
+	mutex_lock(&s->fire_lock);
+	/* QEMU does not raise a cause again while it is still set in ICR: clear first. */
+	iowrite32(0xffffffff, s->bar0 + E1000_ICR);
+	iowrite32(BIT(E1000_CAUSE_BASE + index), s->bar0 + E1000_ICS);
+	ioread32(s->bar0 + E1000_STATUS);
+	atomic_inc(&s->vec[index].fired);
+	mutex_unlock(&s->fire_lock);
+}
+
+/* Put the hv_* callbacks in front of the vector's chip, as pci-hyperv's MSI chip has them. */
+static int stub_take_chip(struct stub_dev *s, struct stub_vector *v)
+{
+	struct irq_data *d = irq_get_irq_data(v->irq);
+	struct irq_chip *orig, *copy = NULL;
+	unsigned int i;
+
+	if (!d || !d->chip || !d->chip->irq_mask || !d->chip->irq_unmask)
+		return -ENODEV;
+	orig = d->chip;
+	/* 6.12's per-device MSI domains give every vector of the function the same chip. */
+	for (i = 0; i < STUB_NVEC; i++) {
+		if (s->vec[i].orig_chip == orig && s->vec[i].irq != v->irq) {
+			copy = irq_get_irq_data(s->vec[i].irq)->chip;
+			break;
+		}
+	}
+	if (!copy) {
+		copy = kmemdup(orig, sizeof(*orig), GFP_KERNEL);
+		if (!copy)
+			return -ENOMEM;
+		copy->irq_mask = hv_irq_mask;
+		copy->irq_unmask = hv_irq_unmask;
+		copy->irq_compose_msi_msg = hv_compose_msi_msg;
+		/* What /proc/interrupts shows for pci-hyperv's vectors (hv_msi_irq_chip). */
+		copy->name = "Hyper-V PCIe MSI";
+		copy->irq_print_chip = NULL;
+		s->chips[s->nchips++] = copy;
+	}
+	v->orig_chip = orig;
+	v->orig_chip_data = d->chip_data;
+	return irq_set_chip(v->irq, copy);
+}
+
+static void stub_give_back_chip(struct stub_vector *v)
+{
+	struct irq_data *d = irq_get_irq_data(v->irq);
+
+	if (!v->orig_chip || !d)
+		return;
+	irq_set_chip(v->irq, v->orig_chip);
+	d->chip_data = v->orig_chip_data;
+	v->orig_chip = NULL;
+}
+
+static void stub_release_vectors(struct stub_dev *s)
+{
+	unsigned int i;
+
+	for (i = 0; i < STUB_NVEC; i++) {
+		struct stub_vector *v = &s->vec[i];
+
+		if (v->requested) {
+			free_irq(v->irq, v);
+			v->requested = false;
+		}
+		stub_give_back_chip(v);
+	}
+	for (i = 0; i < s->nchips; i++)
+		kfree(s->chips[i]);
+	s->nchips = 0;
+}
+
+static int stub_probe(struct pci_dev *pdev, const struct pci_device_id *id)
+{
+	struct stub_dev *s;
+	unsigned int i;
+	int ret, n;
+
+	if (stub)
+		return -EBUSY;
+	if (!cpu_online(test_cpu) || test_cpu == 0) {
+		dev_err(&pdev->dev, "test_cpu %u must be an online CPU other than 0\n", test_cpu);
+		return -EINVAL;
+	}
+	s = devm_kzalloc(&pdev->dev, sizeof(*s), GFP_KERNEL);
+	if (!s)
+		return -ENOMEM;
+	s->pdev = pdev;
+	mutex_init(&s->fire_lock);
+	ret = pci_enable_device_mem(pdev);
+	if (ret)
+		return ret;
+	ret = pci_request_mem_regions(pdev, STUB_NAME);
+	if (ret)
+		goto err_disable;
+	s->bar0 = pci_iomap(pdev, 0, 0);
+	if (!s->bar0) {
+		ret = -ENOMEM;
+		goto err_regions;
+	}
+	/* MSI-X messages are memory writes by the device. */
+	pci_set_master(pdev);
+
+	n = pci_alloc_irq_vectors(pdev, STUB_NVEC, STUB_NVEC, PCI_IRQ_MSIX);
+	if (n < 0) {
+		ret = n;
+		goto err_unmap;
+	}
+
+	for (i = 0; i < STUB_NVEC; i++) {
+		struct stub_vector *v = &s->vec[i];
+
+		v->index = i;
+		v->irq = pci_irq_vector(pdev, i);
+		snprintf(v->name, sizeof(v->name), "%s-%s%u", STUB_NAME,
+			 i == STUB_CONTROL ? "control" : "test", i);
+	}
+	stub = s;
+	for (i = 0; i < STUB_NVEC; i++) {
+		struct stub_vector *v = &s->vec[i];
+
+		ret = stub_take_chip(s, v);
+		if (ret)
+			goto fail;
+		/*
+		 * x86 reserves the vector at allocation and assigns it here, through
+		 * irq_chip_compose_msi_msg(): the compose at setup goes through hv_compose_msi_msg,
+		 * as it does on Hyper-V.
+		 */
+		ret = request_irq(v->irq, stub_irq, 0, v->name, v);
+		if (ret)
+			goto fail;
+		v->requested = true;
+		/*
+		 * x86 applies this at the vector's next interrupt (masking and unmasking it
+		 * through hv_irq_mask/hv_irq_unmask there), so the guest fires once after loading.
+		 */
+		ret = irq_set_affinity(v->irq, cpumask_of(i == STUB_CONTROL ? 0 : test_cpu));
+		if (ret)
+			goto fail;
+	}
+
+	s->link = device_link_add(&pdev->dev, &vmbus_pdev->dev, DL_FLAG_STATELESS);
+	if (!s->link) {
+		ret = -EINVAL;
+		goto fail;
+	}
+	pci_set_drvdata(pdev, s);
+	stub_hw_init(s);
+	dev_info(&pdev->dev, "mode=%s test_cpu=%u irqs=%u,%u,%u (control=%u)\n",
+		 buggy ? "buggy" : "fixed", test_cpu, s->vec[0].irq, s->vec[1].irq,
+		 s->vec[2].irq, s->vec[STUB_CONTROL].irq);
+	return 0;
+
+fail:
+	stub_release_vectors(s);
+	stub = NULL;
+	pci_free_irq_vectors(pdev);
+err_unmap:
+	pci_iounmap(pdev, s->bar0);
+err_regions:
+	pci_release_mem_regions(pdev);
+err_disable:
+	pci_disable_device(pdev);
+	return ret;
+}
+
+static void stub_remove(struct pci_dev *pdev)
+{
+	struct stub_dev *s = pci_get_drvdata(pdev);
+
+	if (!s)
+		return;
+	iowrite32(0xffffffff, s->bar0 + E1000_IMC);
+	if (s->link)
+		device_link_del(s->link);
+	stub_release_vectors(s);
+	pci_free_irq_vectors(pdev);
+	stub = NULL;
+	pci_iounmap(pdev, s->bar0);
+	pci_release_mem_regions(pdev);
+	pci_disable_device(pdev);
+}
+
+static int stub_pci_suspend(struct device *dev)
+{
+	struct stub_dev *s = dev_get_drvdata(dev);
+
+	iowrite32(0xffffffff, s->bar0 + E1000_IMC);
+	return 0;
+}
+
+static int stub_pci_resume(struct device *dev)
+{
+	stub_hw_init(dev_get_drvdata(dev));
+	return 0;
+}
+
+static const struct dev_pm_ops stub_pci_pm_ops = {
+	.suspend = stub_pci_suspend,
+	.resume = stub_pci_resume,
+	.freeze = stub_pci_suspend,
+	.thaw = stub_pci_resume,
+	.poweroff = stub_pci_suspend,
+	.restore = stub_pci_resume,
+};
+
+static void stub_reset_done(struct pci_dev *pdev)
+{
+	struct stub_dev *s = pci_get_drvdata(pdev);
+
+	if (s)
+		stub_hw_init(s);
+}
+
+static const struct pci_error_handlers stub_err_handlers = {
+	.reset_done = stub_reset_done,
+};
+
+static const struct pci_device_id stub_ids[] = {
+	{ PCI_DEVICE(PCI_VENDOR_ID_INTEL, 0x10d3) },
+	{ }
+};
+MODULE_DEVICE_TABLE(pci, stub_ids);
+
+static struct pci_driver stub_pci_driver = {
+	.name = STUB_NAME,
+	.id_table = stub_ids,
+	.probe = stub_probe,
+	.remove = stub_remove,
+	.err_handler = &stub_err_handlers,
+	.driver = {
+		.pm = &stub_pci_pm_ops,
+	},
+};
+
+static ssize_t fire_write(struct file *f, const char __user *ubuf, size_t len, loff_t *ppos)
+{
+	char buf[8];
+	unsigned int i;
+	size_t n = min(len, sizeof(buf) - 1);
+
+	if (!stub)
+		return -ENODEV;
+	if (copy_from_user(buf, ubuf, n))
+		return -EFAULT;
+	buf[n] = 0;
+	strim(buf);
+	if (!strcmp(buf, "all")) {
+		for (i = 0; i < STUB_NVEC; i++)
+			stub_fire(stub, i);
+		return len;
+	}
+	if (kstrtouint(buf, 0, &i) || i >= STUB_NVEC)
+		return -EINVAL;
+	stub_fire(stub, i);
+	return len;
+}
+
+static const struct file_operations fire_fops = {
+	.owner = THIS_MODULE,
+	.write = fire_write,
+	.llseek = noop_llseek,
+};
+
+static int state_show(struct seq_file *m, void *unused)
+{
+	unsigned int i;
+
+	seq_printf(m, "mode=%s bus=%s bus_suspends=%d bus_resumes=%d syscore_suspends=%d syscore_resumes=%d\n",
+		   buggy ? "buggy" : "fixed", atomic_read(&bus_removing) ? "removing" : "installed",
+		   atomic_read(&bus_suspends), atomic_read(&bus_resumes),
+		   atomic_read(&syscore_suspends), atomic_read(&syscore_resumes));
+	if (!stub)
+		return 0;
+	for (i = 0; i < STUB_NVEC; i++) {
+		struct stub_vector *v = &stub->vec[i];
+		struct irq_data *d = irq_get_irq_data(v->irq);
+		struct msi_desc *desc = irq_get_msi_desc(v->irq);
+		u32 table_ctrl = ~0u, table_addr = ~0u, table_data = ~0u;
+		int cpu = -1;
+
+		if (desc && desc->pci.mask_base) {
+			void __iomem *e = desc->pci.mask_base + desc->msi_index * PCI_MSIX_ENTRY_SIZE;
+
+			table_addr = readl(e + PCI_MSIX_ENTRY_LOWER_ADDR);
+			table_data = readl(e + PCI_MSIX_ENTRY_DATA);
+			table_ctrl = readl(e + PCI_MSIX_ENTRY_VECTOR_CTRL);
+		}
+		if (d)
+			cpu = cpumask_first(irq_data_get_effective_affinity_mask(d));
+		seq_printf(m,
+			   "vector=%u irq=%u role=%s cpu=%d composes=%d masks=%d unmasks=%d retarget_failed=%d unmask_skipped=%d fired=%d handled=%d table_masked=%u cache_masked=%u genirq_masked=%u table_addr=0x%08x table_data=0x%08x irte_gen=%u\n",
+			   i, v->irq, i == STUB_CONTROL ? "control" : "test", cpu,
+			   atomic_read(&v->composes), atomic_read(&v->masks),
+			   atomic_read(&v->unmasks), atomic_read(&v->retarget_failed),
+			   atomic_read(&v->unmask_skipped), atomic_read(&v->fired),
+			   atomic_read(&v->handled),
+			   table_ctrl == ~0u ? 2 : (table_ctrl & PCI_MSIX_ENTRY_CTRL_MASKBIT),
+			   desc ? (desc->pci.msix_ctrl & PCI_MSIX_ENTRY_CTRL_MASKBIT) : 2,
+			   d ? irqd_irq_masked(d) : 2, table_addr, table_data,
+			   v->irte.generation);
+	}
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(state);
+
+static int __init stub_init(void)
+{
+	int ret;
+
+	if (!strcmp(mode, "buggy"))
+		buggy = true;
+	else if (strcmp(mode, "fixed")) {
+		pr_err(STUB_NAME ": mode must be fixed or buggy, not %s\n", mode);
+		return -EINVAL;
+	}
+	ret = platform_driver_register(&vmbus_driver);
+	if (ret)
+		return ret;
+	vmbus_pdev = platform_device_register_simple(STUB_NAME "_vmbus", -1, NULL, 0);
+	if (IS_ERR(vmbus_pdev)) {
+		ret = PTR_ERR(vmbus_pdev);
+		goto err_driver;
+	}
+	stub_register_syscore();
+	stub_debugfs = debugfs_create_dir(STUB_NAME, NULL);
+	debugfs_create_file("fire", 0200, stub_debugfs, NULL, &fire_fops);
+	debugfs_create_file("state", 0444, stub_debugfs, NULL, &state_fops);
+	ret = pci_register_driver(&stub_pci_driver);
+	if (ret)
+		goto err_all;
+	if (!stub) {
+		pr_err(STUB_NAME ": no e1000e (8086:10d3) bound; is Linux's e1000e driver loaded?\n");
+		pci_unregister_driver(&stub_pci_driver);
+		ret = -ENODEV;
+		goto err_all;
+	}
+	return 0;
+
+err_all:
+	debugfs_remove_recursive(stub_debugfs);
+	stub_unregister_syscore();
+	platform_device_unregister(vmbus_pdev);
+err_driver:
+	platform_driver_unregister(&vmbus_driver);
+	return ret;
+}
+
+static void __exit stub_exit(void)
+{
+	pci_unregister_driver(&stub_pci_driver);
+	debugfs_remove_recursive(stub_debugfs);
+	stub_unregister_syscore();
+	platform_device_unregister(vmbus_pdev);
+	platform_driver_unregister(&vmbus_driver);
+}
+
+module_init(stub_init);
+module_exit(stub_exit);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("Stand-in for pci-hyperv's MSI code on QEMU's e1000e, for msitrace's tests");

@@ -1,0 +1,266 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+# The vm-test guest's steps, sourced by /init. A plan (vmt.plan=step.mode,...) runs steps in
+# order; each step loads hv_stub in its mode, checks the module's vectors deliver, starts
+# msitrace record, raises interrupts, runs one scenario (CPU offline, function reset, pm_test,
+# S3, hibernation), raises interrupts again, stops the recorder, unloads the module and saves
+# /out to the output disk. The host reads the files; the console lines are for people and for
+# the host's progress and wake-up logic.
+
+STUB=/sys/kernel/debug/hv_stub
+DEFAULT_MODULES=/vmt/modules.list
+
+say() { echo "VMT $*"; }
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+param() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" /proc/cmdline; }
+
+disk_with_serial() {
+	for b in /sys/block/vd*; do
+		[ -e "$b/serial" ] && [ "$(cat "$b/serial")" = "$1" ] && { echo "/dev/${b##*/}"; return 0; }
+	done
+	return 1
+}
+
+vmt_boot() {
+	say "boot kernel=$(uname -r) uptime=$(uptime_s)"
+	PLAN=$(param vmt.plan)
+	MSITRACE=$(param vmt.msitrace)
+	G5_SILENCE=$(param vmt.g5silence)
+	[ -n "$G5_SILENCE" ] || G5_SILENCE=10
+	while read -r m; do
+		[ -n "$m" ] || continue
+		out=$(insmod "$m" 2>&1) || say "warn insmod $m: $out"
+	done < $DEFAULT_MODULES
+	# virtio-blk names disks in probe order; the serials say which is which.
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		SWAP=$(disk_with_serial vmt-swap) && OUTDEV=$(disk_with_serial vmt-out) && break
+		sleep 0.2
+	done
+	[ -n "$OUTDEV" ] || say "error no output disk (serial vmt-out)"
+	# A swap disk whose header says S1SUSPEND holds a hibernation image: this is the boot
+	# kernel of a hibernation cycle, and the image kernel takes over from here.
+	if [ -n "$SWAP" ] && [ "$(dd if="$SWAP" bs=1 skip=4086 count=9 2>/dev/null)" = S1SUSPEND ]; then
+		say "resume-image dev=$(cat /sys/block/${SWAP#/dev/}/dev) uptime=$(uptime_s)"
+		cat /sys/block/${SWAP#/dev/}/dev > /sys/power/resume
+		say "error the hibernation image was not restored: $(dmesg | grep -iE 'PM: |hibernat|image' | tail -3 | tr '\n' ' ')"
+		vmt_finish
+		while true; do sleep 3600; done
+	fi
+	echo deep > /sys/power/mem_sleep 2>/dev/null
+	# pm_test holds each level for 5 s by default; nothing here needs the wait.
+	echo 0 > /sys/module/suspend/parameters/pm_test_delay 2>/dev/null
+	E1000E=
+	for d in /sys/bus/pci/devices/*; do
+		[ "$(cat $d/vendor):$(cat $d/device)" = 0x8086:0x10d3 ] && E1000E=${d##*/}
+	done
+	say "ready uptime=$(uptime_s) e1000e=$E1000E swap=$SWAP out=$OUTDEV msitrace=${MSITRACE:-0} plan=$PLAN"
+	mkdir -p /out
+	echo "$E1000E" > /out/e1000e
+	uname -r > /out/kernel
+	cat /proc/cmdline > /out/cmdline
+}
+
+fire_all() { echo all > $STUB/fire; }
+
+# QEMU's e1000e sends every MSI-X message twice, 128 us apart (its EITR mitigation timer cannot
+# be set below that and re-sends when it expires), and the local APIC merges the second into
+# the first when the CPU has not taken it yet; fires closer than that merge in the device too.
+# Fires spaced well apart therefore deliver between one and two interrupts each, never zero.
+fire_spaced() {
+	for i in $(seq "$1"); do fire_all; sleep "$2"; done
+}
+
+# The module's state with each vector's /proc/interrupts total appended (online CPUs only:
+# snapshots are taken with every CPU online).
+snap() {
+	cat /proc/interrupts > "$1.interrupts"
+	awk 'FNR == NR {
+		if ($1 ~ /^[0-9]+:$/) {
+			n = $1; sub(":", "", n); s = 0
+			for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) s += $i
+			p[n] = s
+		}
+		next
+	}
+	{
+		line = $0
+		if ($1 ~ /^vector=/) { split($2, kv, "="); line = line " proc=" ((kv[2] in p) ? p[kv[2]] : -1) }
+		print line
+	}' "$1.interrupts" $STUB/state > "$1.state"
+}
+
+# Console summary of what each vector did between two snapshots.
+live() {
+	awk -v step="$ID" -v phase="$1" '
+	function kv(s, a,   i, f) { for (i = 1; i <= NF; i++) { split($i, f, "="); a[f[1]] = f[2] } }
+	FNR == NR { if ($1 ~ /^vector=/) { delete t; kv($0, t); for (k in t) a[$1, k] = t[k] } next }
+	$1 ~ /^vector=/ {
+		delete b; kv($0, b)
+		printf "VMT live step=%s phase=%s %s irq=%s role=%s cpu=%s fired=%d handled=%d delivered=%d table_masked=%s cache_masked=%s genirq_masked=%s unmask_skipped=%s composes=%s\n",
+			step, phase, $1, b["irq"], b["role"], b["cpu"], b["fired"] - a[$1, "fired"],
+			b["handled"] - a[$1, "handled"], b["proc"] - a[$1, "proc"], b["table_masked"],
+			b["cache_masked"], b["genirq_masked"], b["unmask_skipped"], b["composes"]
+	}' "$2.state" "$3.state"
+}
+
+rec_start() {
+	REC=
+	[ "$MSITRACE" = 1 ] || return 0
+	msitrace record -o "$D/trace.msit" --silence "$G5_SILENCE" > "$D/record.out" 2> "$D/record.err" &
+	REC=$!
+	# record says "recording to FILE" on stderr once its probes are attached.
+	i=0
+	while ! grep -q 'recording to' "$D/record.err" 2>/dev/null && kill -0 $REC 2>/dev/null && [ $i -lt 900 ]; do
+		sleep 0.1; i=$((i + 1))
+	done
+	if kill -0 $REC 2>/dev/null && grep -q 'recording to' "$D/record.err"; then
+		say "recording step=$ID after=$((i / 10)).$((i % 10))s $(grep -o '([0-9]* of [0-9]* hooks attached' "$D/record.err" | tr -d '(')"
+	else
+		say "error step=$ID msitrace record did not start: $(tail -3 "$D/record.err" | tr '\n' ' ')"
+	fi
+}
+
+rec_stop() {
+	[ -n "$REC" ] || return 0
+	kill -INT $REC 2>/dev/null
+	i=0
+	while kill -0 $REC 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+	if kill -0 $REC 2>/dev/null; then
+		say "error step=$ID msitrace record ignored SIGINT for 60 s; killing it"
+		kill -KILL $REC
+	fi
+	wait $REC
+	echo $? > "$D/record.rc"
+	say "recorded step=$ID rc=$(cat "$D/record.rc") bytes=$(wc -c < "$D/trace.msit" 2>/dev/null)"
+}
+
+# Each action runs the scenario and returns its status; the interesting part happens in the
+# kernel while it runs.
+act_hotplug() {
+	echo 0 > /sys/devices/system/cpu/cpu1/online || return 1
+	sleep 1
+	echo 1 > /sys/devices/system/cpu/cpu1/online
+}
+
+act_reset() {
+	echo 1 > /sys/bus/pci/devices/$E1000E/reset
+}
+
+pm_test_mem() {
+	echo "$1" > /sys/power/pm_test || return 1
+	echo mem > /sys/power/state
+	rc=$?
+	echo none > /sys/power/pm_test
+	return $rc
+}
+act_pmtest_platform() { pm_test_mem platform; }
+act_pmtest_core() { pm_test_mem core; }
+
+act_s3() {
+	echo 0 > /sys/class/rtc/rtc0/wakealarm
+	echo +2 > /sys/class/rtc/rtc0/wakealarm
+	say "wake-me step=$ID"
+	echo mem > /sys/power/state
+	rc=$?
+	say "woke step=$ID rc=$rc"
+	return $rc
+}
+
+act_hibernate() {
+	[ -n "$SWAP" ] || { say "error no swap disk (serial vmt-swap)"; return 1; }
+	mkswap "$SWAP" > /dev/null && swapon "$SWAP" || return 1
+	echo reboot > /sys/power/disk
+	sync
+	say "hibernating step=$ID uptime=$(uptime_s)"
+	echo disk > /sys/power/state
+	rc=$?
+	say "resumed step=$ID rc=$rc uptime=$(uptime_s)"
+	# The disk's vector fired before the suspend; keep it alive after, as a disk in use would.
+	dd if="$SWAP" of=/dev/null bs=4k count=64 iflag=direct 2> /dev/null
+	swapoff "$SWAP"
+	return $rc
+}
+
+# After a resume: make the kprobes, kretprobes and the migration window fire once more, to show
+# they survived it (kretprobes have been seen to stop after a resume).
+# The reset goes first: it restores the messages hv_pci_resume left, while the CPU offline
+# after it has x86 rewrite the test vectors' messages without a compose (on Hyper-V the host
+# would retarget instead), which a restore in the same epoch would rightly call H2.
+probes_alive_check() {
+	echo 1 > /sys/bus/pci/devices/$E1000E/reset
+	echo 0 > /sys/devices/system/cpu/cpu1/online && sleep 0.3 && echo 1 > /sys/devices/system/cpu/cpu1/online
+}
+
+step() {
+	NAME=$1 MODE=$2 ID=$1.$2 D=/out/$1.$2
+	mkdir -p "$D"
+	say "step $ID begin uptime=$(uptime_s)"
+	dmesg -c > /dev/null
+	if ! out=$(insmod /vmt/hv_stub.ko mode="$MODE" test_cpu=1 2>&1); then
+		say "error step=$ID insmod hv_stub: $out $(dmesg | tail -3 | tr '\n' ' ')"
+		echo "insmod: $out" > "$D/error"
+		dmesg > "$D/dmesg"
+		return 1
+	fi
+	# hv_stub pins each vector at probe, and x86 moves an MSI vector at its next interrupt:
+	# fire once so that the snapshots start with every vector on its CPU.
+	fire_all
+	sleep 0.2
+	awk '$1 ~ /^vector=/ { split($2, i, "="); split($3, r, "="); if (r[2] == "control") c = i[2]; else t = t (t ? "," : "") i[2] }
+	     END { printf "VMT vectors step=%s control=%s test=%s\n", step, c, t }' step="$ID" $STUB/state
+	[ "$MSITRACE" = 1 ] && [ ! -e /out/probes.json ] && msitrace probes --json > /out/probes.json 2> /out/probes.err
+	snap "$D/s0"
+	rec_start
+	# An affinity write, as irqbalance makes them: x86 moves an MSI vector at its next
+	# interrupt, masking and unmasking it through the chip, i.e. through hv_irq_mask and
+	# hv_irq_unmask, as it does for pci-hyperv's vectors. The recording thus sees every
+	# vector's chip callbacks before the scenario, as it would on a guest that has been up a while.
+	for irq in $(awk '$1 ~ /^vector=/ { split($2, i, "="); print i[2] }' $STUB/state); do
+		cat /proc/irq/$irq/smp_affinity > /proc/irq/$irq/smp_affinity
+	done
+	fire_spaced 3 0.2
+	# msitrace samples the per-IRQ handler counts every second: let one sample see these fires
+	# before the scenario, so that G5 knows the vectors were alive before the suspend.
+	[ -n "$REC" ] && sleep 1.2
+	snap "$D/s1"
+	live before "$D/s0" "$D/s1"
+	say "action step=$ID uptime=$(uptime_s)"
+	act_$(echo "$NAME" | tr - _)
+	echo $? > "$D/action.rc"
+	T_DONE=$(uptime_s)
+	say "action-done step=$ID rc=$(cat "$D/action.rc") uptime=$T_DONE"
+	fire_spaced 3 0.5
+	snap "$D/s2"
+	live after "$D/s1" "$D/s2"
+	case $NAME in
+	pmtest-*|s3|hibernate) probes_alive_check ;;
+	esac
+	# G5 says a vector is silent only once it has been for its whole window after the resume:
+	# where the bug silences vectors, keep recording that long, and a second more.
+	case $NAME.$MODE in
+	pmtest-*.buggy|s3.buggy|hibernate.buggy)
+		[ -n "$REC" ] && sleep "$(awk -v t="$T_DONE" -v w="$G5_SILENCE" -v now="$(uptime_s)" 'BEGIN { r = t + w + 1 - now; print (r > 0) ? r : 0 }')" ;;
+	esac
+	rec_stop
+	dmesg > "$D/dmesg"
+	out=$(rmmod hv_stub 2>&1) || say "error step=$ID rmmod: $out"
+	say "step $ID end uptime=$(uptime_s)"
+	save
+}
+
+save() {
+	[ -n "$OUTDEV" ] || return 1
+	tar -cf - -C /out . | dd of="$OUTDEV" bs=64k conv=fsync 2> /dev/null
+	say "saved uptime=$(uptime_s)"
+}
+
+vmt_run_plan() {
+	for item in $(echo "$PLAN" | tr , ' '); do
+		step "${item%.*}" "${item##*.}"
+	done
+}
+
+vmt_finish() {
+	dmesg > /out/dmesg-final
+	save
+	say "done uptime=$(uptime_s)"
+}

@@ -1,0 +1,886 @@
+//! The verdict on each step, made on the host from what the guest brought back: the stand-in
+//! driver's own counters and /proc/interrupts around the scenario (did the device's interrupts
+//! really stop or keep coming), and msitrace's outputs (`probes --json` from the guest,
+//! `replay --json` and `dump --json` run here on the recorded file).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::Path,
+};
+
+use serde_json::Value;
+
+use super::{
+    msitrace::{self, Msitrace},
+    plan::{Mode, Scenario, Step},
+};
+
+/// One row of the final table.
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    pub failures: Vec<String>,
+    /// What was seen, in a few words (shown for passes too).
+    pub facts: Vec<String>,
+}
+
+impl Verdict {
+    pub fn pass(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// One vector line of /sys/kernel/debug/hv_stub/state, with `proc=` (its /proc/interrupts
+/// total) appended by the guest.
+#[derive(Clone, Debug, Default)]
+struct VectorState {
+    index: u32,
+    irq: u32,
+    role: String,
+    cpu: i64,
+    n: BTreeMap<String, i64>,
+}
+
+impl VectorState {
+    fn get(&self, k: &str) -> i64 {
+        self.n.get(k).copied().unwrap_or(-1)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct ModuleState {
+    mode: String,
+    n: BTreeMap<String, i64>,
+    vectors: Vec<VectorState>,
+}
+
+impl ModuleState {
+    fn parse(text: &str) -> Option<ModuleState> {
+        let mut st = ModuleState::default();
+        let mut header = false;
+        for line in text.lines() {
+            let kv: Vec<(&str, &str)> = line
+                .split_whitespace()
+                .filter_map(|t| t.split_once('='))
+                .collect();
+            if line.starts_with("mode=") {
+                header = true;
+                for (k, v) in kv {
+                    if k == "mode" {
+                        st.mode = v.to_string();
+                    } else if let Ok(n) = v.parse() {
+                        st.n.insert(k.to_string(), n);
+                    }
+                }
+            } else if line.starts_with("vector=") {
+                let mut v = VectorState::default();
+                for (k, val) in kv {
+                    match k {
+                        "vector" => v.index = val.parse().ok()?,
+                        "irq" => v.irq = val.parse().ok()?,
+                        "role" => v.role = val.to_string(),
+                        "cpu" => v.cpu = val.parse().unwrap_or(-1),
+                        _ => {
+                            if let Ok(n) = val.parse() {
+                                v.n.insert(k.to_string(), n);
+                            }
+                        }
+                    }
+                }
+                st.vectors.push(v);
+            }
+        }
+        (header && !st.vectors.is_empty()).then_some(st)
+    }
+
+    fn get(&self, k: &str) -> i64 {
+        self.n.get(k).copied().unwrap_or(-1)
+    }
+
+    fn vector(&self, index: u32) -> Option<&VectorState> {
+        self.vectors.iter().find(|v| v.index == index)
+    }
+
+    fn control(&self) -> Option<&VectorState> {
+        self.vectors.iter().find(|v| v.role == "control")
+    }
+
+    fn tests(&self) -> impl Iterator<Item = &VectorState> {
+        self.vectors.iter().filter(|v| v.role == "test")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Live {
+    /// Every fire delivered at least once.
+    Alive,
+    /// Fired, nothing delivered.
+    Dead,
+    /// Some fires lost: neither a healthy nor a cut-off vector.
+    Partial,
+    NotFired,
+}
+
+/// QEMU's e1000e sends each message twice 128 us apart and the APIC may merge the two, so a
+/// fire delivers one or two interrupts (tests/guest/vmt.sh spaces the fires apart).
+fn liveness(fired: i64, delivered: i64) -> Live {
+    match (fired, delivered) {
+        (f, _) if f <= 0 => Live::NotFired,
+        (_, 0) => Live::Dead,
+        (f, d) if d >= f => Live::Alive,
+        _ => Live::Partial,
+    }
+}
+
+fn delta(a: &VectorState, b: &VectorState, k: &str) -> i64 {
+    b.get(k) - a.get(k)
+}
+
+pub struct StepInput<'a> {
+    pub step: Step,
+    /// artifacts/<step id>.
+    pub dir: &'a Path,
+    /// BDF of the e1000e in the guest.
+    pub e1000e: Option<&'a str>,
+    /// Set when msitrace's outputs are to be checked.
+    pub msitrace: Option<&'a Msitrace>,
+    /// G5's window given to replay; the guest records one second longer after a buggy resume.
+    pub g5_silence_s: u64,
+}
+
+pub fn check_step(input: &StepInput) -> Verdict {
+    let mut v = Verdict {
+        failures: Vec::new(),
+        facts: Vec::new(),
+    };
+    let step = input.step;
+    let dir = input.dir;
+    if !dir.exists() {
+        v.failures
+            .push("no outputs from the guest for this step (it never ran or never saved)".into());
+        return v;
+    }
+    if let Ok(e) = fs::read_to_string(dir.join("error")) {
+        v.failures.push(format!("guest: {}", e.trim()));
+        return v;
+    }
+    let states: Vec<Option<ModuleState>> = ["s0", "s1", "s2"]
+        .iter()
+        .map(|s| {
+            fs::read_to_string(dir.join(format!("{s}.state")))
+                .ok()
+                .and_then(|t| ModuleState::parse(&t))
+        })
+        .collect();
+    let (Some(s0), Some(s1), Some(s2)) = (&states[0], &states[1], &states[2]) else {
+        v.failures.push(
+            "hv_stub's state snapshots are missing: the step did not get past its scenario".into(),
+        );
+        return v;
+    };
+    match fs::read_to_string(dir.join("action.rc")).map(|s| s.trim().to_string()) {
+        Ok(rc) if rc == "0" => {}
+        Ok(rc) => v.failures.push(format!(
+            "the scenario's command failed in the guest (status {rc})"
+        )),
+        Err(_) => v.failures.push("the scenario's status is missing".into()),
+    }
+    check_module(step, s0, s1, s2, &mut v);
+    if let Some(m) = input.msitrace {
+        let control = s0.control().map(|c| c.irq).unwrap_or(0);
+        let tests: Vec<u32> = s0.tests().map(|t| t.irq).collect();
+        check_msitrace(input, m, control, &tests, &mut v);
+    }
+    v
+}
+
+fn check_module(step: Step, s0: &ModuleState, s1: &ModuleState, s2: &ModuleState, v: &mut Verdict) {
+    if s2.mode != step.mode.name() {
+        v.failures.push(format!(
+            "hv_stub ran in mode {} instead of {}",
+            s2.mode,
+            step.mode.name()
+        ));
+    }
+    let mut live_facts = Vec::new();
+    for a in &s0.vectors {
+        let (Some(b), Some(c)) = (s1.vector(a.index), s2.vector(a.index)) else {
+            v.failures
+                .push(format!("vector {} missing from a snapshot", a.index));
+            continue;
+        };
+        let before = liveness(delta(a, b, "fired"), delta(a, b, "proc"));
+        if before != Live::Alive {
+            v.failures.push(format!(
+                "irq {} ({}) before the scenario: {} of {} fires delivered; the rig itself is broken",
+                a.irq,
+                a.role,
+                delta(a, b, "proc"),
+                delta(a, b, "fired")
+            ));
+        }
+        let fired = delta(b, c, "fired");
+        let got = delta(b, c, "proc");
+        let after = liveness(fired, got);
+        let want = if a.role == "test" && step.expects_dead_test_vectors() {
+            Live::Dead
+        } else {
+            Live::Alive
+        };
+        live_facts.push(format!("{}:{got}/{fired}", a.irq));
+        if after != want {
+            v.failures.push(format!(
+                "irq {} ({}) after the scenario: {got} interrupts for {fired} fires, expected {}",
+                a.irq,
+                a.role,
+                match want {
+                    Live::Dead => "none (the bug cuts it off)",
+                    _ => "at least one per fire",
+                }
+            ));
+        }
+        if delta(b, c, "handled") != got {
+            v.failures.push(format!(
+                "irq {}: /proc/interrupts counted {got} but hv_stub's handler {}",
+                a.irq,
+                delta(b, c, "handled")
+            ));
+        }
+        let composes = delta(b, c, "composes");
+        let skipped = delta(b, c, "unmask_skipped");
+        let is_test = a.role == "test";
+        if step.scenario.resumes() {
+            let recomposed = step.mode == Mode::Fixed || !is_test;
+            if recomposed && composes < 1 {
+                v.failures.push(format!(
+                    "irq {}: hv_pci_resume did not re-compose it ({composes} composes)",
+                    a.irq
+                ));
+            }
+            if !recomposed && composes != 0 {
+                v.failures.push(format!(
+                    "irq {}: re-composed {composes} times in buggy mode",
+                    a.irq
+                ));
+            }
+        } else if composes != 0 {
+            v.failures.push(format!(
+                "irq {}: {composes} composes without a resume (x86 migrates without composing)",
+                a.irq
+            ));
+        }
+        if step.mode == Mode::Buggy
+            && step.scenario.offlines_cpus()
+            && step.scenario.resumes()
+            && is_test
+        {
+            if skipped < 1 {
+                v.failures.push(format!(
+                    "irq {}: the buggy hv_irq_unmask never returned early (retarget never failed)",
+                    a.irq
+                ));
+            }
+            if (
+                c.get("table_masked"),
+                c.get("cache_masked"),
+                c.get("genirq_masked"),
+            ) != (1, 1, 0)
+            {
+                v.failures.push(format!(
+                    "irq {}: expected masked in the device table and the msi_desc cache while genirq says unmasked, got table={} cache={} genirq={}",
+                    a.irq,
+                    c.get("table_masked"),
+                    c.get("cache_masked"),
+                    c.get("genirq_masked")
+                ));
+            }
+        } else if skipped != 0 {
+            v.failures.push(format!(
+                "irq {}: hv_irq_unmask returned early {skipped} times",
+                a.irq
+            ));
+        }
+        if step.scenario == Scenario::Hotplug && is_test && delta(b, c, "unmasks") < 1 {
+            v.failures.push(format!(
+                "irq {}: offlining its CPU did not go through hv_irq_unmask",
+                a.irq
+            ));
+        }
+    }
+    let sys = s2.get("syscore_suspends") - s1.get("syscore_suspends");
+    if step.scenario.reaches_syscore() && sys < 1 {
+        v.failures.push(
+            "the sleep never reached syscore_suspend: it did not go as deep as intended".into(),
+        );
+    }
+    if step.scenario == Scenario::PmTestPlatform && sys != 0 {
+        v.failures
+            .push("pm_test=platform reached syscore_suspend: it went deeper than intended".into());
+    }
+    if step.scenario.resumes() && s2.get("bus_resumes") - s1.get("bus_resumes") < 1 {
+        v.failures
+            .push("the emulated vmbus never resumed (hv_pci_resume not called)".into());
+    }
+    v.facts.push(format!(
+        "irqs delivered/fired after: {}",
+        live_facts.join(" ")
+    ));
+}
+
+fn check_msitrace(input: &StepInput, m: &Msitrace, control: u32, tests: &[u32], v: &mut Verdict) {
+    let step = input.step;
+    let dir = input.dir;
+    let trace = dir.join("trace.msit");
+    if !trace.exists() {
+        let err = fs::read_to_string(dir.join("record.err")).unwrap_or_default();
+        v.failures.push(format!(
+            "msitrace record left no trace file: {}",
+            err.lines().last().unwrap_or("no message")
+        ));
+        return;
+    }
+    match fs::read_to_string(dir.join("record.rc")).map(|s| s.trim().to_string()) {
+        Ok(rc) if rc == "0" => {}
+        Ok(rc) => v.failures.push(format!(
+            "msitrace record exited with {rc} on SIGINT: {}",
+            fs::read_to_string(dir.join("record.err"))
+                .unwrap_or_default()
+                .lines()
+                .last()
+                .unwrap_or("")
+        )),
+        Err(_) => v
+            .failures
+            .push("msitrace record's exit status is missing".into()),
+    }
+    let (code, report, stderr) = match msitrace::replay_json(m, &trace, input.g5_silence_s) {
+        Ok(r) => r,
+        Err(e) => {
+            v.failures.push(format!("msitrace replay: {e:#}"));
+            return;
+        }
+    };
+    let Some(report) = report else {
+        v.failures.push(format!(
+            "msitrace replay --json exited {code} without a report: {stderr}"
+        ));
+        return;
+    };
+    let _ = fs::write(
+        dir.join("replay.json"),
+        serde_json::to_string_pretty(&report).unwrap_or_default(),
+    );
+    check_report(step, &report, code, control, tests, input.g5_silence_s, v);
+    match msitrace::dump_events(m, &trace) {
+        Ok(events) => check_events(step, &events, input.e1000e, control, tests, v),
+        Err(e) => v.failures.push(format!("msitrace dump: {e:#}")),
+    }
+}
+
+/// The IRQs a divergence is about.
+fn divergence_irqs(d: &Value) -> BTreeSet<u32> {
+    let mut s: BTreeSet<u32> = d
+        .get("irqs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.as_u64().map(|i| i as u32))
+        .collect();
+    if let Some(i) = d.get("irq").and_then(Value::as_u64) {
+        s.insert(i as u32);
+    }
+    s
+}
+
+fn describe_divergence(d: &Value) -> String {
+    let irqs: Vec<String> = divergence_irqs(d).iter().map(u32::to_string).collect();
+    format!(
+        "{} on irq {} ({})",
+        d.get("rule").and_then(Value::as_str).unwrap_or("?"),
+        if irqs.is_empty() {
+            "-".into()
+        } else {
+            irqs.join(",")
+        },
+        d.get("cause").and_then(Value::as_str).unwrap_or("")
+    )
+}
+
+fn check_report(
+    step: Step,
+    report: &Value,
+    code: i32,
+    control: u32,
+    tests: &[u32],
+    g5_silence_s: u64,
+    v: &mut Verdict,
+) {
+    let divs: Vec<&Value> = report
+        .get("divergences")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let lost = report.pointer("/losses/total").and_then(Value::as_u64);
+    match lost {
+        Some(0) => {}
+        Some(n) => v.failures.push(format!("msitrace lost {n} events")),
+        None => v.failures.push("the report has no losses.total".into()),
+    }
+    if (code == 0) != divs.is_empty() || !(0..=1).contains(&code) {
+        v.failures.push(format!(
+            "msitrace replay exited {code} with {} divergence(s)",
+            divs.len()
+        ));
+    }
+    let in_report: BTreeSet<u32> = report
+        .get("vectors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.get("irq").and_then(Value::as_u64).map(|i| i as u32))
+        .collect();
+    for irq in std::iter::once(&control).chain(tests) {
+        if !in_report.contains(irq) {
+            v.failures.push(format!(
+                "irq {irq} of hv_stub is not among the report's vectors"
+            ));
+        }
+    }
+    if !step.expects_dead_test_vectors() {
+        if !divs.is_empty() {
+            let d: Vec<String> = divs.iter().map(|d| describe_divergence(d)).collect();
+            v.failures.push(format!(
+                "expected no divergence, the report has: {}",
+                d.join("; ")
+            ));
+        } else {
+            v.facts.push("no divergence".into());
+        }
+        return;
+    }
+    let test_set: BTreeSet<u32> = tests.iter().copied().collect();
+    let strays: Vec<String> = divs
+        .iter()
+        .filter(|d| {
+            let irqs = divergence_irqs(d);
+            irqs.is_empty() || !irqs.is_subset(&test_set)
+        })
+        .map(|d| describe_divergence(d))
+        .collect();
+    if !strays.is_empty() {
+        v.failures.push(format!(
+            "divergences beyond hv_stub's test vectors {}: {}",
+            join(&test_set),
+            strays.join("; ")
+        ));
+    }
+    let mut required = vec!["H1", "G5"];
+    if step.scenario.offlines_cpus() {
+        required.push("H4");
+    }
+    let mut seen = Vec::new();
+    for rule in &required {
+        let on: BTreeSet<u32> = divs
+            .iter()
+            .filter(|d| d.get("rule").and_then(Value::as_str) == Some(rule))
+            .flat_map(|d| divergence_irqs(d))
+            .collect();
+        let missing: Vec<String> = test_set.difference(&on).map(u32::to_string).collect();
+        if missing.is_empty() {
+            seen.push(format!("{rule} {}", join(&on)));
+            continue;
+        }
+        let mut why = format!("no {rule} for irq {}", missing.join(","));
+        if *rule == "G5" {
+            let silence = report
+                .pointer("/timing/g5_silence_ns")
+                .and_then(Value::as_u64)
+                .map(|n| n / 1_000_000_000);
+            if let Some(s) = silence.filter(|s| *s > g5_silence_s) {
+                why.push_str(&format!(
+                    " (the engine waited {s} s, not the {g5_silence_s} s asked for)"
+                ));
+            }
+        }
+        let not_eval: Vec<String> = report
+            .get("not_evaluated")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|n| n.get("rule").and_then(Value::as_str) == Some(rule))
+            .filter_map(|n| n.get("reason").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        if !not_eval.is_empty() {
+            why.push_str(&format!(" (not evaluated: {})", not_eval.join("; ")));
+        }
+        v.failures.push(why);
+    }
+    let others: BTreeSet<&str> = divs
+        .iter()
+        .filter_map(|d| d.get("rule").and_then(Value::as_str))
+        .filter(|r| !required.contains(r))
+        .collect();
+    if !others.is_empty() {
+        seen.push(format!(
+            "also {}",
+            others.into_iter().collect::<Vec<_>>().join(",")
+        ));
+    }
+    v.facts.push(seen.join("; "));
+}
+
+fn join(s: &BTreeSet<u32>) -> String {
+    s.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// An event of `dump --json`: `{"ts_ns", "cpu", "pid", "kind": "Unit" | {"Variant": payload}}`.
+struct Ev<'a> {
+    ts: u64,
+    kind: &'a str,
+    payload: Option<&'a Value>,
+}
+
+impl<'a> Ev<'a> {
+    fn of(e: &'a Value) -> Option<Ev<'a>> {
+        let ts = e.get("ts_ns")?.as_u64()?;
+        let k = e.get("kind")?;
+        if let Some(s) = k.as_str() {
+            return Some(Ev {
+                ts,
+                kind: s,
+                payload: None,
+            });
+        }
+        let (name, payload) = k.as_object()?.iter().next()?;
+        Some(Ev {
+            ts,
+            kind: name.as_str(),
+            payload: Some(payload),
+        })
+    }
+
+    fn field(&self, k: &str) -> Option<&'a Value> {
+        let p = self.payload?;
+        p.get(k).or_else(|| p.get("v").and_then(|v| v.get(k)))
+    }
+
+    fn irq(&self) -> Option<u32> {
+        self.field("irq").and_then(Value::as_u64).map(|i| i as u32)
+    }
+
+    fn device(&self) -> Option<&'a str> {
+        self.field("device").and_then(Value::as_str)
+    }
+}
+
+fn check_events(
+    step: Step,
+    events: &[Value],
+    bdf: Option<&str>,
+    control: u32,
+    tests: &[u32],
+    v: &mut Verdict,
+) {
+    let evs: Vec<Ev> = events.iter().filter_map(Ev::of).collect();
+    if evs.is_empty() {
+        v.failures.push("the trace holds no events".into());
+        return;
+    }
+    let has = |kind: &str, irq: Option<u32>, after: u64| {
+        evs.iter()
+            .any(|e| e.kind == kind && e.ts > after && (irq.is_none() || e.irq() == irq))
+    };
+    let restore_of_device = |kind: &str, after: u64| {
+        evs.iter()
+            .any(|e| e.kind == kind && e.ts > after && (bdf.is_none() || e.device() == bdf))
+    };
+    let restored = |irq: u32, after: u64| {
+        evs.iter().any(|e| {
+            e.kind == "WriteMsiMsg"
+                && e.ts > after
+                && e.irq() == Some(irq)
+                && e.field("in_restore").and_then(Value::as_bool) == Some(true)
+        })
+    };
+    let mut missing = Vec::new();
+    let all: Vec<u32> = std::iter::once(control)
+        .chain(tests.iter().copied())
+        .collect();
+    let migration = |after: u64| {
+        (has("MigrateAllOffEnter", None, after) && has("MigrateAllOffExit", None, after))
+            || has("MigrateOneIrq", None, after)
+    };
+    if step.scenario.offlines_cpus() {
+        if !migration(0) {
+            missing.push("migration window".to_string());
+        }
+        for &t in tests {
+            for k in ["MaskEnter", "UnmaskEnter", "UnmaskExit"] {
+                if !has(k, Some(t), 0) {
+                    missing.push(format!("{k} irq {t}"));
+                }
+            }
+        }
+    }
+    if step.scenario == Scenario::Reset || step.scenario.resumes() {
+        for k in ["RestoreEnter", "RestoreExit"] {
+            if !restore_of_device(k, 0) {
+                missing.push(format!("{k} of {}", bdf.unwrap_or("the e1000e")));
+            }
+        }
+        for &i in &all {
+            if !restored(i, 0) {
+                missing.push(format!("restore write irq {i}"));
+            }
+        }
+    }
+    if step.scenario.resumes() {
+        if !has("SuspendResume", None, 0) {
+            missing.push("phase transitions (power:suspend_resume)".into());
+        }
+        for k in ["HvPciSuspendEnter", "HvPciResumeEnter"] {
+            if !has(k, None, 0) {
+                missing.push(k.to_string());
+            }
+        }
+        for &i in &all {
+            let composed = has("ComposeExit", Some(i), 0);
+            let should = step.mode == Mode::Fixed || i == control;
+            if should && !composed {
+                missing.push(format!("ComposeExit irq {i}"));
+            }
+            if !should && composed {
+                v.failures
+                    .push(format!("irq {i} was composed in buggy mode"));
+            }
+        }
+        // The guest offlines a CPU and resets the e1000e once the resume is over: kprobes,
+        // kretprobes and the migration window must still fire.
+        let resumed = evs
+            .iter()
+            .filter(|e| e.kind == "SuspendResume")
+            .map(|e| e.ts)
+            .max()
+            .unwrap_or(0);
+        let mut dead = Vec::new();
+        if !migration(resumed) {
+            dead.push("migration window");
+        }
+        for k in ["RestoreEnter", "RestoreExit"] {
+            if !restore_of_device(k, resumed) {
+                dead.push(if k == "RestoreEnter" {
+                    "pci_restore_msi_state"
+                } else {
+                    "pci_restore_msi_state:return"
+                });
+            }
+        }
+        if !has("WriteMsiMsg", None, resumed) {
+            dead.push("__pci_write_msi_msg");
+        }
+        if dead.is_empty() {
+            v.facts.push("probes fire after resume".into());
+        } else {
+            v.failures
+                .push(format!("silent after the resume: {}", dead.join(", ")));
+        }
+    }
+    if !missing.is_empty() {
+        v.failures
+            .push(format!("not recorded: {}", missing.join(", ")));
+    }
+}
+
+/// The per-run check of `msitrace probes --json`: the hooks the rules need are attached, and
+/// `migrate_one_irq` is, or is replaced by its fallback window with the reason said.
+pub fn check_probes(path: &Path) -> Verdict {
+    let mut v = Verdict {
+        failures: Vec::new(),
+        facts: Vec::new(),
+    };
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(_) => {
+            v.failures
+                .push("the guest brought back no `msitrace probes --json` output".into());
+            return v;
+        }
+    };
+    let json: Value = match serde_json::from_str(&text) {
+        Ok(j) => j,
+        Err(e) => {
+            v.failures
+                .push(format!("`msitrace probes --json` is not JSON: {e}"));
+            return v;
+        }
+    };
+    let rows: Vec<&Value> = match &json {
+        Value::Array(a) => a.iter().collect(),
+        Value::Object(o) => o
+            .values()
+            .find_map(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let row = |hook: &str| {
+        rows.iter()
+            .find(|r| r.get("hook").and_then(Value::as_str) == Some(hook))
+            .copied()
+    };
+    let status = |hook: &str| {
+        row(hook)
+            .and_then(|r| r.get("status"))
+            .and_then(Value::as_str)
+            .unwrap_or("missing")
+    };
+    for hook in [
+        "hv_compose_msi_msg",
+        "hv_compose_msi_msg:return",
+        "hv_irq_unmask",
+        "hv_irq_unmask:return",
+        "pci_restore_msi_state",
+        "__pci_write_msi_msg",
+    ] {
+        if status(hook) != "attached" {
+            let reason = row(hook)
+                .and_then(|r| r.get("reason"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            v.failures
+                .push(format!("{hook} is {} {reason}", status(hook)));
+        }
+    }
+    match status("migrate_one_irq") {
+        "attached" => v.facts.push("migrate_one_irq attached".into()),
+        s => {
+            let reason = row("migrate_one_irq")
+                .and_then(|r| r.get("reason"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let fallback = [
+                "irq_migrate_all_off_this_cpu",
+                "irq_migrate_all_off_this_cpu:return",
+            ]
+            .iter()
+            .all(|h| status(h) == "attached");
+            if reason.is_empty() {
+                v.failures
+                    .push(format!("migrate_one_irq is {s} and the reason is not said"));
+            }
+            if !fallback {
+                v.failures.push(format!(
+                    "migrate_one_irq is {s} and its fallback window is not attached"
+                ));
+            }
+            if !reason.is_empty() && fallback {
+                v.facts.push(format!(
+                    "migrate_one_irq {s} ({reason}), fallback window attached"
+                ));
+            }
+        }
+    }
+    if v.failures.is_empty() {
+        v.facts.insert(
+            0,
+            "hv_compose_msi_msg, hv_irq_unmask, pci_restore_msi_state, __pci_write_msi_msg attached"
+                .into(),
+        );
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATE: &str = "mode=buggy bus=installed bus_suspends=1 bus_resumes=1 syscore_suspends=1 syscore_resumes=1\n\
+vector=0 irq=37 role=control cpu=0 composes=2 masks=0 unmasks=0 retarget_failed=0 unmask_skipped=0 fired=6 handled=11 table_masked=0 cache_masked=0 genirq_masked=0 table_addr=0xfee00000 table_data=0x00000024 irte_gen=2 proc=11\n\
+vector=1 irq=38 role=test cpu=0 composes=1 masks=1 unmasks=1 retarget_failed=1 unmask_skipped=1 fired=6 handled=5 table_masked=1 cache_masked=1 genirq_masked=0 table_addr=0xfeef0000 table_data=0x00000025 irte_gen=1 proc=5\n";
+
+    #[test]
+    fn parses_the_module_state() {
+        let st = ModuleState::parse(STATE).unwrap();
+        assert_eq!(st.mode, "buggy");
+        assert_eq!(st.get("syscore_suspends"), 1);
+        assert_eq!(st.control().unwrap().irq, 37);
+        let t: Vec<u32> = st.tests().map(|v| v.irq).collect();
+        assert_eq!(t, [38]);
+        assert_eq!(st.vector(1).unwrap().get("proc"), 5);
+        assert_eq!(st.vector(1).unwrap().get("table_masked"), 1);
+        assert!(ModuleState::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn liveness_tells_dead_from_alive() {
+        assert_eq!(liveness(3, 6), Live::Alive);
+        assert_eq!(liveness(3, 3), Live::Alive);
+        assert_eq!(liveness(3, 0), Live::Dead);
+        assert_eq!(liveness(3, 2), Live::Partial);
+        assert_eq!(liveness(0, 0), Live::NotFired);
+    }
+
+    #[test]
+    fn buggy_report_must_name_exactly_the_test_vectors() {
+        let step = Step::new(Scenario::PmTestCore, Mode::Buggy);
+        let report = serde_json::json!({
+            "losses": {"total": 0},
+            "vectors": [{"irq": 37}, {"irq": 38}, {"irq": 39}, {"irq": 25}],
+            "divergences": [
+                {"rule": "H1", "irq": 38, "irqs": [38], "cause": "no-compose"},
+                {"rule": "H1", "irq": 39, "irqs": [39], "cause": "no-compose"},
+                {"rule": "H4", "irq": 38, "irqs": [38], "cause": "stale-mask"},
+                {"rule": "H4", "irq": 39, "irqs": [39], "cause": "stale-mask"},
+                {"rule": "G5", "irq": 38, "irqs": [38], "cause": "silent"},
+                {"rule": "G5", "irq": 39, "irqs": [39], "cause": "silent"},
+            ],
+            "not_evaluated": [],
+        });
+        let mut v = Verdict {
+            failures: vec![],
+            facts: vec![],
+        };
+        check_report(step, &report, 1, 37, &[38, 39], 4, &mut v);
+        assert!(v.pass(), "{:?}", v.failures);
+
+        let mut wrong = report.clone();
+        wrong["divergences"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"rule": "G5", "irq": 25, "irqs": [25], "cause": "silent"}));
+        let mut v = Verdict {
+            failures: vec![],
+            facts: vec![],
+        };
+        check_report(step, &wrong, 1, 37, &[38, 39], 11, &mut v);
+        assert!(!v.pass());
+
+        let mut v = Verdict {
+            failures: vec![],
+            facts: vec![],
+        };
+        check_report(
+            Step::new(Scenario::PmTestCore, Mode::Fixed),
+            &report,
+            1,
+            37,
+            &[38, 39],
+            11,
+            &mut v,
+        );
+        assert!(!v.pass(), "fixed mode must have no divergence");
+    }
+
+    #[test]
+    fn events_of_dump_json() {
+        let e = serde_json::json!({"ts_ns": 5, "cpu": 0, "pid": 1, "kind": {"ComposeExit": {"v": {"irq": 38, "device": "0000:02:00.0"}, "msg": null}}});
+        let ev = Ev::of(&e).unwrap();
+        assert_eq!(
+            (ev.kind, ev.irq(), ev.device()),
+            ("ComposeExit", Some(38), Some("0000:02:00.0"))
+        );
+        let u = serde_json::json!({"ts_ns": 6, "cpu": 1, "pid": 0, "kind": "MigrateAllOffEnter"});
+        let ev = Ev::of(&u).unwrap();
+        assert_eq!((ev.kind, ev.irq()), ("MigrateAllOffEnter", None));
+    }
+}

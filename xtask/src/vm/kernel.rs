@@ -1,0 +1,262 @@
+//! A guest kernel unpacked from its Debian packages (`dpkg -x`, never installed): the bootable
+//! image, its modules, the headers an out-of-tree module builds against, and the base modules
+//! the guest loads (virtio for the disks and the network card), decompressed for busybox insmod.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+use super::{host::KernelPkgs, run_checked};
+
+/// Modules the guest loads at boot, with what they depend on. e1000e's own driver is left out
+/// on purpose: hv_stub binds that device.
+pub const BASE_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net"];
+
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    pub series: String,
+    /// `uname -r`.
+    pub abi: String,
+    pub version: String,
+    /// Where the image package is unpacked (boot/, lib/modules/).
+    pub root: PathBuf,
+    /// The kernel's header tree (`/usr/src/linux-headers-<abi>` under the unpacked headers).
+    pub headers: PathBuf,
+}
+
+impl Kernel {
+    pub fn vmlinuz(&self) -> PathBuf {
+        self.root.join(format!("boot/vmlinuz-{}", self.abi))
+    }
+
+    fn modules_dir(&self) -> PathBuf {
+        self.root.join(format!("lib/modules/{}", self.abi))
+    }
+
+    /// `6.12: 6.12.117+deb12-amd64 (6.12.117-1~deb12u1)`.
+    pub fn label(&self) -> String {
+        format!("{}: {} ({})", self.series, self.abi, self.version)
+    }
+
+    /// The header tree declares the newer syscore registration (`struct syscore`, seen in
+    /// Debian's 6.12.117) rather than `register_syscore_ops()`. hv_stub's Kbuild decides the
+    /// same from the same file; this is for the log.
+    pub fn syscore_api(&self) -> &'static str {
+        let common = fs::read_dir(self.headers.parent().unwrap_or(&self.headers))
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("include/linux/syscore_ops.h"))
+            .find(|p| p.exists());
+        match common.and_then(|p| fs::read_to_string(p).ok()) {
+            Some(t) if t.contains("struct syscore {") => "struct syscore + register_syscore()",
+            Some(_) => "register_syscore_ops()",
+            None => "unknown (no syscore_ops.h)",
+        }
+    }
+}
+
+/// Unpack the image and headers into `dir` (once: a stamp names the packages unpacked).
+pub fn unpack(
+    pkgs: &KernelPkgs,
+    image_deb: &Path,
+    header_debs: &[PathBuf],
+    dir: &Path,
+) -> Result<Kernel> {
+    let root = dir.join("root");
+    let hdr = dir.join("headers");
+    let stamp = dir.join("unpacked");
+    let want: Vec<String> = std::iter::once(image_deb)
+        .chain(header_debs.iter().map(PathBuf::as_path))
+        .map(|p| {
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let want = want.join("\n");
+    let headers = hdr.join(format!("usr/src/linux-headers-{}", pkgs.abi));
+    let kernel = Kernel {
+        series: pkgs.series.clone(),
+        abi: pkgs.abi.clone(),
+        version: pkgs.version.clone(),
+        root: root.clone(),
+        headers: headers.clone(),
+    };
+    if fs::read_to_string(&stamp).is_ok_and(|s| s == want) && kernel.vmlinuz().exists() {
+        return Ok(kernel);
+    }
+    println!("vm: unpacking {} and its headers", pkgs.abi);
+    for d in [&root, &hdr] {
+        if d.exists() {
+            fs::remove_dir_all(d).with_context(|| format!("cannot remove {}", d.display()))?;
+        }
+        fs::create_dir_all(d)?;
+    }
+    run_checked(Command::new("dpkg").arg("-x").arg(image_deb).arg(&root))?;
+    for deb in header_debs {
+        run_checked(Command::new("dpkg").arg("-x").arg(deb).arg(&hdr))?;
+    }
+    // The arch Makefile includes the -common one by its installed absolute path.
+    let mk = headers.join("Makefile");
+    let text = fs::read_to_string(&mk).with_context(|| format!("cannot read {}", mk.display()))?;
+    let fixed = text.replace(
+        "include /usr/src/",
+        &format!("include {}/usr/src/", hdr.display()),
+    );
+    if fixed == text {
+        bail!(
+            "{} has no `include /usr/src/` line: the Debian headers layout changed",
+            mk.display()
+        );
+    }
+    fs::write(&mk, fixed)?;
+    // The image package leaves modules.dep to its postinst.
+    run_checked(Command::new("depmod").arg("-b").arg(&root).arg(&pkgs.abi))?;
+    if !kernel.vmlinuz().exists() {
+        bail!(
+            "{} has no {}",
+            image_deb.display(),
+            kernel.vmlinuz().display()
+        );
+    }
+    fs::write(&stamp, want)?;
+    Ok(kernel)
+}
+
+/// The modules to insmod, dependencies first, as paths relative to the modules directory.
+/// Built-in modules (virtio_pci on 6.12) are skipped.
+pub fn module_load_order(kernel: &Kernel, names: &[&str]) -> Result<Vec<PathBuf>> {
+    let dir = kernel.modules_dir();
+    let dep = fs::read_to_string(dir.join("modules.dep"))
+        .with_context(|| format!("cannot read modules.dep of {}", kernel.abi))?;
+    let builtin = fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
+    let deps = parse_modules_dep(&dep);
+    let by_name: BTreeMap<String, &String> =
+        deps.keys().map(|path| (module_name(path), path)).collect();
+    let builtin: HashSet<String> = builtin.lines().map(module_name).collect();
+    let mut order = Vec::new();
+    let mut seen = HashSet::new();
+    for name in names {
+        let name = name.replace('-', "_");
+        if let Some(path) = by_name.get(&name) {
+            push_with_deps(path, &deps, &mut seen, &mut order);
+        } else if !builtin.contains(&name) {
+            bail!(
+                "module {name} is neither in modules.dep nor built into {}",
+                kernel.abi
+            );
+        }
+    }
+    Ok(order.into_iter().map(PathBuf::from).collect())
+}
+
+fn push_with_deps(
+    path: &str,
+    deps: &BTreeMap<String, Vec<String>>,
+    seen: &mut HashSet<String>,
+    order: &mut Vec<String>,
+) {
+    if !seen.insert(path.to_string()) {
+        return;
+    }
+    for d in deps.get(path).into_iter().flatten() {
+        push_with_deps(d, deps, seen, order);
+    }
+    order.push(path.to_string());
+}
+
+fn parse_modules_dep(text: &str) -> BTreeMap<String, Vec<String>> {
+    text.lines()
+        .filter_map(|l| {
+            let (m, d) = l.split_once(':')?;
+            Some((
+                m.trim().to_string(),
+                d.split_whitespace().map(str::to_string).collect(),
+            ))
+        })
+        .collect()
+}
+
+/// `kernel/drivers/block/virtio_blk.ko.xz` → `virtio_blk`.
+fn module_name(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.split(".ko").next().unwrap_or(base).replace('-', "_")
+}
+
+/// Copy a module out of the kernel tree, decompressed: busybox insmod loads plain ELF only.
+pub fn copy_module(kernel: &Kernel, rel: &Path, dest_dir: &Path) -> Result<PathBuf> {
+    let src = kernel.modules_dir().join(rel);
+    let name = src
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("module path without a name")?;
+    let plain = name.split(".ko").next().unwrap_or(name).to_string() + ".ko";
+    let dest = dest_dir.join(&plain);
+    if name.ends_with(".ko.xz") {
+        let out = Command::new("xz")
+            .arg("-dc")
+            .arg(&src)
+            .output()
+            .context("cannot run xz")?;
+        if !out.status.success() {
+            bail!(
+                "xz -dc {} failed: {}",
+                src.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        fs::write(&dest, out.stdout)?;
+    } else if name.ends_with(".ko") {
+        fs::copy(&src, &dest).with_context(|| format!("cannot copy {}", src.display()))?;
+    } else {
+        bail!(
+            "{}: unsupported module compression (xz or none expected)",
+            src.display()
+        );
+    }
+    Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_dependencies_first_once() {
+        let dep = "kernel/drivers/block/virtio_blk.ko.xz: kernel/drivers/virtio/virtio_ring.ko.xz kernel/drivers/virtio/virtio.ko.xz\n\
+kernel/drivers/virtio/virtio.ko.xz: kernel/drivers/virtio/virtio_ring.ko.xz\n\
+kernel/drivers/virtio/virtio_ring.ko.xz:\n\
+kernel/drivers/net/virtio_net.ko.xz: kernel/drivers/net/net_failover.ko.xz kernel/net/core/failover.ko.xz kernel/drivers/virtio/virtio.ko.xz kernel/drivers/virtio/virtio_ring.ko.xz\n\
+kernel/drivers/net/net_failover.ko.xz: kernel/net/core/failover.ko.xz\n\
+kernel/net/core/failover.ko.xz:\n";
+        let deps = parse_modules_dep(dep);
+        let mut seen = HashSet::new();
+        let mut order = Vec::new();
+        for m in [
+            "kernel/drivers/block/virtio_blk.ko.xz",
+            "kernel/drivers/net/virtio_net.ko.xz",
+        ] {
+            push_with_deps(m, &deps, &mut seen, &mut order);
+        }
+        let names: Vec<String> = order.iter().map(|p| module_name(p)).collect();
+        assert_eq!(
+            names,
+            [
+                "virtio_ring",
+                "virtio",
+                "virtio_blk",
+                "failover",
+                "net_failover",
+                "virtio_net"
+            ]
+        );
+    }
+}

@@ -1,0 +1,221 @@
+//! What the guests run: the scenarios, the stand-in driver's modes, and how the steps are
+//! grouped into QEMU runs (one hibernation per run: QEMU 10.0.2 has been seen to abort while
+//! rebooting after a second one).
+
+use std::fmt;
+
+use anyhow::{Result, bail};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scenario {
+    /// CPU 1 offline and back through sysfs: the migration path, no PM at all.
+    Hotplug,
+    /// `echo 1 > /sys/bus/pci/devices/<bdf>/reset`: the PCI core restores MSI-X from its cache.
+    Reset,
+    /// Suspend-to-RAM with pm_test=platform: devices suspended down to noirq, CPUs stay up.
+    PmTestPlatform,
+    /// pm_test=core: CPUs go offline too and syscore runs; the machine does not sleep.
+    PmTestCore,
+    /// Real S3, woken by the RTC alarm.
+    S3,
+    /// Real hibernation to the swap disk, reboot, image restore.
+    Hibernate,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 6] = [
+        Scenario::Hotplug,
+        Scenario::Reset,
+        Scenario::PmTestPlatform,
+        Scenario::PmTestCore,
+        Scenario::S3,
+        Scenario::Hibernate,
+    ];
+
+    /// The guest's name for it (`act_<name>` in tests/guest/vmt.sh, with `-` as `_`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Hotplug => "hotplug",
+            Scenario::Reset => "reset",
+            Scenario::PmTestPlatform => "pmtest-platform",
+            Scenario::PmTestCore => "pmtest-core",
+            Scenario::S3 => "s3",
+            Scenario::Hibernate => "hibernate",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|sc| sc.name() == s)
+    }
+
+    /// The system goes through a noirq suspend and resume: the emulated vmbus bus is torn down
+    /// and the PCI core restores the device's MSI-X state afterwards.
+    pub fn resumes(self) -> bool {
+        matches!(
+            self,
+            Scenario::PmTestPlatform | Scenario::PmTestCore | Scenario::S3 | Scenario::Hibernate
+        )
+    }
+
+    /// CPU 1 goes offline, so the test vectors migrate through hv_irq_mask/hv_irq_unmask.
+    pub fn offlines_cpus(self) -> bool {
+        matches!(
+            self,
+            Scenario::Hotplug | Scenario::PmTestCore | Scenario::S3 | Scenario::Hibernate
+        )
+    }
+
+    /// The sleep reaches syscore_suspend (pm_test=platform stops before it).
+    pub fn reaches_syscore(self) -> bool {
+        matches!(
+            self,
+            Scenario::PmTestCore | Scenario::S3 | Scenario::Hibernate
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mode {
+    Fixed,
+    Buggy,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Fixed => "fixed",
+            Mode::Buggy => "buggy",
+        }
+    }
+}
+
+/// One scenario with hv_stub loaded in one mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Step {
+    pub scenario: Scenario,
+    pub mode: Mode,
+}
+
+impl Step {
+    pub const fn new(scenario: Scenario, mode: Mode) -> Step {
+        Step { scenario, mode }
+    }
+
+    /// `s3.buggy`: the guest's plan item and the directory of its outputs.
+    pub fn id(self) -> String {
+        format!("{}.{}", self.scenario.name(), self.mode.name())
+    }
+
+    /// The bugs cut the test vectors off only where the bus is torn down and restored; a
+    /// buggy driver that never sees a teardown (CPU hotplug at run time, a function reset)
+    /// behaves exactly like a fixed one, which the tracer must not flag.
+    pub fn expects_dead_test_vectors(self) -> bool {
+        self.mode == Mode::Buggy && self.scenario.resumes()
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.id())
+    }
+}
+
+use Mode::{Buggy, Fixed};
+use Scenario::*;
+
+/// Every step, in QEMU runs. Each run starts with its hibernation (the resumed kernel then runs
+/// the rest), and S3 comes last in its run: after a real S3 only the host ends the guest. Hotplug
+/// and reset run in buggy mode only: it is the mode that must stay clean there.
+pub const DEFAULT_RUNS: &[&[Step]] = &[
+    &[
+        Step::new(Hibernate, Buggy),
+        Step::new(Hotplug, Buggy),
+        Step::new(Reset, Buggy),
+        Step::new(PmTestPlatform, Fixed),
+        Step::new(PmTestPlatform, Buggy),
+    ],
+    &[
+        Step::new(Hibernate, Fixed),
+        Step::new(PmTestCore, Fixed),
+        Step::new(PmTestCore, Buggy),
+        Step::new(S3, Fixed),
+        Step::new(S3, Buggy),
+    ],
+];
+
+/// `cargo xtask demo`: the bug as a user meets it.
+pub const DEMO_RUN: &[Step] = &[Step::new(Hibernate, Buggy)];
+
+/// Parse `--only` values: a scenario (`s3`), or a step (`s3.buggy`).
+pub fn parse_filter(items: &[String]) -> Result<Vec<(Scenario, Option<Mode>)>> {
+    let mut out = Vec::new();
+    for item in items.iter().flat_map(|s| s.split(',')) {
+        let (sc, mode) = match item.split_once('.') {
+            Some((sc, "fixed")) => (sc, Some(Fixed)),
+            Some((sc, "buggy")) => (sc, Some(Buggy)),
+            Some((_, m)) => bail!("unknown mode `{m}` in `{item}`: use fixed or buggy"),
+            None => (item, None),
+        };
+        let Some(sc) = Scenario::from_name(sc) else {
+            let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+            bail!("unknown scenario `{sc}`: use one of {}", names.join(", "));
+        };
+        out.push((sc, mode));
+    }
+    Ok(out)
+}
+
+/// The default runs with only the steps the filter keeps (all when it is empty).
+pub fn runs(filter: &[(Scenario, Option<Mode>)]) -> Vec<Vec<Step>> {
+    DEFAULT_RUNS
+        .iter()
+        .map(|run| {
+            run.iter()
+                .copied()
+                .filter(|s| {
+                    filter.is_empty()
+                        || filter
+                            .iter()
+                            .any(|(sc, m)| *sc == s.scenario && m.is_none_or(|m| m == s.mode))
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_runs_and_each_run_has_one_hibernation_first_and_s3_last() {
+        let all: Vec<Step> = DEFAULT_RUNS
+            .iter()
+            .flat_map(|r| r.iter().copied())
+            .collect();
+        for sc in Scenario::ALL {
+            assert!(all.iter().any(|s| s.scenario == sc), "{sc:?} never runs");
+        }
+        for run in DEFAULT_RUNS {
+            let hib = run.iter().filter(|s| s.scenario == Hibernate).count();
+            assert!(hib <= 1);
+            if hib == 1 {
+                assert_eq!(run[0].scenario, Hibernate);
+            }
+            if let Some(i) = run.iter().position(|s| s.scenario == S3) {
+                assert!(run[i..].iter().all(|s| s.scenario == S3));
+            }
+        }
+    }
+
+    #[test]
+    fn filters_keep_scenarios_and_steps() {
+        let f = parse_filter(&["s3.buggy,reset".into()]).unwrap();
+        let r = runs(&f);
+        let ids: Vec<String> = r.iter().flatten().map(|s| s.id()).collect();
+        assert_eq!(ids, ["reset.buggy", "s3.buggy"]);
+        assert!(parse_filter(&["nap".into()]).is_err());
+        assert!(parse_filter(&["s3.sleepy".into()]).is_err());
+    }
+}

@@ -1,0 +1,410 @@
+//! One guest under QEMU TCG: boot the kernel with the initramfs and a plan on the command line,
+//! watch the serial console, wake a guest that sleeps too long, quit QEMU when the guest says
+//! it is done (its own power-off is not trusted after a real S3 under TCG), and treat a
+//! timeout, a silent console, a panic, an RCU stall or a soft lockup as a failed run.
+//!
+//! Files come back on a second raw virtio disk (serial `vmt-out`) that the guest overwrites
+//! with a tar of /out after each step. A disk beats the serial line here: the tar is written
+//! between steps, never while a sleep or a hibernation image is in flight, the disk is never
+//! mounted so a hibernation cannot leave a file system half-written, and megabytes of trace
+//! cost nothing on the console.
+
+use std::{
+    fs,
+    io::{Read, Seek, SeekFrom, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+
+use super::{kernel::Kernel, plan::Step};
+
+/// Console lines that end a run as failed. `Kernel panic` also covers oopses with
+/// panic_on_oops; the others are the hangs TCG guests are prone to.
+const FATAL: &[&str] = &[
+    "Kernel panic - not syncing",
+    "BUG: soft lockup",
+    "watchdog: BUG: soft lockup",
+    "rcu_sched self-detected stall",
+    "rcu_preempt self-detected stall",
+    "rcu: INFO: rcu_sched detected stalls",
+    "rcu: INFO: rcu_preempt detected stalls",
+    "detected stalls on CPUs/tasks",
+    "BUG: unable to handle",
+    "general protection fault",
+    "Oops: ",
+];
+
+/// QEMU 10.0.2 under TCG has aborted like this while rebooting for a hibernation resume.
+const QEMU_FLAKE: &str = "iotlb_to_section";
+
+/// A guest that prints nothing for this long is hung (the longest quiet stretch is a
+/// hibernation: image write, reboot and image load, ~30 s on an idle machine).
+const SILENCE_LIMIT: Duration = Duration::from_secs(150);
+
+/// After "VMT wake-me", the RTC alarm wakes an S3 guest in ~2 s; if it has not said "woke"
+/// this long after, the host presses the wake button (`system_wakeup`).
+const WAKE_AFTER: Duration = Duration::from_secs(10);
+
+pub struct RunSpec<'a> {
+    pub kernel: &'a Kernel,
+    pub initrd: &'a Path,
+    pub plan: &'a [Step],
+    pub dir: PathBuf,
+    pub msitrace: bool,
+    /// G5's window for `msitrace record --silence`; buggy-mode resume steps keep recording a
+    /// second longer after the resume.
+    pub g5_silence_s: u64,
+    /// Prefix of progress lines.
+    pub label: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The guest printed `VMT done` and the host quit QEMU.
+    Done,
+    Timeout(Duration),
+    Silent(Duration),
+    /// The console line that made it fatal.
+    Fatal(String),
+    /// QEMU ended by itself (or could not start): its status and stderr's last line.
+    QemuExited(String),
+}
+
+impl End {
+    pub fn describe(&self) -> String {
+        match self {
+            End::Done => "completed".into(),
+            End::Timeout(d) => format!("timed out after {} s", d.as_secs()),
+            End::Silent(d) => format!("hung: no console output for {} s", d.as_secs()),
+            End::Fatal(l) => format!("guest failed: {l}"),
+            End::QemuExited(s) => format!("QEMU exited: {s}"),
+        }
+    }
+}
+
+pub struct RunOutcome {
+    pub end: End,
+    pub wall: Duration,
+    pub console: PathBuf,
+    /// Where the guest's /out was extracted (present even after a failed run: the guest saves
+    /// after every step).
+    pub artifacts: PathBuf,
+    pub artifact_error: Option<String>,
+    /// Why the run was retried, when it was.
+    pub retried: Option<String>,
+}
+
+impl RunSpec<'_> {
+    pub fn timeout(&self) -> Duration {
+        // Generous for a loaded 2-core machine, bounded so a hung guest cannot stall CI.
+        let steps: u64 = self
+            .plan
+            .iter()
+            .map(|s| match s.scenario {
+                super::plan::Scenario::Hibernate => 150,
+                super::plan::Scenario::S3 => 70,
+                _ => 60,
+            })
+            .sum();
+        Duration::from_secs(120 + steps + (self.g5_silence_s + 1) * self.plan.len() as u64)
+    }
+
+    fn cmdline(&self) -> String {
+        let plan: Vec<String> = self.plan.iter().map(|s| s.id()).collect();
+        format!(
+            "console=ttyS0,115200 rdinit=/init panic=0 no_console_suspend loglevel=4 \
+             mitigations=off vmt.plan={} vmt.msitrace={} vmt.g5silence={}",
+            plan.join(","),
+            u8::from(self.msitrace),
+            self.g5_silence_s
+        )
+    }
+}
+
+/// Run the guest; a run that QEMU itself aborts with the known TCG assertion is retried once.
+pub fn run(spec: &RunSpec) -> Result<RunOutcome> {
+    fs::create_dir_all(&spec.dir)?;
+    let first = run_once(spec)?;
+    if let End::QemuExited(msg) = &first.end
+        && msg.contains(QEMU_FLAKE)
+    {
+        let why = format!("QEMU aborted ({msg}); known QEMU 10.0.2 TCG flake, retried once");
+        println!("vm: {}: {why}", spec.label);
+        let _ = fs::rename(&first.console, spec.dir.join("console.attempt1.log"));
+        let mut second = run_once(spec)?;
+        second.retried = Some(why);
+        return Ok(second);
+    }
+    Ok(first)
+}
+
+fn run_once(spec: &RunSpec) -> Result<RunOutcome> {
+    let console = spec.dir.join("console.log");
+    let stderr_path = spec.dir.join("qemu.stderr");
+    let swap = spec.dir.join("swap.img");
+    let outdisk = spec.dir.join("out.img");
+    let artifacts = spec.dir.join("artifacts");
+    for f in [&console, &swap, &outdisk] {
+        let _ = fs::remove_file(f);
+    }
+    if artifacts.exists() {
+        fs::remove_dir_all(&artifacts)?;
+    }
+    // Sparse files: the swap holds one hibernation image, the output disk one tar of /out.
+    fs::File::create(&swap)?.set_len(512 << 20)?;
+    fs::File::create(&outdisk)?.set_len(256 << 20)?;
+    fs::File::create(&console)?;
+    // A unix socket path must fit in 108 bytes; the work directory may be deep.
+    let monitor = std::env::temp_dir().join(format!(
+        "msitrace-vm-{}-{}.sock",
+        std::process::id(),
+        spec.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let _ = fs::remove_file(&monitor);
+
+    let hibernates = spec
+        .plan
+        .iter()
+        .any(|s| s.scenario == super::plan::Scenario::Hibernate);
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args([
+        "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1024",
+    ])
+    .args(["-display", "none", "-nodefaults", "-no-user-config"])
+    .arg("-monitor")
+    .arg(format!("unix:{},server=on,wait=off", monitor.display()))
+    .arg("-kernel")
+    .arg(spec.kernel.vmlinuz())
+    .arg("-initrd")
+    .arg(spec.initrd)
+    .arg("-append")
+    .arg(spec.cmdline())
+    .arg("-serial")
+    .arg(format!("file:{}", console.display()));
+    for i in 1..=4 {
+        cmd.arg("-device").arg(format!(
+            "pcie-root-port,id=rp{i},bus=pcie.0,chassis={i},slot={i}"
+        ));
+    }
+    cmd.args(["-netdev", "hubport,id=n0,hubid=0"])
+        .args([
+            "-device",
+            "virtio-net-pci,netdev=n0,bus=rp1,mq=on,vectors=6,romfile=",
+        ])
+        .args(["-netdev", "hubport,id=n1,hubid=1"])
+        .args(["-device", "e1000e,netdev=n1,bus=rp2,romfile="])
+        .arg("-drive")
+        .arg(format!(
+            "file={},if=none,id=swap,format=raw",
+            swap.display()
+        ))
+        .args([
+            "-device",
+            "virtio-blk-pci,drive=swap,bus=rp3,serial=vmt-swap",
+        ])
+        .arg("-drive")
+        .arg(format!(
+            "file={},if=none,id=out,format=raw",
+            outdisk.display()
+        ))
+        .args(["-device", "virtio-blk-pci,drive=out,bus=rp4,serial=vmt-out"]);
+    // A hibernation reboots the guest; anywhere else a reboot is a crash, and ending QEMU on it
+    // turns a panic=N reboot loop into a prompt failure.
+    if !hibernates {
+        cmd.arg("-no-reboot");
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&stderr_path)?);
+
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .context("cannot start qemu-system-x86_64 (vm-test installs qemu-system-x86)")?;
+    let end = watch(spec, &mut child, &console, &monitor, start);
+    let end = match end {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    let end = match end {
+        End::QemuExited(_) => {
+            let status = child.try_wait().ok().flatten();
+            let err = fs::read_to_string(&stderr_path).unwrap_or_default();
+            let last = err
+                .lines()
+                .rfind(|l| !l.contains("is not connected to host network"))
+                .unwrap_or("no message")
+                .to_string();
+            End::QemuExited(format!(
+                "{}, {last}",
+                status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "status unknown".into())
+            ))
+        }
+        other => {
+            stop(&mut child, &monitor);
+            other
+        }
+    };
+    let wall = start.elapsed();
+    let _ = fs::remove_file(&monitor);
+    let _ = fs::remove_file(&swap);
+    fs::create_dir_all(&artifacts)?;
+    let artifact_error = extract(&outdisk, &artifacts)
+        .err()
+        .map(|e| format!("{e:#}"));
+    let _ = fs::remove_file(&outdisk);
+    Ok(RunOutcome {
+        end,
+        wall,
+        console,
+        artifacts,
+        artifact_error,
+        retried: None,
+    })
+}
+
+fn watch(
+    spec: &RunSpec,
+    child: &mut Child,
+    console: &Path,
+    monitor: &Path,
+    start: Instant,
+) -> Result<End> {
+    let timeout = spec.timeout();
+    let mut offset = 0u64;
+    let mut partial = String::new();
+    let mut last_output = Instant::now();
+    let mut wake: Option<(Instant, u32)> = None;
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(End::QemuExited(String::new()));
+        }
+        let mut f = fs::File::open(console)?;
+        f.seek(SeekFrom::Start(offset))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        if !buf.is_empty() {
+            offset += buf.len() as u64;
+            last_output = Instant::now();
+            partial.push_str(&String::from_utf8_lossy(&buf));
+            while let Some(nl) = partial.find('\n') {
+                let line: String = partial.drain(..=nl).collect();
+                let line = line.trim_end();
+                if let Some(f) = FATAL.iter().find(|p| line.contains(*p)) {
+                    // Let the guest print the rest of the report (the stack) before quitting.
+                    thread::sleep(Duration::from_secs(2));
+                    return Ok(End::Fatal(format!("{f} ({})", line.trim())));
+                }
+                if let Some(msg) = line.strip_prefix("VMT ") {
+                    progress(spec, msg, start);
+                    if msg.starts_with("wake-me") {
+                        wake = Some((Instant::now(), 0));
+                    } else if msg.starts_with("woke") || msg.starts_with("step ") {
+                        wake = None;
+                    } else if msg.starts_with("done") {
+                        return Ok(End::Done);
+                    }
+                }
+            }
+        }
+        if let Some((since, pokes)) = &mut wake
+            && since.elapsed() > WAKE_AFTER
+            && *pokes < 3
+        {
+            println!(
+                "vm: {}: guest still asleep; sending system_wakeup",
+                spec.label
+            );
+            let _ = hmp(monitor, "system_wakeup");
+            *since = Instant::now();
+            *pokes += 1;
+        }
+        if start.elapsed() > timeout {
+            return Ok(End::Timeout(timeout));
+        }
+        if last_output.elapsed() > SILENCE_LIMIT {
+            return Ok(End::Silent(SILENCE_LIMIT));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Console lines worth showing as they happen.
+fn progress(spec: &RunSpec, msg: &str, start: Instant) {
+    let t = start.elapsed().as_secs_f64();
+    let show = msg.starts_with("step ")
+        || msg.starts_with("error")
+        || msg.starts_with("hibernating")
+        || msg.starts_with("resumed")
+        || msg.starts_with("done");
+    if show {
+        let msg = msg.split(" uptime=").next().unwrap_or(msg);
+        println!("vm: {} [{t:6.1}s] {msg}", spec.label);
+    }
+}
+
+fn hmp(monitor: &Path, command: &str) -> Result<()> {
+    let mut s = UnixStream::connect(monitor)
+        .with_context(|| format!("cannot connect to QEMU's monitor {}", monitor.display()))?;
+    s.write_all(format!("{command}\n").as_bytes())?;
+    // QEMU reads the line asynchronously; give it a moment before the socket closes.
+    thread::sleep(Duration::from_millis(300));
+    Ok(())
+}
+
+fn stop(child: &mut Child, monitor: &Path) {
+    let _ = hmp(monitor, "quit");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The last tar the guest wrote on its output disk (tar stops at the archive's end marker;
+/// the rest of the sparse file is zeros).
+fn extract(disk: &Path, dest: &Path) -> Result<()> {
+    let out = Command::new("tar")
+        .arg("-xf")
+        .arg(disk)
+        .arg("-C")
+        .arg(dest)
+        .output()
+        .context("cannot run tar")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "the guest's output disk holds no readable tar ({}): it died before saving",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .next()
+                .unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// The last `n` lines of the console, for a failure.
+pub fn console_tail(console: &Path, n: usize) -> String {
+    let text = fs::read(console).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
