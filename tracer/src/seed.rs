@@ -131,16 +131,23 @@ pub fn parse_proc_interrupts(text: &str) -> Vec<ProcIrq> {
                 None => break,
             }
         }
-        let chip = toks.next().map(str::to_string);
-        // `<hwirq>-<handler>` (e.g. `512000-edge`); the hwirq is missing without a domain.
-        let mut hwirq = None;
-        let mut actions_from = toks.clone();
-        if let Some(t) = toks.next()
-            && let Some((num, _handler)) = t.split_once('-')
-        {
-            hwirq = num.parse().ok();
-            actions_from = toks;
-        }
+        // The chip name may contain spaces (pci-hyperv's "Hyper-V PCIe MSI"): it runs up to
+        // the `<hwirq>-<handler>` column (e.g. `512000-edge`), which only IRQs with a domain
+        // have; without one, the chip is the first word.
+        let rest: Vec<&str> = toks.collect();
+        let is_hwirq = |t: &&str| {
+            t.split_once('-')
+                .is_some_and(|(n, h)| !h.is_empty() && n.parse::<u64>().is_ok())
+        };
+        let (chip, hwirq, actions_from) = match rest.iter().position(|t| is_hwirq(t)) {
+            Some(i) if i > 0 => (
+                Some(rest[..i].join(" ")),
+                rest[i].split_once('-').and_then(|(n, _)| n.parse().ok()),
+                i + 1,
+            ),
+            _ => (rest.first().map(|c| c.to_string()), None, 1),
+        };
+        let actions_from = rest.iter().skip(actions_from).copied();
         let actions: Vec<&str> = actions_from.collect();
         let actions = (!actions.is_empty()).then(|| actions.join(" "));
         out.push(ProcIrq {
@@ -350,6 +357,21 @@ pub fn read_seed() -> anyhow::Result<Seed> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn chip_names_with_spaces_run_up_to_the_hwirq_column() {
+        let text = "           CPU0       CPU1\n \
+ 24:          5          0  Hyper-V PCIe MSI 1073741824-edge      nvidia\n \
+  9:          0          0   IO-APIC    9-fasteoi   acpi\n \
+NMI:          0          0   Non-maskable interrupts\n";
+        let v = parse_proc_interrupts(text);
+        assert_eq!(v[0].chip.as_deref(), Some("Hyper-V PCIe MSI"));
+        assert_eq!(v[0].hwirq, Some(1073741824));
+        assert_eq!(v[0].actions.as_deref(), Some("nvidia"));
+        assert_eq!(v[1].chip.as_deref(), Some("IO-APIC"));
+        assert_eq!(v[1].hwirq, Some(9));
+    }
+
     use super::*;
 
     /// Captured on a 6.18 guest (virtio devices, per-device MSI-X domains).
