@@ -400,6 +400,12 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
         per_kernel.join(", "),
         work.join("out").display()
     );
+    // The plain closing line CI reads as a test count.
+    println!(
+        "vm-test: {} passed, {} failed",
+        rows.len() - failed.len(),
+        failed.len()
+    );
     if !failed.is_empty() {
         bail!(
             "{} of {} checks failed (see the table above)",
