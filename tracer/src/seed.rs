@@ -139,7 +139,7 @@ pub fn parse_proc_interrupts(text: &str) -> Vec<ProcIrq> {
             t.split_once('-')
                 .is_some_and(|(n, h)| !h.is_empty() && n.parse::<u64>().is_ok())
         };
-        let (chip, hwirq, actions_from) = match rest.iter().position(|t| is_hwirq(t)) {
+        let (chip, hwirq, actions_from) = match rest.iter().position(is_hwirq) {
             Some(i) if i > 0 => (
                 Some(rest[..i].join(" ")),
                 rest[i].split_once('-').and_then(|(n, _)| n.parse().ok()),
