@@ -350,19 +350,19 @@ pub fn describe(kind: &EventKind) -> String {
             managed,
             can_reserve,
             reserve,
-        } => format!(
-            "vector-activate irq {irq}{}{}{}",
-            flag(*managed, " managed"),
-            flag(*can_reserve, " can-reserve"),
-            flag(*reserve, " reserve")
-        ),
-        E::VectorDeactivate {
+        }
+        | E::VectorDeactivate {
             irq,
             managed,
             can_reserve,
             reserve,
         } => format!(
-            "vector-deactivate irq {irq}{}{}{}",
+            "{} irq {irq}{}{}{}",
+            if matches!(kind, E::VectorActivate { .. }) {
+                "vector-activate"
+            } else {
+                "vector-deactivate"
+            },
             flag(*managed, " managed"),
             flag(*can_reserve, " can-reserve"),
             flag(*reserve, " reserve")

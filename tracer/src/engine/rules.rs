@@ -261,16 +261,7 @@ impl Engine {
                  PCI core restores (915cff7f38c5)",
                 self.t(ts)
             );
-            if let Some((key, meaning)) = self.open_note(RuleId::H1, irq, note, false) {
-                self.revise(
-                    &key,
-                    Severity::Warning,
-                    meaning,
-                    Some(Evidence::of(ev)),
-                    out,
-                );
-            }
-            self.open_remove(RuleId::H1, irq);
+            self.settle_as_warning(RuleId::H1, irq, note, ev, out);
         }
         if let Some(escalated) = self
             .open
@@ -616,17 +607,7 @@ impl Engine {
             "a later unmask cleared the mask cache at {}",
             self.t(ev.ts_ns)
         );
-        let Some((key, meaning)) = self.open_note(RuleId::H4, irq, note, false) else {
-            return;
-        };
-        self.revise(
-            &key,
-            Severity::Warning,
-            meaning,
-            Some(Evidence::of(ev)),
-            out,
-        );
-        self.open_remove(RuleId::H4, irq);
+        self.settle_as_warning(RuleId::H4, irq, note, ev, out);
     }
 
     fn h4_restore_writes_mask(&mut self, ev: &Event, irq: u32, out: &mut Vec<DivergenceUpdate>) {
@@ -1093,6 +1074,28 @@ impl Engine {
             o.escalated = true;
         }
         Some((o.key.clone(), o.with(note)))
+    }
+
+    /// Later evidence showed an open finding was transient or recovered: keep it, as a
+    /// warning explained by `note` and `ev`, and stop tracking it.
+    fn settle_as_warning(
+        &mut self,
+        rule: RuleId,
+        irq: u32,
+        note: String,
+        ev: &Event,
+        out: &mut Vec<DivergenceUpdate>,
+    ) {
+        if let Some((key, meaning)) = self.open_note(rule, irq, note, false) {
+            self.revise(
+                &key,
+                Severity::Warning,
+                meaning,
+                Some(Evidence::of(ev)),
+                out,
+            );
+        }
+        self.open_remove(rule, irq);
     }
 
     fn open_remove(&mut self, rule: RuleId, irq: u32) {
