@@ -149,6 +149,27 @@ pub enum StopReason {
     Done,
 }
 
+/// What a front-end sees of a running session. `run` calls these in the order the engine
+/// sees things; a front-end that needs its own loop (the TUI reads keys too) calls
+/// [`Session::pump`], [`Session::sample`] and [`Session::flush`] itself.
+pub trait Observer {
+    /// An event, after the engine applied it (and after the file got it).
+    fn event(&mut self, _ev: &Event, _engine: &Engine) {}
+    /// A new or changed divergence, as the engine found it.
+    fn update(&mut self, _u: &DivergenceUpdate) {}
+    /// After the once-a-second sample of losses and IRQ counts.
+    fn sampled(&mut self, _collector: &Collector, _engine: &Engine) {}
+}
+
+/// `run`'s plain form: divergences only.
+struct OnUpdate<F>(F);
+
+impl<F: FnMut(&DivergenceUpdate)> Observer for OnUpdate<F> {
+    fn update(&mut self, u: &DivergenceUpdate) {
+        (self.0)(u)
+    }
+}
+
 pub struct Session {
     collector: Collector,
     recorder: Recorder,
@@ -221,8 +242,22 @@ impl Session {
     pub async fn run<F>(
         &mut self,
         stop: F,
+        until: impl FnMut(&Engine) -> bool,
+        on_update: impl FnMut(&DivergenceUpdate),
+    ) -> Result<StopReason>
+    where
+        F: Future<Output = StopReason>,
+    {
+        self.run_observed(stop, until, &mut OnUpdate(on_update))
+            .await
+    }
+
+    /// [`Session::run`] with an observer that also sees every event and every sample.
+    pub async fn run_observed<F>(
+        &mut self,
+        stop: F,
         mut until: impl FnMut(&Engine) -> bool,
-        mut on_update: impl FnMut(&DivergenceUpdate),
+        obs: &mut impl Observer,
     ) -> Result<StopReason>
     where
         F: Future<Output = StopReason>,
@@ -244,20 +279,20 @@ impl Session {
             tokio::select! {
                 r = self.collector.readable() => {
                     r?;
-                    self.pump(&mut on_update)?;
+                    self.pump(obs)?;
                 }
                 _ = flush.tick() => {
-                    self.pump(&mut on_update)?;
+                    self.pump(obs)?;
                     self.recorder.flush()?;
                 }
-                _ = sample.tick() => self.sample(&mut on_update)?,
+                _ = sample.tick() => self.sample(obs)?,
                 _ = sigint.recv() => break StopReason::Signal("SIGINT"),
                 _ = sigterm.recv() => break StopReason::Signal("SIGTERM"),
                 r = &mut stop => break r,
             }
         };
-        self.pump(&mut on_update)?;
-        self.sample(&mut on_update)?;
+        self.pump(obs)?;
+        self.sample(obs)?;
         self.recorder.flush()?;
         Ok(reason)
     }
@@ -276,24 +311,38 @@ impl Session {
         })
     }
 
-    fn push_all(&mut self, on_update: &mut impl FnMut(&DivergenceUpdate)) -> Result<()> {
+    fn push_all(&mut self, obs: &mut impl Observer) -> Result<()> {
         // Records of different CPUs reach the ring in commit order, which can be a little
         // out of time order; sort what one drain brought.
         self.batch.sort_by_key(|e| e.ts_ns);
         for ev in std::mem::take(&mut self.batch) {
             for u in self.recorder.push(&ev)? {
-                on_update(&u);
+                obs.update(&u);
             }
+            obs.event(&ev, self.recorder.engine());
         }
         Ok(())
     }
 
-    fn pump(&mut self, on_update: &mut impl FnMut(&DivergenceUpdate)) -> Result<()> {
-        self.collector.drain(&mut self.batch);
-        self.push_all(on_update)
+    /// Wait until the ring buffer has something to drain.
+    pub async fn readable(&self) -> Result<()> {
+        self.collector.readable().await
     }
 
-    fn sample(&mut self, on_update: &mut impl FnMut(&DivergenceUpdate)) -> Result<()> {
+    /// Drain the ring buffer into the file and the engine.
+    pub fn pump(&mut self, obs: &mut impl Observer) -> Result<()> {
+        self.collector.drain(&mut self.batch);
+        self.push_all(obs)
+    }
+
+    /// Push what the file has buffered to disk.
+    pub fn flush(&mut self) -> Result<()> {
+        self.recorder.flush()
+    }
+
+    /// The once-a-second work: losses, IRQ counts, a suspend the tracer slept through, new
+    /// modules, silent return probes. Call it every second from a custom loop.
+    pub fn sample(&mut self, obs: &mut impl Observer) -> Result<()> {
         self.collector.drain(&mut self.batch);
         let now = kernel::monotonic_ns();
         let suspended = kernel::suspended_ns();
@@ -315,7 +364,7 @@ impl Session {
         }
         self.batch.extend(self.collector.new_losses(now));
         self.batch.push(self.collector.irq_counts(now));
-        self.push_all(on_update)?;
+        self.push_all(obs)?;
 
         let changed = self.collector.rescan_modules();
         if !changed.is_empty() {
@@ -325,6 +374,7 @@ impl Session {
             );
         }
         self.reattach_silent_returns();
+        obs.sampled(&self.collector, self.recorder.engine());
         Ok(())
     }
 
