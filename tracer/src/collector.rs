@@ -49,12 +49,16 @@ pub struct Collector {
     ring_bytes: u32,
 }
 
-/// Counters of one probe: what it saw (hits) and what it could not write (lost).
+/// Counters of one probe: what it saw (hits) and what it could not write (lost), and what
+/// its program cost in the kernel by the kernel's own accounting (`kernel.bpf_stats_enabled`;
+/// both stay 0 while that is off, which is its default: the accounting itself costs).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ProbeCounters {
     pub probe: ProbeId,
     pub hits: u64,
     pub lost: u64,
+    pub run_ns: u64,
+    pub runs: u64,
 }
 
 impl Collector {
@@ -152,10 +156,18 @@ impl Collector {
     pub fn counters(&self) -> Vec<ProbeCounters> {
         ProbeId::ALL
             .iter()
-            .map(|&p| ProbeCounters {
-                probe: p,
-                hits: Self::sum(&self.hits, p),
-                lost: Self::sum(&self.lost, p),
+            .map(|&p| {
+                let info = self
+                    .ebpf
+                    .program(p.program())
+                    .and_then(|prog| prog.info().ok());
+                ProbeCounters {
+                    probe: p,
+                    hits: Self::sum(&self.hits, p),
+                    lost: Self::sum(&self.lost, p),
+                    run_ns: info.as_ref().map_or(0, |i| i.run_time().as_nanos() as u64),
+                    runs: info.as_ref().map_or(0, |i| i.run_count()),
+                }
             })
             .collect()
     }

@@ -40,6 +40,10 @@ pub struct LiveSummary {
     pub divergences: Vec<DivergenceKey>,
     pub counters: Vec<(ProbeId, u64, u64)>,
     pub decode_errors: u64,
+    /// (probe, run_ns, runs) from the kernel's BPF statistics, for the probes that ran while
+    /// `kernel.bpf_stats_enabled` was on: what each program cost per event in this kernel.
+    #[serde(default)]
+    pub bpf_stats: Vec<(ProbeId, u64, u64)>,
 }
 
 /// The identity of a divergence as the live run reported it.
@@ -119,6 +123,11 @@ impl Recorder {
             divergences: DivergenceKey::all(self.engine.divergences()),
             counters: counters.iter().map(|c| (c.probe, c.hits, c.lost)).collect(),
             decode_errors,
+            bpf_stats: counters
+                .iter()
+                .filter(|c| c.runs > 0)
+                .map(|c| (c.probe, c.run_ns, c.runs))
+                .collect(),
         };
         let stats = match self.writer.take() {
             Some(w) => {
