@@ -11,6 +11,7 @@ pub mod ebpf_object;
 pub mod engine;
 pub mod event;
 pub mod kernel;
+pub mod live;
 pub mod probe_manager;
 pub mod probes;
 pub mod report;

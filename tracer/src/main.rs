@@ -21,6 +21,8 @@ enum Command {
     Record(cmd::record::Args),
     /// Record while CMD runs, wait for the resume to settle, report; exit 0 clean, 1 divergence, 2 unusable.
     Verify(cmd::verify::Args),
+    /// The TUI: every vector, its state and its divergences, live or (--replay) from a file.
+    Live(cmd::live::Args),
     /// Print the events of a trace file as text or JSON Lines.
     Dump(cmd::dump::Args),
     /// Rebuild the state from a trace file and print the divergence report; exit 0 clean, 1 divergence, 2 unusable.
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Command::Replay(a) => cmd::replay::run(a),
         Command::Export(a) => cmd::export::run(a),
         Command::Verify(a) => cmd::verify::run(a),
+        Command::Live(a) => cmd::live::run(a),
     };
     match result {
         Ok(code) => code,

@@ -3,6 +3,7 @@
 
 pub mod dump;
 pub mod export;
+pub mod live;
 pub mod probes;
 pub mod record;
 pub mod replay;
