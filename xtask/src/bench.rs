@@ -1,6 +1,7 @@
-//! `cargo xtask bench`: run the replay benchmark (tracer/benches/replay.rs) and print its
-//! figures — events per second from the native trace file and bytes per vector — next to the
-//! targets. It prints; it never fails on a time (a loaded machine is not a broken build).
+//! `cargo xtask bench`: run the benchmarks (tracer/benches/replay.rs: events per second from
+//! the native trace file and bytes per vector; render.rs: a TUI frame with 10,000 vectors) and
+//! print their figures next to the targets. It prints; it never fails on a time (a loaded
+//! machine is not a broken build).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -14,15 +15,38 @@ pub struct BenchArgs {
     pub figures_only: bool,
 }
 
+/// tracer/benches/<name>.rs, each printing `figure:` lines.
+const BENCHES: [&str; 2] = ["replay", "render"];
+
 pub fn run(args: BenchArgs) -> Result<()> {
+    let mut figures = Vec::new();
+    for bench in BENCHES {
+        let found = run_bench(bench, args.figures_only)?;
+        if found.is_empty() {
+            bail!("the {bench} benchmark printed no figures: is tracer/benches/{bench}.rs intact?");
+        }
+        figures.extend(found);
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "\nxtask: benchmark figures (load average {}):",
+        load.split_whitespace().next().unwrap_or("?")
+    );
+    for f in &figures {
+        println!("  {f}");
+    }
+    Ok(())
+}
+
+fn run_bench(bench: &str, figures_only: bool) -> Result<Vec<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["bench", "-p", "tracer", "--bench", "replay", "--"]);
-    if args.figures_only {
+    cmd.args(["bench", "-p", "tracer", "--bench", bench, "--"]);
+    if figures_only {
         // A filter that matches no divan benchmark: the figures are printed before divan runs.
         cmd.arg("no-divan-benchmark");
     }
-    println!("xtask: cargo bench -p tracer --bench replay");
+    println!("xtask: cargo bench -p tracer --bench {bench}");
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
@@ -38,18 +62,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let status = child.wait().context("cargo bench did not finish")?;
     if !status.success() {
-        bail!("`cargo bench -p tracer --bench replay` failed ({status})");
+        bail!("`cargo bench -p tracer --bench {bench}` failed ({status})");
     }
-    if figures.is_empty() {
-        bail!("the replay benchmark printed no figures: is tracer/benches/replay.rs intact?");
-    }
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "\nxtask: replay benchmark figures (load average {}):",
-        load.split_whitespace().next().unwrap_or("?")
-    );
-    for f in &figures {
-        println!("  {f}");
-    }
-    Ok(())
+    Ok(figures)
 }
