@@ -1,6 +1,7 @@
 //! Installs what building msitrace needs and is missing: rust-src for the nightly toolchain
 //! (the eBPF crate builds `core` itself) and bpf-linker 0.13.0 linked against that nightly's
-//! own libLLVM. Idempotent, and it upgrades nothing: what is already there is left alone.
+//! own libLLVM, and the Debian tools the tests drive (tmux for the TUI's end-to-end test).
+//! Idempotent, and it upgrades nothing: what is already there is left alone.
 
 use std::{
     path::{Path, PathBuf},
@@ -16,6 +17,58 @@ pub fn run() -> Result<()> {
     let sysroot = nightly_sysroot()?;
     ensure_rust_src()?;
     ensure_bpf_linker(&sysroot)?;
+    ensure_tools()?;
+    Ok(())
+}
+
+/// Programs the tests run, by the Debian package that provides each.
+const TOOLS: &[(&str, &str)] = &[("tmux", "tmux")];
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
+}
+
+fn ensure_tools() -> Result<()> {
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(bin, _)| !on_path(bin))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        println!(
+            "setup: {}: present",
+            TOOLS.iter().map(|t| t.0).collect::<Vec<_>>().join(", ")
+        );
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "{} missing and only root can install them: run `sudo apt-get install {}`",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    println!("setup: installing {} (apt-get)", missing.join(" "));
+    let apt = |args: &[&str]| -> Result<bool> {
+        Ok(Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("cannot run apt-get")?
+            .success())
+    };
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend(missing.iter());
+    // A fresh machine may have no package lists yet: update once, then retry.
+    let installed = apt(&install)? || (apt(&["update", "-qq"])? && apt(&install)?);
+    if !installed {
+        bail!(
+            "could not install {}: see apt-get's output above",
+            missing.join(" ")
+        );
+    }
     Ok(())
 }
 
