@@ -7,6 +7,7 @@
 pub mod btf_layout;
 pub mod cmd;
 pub mod collector;
+pub mod daemon;
 pub mod ebpf_object;
 pub mod engine;
 pub mod event;

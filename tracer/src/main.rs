@@ -21,6 +21,8 @@ enum Command {
     Record(cmd::record::Args),
     /// Record while CMD runs, wait for the resume to settle, report; exit 0 clean, 1 divergence, 2 unusable.
     Verify(cmd::verify::Args),
+    /// The systemd service: journal entries per divergence, sd_notify, a flight recorder.
+    Daemon(cmd::daemon::Args),
     /// The TUI: every vector, its state and its divergences, live or (--replay) from a file.
     Live(cmd::live::Args),
     /// Print the events of a trace file as text or JSON Lines.
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Export(a) => cmd::export::run(a),
         Command::Verify(a) => cmd::verify::run(a),
         Command::Live(a) => cmd::live::run(a),
+        Command::Daemon(a) => cmd::daemon::run(a),
     };
     match result {
         Ok(code) => code,

@@ -19,13 +19,66 @@ use crate::{
     engine::{Divergence, DivergenceUpdate, Engine, EngineConfig, RuleTiming},
     event::{Event, EventKind},
     kernel, seed,
-    trace_file::{TraceHeader, TraceWriter, WriterStats},
+    trace_file::{
+        TraceHeader, TraceWriter, WriterStats,
+        rotate::{FlightConfig, FlightRecorder, Reseed},
+    },
 };
+
+/// Where a recording goes: one file, or the daemon's rotated flight-recorder files.
+pub enum Writer {
+    File(TraceWriter),
+    // Boxed: the flight recorder carries its header template (the whole seed).
+    Flight(Box<FlightRecorder>),
+}
+
+impl Writer {
+    pub fn path(&self) -> &Path {
+        match self {
+            Writer::File(w) => w.path(),
+            Writer::Flight(f) => f.path(),
+        }
+    }
+
+    fn append(&mut self, ev: &Event) -> std::io::Result<()> {
+        match self {
+            Writer::File(w) => w.append(ev),
+            Writer::Flight(f) => f.append(ev),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Writer::File(w) => w.flush(),
+            Writer::Flight(f) => f.flush(),
+        }
+    }
+
+    fn finish(self, trailer: &serde_json::Value) -> std::io::Result<WriterStats> {
+        match self {
+            Writer::File(w) => w.finish(trailer),
+            Writer::Flight(f) => f.finish(trailer),
+        }
+    }
+}
+
+impl From<TraceWriter> for Writer {
+    fn from(w: TraceWriter) -> Writer {
+        Writer::File(w)
+    }
+}
+
+/// What `Session::start_to` records to.
+pub enum Output<'a> {
+    None,
+    File(&'a Path),
+    Flight(FlightConfig),
+}
 
 /// Engine and file fed with the same events in the same order.
 pub struct Recorder {
     engine: Engine,
-    writer: Option<TraceWriter>,
+    writer: Option<Writer>,
     last_ts: u64,
 }
 
@@ -78,10 +131,10 @@ impl DivergenceKey {
 }
 
 impl Recorder {
-    pub fn new(engine: Engine, writer: Option<TraceWriter>) -> Recorder {
+    pub fn new(engine: Engine, writer: Option<impl Into<Writer>>) -> Recorder {
         Recorder {
             engine,
-            writer,
+            writer: writer.map(Into::into),
             last_ts: 0,
         }
     }
@@ -165,7 +218,7 @@ pub trait Observer {
     /// An event, after the engine applied it (and after the file got it).
     fn event(&mut self, _ev: &Event, _engine: &Engine) {}
     /// A new or changed divergence, as the engine found it.
-    fn update(&mut self, _u: &DivergenceUpdate) {}
+    fn update(&mut self, _u: &DivergenceUpdate, _engine: &Engine) {}
     /// After the once-a-second sample of losses and IRQ counts.
     fn sampled(&mut self, _collector: &Collector, _engine: &Engine) {}
 }
@@ -174,7 +227,7 @@ pub trait Observer {
 struct OnUpdate<F>(F);
 
 impl<F: FnMut(&DivergenceUpdate)> Observer for OnUpdate<F> {
-    fn update(&mut self, u: &DivergenceUpdate) {
+    fn update(&mut self, u: &DivergenceUpdate, _engine: &Engine) {
         (self.0)(u)
     }
 }
@@ -200,6 +253,11 @@ impl Session {
     /// Seed the state, attach the probes, and open the trace file if `output` is given.
     /// Must run inside a tokio runtime.
     pub fn start(opts: &SessionOptions, output: Option<&Path>) -> Result<Session> {
+        Session::start_to(opts, output.map_or(Output::None, Output::File))
+    }
+
+    /// [`Session::start`] to a file, a flight recorder or nothing.
+    pub fn start_to(opts: &SessionOptions, output: Output) -> Result<Session> {
         let collector = Collector::start(&opts.collector)?;
         let seed = seed::read_seed().context("cannot read the initial vector state")?;
         let probes = collector.statuses().to_vec();
@@ -211,11 +269,22 @@ impl Session {
         header.layout_fields = serde_json::to_value(&collector.layout().fields)?;
         header.ring_bytes = collector.ring_bytes();
         let writer = match output {
-            Some(p) => Some(
+            Output::File(p) => Some(Writer::File(
                 TraceWriter::create(p, &header)
                     .with_context(|| format!("cannot create trace file {}", p.display()))?,
-            ),
-            None => None,
+            )),
+            Output::Flight(cfg) => {
+                let dir = cfg.dir.clone();
+                // Each new file starts from what /proc and sysfs say at that moment, as a
+                // fresh msitrace would: the newest files replay without the oldest.
+                let reseed: Reseed = Box::new(|| seed::read_seed().ok());
+                Some(Writer::Flight(Box::new(
+                    FlightRecorder::create(cfg, header.clone(), reseed).with_context(|| {
+                        format!("cannot start the flight recorder in {}", dir.display())
+                    })?,
+                )))
+            }
+            Output::None => None,
         };
         let mut config = EngineConfig::new(header.kernel_release.clone(), probes, seed);
         config.timing = opts.timing;
@@ -326,7 +395,7 @@ impl Session {
         self.batch.sort_by_key(|e| e.ts_ns);
         for ev in std::mem::take(&mut self.batch) {
             for u in self.recorder.push(&ev)? {
-                obs.update(&u);
+                obs.update(&u, self.recorder.engine());
             }
             obs.event(&ev, self.recorder.engine());
         }

@@ -30,7 +30,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn run_to(args: &Args, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let mut reader = TraceReader::open_many(&args.files)?;
+    let files = crate::trace_file::rotate::expand(&args.files)?;
+    let mut reader = TraceReader::open_many(&files)?;
     let result =
         dump(&mut reader, out, args.json).and_then(|()| out.flush().map_err(DumpError::Write));
     match result {

@@ -15,7 +15,7 @@ use crate::trace_file::{Record, TraceHeader, TraceReader};
 #[derive(clap::Args)]
 pub struct Args {
     /// Trace file written by `msitrace record`; several are read as one stream, in the order
-    /// given (a rotated flight-recorder set, oldest first).
+    /// given; a directory stands for the daemon's flight-recorder files in it, oldest first.
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
     /// Print the report as one JSON object.
@@ -80,7 +80,8 @@ pub struct Replayed {
 /// Replay trace files through a fresh engine. Damage the reader stepped over goes into the
 /// report's input warnings; a file that cannot be read at all is an error.
 pub fn replay_files(files: &[PathBuf], timing: RuleTiming) -> anyhow::Result<Replayed> {
-    let mut reader = TraceReader::open_many(files)?;
+    let files = crate::trace_file::rotate::expand(files)?;
+    let mut reader = TraceReader::open_many(&files)?;
     let mut engine = Engine::new(engine_config(reader.header(), timing));
     let mut trailer = None;
     for rec in reader.by_ref() {

@@ -42,7 +42,7 @@ fn settle_ns(engine: &Engine) -> u64 {
 }
 
 /// A suspend began and its resume has settled, or none began at all.
-fn cycle_settled(engine: &Engine) -> bool {
+pub fn cycle_settled(engine: &Engine) -> bool {
     let st = engine.state();
     let suspended = st.suspend_ts_ns.is_some() || !st.epochs.is_empty();
     if !suspended {

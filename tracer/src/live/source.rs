@@ -29,7 +29,7 @@ impl Observer for LiveFeed<'_> {
         self.dirty = true;
     }
 
-    fn update(&mut self, _u: &DivergenceUpdate) {
+    fn update(&mut self, _u: &DivergenceUpdate, _engine: &Engine) {
         self.dirty = true;
     }
 
@@ -53,7 +53,8 @@ pub struct Player {
 
 impl Player {
     pub fn open(files: &[PathBuf], timing: RuleTiming) -> Result<Player> {
-        let reader = TraceReader::open_many(files)?;
+        let files = crate::trace_file::rotate::expand(files)?;
+        let reader = TraceReader::open_many(&files)?;
         let header = reader.header().clone();
         let engine = Engine::new(engine_config(&header, timing));
         let name = files
@@ -62,7 +63,7 @@ impl Player {
             .collect::<Vec<_>>()
             .join(" ");
         Ok(Player {
-            files: files.to_vec(),
+            files,
             timing,
             reader,
             engine,

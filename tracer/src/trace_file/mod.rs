@@ -45,6 +45,8 @@ pub use header::{ClockOffsets, TraceHeader};
 pub use reader::{TraceContents, TraceReader};
 pub use writer::{TraceWriter, WriterStats};
 
+pub mod rotate;
+
 /// The format version this build writes and the newest it reads.
 pub const FORMAT_VERSION: u16 = 1;
 

@@ -1,0 +1,68 @@
+//! `msitrace daemon`: the systemd service (see `daemon` for what it does). Flags win over
+//! /etc/msitrace/msitrace.toml, which wins over the defaults.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::daemon::config::{FileConfig, LogTarget};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Settings file (default /etc/msitrace/msitrace.toml, optional).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the flight-recorder files go (default /var/lib/msitrace).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Size at which a flight-recorder file is closed and the next begun (default 64).
+    #[arg(long, value_name = "MIB")]
+    pub max_file_mib: Option<u64>,
+    /// Flight-recorder files kept, the oldest deleted first (default 8).
+    #[arg(long, value_name = "N")]
+    pub max_files: Option<usize>,
+    /// Ring buffer size in MiB, a power of two (default 16).
+    #[arg(long, value_name = "MIB")]
+    pub ring_mib: Option<u32>,
+    /// G5: seconds a vector that fired before suspend may stay silent after resume (default 10).
+    #[arg(long, value_name = "SECS")]
+    pub silence: Option<f64>,
+    /// G1: seconds after resume a vector with an action may still be masked (default 2).
+    #[arg(long, value_name = "SECS")]
+    pub grace: Option<f64>,
+    /// Where entries go: the journal when stderr is connected to it (auto), or always one.
+    #[arg(long, value_enum, value_name = "TARGET")]
+    pub log_target: Option<LogTarget>,
+    /// No flight recorder: journal entries only.
+    #[arg(long)]
+    pub no_record: bool,
+    /// Write the entries for recorded trace files (or a flight-recorder directory) instead of
+    /// the running kernel, then exit.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub replay: Vec<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let file = FileConfig::load(args.config.as_deref())?;
+    let flags = FileConfig {
+        state_dir: args.state_dir,
+        max_file_mib: args.max_file_mib,
+        max_files: args.max_files,
+        ring_mib: args.ring_mib,
+        silence_secs: args.silence,
+        grace_secs: args.grace,
+        log_target: args.log_target,
+        record: args.no_record.then_some(false),
+    };
+    let cfg = file.merge(flags)?;
+    if !args.replay.is_empty() {
+        crate::daemon::replay(&args.replay, &cfg)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(crate::daemon::run(&cfg))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,181 @@
+//! The daemon's settings: built-in defaults, then /etc/msitrace/msitrace.toml when present,
+//! then flags. Everything is checked at start; a bad value stops the daemon with one line that
+//! names the file, the key and what is allowed.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::Deserialize;
+
+use crate::engine::RuleTiming;
+
+pub const DEFAULT_CONFIG: &str = "/etc/msitrace/msitrace.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/msitrace";
+
+/// Where entries go: the journal when stderr is connected to it (auto), or always one or the
+/// other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    Auto,
+    Journal,
+    Stderr,
+}
+
+/// The file's keys; every one optional.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub state_dir: Option<PathBuf>,
+    pub max_file_mib: Option<u64>,
+    pub max_files: Option<usize>,
+    pub ring_mib: Option<u32>,
+    pub silence_secs: Option<f64>,
+    pub grace_secs: Option<f64>,
+    pub log_target: Option<LogTarget>,
+    /// false: no flight recorder, journal entries only.
+    pub record: Option<bool>,
+}
+
+/// The settings the daemon runs with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub max_file_bytes: u64,
+    pub max_files: usize,
+    pub ring_mib: u32,
+    pub timing: RuleTiming,
+    pub log_target: LogTarget,
+    pub record: bool,
+}
+
+impl FileConfig {
+    pub fn parse(text: &str, path: &Path) -> Result<FileConfig> {
+        toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {} (the keys are documented in README.md, \"Running as a service\")",
+                path.display(),
+                e.message()
+            )
+        })
+    }
+
+    /// The file at `path`; a missing default file is no error, a missing named one is.
+    pub fn load(path: Option<&Path>) -> Result<FileConfig> {
+        let (path, named) = match path {
+            Some(p) => (p, true),
+            None => (Path::new(DEFAULT_CONFIG), false),
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => FileConfig::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => {
+                Ok(FileConfig::default())
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Flags (`over`) win over the file, the file over the defaults.
+    pub fn merge(self, over: FileConfig) -> Result<Config> {
+        let max_file_mib = over.max_file_mib.or(self.max_file_mib).unwrap_or(64);
+        let max_files = over.max_files.or(self.max_files).unwrap_or(8);
+        let ring_mib = over
+            .ring_mib
+            .or(self.ring_mib)
+            .unwrap_or(tracer_common::DEFAULT_RING_BYTES >> 20);
+        let silence = over.silence_secs.or(self.silence_secs);
+        let grace = over.grace_secs.or(self.grace_secs);
+        ensure!(
+            (1..=1 << 20).contains(&max_file_mib),
+            "max_file_mib = {max_file_mib}: give a size from 1 to 1048576 MiB"
+        );
+        ensure!(
+            (1..=100_000).contains(&max_files),
+            "max_files = {max_files}: keep from 1 to 100000 files"
+        );
+        if let Err(e) = crate::cmd::record::parse_ring_mib(&ring_mib.to_string()) {
+            bail!("ring_mib = {ring_mib}: {e}");
+        }
+        let secs = |v: Option<f64>, key: &str, default: u64| -> Result<u64> {
+            match v {
+                None => Ok(default),
+                Some(s) if s.is_finite() && s >= 0.0 => Ok((s * 1e9) as u64),
+                Some(s) => bail!("{key} = {s}: give a number of seconds >= 0"),
+            }
+        };
+        let d = RuleTiming::default();
+        Ok(Config {
+            state_dir: over
+                .state_dir
+                .or(self.state_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            max_file_bytes: max_file_mib << 20,
+            max_files,
+            ring_mib,
+            timing: RuleTiming {
+                g5_silence_ns: secs(silence, "silence_secs", d.g5_silence_ns)?,
+                g1_grace_ns: secs(grace, "grace_secs", d.g1_grace_ns)?,
+                ..d
+            },
+            log_target: over
+                .log_target
+                .or(self.log_target)
+                .unwrap_or(LogTarget::Auto),
+            record: over.record.or(self.record).unwrap_or(true),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<FileConfig> {
+        FileConfig::parse(t, Path::new("/etc/msitrace/msitrace.toml"))
+    }
+
+    #[test]
+    fn defaults_file_and_flags_in_that_order() {
+        let file = parse("state_dir = \"/srv/msi\"\nmax_files = 3\nsilence_secs = 4.5\n").unwrap();
+        let flags = FileConfig {
+            max_files: Some(5),
+            ..FileConfig::default()
+        };
+        let c = file.merge(flags).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/srv/msi"));
+        assert_eq!(c.max_files, 5);
+        assert_eq!(c.max_file_bytes, 64 << 20);
+        assert_eq!(c.timing.g5_silence_ns, 4_500_000_000);
+        assert_eq!(c.log_target, LogTarget::Auto);
+        assert!(c.record);
+    }
+
+    #[test]
+    fn bad_files_and_values_say_what_and_where() {
+        let e = parse("max_flies = 3\n").unwrap_err().to_string();
+        assert!(
+            e.starts_with("/etc/msitrace/msitrace.toml: unknown field `max_flies`"),
+            "{e}"
+        );
+        let e = parse("max_files = \"many\"\n").unwrap_err().to_string();
+        assert!(e.contains("invalid type"), "{e}");
+        let e = parse("log_target = \"syslog\"\n").unwrap_err().to_string();
+        assert!(e.contains("unknown variant `syslog`"), "{e}");
+        let e = parse("max_files = 0")
+            .unwrap()
+            .merge(FileConfig::default())
+            .unwrap_err();
+        assert_eq!(e.to_string(), "max_files = 0: keep from 1 to 100000 files");
+        let e = parse("ring_mib = 3")
+            .unwrap()
+            .merge(FileConfig::default())
+            .unwrap_err();
+        assert!(e.to_string().starts_with("ring_mib = 3: "), "{e}");
+        let e = parse("grace_secs = -1")
+            .unwrap()
+            .merge(FileConfig::default())
+            .unwrap_err();
+        assert!(e.to_string().contains("grace_secs = -1"), "{e}");
+        assert!(FileConfig::load(Some(Path::new("/nonexistent/msitrace.toml"))).is_err());
+    }
+}

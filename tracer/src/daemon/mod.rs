@@ -1,0 +1,228 @@
+//! `msitrace daemon`: the unattended service. Attaches the probes, seeds the state, runs the
+//! engine, and writes a structured journal entry for every divergence, phase change and
+//! completed resume ([`journal`]); tells systemd it is ready, how it is doing and that it is
+//! alive ([`notify`]); keeps a flight recorder of rotated trace files; reads its settings from
+//! flags and /etc/msitrace/msitrace.toml ([`config`]).
+
+pub mod config;
+pub mod journal;
+pub mod notify;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cmd::replay::engine_config;
+use crate::collector::{Collector, CollectorOptions};
+use crate::engine::{DivergenceUpdate, Engine, Phase, Severity};
+use crate::event::Event;
+use crate::session::{Observer, Output, Session, SessionOptions, StopReason};
+use crate::trace_file::{Record, TraceReader, rotate};
+
+use config::{Config, LogTarget};
+use journal::{Context as Ctx, Entry, Level, Sink, Target};
+use notify::Notifier;
+
+/// Turns what the engine sees into journal entries and systemd notifications.
+pub struct Reporter {
+    pub sink: Sink,
+    notifier: Notifier,
+    phase: Phase,
+    /// The last resume epoch whose summary was written.
+    summarized: u32,
+    /// Coverage for STATUS=, e.g. `27/29 hooks`.
+    coverage: String,
+}
+
+impl Reporter {
+    pub fn new(target: Target) -> Reporter {
+        Reporter {
+            sink: Sink::new(target),
+            notifier: Notifier::new(),
+            phase: Phase::Running,
+            summarized: 0,
+            coverage: String::new(),
+        }
+    }
+
+    pub fn send(&mut self, e: &Entry) {
+        self.sink.send(e);
+    }
+
+    fn started(&mut self, probes: &[crate::probes::ProbeStatus], engine: &Engine) {
+        let c = journal::coverage(probes, &Ctx::of(engine));
+        self.coverage = format!(
+            "{}/{} hooks",
+            c.field("MSITRACE_HOOKS_ATTACHED").unwrap_or("?"),
+            c.field("MSITRACE_HOOKS_EXPECTED").unwrap_or("?")
+        );
+        self.send(&c);
+        self.phase = engine.state().phase;
+    }
+
+    fn status(&self, engine: &Engine, lost: u64) -> String {
+        let (all, errors) = counts(engine);
+        format!(
+            "{}, {} vectors, {all} divergences ({errors} errors), {lost} events lost, phase {}",
+            self.coverage,
+            engine.state().vectors.len(),
+            engine.state().phase.name()
+        )
+    }
+
+    /// A resume's summary once its delayed rules (G1, G5) have had their time.
+    fn maybe_summarize(&mut self, engine: &Engine) {
+        let st = engine.state();
+        if st.epoch > self.summarized
+            && st.phase == Phase::Resumed
+            && crate::cmd::verify::cycle_settled(engine)
+        {
+            self.summarized = st.epoch;
+            self.send(&journal::resume_summary(engine));
+        }
+    }
+
+    /// End of the run: the resume summary if it is still owed, and why it stopped.
+    fn stopped(&mut self, engine: &Engine, why: &str, recorder: Option<&str>) {
+        if engine.state().epoch > self.summarized {
+            self.summarized = engine.state().epoch;
+            self.send(&journal::resume_summary(engine));
+        }
+        let (all, errors) = counts(engine);
+        let mut fields = vec![
+            ("MSITRACE_DIVERGENCES", all.to_string()),
+            ("MSITRACE_ERRORS", errors.to_string()),
+            ("KERNEL", engine.kernel_release().to_string()),
+            ("SYSLOG_IDENTIFIER", "msitrace".to_string()),
+        ];
+        if let Some(r) = recorder {
+            fields.push(("MSITRACE_FLIGHT_RECORDER", r.to_string()));
+        }
+        let e = Entry {
+            level: Level::Notice,
+            message_id: journal::STOPPED_ID,
+            message: format!(
+                "stopped ({why}): {all} divergences, {errors} of them errors{}",
+                recorder
+                    .map(|r| format!("; flight recorder in {r}"))
+                    .unwrap_or_default()
+            ),
+            fields,
+            short: "stopped".into(),
+        };
+        self.send(&e);
+        self.notifier.stopping();
+    }
+}
+
+impl Observer for Reporter {
+    fn event(&mut self, _ev: &Event, engine: &Engine) {
+        let now = engine.state().phase;
+        if now != self.phase {
+            let from = std::mem::replace(&mut self.phase, now);
+            self.send(&journal::phase_change(from, &Ctx::of(engine)));
+        }
+        self.maybe_summarize(engine);
+    }
+
+    fn update(&mut self, u: &DivergenceUpdate, engine: &Engine) {
+        self.send(&journal::divergence(u, engine));
+    }
+
+    fn sampled(&mut self, collector: &Collector, engine: &Engine) {
+        let lost: u64 = collector.counters().iter().map(|c| c.lost).sum();
+        let status = self.status(engine, lost);
+        self.notifier.status(status);
+        self.notifier.tick();
+        self.maybe_summarize(engine);
+    }
+}
+
+/// Divergences so far, and how many are errors (a warning may have been escalated since).
+fn counts(engine: &Engine) -> (usize, usize) {
+    let d = engine.divergences();
+    let errors = d.iter().filter(|d| d.severity == Severity::Error).count();
+    (d.len(), errors)
+}
+
+fn target(t: LogTarget) -> Target {
+    match t {
+        LogTarget::Auto => Target::auto(),
+        LogTarget::Journal => Target::Journal,
+        LogTarget::Stderr => Target::Stderr,
+    }
+}
+
+/// The service: until SIGTERM or SIGINT.
+pub async fn run(cfg: &Config) -> Result<()> {
+    let opts = SessionOptions {
+        collector: CollectorOptions {
+            ring_bytes: cfg.ring_mib << 20,
+        },
+        timing: cfg.timing,
+    };
+    let output = if cfg.record {
+        Output::Flight(rotate::FlightConfig {
+            dir: cfg.state_dir.clone(),
+            max_file_bytes: cfg.max_file_bytes,
+            max_files: cfg.max_files,
+        })
+    } else {
+        Output::None
+    };
+    let mut session = Session::start_to(&opts, output)?;
+    let mut rep = Reporter::new(target(cfg.log_target));
+    rep.started(session.collector().statuses(), session.engine());
+    rep.notifier.ready(rep.status(session.engine(), 0));
+    // run_observed stops on SIGINT and SIGTERM itself; SIGHUP (no terminal to lose) is
+    // ignored rather than killing the service.
+    let mut hup = signal(SignalKind::hangup())?;
+    let ignore_hup = async move {
+        loop {
+            hup.recv().await;
+        }
+    };
+    let reason = session
+        .run_observed(ignore_hup, |_| false, &mut rep)
+        .await?;
+    let why = match reason {
+        StopReason::Signal(s) => s.to_string(),
+        _ => "done".into(),
+    };
+    let outcome = session.finish()?;
+    for u in &outcome.final_updates {
+        rep.update(u, &outcome.engine);
+    }
+    let dir = cfg.record.then(|| cfg.state_dir.display().to_string());
+    rep.stopped(&outcome.engine, &why, dir.as_deref());
+    Ok(())
+}
+
+/// The same entries from recorded files instead of the kernel: for tests, for a log pipeline
+/// fed after the fact, and for the memory benchmark. No probes, no flight recorder.
+pub fn replay(files: &[PathBuf], cfg: &Config) -> Result<()> {
+    let files = rotate::expand(files).context("cannot open the traces to replay")?;
+    let mut reader = TraceReader::open_many(&files)?;
+    let header = reader.header().clone();
+    let mut engine = Engine::new(engine_config(&header, cfg.timing));
+    let mut rep = Reporter::new(target(cfg.log_target));
+    rep.started(&header.probes, &engine);
+    for rec in reader.by_ref() {
+        if let Record::Event(ev) = rec? {
+            for u in engine.apply(&ev) {
+                rep.update(&u, &engine);
+            }
+            rep.event(&ev, &engine);
+        }
+    }
+    let end = engine.state().now_ns;
+    for u in engine.finish(end) {
+        rep.update(&u, &engine);
+    }
+    for w in reader.warnings() {
+        eprintln!("msitrace: {w}");
+    }
+    rep.stopped(&engine, "end of the replayed files", None);
+    Ok(())
+}
