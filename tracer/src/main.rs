@@ -31,6 +31,36 @@ enum Command {
     Replay(cmd::replay::Args),
     /// Write a trace file as Chrome trace-event JSON for Perfetto or chrome://tracing.
     Export(cmd::export::Args),
+    /// Write the man pages and shell completions into a directory (`cargo xtask dist` packs them).
+    #[command(hide = true)]
+    Assets {
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
+    },
+}
+
+/// man/msitrace.1 and man/msitrace-<command>.1, and completions for bash, zsh and fish, from
+/// the same clap definition the binary parses with: they cannot drift from it.
+fn assets(out: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    let man = out.join("man");
+    let comp = out.join("completions");
+    for d in [&man, &comp] {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let cmd = Cli::command();
+    clap_mangen::generate_to(cmd.clone(), &man)
+        .with_context(|| format!("cannot write man pages to {}", man.display()))?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut cmd.clone(), "msitrace", &comp)
+            .with_context(|| format!("cannot write {shell} completions to {}", comp.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -44,6 +74,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => cmd::verify::run(a),
         Command::Live(a) => cmd::live::run(a),
         Command::Daemon(a) => cmd::daemon::run(a),
+        Command::Assets { out } => assets(&out),
     };
     match result {
         Ok(code) => code,

@@ -3,6 +3,7 @@
 //! benchmarks (`bench`).
 
 mod bench;
+mod dist;
 mod setup;
 mod test;
 mod vm;
@@ -30,6 +31,8 @@ enum Command {
     VmTest(vm::VmTestArgs),
     /// Boot the 6.12 guest, run a buggy-mode hibernation with msitrace recording, print the report.
     Demo(vm::DemoArgs),
+    /// Build the Debian package (binary, unit, man pages, completions) and verify the unit.
+    Dist(dist::DistArgs),
     /// Replay throughput (events/s from the native file) and memory per vector; prints figures.
     Bench(bench::BenchArgs),
 }
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::VmTest(a) => vm::vm_test(a),
         Command::Demo(a) => vm::demo(a),
         Command::Bench(a) => bench::run(a),
+        Command::Dist(a) => dist::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! Installs what building msitrace needs and is missing: rust-src for the nightly toolchain
 //! (the eBPF crate builds `core` itself) and bpf-linker 0.13.0 linked against that nightly's
-//! own libLLVM, and the Debian tools the tests drive (tmux for the TUI's end-to-end test).
+//! own libLLVM, and the Debian tools the tests drive (tmux for the TUI's end-to-end test,
+//! systemd for the journald test and the unit check).
 //! Idempotent, and it upgrades nothing: what is already there is left alone.
 
 use std::{
@@ -22,7 +23,12 @@ pub fn run() -> Result<()> {
 }
 
 /// Programs the tests run, by the Debian package that provides each.
-const TOOLS: &[(&str, &str)] = &[("tmux", "tmux")];
+const TOOLS: &[(&str, &str)] = &[
+    ("tmux", "tmux"),
+    // The daemon's tests start a real journald and read it back; dist verifies the unit.
+    ("journalctl", "systemd"),
+    ("systemd-analyze", "systemd"),
+];
 
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
@@ -30,11 +36,12 @@ fn on_path(program: &str) -> bool {
 }
 
 fn ensure_tools() -> Result<()> {
-    let missing: Vec<&str> = TOOLS
+    let mut missing: Vec<&str> = TOOLS
         .iter()
         .filter(|(bin, _)| !on_path(bin))
         .map(|(_, pkg)| *pkg)
         .collect();
+    missing.dedup();
     if missing.is_empty() {
         println!(
             "setup: {}: present",

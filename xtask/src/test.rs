@@ -1,13 +1,13 @@
 //! `cargo xtask test`: every test, as CI runs it on a fresh clone — setup, format and lint
 //! checks, the workspace's tests (root-only ones run when root, skip with a reason otherwise),
-//! then the QEMU guests where the kprobes really fire.
+//! the Debian package with its unit verified, then the QEMU guests where the kprobes really fire.
 
 use std::process::Command;
 
 use anyhow::{Result, bail};
 use clap::{Args, FromArgMatches};
 
-use crate::{setup, vm};
+use crate::{dist, setup, vm};
 
 #[derive(clap::Args)]
 pub struct TestArgs {
@@ -32,6 +32,8 @@ pub fn run(args: TestArgs) -> Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
     cargo(&["test"])?;
+    // The release build the guests need anyway, packed and its unit verified.
+    dist::build(None)?;
     if args.no_vm {
         println!("xtask: QEMU guests skipped (--no-vm)");
         return Ok(());
