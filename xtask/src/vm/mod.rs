@@ -289,6 +289,7 @@ fn judge_run(rig: &Rig, g: &Guest, steps: &[Step], outcome: &RunOutcome, rows: &
             e1000e,
             msitrace: m,
             g5_silence_s: G5_SILENCE_S,
+            tty1: &outcome.tty1,
         });
         if let Tracer::Unusable(why) = &rig.tracer {
             verdict
@@ -300,7 +301,10 @@ fn judge_run(rig: &Rig, g: &Guest, steps: &[Step], outcome: &RunOutcome, rows: &
         }
         rows.push(Row {
             kernel: series.clone(),
-            what: step.id(),
+            what: match step.front {
+                plan::Front::Record => step.id(),
+                f => format!("{} ({})", step.id(), f.name()),
+            },
             verdict,
         });
     }
@@ -487,6 +491,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             .map(str::trim),
         msitrace: Some(m),
         g5_silence_s: G5_SILENCE_S,
+        tty1: &outcome.tty1,
     });
     match (code, verdict.pass()) {
         (1, true) => println!(

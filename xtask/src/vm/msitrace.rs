@@ -131,16 +131,16 @@ fn ldd_paths(text: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// `msitrace replay FILE --json --silence S`: its exit code (0 clean, 1 divergence, 2
+/// `msitrace replay FILE... --json --silence S`: its exit code (0 clean, 1 divergence, 2
 /// unusable) and the report, when it printed one.
 pub fn replay_json(
     m: &Msitrace,
-    trace: &Path,
+    traces: &[PathBuf],
     silence_s: u64,
 ) -> Result<(i32, Option<Value>, String)> {
     let out = Command::new(&m.bin)
         .arg("replay")
-        .arg(trace)
+        .args(traces)
         .arg("--json")
         .arg("--silence")
         .arg(silence_s.to_string())
@@ -169,11 +169,11 @@ pub fn replay_text(m: &Msitrace, trace: &Path, silence_s: u64) -> Result<(i32, S
     Ok((out.status.code().unwrap_or(-1), text))
 }
 
-/// `msitrace dump FILE --json`: the events (the header and trailer lines are left out).
-pub fn dump_events(m: &Msitrace, trace: &Path) -> Result<Vec<Value>> {
+/// `msitrace dump FILE... --json`: the events (the header and trailer lines are left out).
+pub fn dump_events(m: &Msitrace, traces: &[PathBuf]) -> Result<Vec<Value>> {
     let out = Command::new(&m.bin)
         .arg("dump")
-        .arg(trace)
+        .args(traces)
         .arg("--json")
         .output()
         .context("cannot run msitrace dump")?;
