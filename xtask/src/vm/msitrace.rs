@@ -21,13 +21,16 @@ pub struct Msitrace {
     pub probes: bool,
     pub replay: bool,
     pub dump: bool,
+    /// The front-ends some steps record with.
+    pub live: bool,
+    pub daemon: bool,
 }
 
 impl Msitrace {
     /// Recording in the guest and the report on the host both work: the rig can assert on
     /// msitrace's outputs.
     pub fn usable(&self) -> bool {
-        self.record && self.probes && self.replay && self.dump
+        self.record && self.probes && self.replay && self.dump && self.live && self.daemon
     }
 
     /// What is missing, for the table.
@@ -37,6 +40,8 @@ impl Msitrace {
             ("probes --json", self.probes),
             ("replay --json", self.replay),
             ("dump --json", self.dump),
+            ("live --output --silence", self.live),
+            ("daemon --state-dir --silence", self.daemon),
         ]
         .into_iter()
         .filter(|(_, ok)| !ok)
@@ -89,6 +94,14 @@ pub fn build(repo: &Path) -> Result<Msitrace> {
         probes: help("probes").contains("--json"),
         replay: help("replay").contains("--json"),
         dump: help("dump").contains("--json"),
+        live: {
+            let h = help("live");
+            h.contains("--output") && h.contains("--silence")
+        },
+        daemon: {
+            let h = help("daemon");
+            h.contains("--state-dir") && h.contains("--silence")
+        },
         bin,
     })
 }
