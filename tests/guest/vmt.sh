@@ -46,6 +46,9 @@ vmt_boot() {
 		while true; do sleep 3600; done
 	fi
 	echo deep > /sys/power/mem_sleep 2>/dev/null
+	# The kernel's own accounting of each BPF program's run time: msitrace keeps it in its
+	# trailers and vm-test prints the cost per event of each program on each kernel.
+	echo 1 > /proc/sys/kernel/bpf_stats_enabled 2>/dev/null
 	# pm_test holds each level for 5 s by default; nothing here needs the wait.
 	echo 0 > /sys/module/suspend/parameters/pm_test_delay 2>/dev/null
 	E1000E=

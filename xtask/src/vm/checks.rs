@@ -332,7 +332,7 @@ fn check_module(step: Step, s0: &ModuleState, s1: &ModuleState, s2: &ModuleState
 
 /// The trace files a step's front-end left: one file, or the daemon's flight recorder set in
 /// name order (oldest first).
-fn step_traces(step: Step, dir: &Path) -> Vec<PathBuf> {
+pub fn step_traces(step: Step, dir: &Path) -> Vec<PathBuf> {
     match step.front {
         Front::Record | Front::Live => {
             let t = dir.join("trace.msit");

@@ -203,6 +203,21 @@ pub fn dump_events(m: &Msitrace, traces: &[PathBuf]) -> Result<Vec<Value>> {
         .collect())
 }
 
+/// The trailer of a recording (`msitrace dump --json`'s last line), if it has one.
+pub fn trailer(m: &Msitrace, traces: &[PathBuf]) -> Result<Option<Value>> {
+    let out = Command::new(&m.bin)
+        .arg("dump")
+        .args(traces)
+        .arg("--json")
+        .output()
+        .context("cannot run msitrace dump")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| v.get("trailer").cloned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
