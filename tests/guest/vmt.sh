@@ -46,6 +46,9 @@ vmt_boot() {
 		while true; do sleep 3600; done
 	fi
 	echo deep > /sys/power/mem_sleep 2>/dev/null
+	# The kernel's own accounting of each BPF program's run time: msitrace keeps it in its
+	# trailers and vm-test prints the cost per event of each program on each kernel.
+	echo 1 > /proc/sys/kernel/bpf_stats_enabled 2>/dev/null
 	# pm_test holds each level for 5 s by default; nothing here needs the wait.
 	echo 0 > /sys/module/suspend/parameters/pm_test_delay 2>/dev/null
 	E1000E=
@@ -102,35 +105,58 @@ live() {
 	}' "$2.state" "$3.state"
 }
 
+# The front-end named in the plan item records the step: `record` to a file, `live` (the TUI)
+# drawing on ttyS1 with a file too, or `daemon` with its flight recorder under $D/flight. Each
+# says it is ready in its own way; all leave a trace the host checks alike.
 rec_start() {
 	REC=
 	[ "$MSITRACE" = 1 ] || return 0
-	msitrace record -o "$D/trace.msit" --silence "$G5_SILENCE" > "$D/record.out" 2> "$D/record.err" &
-	REC=$!
-	# record says "recording to FILE" on stderr once its probes are attached.
+	case $FRONT in
+	live)
+		# A real tty for the TUI: ttyS1, 80x24 as over ssh; its bytes go to the host's tty1.log.
+		stty -F /dev/ttyS1 rows 24 cols 80 115200 2> "$D/stty.err"
+		TERM=linux setsid msitrace live --output "$D/trace.msit" --silence "$G5_SILENCE" \
+			< /dev/ttyS1 > /dev/ttyS1 2> "$D/record.err" &
+		REC=$!
+		ready() { [ -s "$D/trace.msit" ]; } ;;
+	daemon)
+		msitrace daemon --state-dir "$D/flight" --silence "$G5_SILENCE" \
+			> "$D/record.out" 2> "$D/record.err" &
+		REC=$!
+		ready() { ls "$D"/flight/*.msit > /dev/null 2>&1; } ;;
+	*)
+		msitrace record -o "$D/trace.msit" --silence "$G5_SILENCE" > "$D/record.out" 2> "$D/record.err" &
+		REC=$!
+		# record says "recording to FILE" on stderr once its probes are attached.
+		ready() { grep -q 'recording to' "$D/record.err" 2> /dev/null; } ;;
+	esac
 	i=0
-	while ! grep -q 'recording to' "$D/record.err" 2>/dev/null && kill -0 $REC 2>/dev/null && [ $i -lt 900 ]; do
+	while ! ready && kill -0 $REC 2>/dev/null && [ $i -lt 900 ]; do
 		sleep 0.1; i=$((i + 1))
 	done
-	if kill -0 $REC 2>/dev/null && grep -q 'recording to' "$D/record.err"; then
-		say "recording step=$ID after=$((i / 10)).$((i % 10))s $(grep -o '([0-9]* of [0-9]* hooks attached' "$D/record.err" | tr -d '(')"
+	if kill -0 $REC 2>/dev/null && ready; then
+		say "recording step=$ID front=$FRONT after=$((i / 10)).$((i % 10))s"
 	else
-		say "error step=$ID msitrace record did not start: $(tail -3 "$D/record.err" | tr '\n' ' ')"
+		say "error step=$ID msitrace $FRONT did not start: $(tail -3 "$D/record.err" | tr '\n' ' ')"
 	fi
 }
 
 rec_stop() {
 	[ -n "$REC" ] || return 0
-	kill -INT $REC 2>/dev/null
+	# record stops on Ctrl-C; the TUI and the service are stopped as systemd and kill do.
+	case $FRONT in
+	live|daemon) kill -TERM $REC 2>/dev/null ;;
+	*) kill -INT $REC 2>/dev/null ;;
+	esac
 	i=0
 	while kill -0 $REC 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
 	if kill -0 $REC 2>/dev/null; then
-		say "error step=$ID msitrace record ignored SIGINT for 60 s; killing it"
+		say "error step=$ID msitrace $FRONT ignored its stop signal for 60 s; killing it"
 		kill -KILL $REC
 	fi
 	wait $REC
 	echo $? > "$D/record.rc"
-	say "recorded step=$ID rc=$(cat "$D/record.rc") bytes=$(wc -c < "$D/trace.msit" 2>/dev/null)"
+	say "recorded step=$ID front=$FRONT rc=$(cat "$D/record.rc") bytes=$(cat "$D/trace.msit" "$D"/flight/*.msit 2>/dev/null | wc -c)"
 }
 
 # Each action runs the scenario and returns its status; the interesting part happens in the
@@ -191,7 +217,7 @@ probes_alive_check() {
 }
 
 step() {
-	NAME=$1 MODE=$2 ID=$1.$2 D=/out/$1.$2
+	NAME=$1 MODE=$2 FRONT=${3:-record} ID=$1.$2 D=/out/$1.$2
 	mkdir -p "$D"
 	say "step $ID begin uptime=$(uptime_s)"
 	dmesg -c > /dev/null
@@ -254,8 +280,9 @@ save() {
 }
 
 vmt_run_plan() {
+	# Plan items are scenario.mode.front.
 	for item in $(echo "$PLAN" | tr , ' '); do
-		step "${item%.*}" "${item##*.}"
+		step $(echo "$item" | tr . ' ')
 	done
 }
 

@@ -6,14 +6,14 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use serde_json::Value;
 
 use super::{
     msitrace::{self, Msitrace},
-    plan::{Mode, Scenario, Step},
+    plan::{Front, Mode, Scenario, Step},
 };
 
 /// One row of the final table.
@@ -146,6 +146,8 @@ pub struct StepInput<'a> {
     pub msitrace: Option<&'a Msitrace>,
     /// G5's window given to replay; the guest records one second longer after a buggy resume.
     pub g5_silence_s: u64,
+    /// The run's second serial port, where `msitrace live` drew.
+    pub tty1: &'a Path,
 }
 
 pub fn check_step(input: &StepInput) -> Verdict {
@@ -327,33 +329,65 @@ fn check_module(step: Step, s0: &ModuleState, s1: &ModuleState, s2: &ModuleState
     ));
 }
 
+/// The trace files a step's front-end left: one file, or the daemon's flight recorder set in
+/// name order (oldest first).
+pub fn step_traces(step: Step, dir: &Path) -> Vec<PathBuf> {
+    match step.front {
+        Front::Record | Front::Live => {
+            let t = dir.join("trace.msit");
+            if t.exists() { vec![t] } else { Vec::new() }
+        }
+        Front::Daemon => {
+            let mut files: Vec<PathBuf> = fs::read_dir(dir.join("flight"))
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.extension().is_some_and(|x| x == "msit"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            files.sort();
+            files
+        }
+    }
+}
+
 fn check_msitrace(input: &StepInput, m: &Msitrace, control: u32, tests: &[u32], v: &mut Verdict) {
     let step = input.step;
     let dir = input.dir;
-    let trace = dir.join("trace.msit");
-    if !trace.exists() {
-        let err = fs::read_to_string(dir.join("record.err")).unwrap_or_default();
+    let front = step.front.name();
+    let err_text = fs::read_to_string(dir.join("record.err")).unwrap_or_default();
+    let traces = step_traces(step, dir);
+    if traces.is_empty() {
         v.failures.push(format!(
-            "msitrace record left no trace file: {}",
-            err.lines().last().unwrap_or("no message")
+            "msitrace {front} left no trace file: {}",
+            err_text.lines().last().unwrap_or("no message")
         ));
         return;
     }
+    let signal = match step.front {
+        Front::Record => "SIGINT",
+        Front::Live | Front::Daemon => "SIGTERM",
+    };
     match fs::read_to_string(dir.join("record.rc")).map(|s| s.trim().to_string()) {
         Ok(rc) if rc == "0" => {}
         Ok(rc) => v.failures.push(format!(
-            "msitrace record exited with {rc} on SIGINT: {}",
-            fs::read_to_string(dir.join("record.err"))
-                .unwrap_or_default()
-                .lines()
-                .last()
-                .unwrap_or("")
+            "msitrace {front} exited with {rc} on {signal}: {}",
+            err_text.lines().last().unwrap_or("")
         )),
         Err(_) => v
             .failures
-            .push("msitrace record's exit status is missing".into()),
+            .push(format!("msitrace {front}'s exit status is missing")),
     }
-    let (code, report, stderr) = match msitrace::replay_json(m, &trace, input.g5_silence_s) {
+    if traces.len() > 1 {
+        v.facts
+            .push(format!("{} flight-recorder files", traces.len()));
+    }
+    match step.front {
+        Front::Record => {}
+        Front::Live => check_live_screen(input.tty1, step, dir, tests, v),
+        Front::Daemon => check_daemon_log(&err_text, step, control, tests, v),
+    }
+    let (code, report, stderr) = match msitrace::replay_json(m, &traces, input.g5_silence_s) {
         Ok(r) => r,
         Err(e) => {
             v.failures.push(format!("msitrace replay: {e:#}"));
@@ -371,9 +405,141 @@ fn check_msitrace(input: &StepInput, m: &Msitrace, control: u32, tests: &[u32], 
         serde_json::to_string_pretty(&report).unwrap_or_default(),
     );
     check_report(step, &report, code, control, tests, input.g5_silence_s, v);
-    match msitrace::dump_events(m, &trace) {
+    match msitrace::dump_events(m, &traces) {
         Ok(events) => check_events(step, &events, input.e1000e, control, tests, v),
         Err(e) => v.failures.push(format!("msitrace dump: {e:#}")),
+    }
+}
+
+/// The badge `msitrace live` shows in a diverged vector's row (tracer/src/live/).
+const LIVE_DIVERGED_BADGE: &str = "DIVERGED";
+
+/// The daemon's journal entries as it writes them to stderr when there is no journal: one
+/// line each, `msitrace: <priority> <rule> irq=<n> ...: <message>`.
+fn daemon_err_irqs(log: &str) -> BTreeMap<u32, BTreeSet<String>> {
+    let mut out: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+    for line in log.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("msitrace:") || words.next() != Some("err") {
+            continue;
+        }
+        let Some(rule) = words.next() else { continue };
+        let irq = line.split_whitespace().find_map(|w| {
+            w.strip_prefix("irq=")?
+                .trim_end_matches(':')
+                .parse::<u32>()
+                .ok()
+        });
+        if let Some(irq) = irq {
+            out.entry(irq).or_default().insert(rule.to_string());
+        }
+    }
+    out
+}
+
+fn check_daemon_log(log: &str, step: Step, control: u32, tests: &[u32], v: &mut Verdict) {
+    let err = daemon_err_irqs(log);
+    if err.contains_key(&control) {
+        v.failures.push(format!(
+            "the daemon logged an err-level divergence for the control vector (irq {control})"
+        ));
+    }
+    let logged: Vec<u32> = tests
+        .iter()
+        .copied()
+        .filter(|i| err.contains_key(i))
+        .collect();
+    if step.expects_dead_test_vectors() {
+        if logged.len() == tests.len() {
+            let rules: BTreeSet<&String> = err.values().flatten().collect();
+            v.facts.push(format!(
+                "daemon logged err-level {} for irqs {}",
+                rules.into_iter().cloned().collect::<Vec<_>>().join("/"),
+                join(&logged.iter().copied().collect())
+            ));
+        } else {
+            v.failures.push(format!(
+                "the daemon logged err-level entries for irqs {{{}}} instead of every test vector {{{}}}",
+                join(&logged.iter().copied().collect()),
+                join(&tests.iter().copied().collect())
+            ));
+        }
+    } else if !logged.is_empty() {
+        v.failures.push(format!(
+            "the daemon logged err-level entries for irqs {} in a step that must stay clean",
+            join(&logged.iter().copied().collect())
+        ));
+    }
+}
+
+/// The TUI's last frame before it quit, rebuilt from the bytes it wrote to ttyS1 by a VT100
+/// emulator: what a person at that terminal saw after the resume.
+fn live_last_frame(bytes: &[u8]) -> Result<String, String> {
+    const ENTER: &[u8] = b"\x1b[?1049h";
+    const LEAVE: &[u8] = b"\x1b[?1049l";
+    let rfind = |pat: &[u8]| bytes.windows(pat.len()).rposition(|w| w == pat);
+    if bytes.is_empty() {
+        return Err("msitrace live drew nothing on ttyS1".into());
+    }
+    let leave = match (rfind(ENTER), rfind(LEAVE)) {
+        (Some(e), Some(l)) if l > e => l,
+        (None, _) => {
+            return Err("msitrace live never switched ttyS1 to the alternate screen".into());
+        }
+        _ => {
+            return Err(
+                "msitrace live left ttyS1 in the alternate screen: the terminal was not restored on SIGTERM"
+                    .into(),
+            );
+        }
+    };
+    let mut p = vt100::Parser::new(24, 80, 0);
+    p.process(&bytes[..leave]);
+    Ok(p.screen().contents())
+}
+
+fn check_live_screen(tty1: &Path, step: Step, dir: &Path, tests: &[u32], v: &mut Verdict) {
+    let bytes = fs::read(tty1).unwrap_or_default();
+    let frame = match live_last_frame(&bytes) {
+        Ok(f) => f,
+        Err(e) => {
+            v.failures.push(e);
+            return;
+        }
+    };
+    let _ = fs::write(dir.join("live-last-frame.txt"), &frame);
+    let flagged = |irq: u32| {
+        frame.lines().any(|l| {
+            let mut words = l
+                .split_whitespace()
+                .skip_while(|w| !w.starts_with(char::is_numeric));
+            words.next() == Some(irq.to_string().as_str()) && l.contains(LIVE_DIVERGED_BADGE)
+        })
+    };
+    let missing: Vec<String> = tests
+        .iter()
+        .filter(|&&irq| !flagged(irq))
+        .map(|irq| irq.to_string())
+        .collect();
+    let all = tests
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    match (step.expects_dead_test_vectors(), missing.len()) {
+        (true, 0) => v.facts.push(format!(
+            "the TUI's last frame at 80x24 marks irqs {all} {LIVE_DIVERGED_BADGE}"
+        )),
+        (true, _) => v.failures.push(format!(
+            "the TUI's last frame (live-last-frame.txt) does not mark irqs {} {LIVE_DIVERGED_BADGE}",
+            missing.join(",")
+        )),
+        (false, n) if n == tests.len() => {
+            v.facts.push("the TUI's last frame marks no test vector".into())
+        }
+        (false, _) => v.failures.push(format!(
+            "the TUI's last frame (live-last-frame.txt) marks a test vector {LIVE_DIVERGED_BADGE} in a step that must stay clean"
+        )),
     }
 }
 
@@ -797,6 +963,60 @@ mod tests {
     const STATE: &str = "mode=buggy bus=installed bus_suspends=1 bus_resumes=1 syscore_suspends=1 syscore_resumes=1\n\
 vector=0 irq=37 role=control cpu=0 composes=2 masks=0 unmasks=0 retarget_failed=0 unmask_skipped=0 fired=6 handled=11 table_masked=0 cache_masked=0 genirq_masked=0 table_addr=0xfee00000 table_data=0x00000024 irte_gen=2 proc=11\n\
 vector=1 irq=38 role=test cpu=0 composes=1 masks=1 unmasks=1 retarget_failed=1 unmask_skipped=1 fired=6 handled=5 table_masked=1 cache_masked=1 genirq_masked=0 table_addr=0xfeef0000 table_data=0x00000025 irte_gen=1 proc=5\n";
+
+    #[test]
+    fn the_tui_frame_is_rebuilt_from_the_serial_bytes() {
+        let mut bytes = b"\x1b[?1049h\x1b[2J\x1b[1;1H 37  ok\x1b[2;1H 38  DIVERGED H1".to_vec();
+        // A later redraw of row 2 only, as ratatui sends a diff.
+        bytes.extend_from_slice(b"\x1b[2;6HDIVERGED H4");
+        let mut closed = bytes.clone();
+        closed.extend_from_slice(b"\x1b[?1049l$ ");
+        let frame = live_last_frame(&closed).unwrap();
+        assert!(frame.contains(" 38  DIVERGED H4"), "{frame}");
+        assert!(frame.lines().any(|l| l.trim_start().starts_with("37")));
+        assert!(
+            live_last_frame(&bytes)
+                .unwrap_err()
+                .contains("not restored")
+        );
+        assert!(live_last_frame(b"").unwrap_err().contains("nothing"));
+        assert!(
+            live_last_frame(b"plain text\n")
+                .unwrap_err()
+                .contains("never switched")
+        );
+    }
+
+    #[test]
+    fn daemon_stderr_lines_name_rule_and_irq() {
+        let log = "msitrace: notice coverage 20 of 29 hooks attached\n\
+msitrace: err H1 irq=38 device=0000:00:02.0: vector restored by MMIO without a compose\n\
+msitrace: warning G3 irq=37 device=x: something\n\
+msitrace: err G5 irq=39: silent after resume\n";
+        let m = daemon_err_irqs(log);
+        assert_eq!(m.keys().copied().collect::<Vec<_>>(), [38, 39]);
+        assert!(m[&38].contains("H1") && m[&39].contains("G5"));
+        let buggy = Step::new(Scenario::S3, Mode::Buggy).with(Front::Daemon);
+        let mut v = Verdict {
+            failures: Vec::new(),
+            facts: Vec::new(),
+        };
+        check_daemon_log(log, buggy, 37, &[38, 39], &mut v);
+        assert!(v.pass(), "{:?}", v.failures);
+        let mut v = Verdict {
+            failures: Vec::new(),
+            facts: Vec::new(),
+        };
+        check_daemon_log(log, buggy, 37, &[38, 39, 40], &mut v);
+        assert!(!v.pass());
+        let fixed = Step::new(Scenario::S3, Mode::Fixed).with(Front::Daemon);
+        let mut v = Verdict {
+            failures: Vec::new(),
+            facts: Vec::new(),
+        };
+        check_daemon_log(log, fixed, 37, &[38, 39], &mut v);
+        assert!(!v.pass());
+    }
 
     #[test]
     fn parses_the_module_state() {

@@ -17,6 +17,7 @@
 //! ```
 
 mod checks;
+mod costs;
 mod host;
 mod initramfs;
 mod kernel;
@@ -289,6 +290,7 @@ fn judge_run(rig: &Rig, g: &Guest, steps: &[Step], outcome: &RunOutcome, rows: &
             e1000e,
             msitrace: m,
             g5_silence_s: G5_SILENCE_S,
+            tty1: &outcome.tty1,
         });
         if let Tracer::Unusable(why) = &rig.tracer {
             verdict
@@ -300,7 +302,10 @@ fn judge_run(rig: &Rig, g: &Guest, steps: &[Step], outcome: &RunOutcome, rows: &
         }
         rows.push(Row {
             kernel: series.clone(),
-            what: step.id(),
+            what: match step.front {
+                plan::Front::Record => step.id(),
+                f => format!("{} ({})", step.id(), f.name()),
+            },
             verdict,
         });
     }
@@ -353,8 +358,10 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
     let mut rows = Vec::new();
     let mut records = Vec::new();
     let mut per_kernel = Vec::new();
+    let mut costs = Vec::new();
     for g in &rig.guests {
         let tk = Instant::now();
+        let mut kcosts = costs::Costs::new();
         for (i, steps) in runs.iter().enumerate() {
             let label = format!("{} run {}", g.kernel.series, i + 1);
             let outcome = run_guest(&rig, g, &format!("run-{}", i + 1), steps, label.clone())?;
@@ -364,9 +371,13 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
                 secs(outcome.wall)
             );
             judge_run(&rig, g, steps, &outcome, &mut rows);
+            if let Tracer::Usable(m) = &rig.tracer {
+                costs::add_steps(m, steps, &outcome.artifacts, &mut kcosts);
+            }
             records.push(RunRecord { label, outcome });
         }
         per_kernel.push(format!("{} {}", g.kernel.series, secs(tk.elapsed())));
+        costs.push((g.kernel.series.clone(), kcosts));
     }
 
     println!();
@@ -379,6 +390,13 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
             .join(", ")
     );
     print!("{}", render_table(&rows));
+    if matches!(rig.tracer, Tracer::Usable(_)) {
+        print!("{}", costs::render(&costs));
+        let path = work.join("out/kprobe-costs.json");
+        if let Err(e) = fs::write(&path, costs::to_json(&costs).to_string()) {
+            println!("vm: cannot write {}: {e}", path.display());
+        }
+    }
     let failed: Vec<&Row> = rows.iter().filter(|r| !r.verdict.pass()).collect();
     for r in &records {
         if r.outcome.end != End::Done {
@@ -487,6 +505,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             .map(str::trim),
         msitrace: Some(m),
         g5_silence_s: G5_SILENCE_S,
+        tty1: &outcome.tty1,
     });
     match (code, verdict.pass()) {
         (1, true) => println!(

@@ -21,13 +21,16 @@ pub struct Msitrace {
     pub probes: bool,
     pub replay: bool,
     pub dump: bool,
+    /// The front-ends some steps record with.
+    pub live: bool,
+    pub daemon: bool,
 }
 
 impl Msitrace {
     /// Recording in the guest and the report on the host both work: the rig can assert on
     /// msitrace's outputs.
     pub fn usable(&self) -> bool {
-        self.record && self.probes && self.replay && self.dump
+        self.record && self.probes && self.replay && self.dump && self.live && self.daemon
     }
 
     /// What is missing, for the table.
@@ -37,6 +40,8 @@ impl Msitrace {
             ("probes --json", self.probes),
             ("replay --json", self.replay),
             ("dump --json", self.dump),
+            ("live --output --silence", self.live),
+            ("daemon --state-dir --silence", self.daemon),
         ]
         .into_iter()
         .filter(|(_, ok)| !ok)
@@ -89,6 +94,14 @@ pub fn build(repo: &Path) -> Result<Msitrace> {
         probes: help("probes").contains("--json"),
         replay: help("replay").contains("--json"),
         dump: help("dump").contains("--json"),
+        live: {
+            let h = help("live");
+            h.contains("--output") && h.contains("--silence")
+        },
+        daemon: {
+            let h = help("daemon");
+            h.contains("--state-dir") && h.contains("--silence")
+        },
         bin,
     })
 }
@@ -131,16 +144,16 @@ fn ldd_paths(text: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// `msitrace replay FILE --json --silence S`: its exit code (0 clean, 1 divergence, 2
+/// `msitrace replay FILE... --json --silence S`: its exit code (0 clean, 1 divergence, 2
 /// unusable) and the report, when it printed one.
 pub fn replay_json(
     m: &Msitrace,
-    trace: &Path,
+    traces: &[PathBuf],
     silence_s: u64,
 ) -> Result<(i32, Option<Value>, String)> {
     let out = Command::new(&m.bin)
         .arg("replay")
-        .arg(trace)
+        .args(traces)
         .arg("--json")
         .arg("--silence")
         .arg(silence_s.to_string())
@@ -169,11 +182,11 @@ pub fn replay_text(m: &Msitrace, trace: &Path, silence_s: u64) -> Result<(i32, S
     Ok((out.status.code().unwrap_or(-1), text))
 }
 
-/// `msitrace dump FILE --json`: the events (the header and trailer lines are left out).
-pub fn dump_events(m: &Msitrace, trace: &Path) -> Result<Vec<Value>> {
+/// `msitrace dump FILE... --json`: the events (the header and trailer lines are left out).
+pub fn dump_events(m: &Msitrace, traces: &[PathBuf]) -> Result<Vec<Value>> {
     let out = Command::new(&m.bin)
         .arg("dump")
-        .arg(trace)
+        .args(traces)
         .arg("--json")
         .output()
         .context("cannot run msitrace dump")?;
@@ -188,6 +201,21 @@ pub fn dump_events(m: &Msitrace, trace: &Path) -> Result<Vec<Value>> {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter_map(|v| v.get("event").cloned())
         .collect())
+}
+
+/// The trailer of a recording (`msitrace dump --json`'s last line), if it has one.
+pub fn trailer(m: &Msitrace, traces: &[PathBuf]) -> Result<Option<Value>> {
+    let out = Command::new(&m.bin)
+        .arg("dump")
+        .args(traces)
+        .arg("--json")
+        .output()
+        .context("cannot run msitrace dump")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| v.get("trailer").cloned()))
 }
 
 #[cfg(test)]

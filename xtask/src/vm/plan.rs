@@ -89,21 +89,60 @@ impl Mode {
     }
 }
 
-/// One scenario with hv_stub loaded in one mode.
+/// Which of msitrace's front-ends records the step in the guest. Each writes the same trace
+/// format, so every step gets the same checks, and the front-end its own on top: every
+/// front-end is thereby proven on the real kernels, through a real suspend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Front {
+    /// `msitrace record -o FILE`, stopped by SIGINT.
+    Record,
+    /// `msitrace live --output FILE` drawing on the guest's second serial port (a real tty,
+    /// 80x24, captured by the host), stopped by SIGTERM.
+    Live,
+    /// `msitrace daemon` with its flight recorder in the step's directory and its journal
+    /// entries on stderr (no journald in the guest), stopped by SIGTERM.
+    Daemon,
+}
+
+impl Front {
+    pub fn name(self) -> &'static str {
+        match self {
+            Front::Record => "record",
+            Front::Live => "live",
+            Front::Daemon => "daemon",
+        }
+    }
+}
+
+/// One scenario with hv_stub loaded in one mode, recorded by one front-end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Step {
     pub scenario: Scenario,
     pub mode: Mode,
+    pub front: Front,
 }
 
 impl Step {
     pub const fn new(scenario: Scenario, mode: Mode) -> Step {
-        Step { scenario, mode }
+        Step {
+            scenario,
+            mode,
+            front: Front::Record,
+        }
     }
 
-    /// `s3.buggy`: the guest's plan item and the directory of its outputs.
+    pub const fn with(self, front: Front) -> Step {
+        Step { front, ..self }
+    }
+
+    /// `s3.buggy`: the directory of the step's outputs.
     pub fn id(self) -> String {
         format!("{}.{}", self.scenario.name(), self.mode.name())
+    }
+
+    /// `s3.buggy.daemon`: the guest's plan item.
+    pub fn plan_item(self) -> String {
+        format!("{}.{}", self.id(), self.front.name())
     }
 
     /// The bugs cut the test vectors off only where the bus is torn down and restored; a
@@ -125,21 +164,23 @@ use Scenario::*;
 
 /// Every step, in QEMU runs. Each run starts with its hibernation (the resumed kernel then runs
 /// the rest), and S3 comes last in its run: after a real S3 only the host ends the guest. Hotplug
-/// and reset run in buggy mode only: it is the mode that must stay clean there.
+/// and reset run in buggy mode only: it is the mode that must stay clean there. The TUI records
+/// the buggy hibernation (it must live through the machine's own hibernation and show the
+/// divergence after) and the daemon the buggy pm_test and the buggy S3.
 pub const DEFAULT_RUNS: &[&[Step]] = &[
     &[
-        Step::new(Hibernate, Buggy),
+        Step::new(Hibernate, Buggy).with(Front::Live),
         Step::new(Hotplug, Buggy),
         Step::new(Reset, Buggy),
         Step::new(PmTestPlatform, Fixed),
-        Step::new(PmTestPlatform, Buggy),
+        Step::new(PmTestPlatform, Buggy).with(Front::Daemon),
     ],
     &[
         Step::new(Hibernate, Fixed),
         Step::new(PmTestCore, Fixed),
         Step::new(PmTestCore, Buggy),
         Step::new(S3, Fixed),
-        Step::new(S3, Buggy),
+        Step::new(S3, Buggy).with(Front::Daemon),
     ],
 ];
 
@@ -196,6 +237,13 @@ mod tests {
             .collect();
         for sc in Scenario::ALL {
             assert!(all.iter().any(|s| s.scenario == sc), "{sc:?} never runs");
+        }
+        for front in [Front::Record, Front::Live, Front::Daemon] {
+            assert!(
+                all.iter()
+                    .any(|s| s.front == front && s.expects_dead_test_vectors()),
+                "{front:?} never records a buggy resume"
+            );
         }
         for run in DEFAULT_RUNS {
             let hib = run.iter().filter(|s| s.scenario == Hibernate).count();

@@ -91,6 +91,8 @@ pub struct RunOutcome {
     pub end: End,
     pub wall: Duration,
     pub console: PathBuf,
+    /// What the guest wrote to its second serial port (`msitrace live`'s screen).
+    pub tty1: PathBuf,
     /// Where the guest's /out was extracted (present even after a failed run: the guest saves
     /// after every step).
     pub artifacts: PathBuf,
@@ -115,7 +117,7 @@ impl RunSpec<'_> {
     }
 
     fn cmdline(&self) -> String {
-        let plan: Vec<String> = self.plan.iter().map(|s| s.id()).collect();
+        let plan: Vec<String> = self.plan.iter().map(|s| s.plan_item()).collect();
         format!(
             "console=ttyS0,115200 rdinit=/init panic=0 no_console_suspend loglevel=4 \
              mitigations=off vmt.plan={} vmt.msitrace={} vmt.g5silence={}",
@@ -145,11 +147,12 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome> {
 
 fn run_once(spec: &RunSpec) -> Result<RunOutcome> {
     let console = spec.dir.join("console.log");
+    let tty1 = spec.dir.join("tty1.log");
     let stderr_path = spec.dir.join("qemu.stderr");
     let swap = spec.dir.join("swap.img");
     let outdisk = spec.dir.join("out.img");
     let artifacts = spec.dir.join("artifacts");
-    for f in [&console, &swap, &outdisk] {
+    for f in [&console, &tty1, &swap, &outdisk] {
         let _ = fs::remove_file(f);
     }
     if artifacts.exists() {
@@ -188,7 +191,11 @@ fn run_once(spec: &RunSpec) -> Result<RunOutcome> {
     .arg("-append")
     .arg(spec.cmdline())
     .arg("-serial")
-    .arg(format!("file:{}", console.display()));
+    .arg(format!("file:{}", console.display()))
+    // ttyS1: the terminal `msitrace live` draws on in the guest, kept apart from the console
+    // whose lines the host parses.
+    .arg("-serial")
+    .arg(format!("file:{}", tty1.display()));
     for i in 1..=4 {
         cmd.arg("-device").arg(format!(
             "pcie-root-port,id=rp{i},bus=pcie.0,chassis={i},slot={i}"
@@ -271,6 +278,7 @@ fn run_once(spec: &RunSpec) -> Result<RunOutcome> {
         end,
         wall,
         console,
+        tty1,
         artifacts,
         artifact_error,
         retried: None,
