@@ -303,8 +303,11 @@ pub fn resolve_files(
 
 /// Resolve the layout of the running kernel: /sys/kernel/btf/vmlinux, plus the split BTF of
 /// `hv_vmbus` and `pci_hyperv` when those modules are loaded.
+/// `MSITRACE_BTF_DIR` replaces /sys/kernel/btf: for a kernel whose BTF was extracted elsewhere,
+/// and for the tests of a kernel without BTF.
 pub fn resolve_running() -> Result<ResolvedLayout, LayoutError> {
-    let dir = Path::new(SYS_BTF_DIR);
+    let over = std::env::var_os("MSITRACE_BTF_DIR");
+    let dir = over.as_deref().map_or(Path::new(SYS_BTF_DIR), Path::new);
     let vmlinux_path = dir.join("vmlinux");
     let bytes = match fs::read(&vmlinux_path) {
         Ok(b) => b,
