@@ -114,9 +114,11 @@ rec_start() {
 	case $FRONT in
 	live)
 		# A real tty for the TUI: ttyS1, 80x24 as over ssh; its bytes go to the host's tty1.log.
-		stty -F /dev/ttyS1 rows 24 cols 80 115200 2> "$D/stty.err"
-		TERM=linux setsid msitrace live --output "$D/trace.msit" --silence "$G5_SILENCE" \
-			< /dev/ttyS1 > /dev/ttyS1 2> "$D/record.err" &
+		# The size is set through the same open as the TUI's: a tty forgets it on last close.
+		(
+			stty rows 24 cols 80 2> "$D/stty.err"
+			TERM=linux exec setsid msitrace live --output "$D/trace.msit" --silence "$G5_SILENCE"
+		) < /dev/ttyS1 > /dev/ttyS1 2> "$D/record.err" &
 		REC=$!
 		ready() { [ -s "$D/trace.msit" ]; } ;;
 	daemon)

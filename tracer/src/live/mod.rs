@@ -56,6 +56,7 @@ fn input_action(app: &mut App, ev: TermEvent) -> Option<Action> {
 /// Live: attach, then run the TUI until q, SIGTERM, SIGINT or SIGHUP; the file (if any) is
 /// finished with its trailer in every case.
 pub async fn run_live(opts: &SessionOptions, output: Option<&Path>) -> Result<()> {
+    terminal::check()?;
     // Attaching first: root, BTF and kernel errors print as one plain line, before the
     // terminal is touched.
     let mut session = Session::start(opts, output)?;
@@ -171,6 +172,7 @@ pub async fn run_live(opts: &SessionOptions, output: Option<&Path>) -> Result<()
 /// goes to the next divergence.
 pub async fn run_replay(files: &[PathBuf], timing: RuleTiming, from_start: bool) -> Result<()> {
     let mut player = Player::open(files, timing)?;
+    terminal::check()?;
     let mut app = App::new(
         player.source.clone(),
         Some(ReplayInfo {

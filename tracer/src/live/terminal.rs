@@ -40,6 +40,19 @@ fn install_panic_hook() {
     });
 }
 
+/// Whether stdout is a terminal with a size, checked before anything is attached or recorded.
+pub fn check() -> Result<()> {
+    let (w, h) = crossterm::terminal::size().context(
+        "msitrace live needs a terminal on stdin and stdout (use `msitrace record` otherwise)",
+    )?;
+    if w == 0 || h == 0 {
+        anyhow::bail!(
+            "the terminal reports a size of {w}x{h}: set it (e.g. `stty rows 24 cols 80`) and run msitrace live again"
+        );
+    }
+    Ok(())
+}
+
 impl TerminalGuard {
     pub fn enter() -> Result<TerminalGuard> {
         install_panic_hook();
@@ -49,7 +62,19 @@ impl TerminalGuard {
             Terminal::new(CrosstermBackend::new(stdout()))
         };
         match setup() {
-            Ok(term) => Ok(TerminalGuard { term }),
+            Ok(term) => {
+                // A serial line or a fresh pty may report 0x0 until someone sets it.
+                let size = term.size().unwrap_or_default();
+                if size.width == 0 || size.height == 0 {
+                    restore();
+                    anyhow::bail!(
+                        "the terminal reports a size of {}x{}: set it (e.g. `stty rows 24 cols 80`) and run msitrace live again",
+                        size.width,
+                        size.height
+                    );
+                }
+                Ok(TerminalGuard { term })
+            }
             Err(e) => {
                 restore();
                 Err(e).context(
