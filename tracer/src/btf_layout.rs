@@ -343,15 +343,63 @@ fn read(path: &Path) -> Result<Vec<u8>, LayoutError> {
     })
 }
 
+/// The BTF header's sections must lie inside the data: btf-rs adds their offsets unchecked
+/// and panics on an overflow (found by `cargo xtask fuzz`, target btf_layout).
+fn check_header(bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() < 24 {
+        return Err(format!(
+            "{} bytes, shorter than a BTF header (24)",
+            bytes.len()
+        ));
+    }
+    let le = match [bytes[0], bytes[1]] {
+        [0x9f, 0xeb] => true,
+        [0xeb, 0x9f] => false,
+        m => {
+            return Err(format!(
+                "no BTF magic (0xeb9f) at offset 0 but {:02x}{:02x}",
+                m[1], m[0]
+            ));
+        }
+    };
+    let u32_at = |o: usize| {
+        let b = [bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]];
+        u64::from(if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        })
+    };
+    let (hdr_len, type_off, type_len, str_off, str_len) =
+        (u32_at(4), u32_at(8), u32_at(12), u32_at(16), u32_at(20));
+    let len = bytes.len() as u64;
+    if hdr_len < 24 || hdr_len > len {
+        return Err(format!("header length {hdr_len} outside the {len} bytes"));
+    }
+    for (what, off, n) in [("type", type_off, type_len), ("string", str_off, str_len)] {
+        if hdr_len + off + n > len {
+            return Err(format!(
+                "{what} section at offset {} ({n} bytes) runs past the end ({len} bytes)",
+                hdr_len + off
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn parse(path: &Path, bytes: &[u8], base: Option<&Btf>) -> Result<Btf, LayoutError> {
-    match base {
+    let bad = |reason: String| LayoutError::Parse {
+        path: path.to_path_buf(),
+        reason,
+    };
+    check_header(bytes).map_err(bad)?;
+    // Whatever else btf-rs does not expect must be an error, not the end of the tracer.
+    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match base {
         None => Btf::from_bytes(bytes),
         Some(base) => Btf::from_split_bytes(bytes, base),
-    }
-    .map_err(|e| LayoutError::Parse {
-        path: path.to_path_buf(),
-        reason: format!("{e:#}"),
-    })
+    }))
+    .map_err(|_| bad("the BTF parser (btf-rs) failed on it".into()))?;
+    parsed.map_err(|e| bad(format!("{e:#}")))
 }
 
 struct Source<'a> {
@@ -1099,7 +1147,7 @@ mod tests {
         assert!(matches!(err, LayoutError::Parse { .. }), "{err:?}");
         let text = err.to_string();
         assert!(!text.contains('\n'), "{text}");
-        assert!(text.contains("Invalid BTF magic"), "{text}");
+        assert!(text.contains("shorter than a BTF header"), "{text}");
 
         let missing = dir.join("missing");
         let err = resolve_files(&missing, &[]).expect_err("no file");
@@ -1111,5 +1159,34 @@ mod tests {
             "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): msitrace needs \
              CONFIG_DEBUG_INFO_BTF=y"
         );
+    }
+}
+
+/// Inputs `cargo xtask fuzz` found, kept as regression tests.
+#[cfg(test)]
+mod fuzz_regressions {
+    fn err(bytes: &[u8]) -> String {
+        match super::parse(std::path::Path::new("x"), bytes, None) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("parsed"),
+        }
+    }
+
+    #[test]
+    fn bad_headers_are_errors_not_panics() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fuzz-corpus/btf_layout");
+        // hdr_len 0xff000018 + str_off overflowed btf-rs's u32 sum.
+        let bytes = std::fs::read(dir.join("regression-str-off-overflow.btf")).unwrap();
+        assert!(
+            err(&bytes).contains("header length 4278190104 outside"),
+            "{}",
+            err(&bytes)
+        );
+        let mut past = bytes[..24].to_vec();
+        past[4..8].copy_from_slice(&24u32.to_le_bytes());
+        assert!(err(&past).contains("runs past the end"), "{}", err(&past));
+        assert!(err(b"").contains("shorter than a BTF header"));
+        assert!(err(&[0u8; 24]).contains("no BTF magic"));
     }
 }

@@ -3,7 +3,9 @@
 //! benchmarks (`bench`).
 
 mod bench;
+mod bench_host;
 mod dist;
+mod fuzz;
 mod setup;
 mod test;
 mod vm;
@@ -33,6 +35,8 @@ enum Command {
     Demo(vm::DemoArgs),
     /// Build the Debian package (binary, unit, man pages, completions) and verify the unit.
     Dist(dist::DistArgs),
+    /// Fuzz the trace-file reader and the BTF layout resolver for a bounded time (cargo-fuzz).
+    Fuzz(fuzz::FuzzArgs),
     /// Replay throughput (events/s from the native file) and memory per vector; prints figures.
     Bench(bench::BenchArgs),
 }
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => vm::demo(a),
         Command::Bench(a) => bench::run(a),
         Command::Dist(a) => dist::run(a),
+        Command::Fuzz(a) => fuzz::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
