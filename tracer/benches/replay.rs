@@ -329,7 +329,11 @@ fn build() -> Workload {
         );
         i += 1;
     }
-    let path = std::env::temp_dir().join(format!("msitrace-bench-{}.trace", std::process::id()));
+    // `cargo xtask bench` keeps the file (MSITRACE_BENCH_KEEP) to measure the daemon on it.
+    let path = match std::env::var_os("MSITRACE_BENCH_KEEP") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::temp_dir().join(format!("msitrace-bench-{}.trace", std::process::id())),
+    };
     let mut w = TraceWriter::create(&path, &header).expect("create the benchmark trace file");
     for ev in &events {
         w.append(ev).expect("write the benchmark trace file");
@@ -442,7 +446,9 @@ fn main() {
         figures();
         divan::main();
     }
-    let _ = std::fs::remove_file(&workload().path);
+    if std::env::var_os("MSITRACE_BENCH_KEEP").is_none() {
+        let _ = std::fs::remove_file(&workload().path);
+    }
 }
 
 #[divan::bench(sample_count = 10)]

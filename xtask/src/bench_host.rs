@@ -1,0 +1,308 @@
+//! The figures `cargo xtask bench` measures on the running kernel with the release binary:
+//! what each program costs per event by the kernel's own accounting (kernel.bpf_stats_enabled:
+//! run_time_ns / run_cnt), side by side with bpftrace doing the same work on the same hook in
+//! the same run; the daemon's peak memory on 10,000 vectors; the daemon's CPU while idle.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Turns the kernel's BPF run-time accounting on, and back to what it was when dropped.
+struct StatsOn(String);
+
+impl StatsOn {
+    fn new() -> Result<StatsOn> {
+        let old = fs::read_to_string(STATS).with_context(|| format!("cannot read {STATS}"))?;
+        fs::write(STATS, "1").with_context(|| format!("cannot enable {STATS}"))?;
+        Ok(StatsOn(old.trim().to_string()))
+    }
+}
+
+impl Drop for StatsOn {
+    fn drop(&mut self) {
+        let _ = fs::write(STATS, &self.0);
+    }
+}
+
+/// Kills the child if the measurement stops half-way.
+struct Reaped(Option<Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn signal(c: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(c.id() as i32, sig);
+    }
+}
+
+/// Start `cmd`, and wait until a line of its `stream` output contains `ready`.
+fn start(mut cmd: Command, stderr: bool, ready: &str) -> Result<Reaped> {
+    if stderr {
+        cmd.stderr(Stdio::piped()).stdout(Stdio::null());
+    } else {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    let out: Box<dyn std::io::Read + Send> = if stderr {
+        Box::new(child.stderr.take().context("no stderr")?)
+    } else {
+        Box::new(child.stdout.take().context("no stdout")?)
+    };
+    let (tx, rx) = mpsc::channel();
+    let ready = ready.to_string();
+    std::thread::spawn(move || {
+        let mut told = false;
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if !told && line.contains(&ready) {
+                let _ = tx.send(());
+                told = true;
+            }
+        }
+    });
+    let child = Reaped(Some(child));
+    rx.recv_timeout(Duration::from_secs(60))
+        .with_context(|| format!("{:?} did not get ready in 60 s", cmd.get_program()))?;
+    Ok(child)
+}
+
+/// Interrupts from the disk: written, fsynced, for `d`.
+fn disk_load(d: Duration) -> Result<()> {
+    let path = std::env::temp_dir().join(format!("msitrace-bench-load-{}", std::process::id()));
+    let t = Instant::now();
+    let mut round = 0u8;
+    while t.elapsed() < d {
+        fs::write(&path, vec![round; 256 << 10])?;
+        fs::File::open(&path)?.sync_all()?;
+        round = round.wrapping_add(1);
+    }
+    let _ = fs::remove_file(&path);
+    Ok(())
+}
+
+/// run_time_ns and run_cnt of a process's BPF programs of one type, from /proc/PID/fdinfo.
+fn prog_stats(pid: u32, prog_type: u32) -> (u64, u64) {
+    let (mut ns, mut cnt) = (0, 0);
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return (0, 0);
+    };
+    for fd in fds.filter_map(|e| e.ok()) {
+        let is_prog =
+            fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == "anon_inode:bpf-prog");
+        if !is_prog {
+            continue;
+        }
+        let info = fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        let field = |k: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if field("prog_type:") == Some(u64::from(prog_type)) {
+            ns += field("run_time_ns:").unwrap_or(0);
+            cnt += field("run_cnt:").unwrap_or(0);
+        }
+    }
+    (ns, cnt)
+}
+
+fn ensure_bpftrace() -> Result<()> {
+    if Command::new("bpftrace").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    println!("bench: installing bpftrace (apt-get) for the comparison");
+    let ok = Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "bpftrace",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        bail!("bpftrace is missing and apt-get could not install it");
+    }
+    Ok(())
+}
+
+/// msitrace and bpftrace on `irq:irq_handler_entry`, at once, under the same disk load. It is
+/// the hook of msitrace's that fires on demand on a host without kprobes. Both read the IRQ
+/// number and add one to a per-IRQ count in a map that user space reads (msitrace: a per-CPU
+/// hash plus its per-probe hit counter; bpftrace: `@[args->irq] = count()`, a per-CPU map).
+pub fn kernel_costs(bin: &Path) -> Result<Value> {
+    if !is_root() {
+        bail!("needs root (BPF statistics, attaching programs)");
+    }
+    ensure_bpftrace()?;
+    let _stats = StatsOn::new()?;
+    let trace = std::env::temp_dir().join(format!("msitrace-bench-{}.msit", std::process::id()));
+    let mut rec = Command::new(bin);
+    rec.args(["record", "--quiet", "-o"]).arg(&trace);
+    let mut msitrace = start(rec, true, "recording to")?;
+    let mut bt = Command::new("bpftrace");
+    bt.args([
+        "-e",
+        "tracepoint:irq:irq_handler_entry { @[args->irq] = count(); }",
+    ]);
+    let mut bpftrace = start(bt, false, "Attaching")?;
+    disk_load(Duration::from_secs(5))?;
+    let bt_pid = bpftrace.0.as_ref().map(Child::id).unwrap_or(0);
+    // BPF_PROG_TYPE_TRACEPOINT.
+    let (bt_ns, bt_cnt) = prog_stats(bt_pid, 5);
+    if let Some(c) = &msitrace.0 {
+        signal(c, libc::SIGINT);
+    }
+    if let Some(mut c) = msitrace.0.take() {
+        c.wait()?;
+    }
+    if let Some(c) = &bpftrace.0 {
+        signal(c, libc::SIGINT);
+    }
+    if let Some(mut c) = bpftrace.0.take() {
+        let _ = c.wait();
+    }
+    let dump = Command::new(bin)
+        .arg("dump")
+        .arg(&trace)
+        .arg("--json")
+        .output()?;
+    let _ = fs::remove_file(&trace);
+    let trailer = String::from_utf8_lossy(&dump.stdout)
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| v.get("trailer").cloned())
+        .context("msitrace's recording has no trailer")?;
+    let mut programs = Vec::new();
+    let mut handler = None;
+    for row in trailer["bpf_stats"].as_array().into_iter().flatten() {
+        let (Some(p), Some(ns), Some(runs)) = (row[0].as_str(), row[1].as_u64(), row[2].as_u64())
+        else {
+            continue;
+        };
+        if p == "IrqHandlerEntry" {
+            handler = Some((ns, runs));
+        }
+        programs.push(
+            json!({"probe": p, "run_ns": ns, "runs": runs, "ns_per_event": ns.checked_div(runs)}),
+        );
+    }
+    let (m_ns, m_cnt) = handler.context("msitrace's irq_handler_entry did not run")?;
+    if bt_cnt == 0 {
+        bail!("bpftrace's program did not run");
+    }
+    let m = m_ns as f64 / m_cnt as f64;
+    let b = bt_ns as f64 / bt_cnt as f64;
+    Ok(json!({
+        "hook": "irq:irq_handler_entry",
+        "msitrace_ns_per_event": m, "msitrace_events": m_cnt,
+        "bpftrace_ns_per_event": b, "bpftrace_events": bt_cnt,
+        "ratio": m / b,
+        "msitrace_programs": programs,
+    }))
+}
+
+/// Peak RSS of `msitrace daemon --replay` over the 10,000-vector workload: the daemon's whole
+/// state for that many vectors, and its logging path.
+pub fn daemon_rss(bin: &Path, workload: &Path) -> Result<u64> {
+    let child = Command::new(bin)
+        .args([
+            "daemon",
+            "--config",
+            "/dev/null",
+            "--log-target",
+            "stderr",
+            "--replay",
+        ])
+        .arg(workload)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start msitrace daemon --replay")?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child with valid pointers.
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    if r < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("msitrace daemon --replay failed (status {status})");
+    }
+    Ok(usage.ru_maxrss as u64 * 1024)
+}
+
+/// CPU time of the live daemon over `secs` on an idle machine, as a share of one CPU.
+pub fn daemon_idle_cpu(bin: &Path, secs: u64) -> Result<f64> {
+    if !is_root() {
+        bail!("needs root (the live daemon attaches programs)");
+    }
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("msitrace-bench-state-{}", std::process::id()));
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "daemon",
+        "--config",
+        "/dev/null",
+        "--log-target",
+        "stderr",
+        "--state-dir",
+    ])
+    .arg(&dir);
+    let mut d = start(cmd, true, "coverage")?;
+    let pid = d.0.as_ref().map(Child::id).unwrap_or(0);
+    let ticks = || -> Result<u64> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name's closing parenthesis; utime and stime are 14 and 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        Ok(n(11) + n(12))
+    };
+    // Settle: the start-up (BTF, seed) is not idle time.
+    std::thread::sleep(Duration::from_secs(2));
+    let t0 = ticks()?;
+    let start_t = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let t1 = ticks()?;
+    let wall = start_t.elapsed().as_secs_f64();
+    if let Some(c) = &d.0 {
+        signal(c, libc::SIGTERM);
+    }
+    if let Some(mut c) = d.0.take() {
+        let _ = c.wait();
+    }
+    let _ = fs::remove_dir_all(&dir);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((t1 - t0) as f64 / hz / wall * 100.0)
+}
