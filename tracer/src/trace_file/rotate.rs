@@ -129,7 +129,9 @@ impl FlightRecorder {
 
     pub fn append(&mut self, ev: &Event) -> io::Result<()> {
         self.current.append(ev)?;
-        if self.current.stats().bytes >= self.cfg.max_file_bytes {
+        // Chunks reach the disk only at a flush (or every 64 KiB): the cap counts the pending
+        // chunk too, or a small cap would let a file grow to a whole chunk.
+        if self.current.len_with_pending() >= self.cfg.max_file_bytes {
             self.rotate()?;
         }
         Ok(())
@@ -240,6 +242,15 @@ mod tests {
         assert_eq!(stats.events, 20_000);
         let files = files_in(&dir).unwrap();
         assert_eq!(files.len(), 3, "{files:?}");
+        // A rotated file ends at the first event past the cap, plus its trailer.
+        for f in &files[..2] {
+            let len = fs::metadata(f).unwrap().len();
+            assert!(
+                (4096..4096 + 256).contains(&len),
+                "{} is {len} bytes",
+                f.display()
+            );
+        }
         assert_eq!(expand(std::slice::from_ref(&dir)).unwrap(), files);
         // The newest files alone: each starts from the seed read at its rotation, the set
         // reads as one stream in order, and ends with the last file's trailer.

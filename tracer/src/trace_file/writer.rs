@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::codec::ChunkEncoder;
-use super::{FLUSH_BYTES, MAX_CHUNK_PAYLOAD, TraceHeader};
+use super::{FLUSH_BYTES, FRAME_LEN, MAX_CHUNK_PAYLOAD, TraceHeader};
 use crate::event::Event;
 
 /// What a writer has put on disk so far.
@@ -122,6 +122,18 @@ impl TraceWriter {
 
     pub fn stats(&self) -> WriterStats {
         self.stats
+    }
+
+    /// What the file will hold once the pending events are written: its size on disk plus the
+    /// pending chunk, frame included.
+    pub fn len_with_pending(&self) -> u64 {
+        let pending = self.enc.payload_len();
+        self.stats.bytes
+            + if pending == 0 {
+                0
+            } else {
+                (pending + FRAME_LEN) as u64
+            }
     }
 
     /// Queue one event; writes a chunk when the pending records pass 64 KiB.
