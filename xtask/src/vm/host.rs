@@ -30,6 +30,9 @@ const PACKAGES: &[(&str, Option<&str>)] = &[
     // Debian builds both guest kernels with gcc-12; a module must be built with the same.
     ("gcc-12", None),
     ("binutils", None),
+    // 6.12's kbuild makes each module's BTF with pahole (CONFIG_DEBUG_INFO_BTF_MODULES) and
+    // fails without it; 6.1's skips it with a warning.
+    ("dwarves", None),
 ];
 
 /// Lists older than this are refreshed (kernels get security updates every few weeks).
