@@ -13,7 +13,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{MapError, PerCpuArray, PerCpuHashMap},
+    maps::{MapError, PerCpuArray},
     programs::{KProbe, ProbeKind, Program, ProgramError, TracePoint},
 };
 use tracer::{
@@ -375,14 +375,12 @@ fn irq_handler_entry_counts_what_proc_interrupts_counts() {
     disk_activity();
     let after = proc_interrupts();
 
-    let counts: PerCpuHashMap<_, u32, u64> =
-        PerCpuHashMap::try_from(ebpf.map(names::IRQ_COUNTS).expect("IRQ_COUNTS map"))
-            .expect("IRQ_COUNTS is a per-CPU hash");
-    let mut seen = BTreeMap::new();
-    for item in counts.iter() {
-        let (irq, per_cpu) = item.expect("iterate IRQ_COUNTS");
-        seen.insert(irq, per_cpu.iter().sum::<u64>());
-    }
+    let seen = tracer::irq_counts::IrqCounters::new(
+        ebpf.take_map(names::IRQ_COUNTS).expect("IRQ_COUNTS map"),
+        ebpf.take_map(names::IRQ_SPILL).expect("IRQ_SPILL map"),
+    )
+    .expect("IRQ_COUNTS maps into memory")
+    .read();
     let hits: PerCpuArray<_, u64> =
         PerCpuArray::try_from(ebpf.map(names::HITS).expect("HITS map")).expect("HITS array");
     let handler_hits: u64 = hits

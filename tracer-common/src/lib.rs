@@ -417,6 +417,7 @@ pub mod names {
     pub const HITS: &str = "HITS";
     pub const LOST: &str = "LOST";
     pub const IRQ_COUNTS: &str = "IRQ_COUNTS";
+    pub const IRQ_SPILL: &str = "IRQ_SPILL";
     pub const LAYOUT: &str = "LAYOUT";
     pub const CONFIG: &str = "CONFIG";
 }
@@ -424,8 +425,11 @@ pub mod names {
 /// Default ring buffer size: 16 MiB holds about 110,000 records, the burst of a suspend
 /// cycle on a guest with thousands of vectors while userspace is frozen.
 pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
-/// Entries of the per-IRQ handler counter map.
-pub const IRQ_COUNT_ENTRIES: u32 = 8192;
+/// Slots of the handler-count array, one per IRQ number below it (256 KiB). Linux hands out
+/// IRQ numbers below `nr_irqs`, which stays far under this but on the largest machines.
+pub const IRQ_COUNT_ENTRIES: u32 = 32768;
+/// Entries of the per-CPU hash that counts IRQs numbered past the array.
+pub const IRQ_SPILL_ENTRIES: u32 = 8192;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -18,10 +18,13 @@ mod tracepoints;
 mod vector;
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use tracer_common::{Config, DEFAULT_RING_BYTES, IRQ_COUNT_ENTRIES, Layout, NUM_PROBES};
+use tracer_common::{
+    Config, DEFAULT_RING_BYTES, IRQ_COUNT_ENTRIES, IRQ_SPILL_ENTRIES, Layout, NUM_PROBES,
+};
 
 #[unsafe(no_mangle)]
 static LAYOUT: Layout = Layout::ABSENT;
@@ -39,8 +42,16 @@ static HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_PROBES, 0);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_PROBES, 0);
 
+/// Handler counts indexed by IRQ: the one hook that fires on every device interrupt, so its
+/// cost is an array slot rather than a hash lookup. Mmapable, so userspace
+/// reads every count each second without a system call per IRQ.
 #[map]
-static IRQ_COUNTS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(IRQ_COUNT_ENTRIES, 0);
+static IRQ_COUNTS: Array<u64> = Array::with_max_entries(IRQ_COUNT_ENTRIES, BPF_F_MMAPABLE);
+
+/// The IRQs numbered past `IRQ_COUNTS` (machines with tens of thousands of CPUs' worth of
+/// vectors), counted per CPU by hash.
+#[map]
+static IRQ_SPILL: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(IRQ_SPILL_ENTRIES, 0);
 
 /// One entry per task currently inside a hooked function (plus the open restore windows), so
 /// this bounds concurrency, not history. Preallocated: kernels before 5.18 refuse other hash

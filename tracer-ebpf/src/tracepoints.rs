@@ -6,7 +6,7 @@ use aya_ebpf::{bindings::BPF_NOEXIST, macros::tracepoint, programs::TracePointCo
 use tracer_common::{Field, ProbeId, flags};
 
 use crate::{
-    IRQ_COUNTS,
+    IRQ_COUNTS, IRQ_SPILL,
     emit::{hit, reserve},
     read::{self, layout},
 };
@@ -196,14 +196,22 @@ pub fn irq_handler_entry(ctx: TracePointContext) -> u32 {
 fn try_irq_handler_entry(ctx: &TracePointContext) -> Result<u32, u32> {
     hit(ProbeId::IrqHandlerEntry);
     let irq = read::tp(ctx, layout!(tp_irq_handler_entry_irq)).ok_or(1u32)? as u32;
+    if let Some(count) = IRQ_COUNTS.get_ptr_mut(irq) {
+        // SAFETY: an aligned array slot that lives as long as the map. The slot is shared by
+        // all CPUs but needs no atomic add (which the BPF target lacks in core): genirq never
+        // runs one IRQ's handlers on two CPUs at once (IRQD_IRQ_INPROGRESS; a second edge is
+        // replayed by the first CPU), but per-CPU IRQs, which are not MSI vectors.
+        unsafe { count.write_volatile(count.read_volatile() + 1) };
+        return Ok(0);
+    }
     for _ in 0..2 {
-        if let Some(count) = IRQ_COUNTS.get_ptr_mut(irq) {
+        if let Some(count) = IRQ_SPILL.get_ptr_mut(irq) {
             // SAFETY: a per-CPU value, only touched by programs running on this CPU.
             unsafe { *count += 1 };
             return Ok(0);
         }
         // NOEXIST: if a nested handler created the entry meanwhile, the second pass counts.
-        if IRQ_COUNTS.insert(irq, 1u64, u64::from(BPF_NOEXIST)).is_ok() {
+        if IRQ_SPILL.insert(irq, 1u64, u64::from(BPF_NOEXIST)).is_ok() {
             return Ok(0);
         }
     }

@@ -3,12 +3,10 @@
 //! per-CPU loss counters and the per-IRQ handler counts into in-band events, so that what a
 //! trace file holds is everything the live engine saw.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{MapData, PerCpuArray, RingBuf},
 };
 use tokio::io::unix::AsyncFd;
 use tracer_common::{Config, NUM_PROBES, ProbeId, names};
@@ -16,6 +14,7 @@ use tracer_common::{Config, NUM_PROBES, ProbeId, names};
 use crate::{
     btf_layout::{self, ResolvedLayout},
     event::{Event, EventKind},
+    irq_counts::IrqCounters,
     kernel::{self, Kallsyms},
     probe_manager::ProbeManager,
     probes::{ProbeStatus, Status},
@@ -42,7 +41,7 @@ pub struct Collector {
     ring: AsyncFd<RingBuf<MapData>>,
     hits: PerCpuArray<MapData, u64>,
     lost: PerCpuArray<MapData, u64>,
-    irq_counts: PerCpuHashMap<MapData, u32, u64>,
+    irq_counts: IrqCounters,
     lost_reported: [u64; NUM_PROBES as usize],
     modules: Vec<String>,
     decode_errors: u64,
@@ -95,7 +94,10 @@ impl Collector {
             .context("cannot register the ring buffer with the event loop")?;
         let hits = PerCpuArray::try_from(take(&mut ebpf, names::HITS)?)?;
         let lost = PerCpuArray::try_from(take(&mut ebpf, names::LOST)?)?;
-        let irq_counts = PerCpuHashMap::try_from(take(&mut ebpf, names::IRQ_COUNTS)?)?;
+        let irq_counts = IrqCounters::new(
+            take(&mut ebpf, names::IRQ_COUNTS)?,
+            take(&mut ebpf, names::IRQ_SPILL)?,
+        )?;
         Ok(Collector {
             ebpf,
             manager,
@@ -196,11 +198,7 @@ impl Collector {
 
     /// Cumulative handler counts per IRQ (summed over CPUs) as an in-band event.
     pub fn irq_counts(&self, now_ns: u64) -> Event {
-        let mut counts = BTreeMap::new();
-        for item in self.irq_counts.iter() {
-            let Ok((irq, per_cpu)) = item else { continue };
-            counts.insert(irq, per_cpu.iter().sum::<u64>());
-        }
+        let counts = self.irq_counts.read();
         Event {
             ts_ns: now_ns,
             cpu: 0,

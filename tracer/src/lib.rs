@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod ebpf_object;
 pub mod engine;
 pub mod event;
+pub mod irq_counts;
 pub mod kernel;
 pub mod live;
 pub mod probe_manager;

@@ -158,8 +158,9 @@ fn ensure_bpftrace() -> Result<()> {
 
 /// msitrace and bpftrace on `irq:irq_handler_entry`, at once, under the same disk load. It is
 /// the hook of msitrace's that fires on demand on a host without kprobes. Both read the IRQ
-/// number and add one to a per-IRQ count in a map that user space reads (msitrace: a per-CPU
-/// hash plus its per-probe hit counter; bpftrace: `@[args->irq] = count()`, a per-CPU map).
+/// number and add one to a per-IRQ count in a map that user space reads (msitrace: the IRQ's
+/// slot of an array, plus its per-probe hit counter; bpftrace: `@[args->irq] = count()`, a
+/// per-CPU hash).
 pub fn kernel_costs(bin: &Path) -> Result<Value> {
     if !is_root() {
         bail!("needs root (BPF statistics, attaching programs)");
