@@ -20,16 +20,20 @@ pub enum Scenario {
     S3,
     /// Real hibernation to the swap disk, reboot, image restore.
     Hibernate,
+    /// The recorder stopped (SIGSTOP, as user space is during a freeze) while the test vectors
+    /// are moved between CPUs over and over: more events than the default ring holds.
+    Burst,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Hotplug,
         Scenario::Reset,
         Scenario::PmTestPlatform,
         Scenario::PmTestCore,
         Scenario::S3,
         Scenario::Hibernate,
+        Scenario::Burst,
     ];
 
     /// The guest's name for it (`act_<name>` in tests/guest/vmt.sh, with `-` as `_`).
@@ -41,6 +45,7 @@ impl Scenario {
             Scenario::PmTestCore => "pmtest-core",
             Scenario::S3 => "s3",
             Scenario::Hibernate => "hibernate",
+            Scenario::Burst => "burst",
         }
     }
 
@@ -174,6 +179,7 @@ pub const DEFAULT_RUNS: &[&[Step]] = &[
         Step::new(Reset, Buggy),
         Step::new(PmTestPlatform, Fixed),
         Step::new(PmTestPlatform, Buggy).with(Front::Daemon),
+        Step::new(Burst, Fixed),
     ],
     &[
         Step::new(Hibernate, Fixed),

@@ -110,6 +110,7 @@ impl RunSpec<'_> {
             .map(|s| match s.scenario {
                 super::plan::Scenario::Hibernate => 150,
                 super::plan::Scenario::S3 => 70,
+                super::plan::Scenario::Burst => 240,
                 _ => 60,
             })
             .sum();
