@@ -425,9 +425,10 @@ pub mod names {
 /// Default ring buffer size: 16 MiB holds about 110,000 records, the burst of a suspend
 /// cycle on a guest with thousands of vectors while userspace is frozen.
 pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
-/// Slots of the handler-count array, one per IRQ number below it (256 KiB). Linux hands out
-/// IRQ numbers below `nr_irqs`, which stays far under this but on the largest machines.
-pub const IRQ_COUNT_ENTRIES: u32 = 32768;
+/// Slots of the handler-count array, one per IRQ number below it (64 KiB, scanned every
+/// second). x86 sizes `nr_irqs`, the bound of IRQ numbers, at about 8 per CPU plus 16 per
+/// IOAPIC pin: this covers a thousand CPUs; the rest spill into a hash.
+pub const IRQ_COUNT_ENTRIES: u32 = 8192;
 /// Entries of the per-CPU hash that counts IRQs numbered past the array.
 pub const IRQ_SPILL_ENTRIES: u32 = 8192;
 

@@ -42,6 +42,8 @@ pub struct Collector {
     hits: PerCpuArray<MapData, u64>,
     lost: PerCpuArray<MapData, u64>,
     irq_counts: IrqCounters,
+    /// As of the last [`Collector::refresh_counters`].
+    counters: Vec<ProbeCounters>,
     lost_reported: [u64; NUM_PROBES as usize],
     modules: Vec<String>,
     decode_errors: u64,
@@ -106,6 +108,7 @@ impl Collector {
             hits,
             lost,
             irq_counts,
+            counters: Vec::new(),
             lost_reported: [0; NUM_PROBES as usize],
             modules: kernel::loaded_modules().unwrap_or_default(),
             decode_errors: 0,
@@ -155,14 +158,16 @@ impl Collector {
             .unwrap_or(0)
     }
 
-    pub fn counters(&self) -> Vec<ProbeCounters> {
-        ProbeId::ALL
+    /// Read every probe's counters from the kernel: two system calls per probe, plus one per
+    /// program with `with_stats` (the BPF statistics, only worth it for the trailer). Called
+    /// once per sample, so the idle service makes no more calls than it needs.
+    pub fn refresh_counters(&mut self, with_stats: bool) {
+        self.counters = ProbeId::ALL
             .iter()
             .map(|&p| {
-                let info = self
-                    .ebpf
-                    .program(p.program())
-                    .and_then(|prog| prog.info().ok());
+                let info = with_stats
+                    .then(|| self.ebpf.program(p.program())?.info().ok())
+                    .flatten();
                 ProbeCounters {
                     probe: p,
                     hits: Self::sum(&self.hits, p),
@@ -171,14 +176,20 @@ impl Collector {
                     runs: info.as_ref().map_or(0, |i| i.run_count()),
                 }
             })
-            .collect()
+            .collect();
     }
 
-    /// In-band loss events for what was lost since the last call, stamped `now`.
+    /// The counters as of the last [`Collector::refresh_counters`].
+    pub fn counters(&self) -> &[ProbeCounters] {
+        &self.counters
+    }
+
+    /// In-band loss events for what was lost up to the last refresh and not yet reported,
+    /// stamped `now`.
     pub fn new_losses(&mut self, now_ns: u64) -> Vec<Event> {
         let mut out = Vec::new();
-        for p in ProbeId::ALL {
-            let total = Self::sum(&self.lost, p);
+        for c in &self.counters {
+            let (p, total) = (c.probe, c.lost);
             let prev = &mut self.lost_reported[p as usize];
             if total > *prev {
                 out.push(Event {

@@ -296,6 +296,7 @@ impl Session {
             hits: Vec::new(),
             batch: Vec::new(),
         };
+        session.collector.refresh_counters(false);
         session.hits = session
             .collector
             .counters()
@@ -376,8 +377,9 @@ impl Session {
     }
 
     /// Close the file (with the live summary in its trailer) and hand back the engine.
-    pub fn finish(self) -> Result<Outcome> {
-        let counters = self.collector.counters();
+    pub fn finish(mut self) -> Result<Outcome> {
+        self.collector.refresh_counters(true);
+        let counters = self.collector.counters().to_vec();
         let decode_errors = self.collector.decode_errors();
         let (engine, final_updates, stats) = self.recorder.finish(&counters, decode_errors)?;
         Ok(Outcome {
@@ -440,6 +442,7 @@ impl Session {
                 },
             });
         }
+        self.collector.refresh_counters(false);
         self.batch.extend(self.collector.new_losses(now));
         self.batch.push(self.collector.irq_counts(now));
         self.push_all(obs)?;
@@ -459,8 +462,7 @@ impl Session {
     /// A return probe whose entry keeps firing but which itself stopped is the kretprobe
     /// failure seen after resume on some kernels (aya#932, kernel bugzilla 218775).
     fn reattach_silent_returns(&mut self) {
-        let counters = self.collector.counters();
-        let hits: Vec<u64> = counters.iter().map(|c| c.hits).collect();
+        let hits: Vec<u64> = self.collector.counters().iter().map(|c| c.hits).collect();
         let delta = |p: ProbeId| {
             hits[p as usize].saturating_sub(self.hits.get(p as usize).copied().unwrap_or(0))
         };
