@@ -630,11 +630,13 @@ impl Engine {
             }
             None => return,
         }
+        // No time in the clause: a hibernation restores twice (thaw, then the image's
+        // restore) and the same clause must not be added once per restore; each write's time
+        // is in the evidence.
         let note = format!(
-            "the restore in resume epoch {} wrote the stale mask into the device at {}, so its \
+            "the restore in resume epoch {} wrote the stale mask into the device, so its \
              interrupts stay masked after resume",
-            r.epoch,
-            self.t(ev.ts_ns)
+            r.epoch
         );
         if let Some((key, meaning)) = self.open_note(RuleId::H4, irq, note, true) {
             self.revise(&key, Severity::Error, meaning, Some(Evidence::of(ev)), out);
