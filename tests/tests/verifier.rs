@@ -14,7 +14,7 @@ use std::{
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{MapError, PerCpuArray},
-    programs::{KProbe, ProbeKind, Program, ProgramError, TracePoint},
+    programs::{KProbe, ProbeKind, Program, ProgramError, RawTracePoint, TracePoint},
 };
 use tracer::{
     btf_layout::{self, ResolvedLayout},
@@ -209,6 +209,16 @@ fn load_all(ebpf: &mut Ebpf, attach: Option<&Path>) -> (Vec<String>, Vec<String>
                 p.attach(category, event)
                     .map(|_| Some(format!("attached to {category}:{event}")))
             }),
+            (Program::RawTracePoint(p), Method::RawTracepoint) => {
+                RawTracePoint::load(p).and_then(|()| {
+                    if attach.is_none() {
+                        return Ok(None);
+                    }
+                    let (_, event) = tracepoint_of(probe);
+                    p.attach(event)
+                        .map(|_| Some(format!("attached to raw tracepoint {event}")))
+                })
+            }
             (p, m) => {
                 failures.push(format!(
                     "{name}: program type {:?} for a {m:?} hook",
@@ -351,25 +361,25 @@ fn irq_handler_entry_counts_what_proc_interrupts_counts() {
         Ok(r) => r,
         Err(e) => return skip(TEST, &format!("no layout for this kernel: {e}")),
     };
-    let Some(tracefs) = tracefs() else {
-        return skip(TEST, "no tracefs to attach tracepoints");
-    };
-    if !tracefs.join("events/irq/irq_handler_entry").is_dir() {
-        return skip(TEST, "irq:irq_handler_entry is not on this kernel");
+    if !running.is_present("tp_irq_handler_entry_irq") {
+        return skip(
+            TEST,
+            "irq_handler_entry's irq argument is not in this kernel's BTF",
+        );
     }
     let mut ebpf = match load(&running.layout) {
         Ok(Some(e)) => e,
         Ok(None) => return skip(TEST, "the kernel refuses to create BPF maps"),
         Err(e) => panic!("loading the object: {e}"),
     };
-    let prog: &mut TracePoint = ebpf
+    let prog: &mut RawTracePoint = ebpf
         .program_mut(ProbeId::IrqHandlerEntry.program())
         .expect("program in the object")
         .try_into()
-        .expect("a tracepoint program");
+        .expect("a raw tracepoint program");
     prog.load().expect("irq_handler_entry passes the verifier");
-    prog.attach("irq", "irq_handler_entry")
-        .expect("attach irq:irq_handler_entry");
+    prog.attach("irq_handler_entry")
+        .expect("attach the irq_handler_entry raw tracepoint");
 
     let before = proc_interrupts();
     disk_activity();
@@ -381,14 +391,14 @@ fn irq_handler_entry_counts_what_proc_interrupts_counts() {
     )
     .expect("IRQ_COUNTS maps into memory")
     .read();
-    let hits: PerCpuArray<_, u64> =
-        PerCpuArray::try_from(ebpf.map(names::HITS).expect("HITS map")).expect("HITS array");
-    let handler_hits: u64 = hits
+    let lost: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(ebpf.map(names::LOST).expect("LOST map")).expect("LOST array");
+    let handler_lost: u64 = lost
         .get(&(ProbeId::IrqHandlerEntry as u32), 0)
-        .expect("HITS slot")
+        .expect("LOST slot")
         .iter()
         .sum();
-    println!("irq_handler_entry: {handler_hits} hits; per IRQ: {seen:?}");
+    println!("irq_handler_entry: {handler_lost} lost; per IRQ: {seen:?}");
 
     let mut moved = 0;
     for (irq, &now) in &after {
@@ -399,16 +409,13 @@ fn irq_handler_entry_counts_what_proc_interrupts_counts() {
         moved += 1;
         let counted = seen.get(irq).copied().unwrap_or(0);
         println!("  irq {irq}: /proc/interrupts +{delta}, counted {counted} since attach");
-        // Seen once in a full workspace run: an IRQ that moved by one with nothing counted.
-        // The kernel skips a tracing program that would nest in another on the same CPU (its
-        // recursion guard), so a lone interrupt may go uncounted; a vector that keeps firing
-        // may not.
-        if delta < 3 {
-            continue;
-        }
+        // Every interrupt between the two reads ran the program: a raw tracepoint is skipped
+        // only when the same program is already running on that CPU, and hard interrupts do
+        // not nest. (The classic tracepoint was also skipped inside any other tracing
+        // program on the CPU, and lost a count in a CI run.)
         assert!(
-            counted >= 1,
-            "irq {irq} fired {delta} times while attached but IRQ_COUNTS has no count for it"
+            counted >= delta,
+            "irq {irq} fired {delta} times while attached but IRQ_COUNTS counted {counted}"
         );
     }
     if moved == 0 {
@@ -417,7 +424,7 @@ fn irq_handler_entry_counts_what_proc_interrupts_counts() {
             "no numbered IRQ fired during the disk activity, nothing to compare",
         );
     }
-    assert!(handler_hits >= seen.values().sum::<u64>());
+    assert_eq!(handler_lost, 0, "counts that found no slot");
 }
 
 /// The all-present layout is what the first test relies on to reach every read path.

@@ -23,6 +23,12 @@ pub fn hit(probe: ProbeId) {
     bump(&HITS, probe);
 }
 
+/// Count one firing of `probe` that could not be recorded.
+#[inline(always)]
+pub fn lost(probe: ProbeId) {
+    bump(&LOST, probe);
+}
+
 /// Whether the current task on this CPU is inside `irq_migrate_all_off_this_cpu`.
 #[inline(always)]
 pub fn in_migration(pid_tgid: u64) -> bool {

@@ -7,7 +7,8 @@
 //! values as constants: the read paths of absent fields are pruned, present ones are verified.
 //!
 //! Records are reserved in the ring buffer and filled in place, so the 512-byte stack holds
-//! only scalars. Every hit is counted in `HITS`, every record that did not fit in `LOST`.
+//! only scalars. Every hit is counted in `HITS`, every record that did not fit in `LOST`; the
+//! handler counter's hits are its per-IRQ counts.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 

@@ -1,13 +1,18 @@
-//! The classic tracepoint programs: power phases and PM callbacks, the x86 vector allocator,
-//! and the per-IRQ handler counter. Field offsets are those of the `trace_event_raw_*`
-//! records, from BTF; a record whose identifying field is absent is not emitted.
+//! The tracepoint programs: power phases and PM callbacks and the x86 vector allocator
+//! (classic tracepoints: field offsets are those of the `trace_event_raw_*` records, from BTF;
+//! a record whose identifying field is absent is not emitted), and the per-IRQ handler
+//! counter (a raw tracepoint, reading the `TP_PROTO` arguments).
 
-use aya_ebpf::{bindings::BPF_NOEXIST, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
 use tracer_common::{Field, ProbeId, flags};
 
 use crate::{
     IRQ_COUNTS, IRQ_SPILL,
-    emit::{hit, reserve},
+    emit::{hit, lost, reserve},
     read::{self, layout},
 };
 
@@ -185,17 +190,24 @@ pub fn vector_deactivate(ctx: TracePointContext) -> u32 {
     }
 }
 
-/// Liveness only: a per-CPU count per IRQ that userspace sums and samples; never streamed.
-#[tracepoint]
-pub fn irq_handler_entry(ctx: TracePointContext) -> u32 {
+/// Liveness only: a count per IRQ that userspace samples; never streamed. A raw tracepoint:
+/// it runs on every device interrupt, and the classic form fills a trace record first.
+#[raw_tracepoint(tracepoint = "irq_handler_entry")]
+pub fn irq_handler_entry(ctx: RawTracePointContext) -> u32 {
     match try_irq_handler_entry(&ctx) {
         Ok(r) | Err(r) => r,
     }
 }
 
-fn try_irq_handler_entry(ctx: &TracePointContext) -> Result<u32, u32> {
-    hit(ProbeId::IrqHandlerEntry);
-    let irq = read::tp(ctx, layout!(tp_irq_handler_entry_irq)).ok_or(1u32)? as u32;
+fn try_irq_handler_entry(ctx: &RawTracePointContext) -> Result<u32, u32> {
+    // No `hit`: the counts are this probe's hits (userspace sums them), which saves a map
+    // update on the hottest hook; a run that counts nowhere is counted in LOST.
+    // The verifier takes context reads only at an immediate offset, so the argument's
+    // position is written here; userspace attaches only where BTF says `irq` comes first.
+    if layout!(tp_irq_handler_entry_irq).present == 0 {
+        return Err(1);
+    }
+    let irq = ctx.arg::<u64>(0) as u32;
     if let Some(count) = IRQ_COUNTS.get_ptr_mut(irq) {
         // SAFETY: an aligned array slot that lives as long as the map. The slot is shared by
         // all CPUs but needs no atomic add (which the BPF target lacks in core): genirq never
@@ -215,5 +227,6 @@ fn try_irq_handler_entry(ctx: &TracePointContext) -> Result<u32, u32> {
             return Ok(0);
         }
     }
+    lost(ProbeId::IrqHandlerEntry);
     Err(1)
 }

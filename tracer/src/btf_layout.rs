@@ -115,6 +115,11 @@ enum Want {
     Str,
     /// An embedded struct or union, used for its address only.
     Embedded,
+    /// An integer argument of a raw tracepoint, `btf_trace_<name>.<n>`: the n-th argument of
+    /// the tracepoint's `TP_PROTO`, from the `btf_trace_<name>` typedef the kernel keeps for
+    /// each tracepoint (5.5 and later). `off` is the argument's byte offset in
+    /// `bpf_raw_tracepoint_args` (8 per argument).
+    TpArg,
 }
 
 struct FieldSpec {
@@ -220,7 +225,9 @@ static FIELDS: &[FieldSpec] = field_specs! {
     tp_vector_activate_is_managed: Int ["trace_event_raw_vector_activate.is_managed"];
     tp_vector_activate_can_reserve: Int ["trace_event_raw_vector_activate.can_reserve"];
     tp_vector_activate_reserve: Int ["trace_event_raw_vector_activate.reserve"];
-    tp_irq_handler_entry_irq: Int ["trace_event_raw_irq_handler_entry.irq"];
+    // A raw tracepoint: the handler counter runs on every device interrupt, and the raw
+    // form skips the trace record the classic one fills before each run.
+    tp_irq_handler_entry_irq: TpArg ["btf_trace_irq_handler_entry.0"];
 };
 
 /// The genirq state bits, enumerators of an anonymous enum in include/linux/irq.h: they can
@@ -463,6 +470,9 @@ fn resolve_candidate<'a>(
     sources: &'a [Source],
     ptr_size: u32,
 ) -> Result<(Field, &'a str), String> {
+    if want == Want::TpArg {
+        return resolve_tp_arg(path, sources);
+    }
     let mut parts = path.split('.');
     let root = parts.next().unwrap_or_default();
     let members: Vec<&str> = parts.collect();
@@ -481,6 +491,67 @@ fn resolve_candidate<'a>(
         let names: Vec<&str> = sources.iter().map(|s| s.name).collect();
         format!("no struct {root} in the BTF of {}", names.join(", "))
     }))
+}
+
+/// `btf_trace_<tp>.<n>`: the n-th `TP_PROTO` argument of a tracepoint, which must be an
+/// integer. The typedef is a pointer to a prototype whose first parameter is the probe's
+/// `void *__data`; prototype parameters carry no names, so the argument is taken by position.
+fn resolve_tp_arg<'a>(path: &str, sources: &'a [Source]) -> Result<(Field, &'a str), String> {
+    let (root, n) = path
+        .split_once('.')
+        .and_then(|(r, n)| Some((r, n.parse::<usize>().ok()?)))
+        .ok_or_else(|| format!("`{path}` is not btf_trace_<tracepoint>.<argument index>"))?;
+    let source = sources
+        .iter()
+        .find(|s| !s.btf.resolve_types_by_name(root).unwrap_or_default().is_empty())
+        .ok_or_else(|| {
+            format!("no typedef {root} in the BTF (the tracepoint is absent, or the kernel predates 5.5)")
+        })?;
+    let btf = source.btf;
+    let proto = btf
+        .resolve_types_by_name(root)
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|t| {
+            let Type::Typedef(t) = t else { return None };
+            match btf.resolve_chained_type(&t).ok()? {
+                Type::Ptr(p) => match btf.resolve_chained_type(&p).ok()? {
+                    Type::FuncProto(f) => Some(f),
+                    _ => None,
+                },
+                _ => None,
+            }
+        })
+        .ok_or_else(|| format!("{root} is not a typedef of a function pointer"))?;
+    let param = proto.parameters.get(n + 1).ok_or_else(|| {
+        format!(
+            "{root} takes {} argument(s), not {}",
+            proto.parameters.len().saturating_sub(1),
+            n + 1
+        )
+    })?;
+    let id = param.get_type_id().map_err(|e| e.to_string())?;
+    let size = match strip(btf, id)? {
+        Type::Int(i) => i.size(),
+        Type::Enum(e) => e.size(),
+        other => {
+            return Err(format!(
+                "argument {n} of {root} is {}, expected an integer",
+                other.name()
+            ));
+        }
+    };
+    if ![1, 2, 4, 8].contains(&size) {
+        return Err(format!("argument {n} of {root} is {size} bytes"));
+    }
+    let field = Field {
+        off: byte_off(n as u64 * 8)?,
+        size: size as u8,
+        bit_off: 0,
+        bit_len: 0,
+        present: 1,
+    };
+    Ok((field, source.name))
 }
 
 /// Structs and unions named `name` that have a body (not forward declarations).
@@ -645,6 +716,7 @@ fn want_text(want: Want) -> &'static str {
         Want::Ptr => "a pointer",
         Want::Str => "a __data_loc u32 or a char pointer",
         Want::Embedded => "an embedded struct",
+        Want::TpArg => "an integer tracepoint argument",
     }
 }
 

@@ -168,10 +168,18 @@ impl Collector {
                 let info = with_stats
                     .then(|| self.ebpf.program(p.program())?.info().ok())
                     .flatten();
+                let lost = Self::sum(&self.lost, p);
+                // The handler counter bumps no hit counter (it is the hottest hook): each of
+                // its runs is one count, or one loss.
+                let hits = if p == ProbeId::IrqHandlerEntry {
+                    self.irq_counts.read().values().sum::<u64>() + lost
+                } else {
+                    Self::sum(&self.hits, p)
+                };
                 ProbeCounters {
                     probe: p,
-                    hits: Self::sum(&self.hits, p),
-                    lost: Self::sum(&self.lost, p),
+                    hits,
+                    lost,
                     run_ns: info.as_ref().map_or(0, |i| i.run_time().as_nanos() as u64),
                     runs: info.as_ref().map_or(0, |i| i.run_count()),
                 }

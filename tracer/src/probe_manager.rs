@@ -11,7 +11,7 @@ use std::{collections::HashMap, path::PathBuf};
 
 use aya::{
     Ebpf,
-    programs::{KProbe, TracePoint, kprobe::KProbeLinkId},
+    programs::{KProbe, RawTracePoint, TracePoint, kprobe::KProbeLinkId},
 };
 use tracer_common::ProbeId;
 
@@ -255,6 +255,7 @@ impl ProbeManager {
         }
         match hook.method {
             Method::Tracepoint => self.attach_tracepoint(ebpf, hook),
+            Method::RawTracepoint => self.attach_raw_tracepoint(ebpf, hook),
             _ => self.attach_kprobe(ebpf, kallsyms, hook),
         }
     }
@@ -270,6 +271,9 @@ impl ProbeManager {
             )),
             Some(aya::programs::Program::KProbe(p)) => p.load().map_err(|e| verifier_summary(&e)),
             Some(aya::programs::Program::TracePoint(p)) => {
+                p.load().map_err(|e| verifier_summary(&e))
+            }
+            Some(aya::programs::Program::RawTracePoint(p)) => {
                 p.load().map_err(|e| verifier_summary(&e))
             }
             Some(_) => Err(format!(
@@ -372,6 +376,29 @@ impl ProbeManager {
                 self.links.insert(hook.probe, Link::Tracepoint);
                 let reason = self.degraded_reason(hook.probe);
                 self.set(hook.probe, Status::Attached, reason, None)
+            }
+            Err(e) => self.set(hook.probe, Status::Error, Some(error_chain(&e)), None),
+        }
+    }
+
+    /// A raw tracepoint needs no tracefs; its argument, found in BTF's `btf_trace_<name>`
+    /// prototype, is also the proof that the tracepoint exists.
+    fn attach_raw_tracepoint(&mut self, ebpf: &mut Ebpf, hook: &Hook) -> Option<ProbeId> {
+        let name = hook
+            .symbol
+            .split_once(':')
+            .map_or(hook.symbol, |(_, name)| name);
+        if let Some(missing) = self.essential_field_missing(hook.probe) {
+            return self.set(hook.probe, Status::Absent, Some(missing), None);
+        }
+        let tp: &mut RawTracePoint = match self.program(ebpf, hook.probe) {
+            Ok(p) => p,
+            Err(e) => return self.set(hook.probe, Status::Error, Some(e), None),
+        };
+        match tp.attach(name) {
+            Ok(_) => {
+                self.links.insert(hook.probe, Link::Tracepoint);
+                self.set(hook.probe, Status::Attached, None, None)
             }
             Err(e) => self.set(hook.probe, Status::Error, Some(error_chain(&e)), None),
         }

@@ -14,6 +14,9 @@ pub enum Method {
     Kprobe,
     Kretprobe,
     Tracepoint,
+    /// A raw tracepoint (`BPF_RAW_TRACEPOINT_OPEN`): the `TP_PROTO` arguments, no trace record
+    /// filled, no tracefs needed.
+    RawTracepoint,
     /// A replacement for a hook this kernel does not have (the migration window when
     /// `migrate_one_irq` is inlined).
     Fallback,
@@ -81,7 +84,7 @@ const fn fallback(mut h: Hook) -> Hook {
     h
 }
 
-use Method::{Kprobe, Kretprobe, Tracepoint};
+use Method::{Kprobe, Kretprobe, RawTracepoint, Tracepoint};
 use ProbeId as P;
 
 // One hook a line: the catalogue is a table and reads as one.
@@ -115,7 +118,7 @@ pub const CATALOGUE: &[Hook] = &[
     hook(P::VectorClear, "irq_vectors:vector_clear", "irq_vectors:vector_clear", Tracepoint, &["G2"]),
     hook(P::VectorActivate, "irq_vectors:vector_activate", "irq_vectors:vector_activate", Tracepoint, &["G3"]),
     hook(P::VectorDeactivate, "irq_vectors:vector_deactivate", "irq_vectors:vector_deactivate", Tracepoint, &["G3"]),
-    hook(P::IrqHandlerEntry, "irq:irq_handler_entry", "irq:irq_handler_entry", Tracepoint, &["G5"]),
+    hook(P::IrqHandlerEntry, "irq:irq_handler_entry", "irq:irq_handler_entry", RawTracepoint, &["G5"]),
 ];
 
 pub fn hook_of(probe: ProbeId) -> &'static Hook {

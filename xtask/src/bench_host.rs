@@ -157,10 +157,11 @@ fn ensure_bpftrace() -> Result<()> {
 }
 
 /// msitrace and bpftrace on `irq:irq_handler_entry`, at once, under the same disk load. It is
-/// the hook of msitrace's that fires on demand on a host without kprobes. Both read the IRQ
-/// number and add one to a per-IRQ count in a map that user space reads (msitrace: the IRQ's
-/// slot of an array, plus its per-probe hit counter; bpftrace: `@[args->irq] = count()`, a
-/// per-CPU hash).
+/// the hook of msitrace's that fires on demand on a host without kprobes. Both take the IRQ
+/// number and add one to a per-IRQ count in a map that user space reads: bpftrace with
+/// `@[args->irq] = count()` on the classic tracepoint (a per-CPU hash; Debian's bpftrace 0.17
+/// has no raw tracepoints), msitrace on the raw tracepoint, in the IRQ's slot of an array,
+/// plus its per-probe hit counter.
 pub fn kernel_costs(bin: &Path) -> Result<Value> {
     if !is_root() {
         bail!("needs root (BPF statistics, attaching programs)");
