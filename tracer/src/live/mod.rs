@@ -316,7 +316,14 @@ mod tests {
             ..RuleTiming::default()
         };
         let mut player = Player::open(&[fixture(name)], timing).unwrap();
-        let mut app = App::new(player.source.clone(), None);
+        // As `run_replay` opens it: the header then names the file.
+        let replay = ReplayInfo {
+            file: name.to_string(),
+            playing: false,
+            ended: false,
+            speed: 64,
+        };
+        let mut app = App::new(player.source.clone(), Some(replay));
         if !from_start {
             player.run_to_end(&mut app);
         }
@@ -335,7 +342,7 @@ mod tests {
             assert!(row.contains("DIVERGED"), "irq {irq}: {row}\n{text}");
         }
         assert!(text.contains("H1") && text.contains("G5"), "{text}");
-        assert!(text.contains("kernel 6.12"), "{text}");
+        assert!(lines[0].contains("kernel 6.12"), "{text}");
         // Every line fits: nothing wraps off an 80-column terminal.
         assert!(lines.iter().all(|l| l.chars().count() == 80));
 

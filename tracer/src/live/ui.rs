@@ -249,6 +249,8 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
     } else {
         Style::new().fg(Color::Green)
     };
+    let hooks = format!("hooks {attached}/{expected}");
+    let kernel = format!(" (c)  kernel {}", app.source.kernel);
     let source = match &app.replay {
         Some(r) => {
             let state = if r.ended {
@@ -258,16 +260,20 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
             } else {
                 "paused"
             };
-            format!("replay {} [{state} x{}]", short(&r.file, 26), r.speed)
+            let rest = format!(" [{state} x{}]", r.speed);
+            // The file name gives way first, so that the kernel still shows at 80 columns.
+            let fixed = "msitrace replay ".len() + rest.len() + 2 + hooks.len() + kernel.len();
+            let room = usize::from(area.width).saturating_sub(fixed).clamp(12, 26);
+            format!("replay {}{rest}", short(&r.file, room))
         }
         None => "live".to_string(),
     };
-    // The kernel goes last: on a narrow terminal it is what gets cut.
+    // The kernel goes last: on a terminal narrower still, it is what gets cut.
     let line1 = Line::from(vec![
         Span::styled("msitrace ", Style::new().add_modifier(Modifier::BOLD)),
         Span::raw(format!("{source}  ")),
-        Span::styled(format!("hooks {attached}/{expected}"), hooks_style),
-        Span::raw(format!(" (c)  kernel {}", app.source.kernel)),
+        Span::styled(hooks, hooks_style),
+        Span::raw(kernel),
     ]);
     let problems = app
         .divergences
