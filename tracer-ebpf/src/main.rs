@@ -44,8 +44,8 @@ static HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_PROBES, 0);
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_PROBES, 0);
 
 /// Handler counts indexed by IRQ: the one hook that fires on every device interrupt, so its
-/// cost is an array slot rather than a hash lookup. Mmapable, so userspace
-/// reads every count each second without a system call per IRQ.
+/// cost is an array slot rather than a hash lookup. Mmapable, so userspace reads every count
+/// each second without a system call per IRQ.
 #[map]
 static IRQ_COUNTS: Array<u64> = Array::with_max_entries(IRQ_COUNT_ENTRIES, BPF_F_MMAPABLE);
 

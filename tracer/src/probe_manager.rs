@@ -388,8 +388,10 @@ impl ProbeManager {
             .symbol
             .split_once(':')
             .map_or(hook.symbol, |(_, name)| name);
-        if let Some(missing) = self.essential_field_missing(hook.probe) {
-            return self.set(hook.probe, Status::Absent, Some(missing), None);
+        let arg = fields_read(hook.probe).first().copied().unwrap_or_default();
+        if let Some((_, why)) = self.missing_fields.iter().find(|(n, _)| n == arg) {
+            let why = format!("raw tracepoint {name}: its argument {arg} is not in BTF: {why}");
+            return self.set(hook.probe, Status::Absent, Some(why), None);
         }
         let tp: &mut RawTracePoint = match self.program(ebpf, hook.probe) {
             Ok(p) => p,
