@@ -1108,32 +1108,28 @@ vector=1 irq=38 role=test cpu=0 composes=1 masks=1 unmasks=1 retarget_failed=1 u
             serde_json::json!({"IrqCounts": {"counts": []}}),
         ));
         let trailer = |hits: u64, lost: u64| serde_json::json!({"counters": [["HvMaskEnter", hits - 1, lost], ["MigrateAllOffEnter", 1, 0], ["IrqHandlerEntry", 99, 0]], "decode_errors": 0});
-        let mut v = Verdict {
-            failures: Vec::new(),
-            facts: Vec::new(),
+        let burst = |hits: u64, lost: u64| {
+            let mut v = Verdict {
+                failures: Vec::new(),
+                facts: Vec::new(),
+            };
+            check_burst(&events, &trailer(hits, lost), &mut v);
+            v
         };
-        check_burst(&events, &trailer(9, 3), &mut v);
+        let v = burst(9, 3);
         assert!(v.pass(), "{:?}", v.failures);
         assert!(
             v.facts.iter().any(|f| f.contains("held 6 records")),
             "{:?}",
             v.facts
         );
-        let mut v = Verdict {
-            failures: Vec::new(),
-            facts: Vec::new(),
-        };
-        check_burst(&events, &trailer(10, 3), &mut v);
+        let v = burst(10, 3);
         assert!(
             v.failures.iter().any(|f| f.contains("1 unaccounted for")),
             "{:?}",
             v.failures
         );
-        let mut v = Verdict {
-            failures: Vec::new(),
-            facts: Vec::new(),
-        };
-        check_burst(&events, &trailer(6, 0), &mut v);
+        let v = burst(6, 0);
         assert!(
             v.failures.iter().any(|f| f.contains("did not overflow")),
             "{:?}",
