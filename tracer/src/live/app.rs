@@ -304,6 +304,10 @@ pub struct App {
     pub follow: bool,
     history: HashMap<u32, VecDeque<LogLine>>,
     pub selected: usize,
+    /// The cursor stays on the first row, the worst problem, until the user moves it off:
+    /// a vector that diverges while the TUI is open sorts to the top, and following the
+    /// selected vector down would scroll it off the screen.
+    pub top_pinned: bool,
     pub div_selected: usize,
     pub detail_scroll: u16,
     pub sort: SortKey,
@@ -340,6 +344,7 @@ impl App {
             follow: true,
             history: HashMap::new(),
             selected: 0,
+            top_pinned: true,
             div_selected: 0,
             detail_scroll: 0,
             sort: SortKey::Status,
@@ -425,7 +430,6 @@ impl App {
                 by_irq.entry(irq).or_default().push(d);
             }
         }
-        let keep = self.selected_irq();
         self.rows = st
             .vectors
             .values()
@@ -453,6 +457,17 @@ impl App {
         self.div_selected = self
             .div_selected
             .min(self.divergences.len().saturating_sub(1));
+        self.rows_changed();
+    }
+
+    /// After the rows were rebuilt: the cursor keeps its vector, or the top when pinned.
+    fn rows_changed(&mut self) {
+        let keep = if self.top_pinned {
+            self.selected = 0;
+            None
+        } else {
+            self.selected_irq()
+        };
         self.rebuild_view(keep);
     }
 
@@ -539,6 +554,7 @@ impl App {
             self.status_filter = StatusFilter::All;
         }
         self.rebuild_view(Some(irq));
+        self.top_pinned = self.selected == 0;
     }
 
     fn move_by(&mut self, delta: isize) {
@@ -549,6 +565,7 @@ impl App {
                     self.selected =
                         (self.selected as isize + delta).clamp(0, n as isize - 1) as usize;
                 }
+                self.top_pinned = self.selected == 0;
             }
             Focus::Divergences => {
                 let n = self.divergences.len();
@@ -583,8 +600,7 @@ impl App {
                     KeyCode::Char(c) => self.filter.push(c),
                     _ => {}
                 }
-                let keep = self.selected_irq();
-                self.rebuild_view(keep);
+                self.rows_changed();
                 Action::None
             }
             Mode::Detail(_) => match k.code {
@@ -664,14 +680,12 @@ impl App {
                 }
                 KeyCode::Char('s') => {
                     self.sort = self.sort.next();
-                    let keep = self.selected_irq();
-                    self.rebuild_view(keep);
+                    self.rows_changed();
                     Action::None
                 }
                 KeyCode::Char('f') => {
                     self.status_filter = self.status_filter.next();
-                    let keep = self.selected_irq();
-                    self.rebuild_view(keep);
+                    self.rows_changed();
                     Action::None
                 }
                 KeyCode::Char('?') => self.overlay(Mode::Help),
@@ -775,6 +789,36 @@ mod tests {
 
     fn irqs(a: &App) -> Vec<u32> {
         a.visible().map(|r| r.irq).collect()
+    }
+
+    #[test]
+    fn a_vector_that_diverges_live_takes_the_cursor_until_the_user_moves_it() {
+        let mut a = app(vec![
+            row(24, "0000:00:01.0", Status::Ok, 5),
+            row(30, "0000:00:02.0", Status::Masked, 0),
+        ]);
+        assert_eq!(a.selected_irq(), Some(30));
+        a.rows.push(row(38, "0000:00:03.0", Status::Diverged, 0));
+        a.rows_changed();
+        assert_eq!(
+            a.selected_irq(),
+            Some(38),
+            "the new problem is on top, and selected"
+        );
+        a.key(key(KeyCode::Down));
+        assert_eq!(a.selected_irq(), Some(30));
+        a.rows.push(row(39, "0000:00:03.0", Status::Diverged, 0));
+        a.rows_changed();
+        assert_eq!(irqs(&a), [38, 39, 30, 24]);
+        assert_eq!(
+            a.selected_irq(),
+            Some(30),
+            "moved off the top: it follows its vector"
+        );
+        a.key(key(KeyCode::Home));
+        a.rows.push(row(37, "0000:00:03.0", Status::Diverged, 0));
+        a.rows_changed();
+        assert_eq!(a.selected_irq(), Some(37), "back on top: pinned again");
     }
 
     #[test]
