@@ -529,6 +529,18 @@ fn live_last_frame(bytes: &[u8]) -> Result<String, String> {
     Ok(p.screen().contents())
 }
 
+/// Whether a table row of the frame starts with `irq` and carries the badge. The row's
+/// first cell may hold the border and the cursor (`│▶38`).
+fn marks_diverged(frame: &str, irq: u32) -> bool {
+    frame.lines().any(|l| {
+        let first = l
+            .split_whitespace()
+            .map(|w| w.trim_start_matches(|c: char| !c.is_alphanumeric()))
+            .find(|w| !w.is_empty());
+        first == Some(irq.to_string().as_str()) && l.contains(LIVE_DIVERGED_BADGE)
+    })
+}
+
 fn check_live_screen(tty1: &Path, step: Step, dir: &Path, tests: &[u32], v: &mut Verdict) {
     let bytes = fs::read(tty1).unwrap_or_default();
     let frame = match live_last_frame(&bytes) {
@@ -539,17 +551,9 @@ fn check_live_screen(tty1: &Path, step: Step, dir: &Path, tests: &[u32], v: &mut
         }
     };
     let _ = fs::write(dir.join("live-last-frame.txt"), &frame);
-    let flagged = |irq: u32| {
-        frame.lines().any(|l| {
-            let mut words = l
-                .split_whitespace()
-                .skip_while(|w| !w.starts_with(char::is_numeric));
-            words.next() == Some(irq.to_string().as_str()) && l.contains(LIVE_DIVERGED_BADGE)
-        })
-    };
     let missing: Vec<String> = tests
         .iter()
-        .filter(|&&irq| !flagged(irq))
+        .filter(|&&irq| !marks_diverged(&frame, irq))
         .map(|irq| irq.to_string())
         .collect();
     let all = tests
@@ -1179,6 +1183,19 @@ msitrace: err G5 irq=39: silent after resume\n";
         assert_eq!(st.vector(1).unwrap().get("proc"), 5);
         assert_eq!(st.vector(1).unwrap().get("table_masked"), 1);
         assert!(ModuleState::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn a_diverged_row_is_found_with_or_without_the_cursor() {
+        let frame = "phase resumed  epoch 1  4 DIVERGED\n\
+                     │▶38    DIVERGED 0000:02:00.0 hv_stub    MSI-X 1   MASKED never     H1 H4   █\n\
+                     │ 39    DIVERGED 0000:02:00.0 hv_stub    MSI-X 2   MASKED never     H1 H4   █\n\
+                     │ 37    ok       0000:02:00.0 hv_stub    MSI-X 0   open   ok ep1           ║\n\
+                     │ERROR H4  irq 37   ep1 0000:02:00.0 DIVERGED in a sentence\n";
+        assert!(marks_diverged(frame, 38));
+        assert!(marks_diverged(frame, 39));
+        assert!(!marks_diverged(frame, 37));
+        assert!(!marks_diverged(frame, 1));
     }
 
     #[test]
