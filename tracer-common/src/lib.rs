@@ -426,8 +426,9 @@ pub mod names {
 /// cycle on a guest with thousands of vectors while userspace is frozen.
 pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
 /// Slots of the handler-count array, one per IRQ number below it (64 KiB, scanned every
-/// second). x86 sizes `nr_irqs`, the bound of IRQ numbers, at about 8 per CPU plus 16 per
-/// IOAPIC pin: this covers a thousand CPUs; the rest spill into a hash.
+/// second). IRQ numbers stay below `nr_irqs`, which x86 sizes from the CPUs and IOAPIC pins
+/// at boot and which stays far below this on guests of this size; IRQs past it spill into a
+/// hash.
 pub const IRQ_COUNT_ENTRIES: u32 = 8192;
 /// Entries of the per-CPU hash that counts IRQs numbered past the array.
 pub const IRQ_SPILL_ENTRIES: u32 = 8192;

@@ -364,8 +364,9 @@ impl ProbeManager {
             );
             return self.set(hook.probe, Status::Absent, Some(why), None);
         }
-        if let Some(missing) = self.essential_field_missing(hook.probe) {
-            return self.set(hook.probe, Status::Error, Some(missing), None);
+        if let Some((field, why)) = self.essential_field_missing(hook.probe) {
+            let why = format!("its record layout is unknown on this kernel: {field}: {why}");
+            return self.set(hook.probe, Status::Error, Some(why), None);
         }
         let tp: &mut TracePoint = match self.program(ebpf, hook.probe) {
             Ok(p) => p,
@@ -388,8 +389,7 @@ impl ProbeManager {
             .symbol
             .split_once(':')
             .map_or(hook.symbol, |(_, name)| name);
-        let arg = fields_read(hook.probe).first().copied().unwrap_or_default();
-        if let Some((_, why)) = self.missing_fields.iter().find(|(n, _)| n == arg) {
+        if let Some((arg, why)) = self.essential_field_missing(hook.probe) {
             let why = format!("raw tracepoint {name}: its argument {arg} is not in BTF: {why}");
             return self.set(hook.probe, Status::Absent, Some(why), None);
         }
@@ -406,13 +406,14 @@ impl ProbeManager {
         }
     }
 
-    /// A tracepoint whose record layout is unknown would read garbage: refuse it.
-    fn essential_field_missing(&self, probe: ProbeId) -> Option<String> {
+    /// The first field a tracepoint program reads, when this kernel lacks it (and why): the
+    /// program would read garbage, so the hook is refused.
+    fn essential_field_missing(&self, probe: ProbeId) -> Option<(&str, &str)> {
         let first = fields_read(probe).first()?;
         self.missing_fields
             .iter()
             .find(|(n, _)| n == first)
-            .map(|(n, r)| format!("its record layout is unknown on this kernel: {n}: {r}"))
+            .map(|(n, r)| (n.as_str(), r.as_str()))
     }
 
     fn degraded_reason(&self, probe: ProbeId) -> Option<String> {
