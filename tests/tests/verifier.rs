@@ -410,14 +410,10 @@ fn irq_handler_entry_counts_what_proc_interrupts_counts() {
         let counted = seen.get(irq).copied().unwrap_or(0);
         println!("  irq {irq}: /proc/interrupts +{delta}, counted {counted} since attach");
         // A raw tracepoint is skipped only when the same program is already running on that
-        // CPU, and hard interrupts do not nest; yet a lone interrupt of a rarely firing IRQ
-        // has been seen counted by /proc/interrupts and not here (tracer/tests/host.rs says
-        // more). An IRQ that keeps firing must be counted whole.
-        if delta < 3 {
-            continue;
-        }
+        // CPU, and hard interrupts do not nest; yet one interrupt per IRQ is sometimes counted
+        // by /proc/interrupts and not here (tracer/tests/host.rs says more). Never more.
         assert!(
-            counted >= delta,
+            counted + 1 >= delta,
             "irq {irq} fired {delta} times while attached but IRQ_COUNTS counted {counted}"
         );
     }
