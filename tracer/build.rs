@@ -86,28 +86,49 @@ fn build() -> Result<(), String> {
     })
 }
 
-/// Fail early, in one line, on what `cargo xtask setup` installs, instead of letting the
-/// nested build fail deep inside with a message about `core` or a linker.
+/// Fail early, in one line naming everything that is missing at once, on what
+/// `cargo xtask setup` installs, instead of letting the nested build fail deep inside with a
+/// message about `core` or a linker (and one missing piece per run).
 fn check_prerequisites() -> Result<(), String> {
-    let fix = format!("run `cargo xtask setup` (or set {OVERRIDE} to a prebuilt object)");
+    let mut missing = Vec::new();
     let out = Command::new("rustup")
         .args(["run", "nightly", "rustc", "--print", "sysroot"])
         .output()
-        .map_err(|e| format!("cannot run rustup ({e}), which the eBPF build needs: {fix}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "the nightly Rust toolchain is missing (the eBPF programs need it): {fix}"
-        ));
-    }
-    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let core_src = sysroot.join("lib/rustlib/src/rust/library/core/Cargo.toml");
-    if !core_src.is_file() {
-        return Err(format!(
-            "rust-src for the nightly toolchain is missing (the eBPF build compiles `core`): {fix}"
-        ));
+        .map_err(|e| {
+            format!(
+                "cannot run rustup ({e}), which the eBPF build needs: install rustup with the \
+                 nightly toolchain (or set {OVERRIDE} to a prebuilt object)"
+            )
+        })?;
+    if out.status.success() {
+        let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if !sysroot
+            .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+            .is_file()
+        {
+            missing.push("rust-src for the nightly toolchain (the eBPF build compiles `core`)");
+        }
+        // bpf-linker is linked against the nightly's own libLLVM.so.<ver>-rust-…-nightly.
+        let has_llvm = fs::read_dir(sysroot.join("lib")).is_ok_and(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with("libLLVM.so."))
+        });
+        if !has_llvm {
+            missing.push(
+                "the nightly toolchain's LLVM library (lib/libLLVM.so.*), which bpf-linker links",
+            );
+        }
+    } else {
+        missing.push("the nightly Rust toolchain (`rustup toolchain install nightly`)");
     }
     if which::which("bpf-linker").is_err() {
-        return Err(format!("bpf-linker is missing from PATH: {fix}"));
+        missing.push("bpf-linker on PATH");
     }
-    Ok(())
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the eBPF build is missing {}: run `cargo xtask setup` (or set {OVERRIDE} to a prebuilt object)",
+        missing.join(", ")
+    ))
 }

@@ -14,12 +14,38 @@ use anyhow::{Context, Result, bail};
 pub const NIGHTLY: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// What [`run`] does, as `--dry-run` prints it.
+pub const SUMMARY: &str = "setup: install what is missing (rust-src for nightly, bpf-linker \
+                           0.13.0, tmux, systemd), leave what is there";
+
 pub fn run() -> Result<()> {
     let sysroot = nightly_sysroot()?;
+    put_cargo_bin_on_path();
     ensure_rust_src()?;
     ensure_bpf_linker(&sysroot)?;
     ensure_tools()?;
     Ok(())
+}
+
+/// `cargo install` puts bpf-linker in `$CARGO_HOME/bin`, which need not be on PATH (a
+/// CARGO_HOME chosen for one shell, or a fresh one): the nested eBPF build and tracer's
+/// build script look bpf-linker up on PATH, and they inherit this process's environment.
+fn put_cargo_bin_on_path() {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let Some(bin) = home.map(|h| h.join("bin")) else {
+        return;
+    };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|d| d == bin) {
+        return;
+    }
+    let joined = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)));
+    if let Ok(joined) = joined {
+        // SAFETY: xtask runs setup before it starts any thread.
+        unsafe { std::env::set_var("PATH", joined) };
+    }
 }
 
 /// Programs the tests run, by the Debian package that provides each.
@@ -195,6 +221,6 @@ fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
         );
     }
     crate::run_output(Command::new("bpf-linker").arg("--version"))
-        .context("bpf-linker was installed but does not start: is ~/.cargo/bin on PATH?")?;
+        .context("bpf-linker was installed but does not start (see its error above)")?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::{Result, bail};
 use clap::{Args, FromArgMatches};
 
-use crate::{dist, setup, vm};
+use crate::{dist, vm};
 
 #[derive(clap::Args)]
 pub struct TestArgs {
@@ -27,8 +27,8 @@ fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// After the setup, which main runs first for every command that builds.
 pub fn run(args: TestArgs) -> Result<()> {
-    setup::run()?;
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
     cargo(&["test"])?;
