@@ -20,24 +20,33 @@ disk_with_serial() {
 	return 1
 }
 
-vmt_boot() {
-	say "boot kernel=$(uname -r) uptime=$(uptime_s)"
+vmt_params() {
 	PLAN=$(param vmt.plan)
 	MSITRACE=$(param vmt.msitrace)
 	G5_SILENCE=$(param vmt.g5silence)
 	[ -n "$G5_SILENCE" ] || G5_SILENCE=10
+}
+
+vmt_load_modules() {
 	while read -r m; do
 		[ -n "$m" ] || continue
 		out=$(insmod "$m" 2>&1) || say "warn insmod $m: $out"
-	done < $DEFAULT_MODULES
+	done < "$1"
+}
+
+vmt_find_disks() {
 	# virtio-blk names disks in probe order; the serials say which is which.
 	for i in 1 2 3 4 5 6 7 8 9 10; do
 		SWAP=$(disk_with_serial vmt-swap) && OUTDEV=$(disk_with_serial vmt-out) && break
 		sleep 0.2
 	done
 	[ -n "$OUTDEV" ] || say "error no output disk (serial vmt-out)"
-	# A swap disk whose header says S1SUSPEND holds a hibernation image: this is the boot
-	# kernel of a hibernation cycle, and the image kernel takes over from here.
+}
+
+# A swap disk whose header says S1SUSPEND holds a hibernation image: this is the boot kernel
+# of a hibernation cycle, and the image kernel takes over from here. Before any file system
+# is mounted: the image kernel still has them mounted.
+vmt_resume_if_image() {
 	if [ -n "$SWAP" ] && [ "$(dd if="$SWAP" bs=1 skip=4086 count=9 2>/dev/null)" = S1SUSPEND ]; then
 		say "resume-image dev=$(cat /sys/block/${SWAP#/dev/}/dev) uptime=$(uptime_s)"
 		cat /sys/block/${SWAP#/dev/}/dev > /sys/power/resume
@@ -45,6 +54,9 @@ vmt_boot() {
 		vmt_finish
 		while true; do sleep 3600; done
 	fi
+}
+
+vmt_settings() {
 	echo deep > /sys/power/mem_sleep 2>/dev/null
 	# The kernel's own accounting of each BPF program's run time: msitrace keeps it in its
 	# trailers and vm-test prints the cost per event of each program on each kernel.
@@ -60,6 +72,45 @@ vmt_boot() {
 	echo "$E1000E" > /out/e1000e
 	uname -r > /out/kernel
 	cat /proc/cmdline > /out/cmdline
+}
+
+vmt_boot() {
+	say "boot kernel=$(uname -r) uptime=$(uptime_s)"
+	vmt_params
+	vmt_load_modules $DEFAULT_MODULES
+	vmt_find_disks
+	vmt_resume_if_image
+	vmt_settings
+}
+
+# vmt.root=systemd: the initramfs only loads what mounting the root disk (serial vmt-root, a
+# Debian system made from Debian's packages) needs and resumes a hibernation image; then
+# systemd runs as PID 1 and /vmt/service.sh runs the plan as a unit (vmt-service.service).
+vmt_switch_to_systemd() {
+	say "boot kernel=$(uname -r) uptime=$(uptime_s) root=systemd"
+	vmt_params
+	vmt_load_modules $DEFAULT_MODULES
+	vmt_load_modules /vmt/modules-root.list
+	vmt_find_disks
+	vmt_resume_if_image
+	ROOTDEV=$(disk_with_serial vmt-root) || { say "error no root disk (serial vmt-root)"; vmt_finish; return 1; }
+	mkdir -p /newroot
+	mount -t ext4 "$ROOTDEV" /newroot || { say "error cannot mount $ROOTDEV"; vmt_finish; return 1; }
+	# The steps, the module and the package come with this initramfs, built for this kernel
+	# and this tree; the root disk is the same for every kernel.
+	rm -rf /newroot/vmt /newroot/out
+	mkdir -p /newroot/vmt
+	cp /vmt/vmt.sh /vmt/service.sh /vmt/hv_stub.ko /vmt/msitrace.deb /newroot/vmt/
+	cp /vmt/vmt-service.service /newroot/etc/systemd/system/
+	mkdir -p /newroot/etc/systemd/system/multi-user.target.wants
+	ln -sf /etc/systemd/system/vmt-service.service /newroot/etc/systemd/system/multi-user.target.wants/
+	umount /tmp 2>/dev/null
+	for m in /dev /proc /sys; do
+		mkdir -p /newroot$m
+		mount --move $m /newroot$m
+	done
+	say "switch-root dev=$ROOTDEV uptime=$(cut -d' ' -f1 /newroot/proc/uptime)"
+	exec switch_root /newroot /sbin/init
 }
 
 fire_all() { echo all > $STUB/fire; }
@@ -126,6 +177,13 @@ rec_start() {
 			> "$D/record.out" 2> "$D/record.err" &
 		REC=$!
 		ready() { ls "$D"/flight/*.msit > /dev/null 2>&1; } ;;
+	service)
+		# The unit was started by systemctl enable --now (service.sh) and runs through the
+		# step: the step only watches it.
+		systemctl is-active -q msitrace || systemctl start msitrace
+		REC=$(systemctl show -p MainPID --value msitrace)
+		[ "$REC" != 0 ] || REC=
+		ready() { systemctl is-active -q msitrace; } ;;
 	*)
 		msitrace record -o "$D/trace.msit" --silence "$G5_SILENCE" > "$D/record.out" 2> "$D/record.err" &
 		REC=$!
@@ -145,6 +203,10 @@ rec_start() {
 
 rec_stop() {
 	[ -n "$REC" ] || return 0
+	if [ "$FRONT" = service ]; then
+		service_stop
+		return
+	fi
 	# record stops on Ctrl-C; the TUI and the service are stopped as systemd and kill do.
 	case $FRONT in
 	live|daemon) kill -TERM $REC 2>/dev/null ;;
@@ -235,11 +297,18 @@ act_s3() {
 act_hibernate() {
 	[ -n "$SWAP" ] || { say "error no swap disk (serial vmt-swap)"; return 1; }
 	mkswap "$SWAP" > /dev/null && swapon "$SWAP" || return 1
-	echo reboot > /sys/power/disk
 	sync
 	say "hibernating step=$ID uptime=$(uptime_s)"
-	echo disk > /sys/power/state
-	rc=$?
+	if [ "$FRONT" = service ]; then
+		# As an operator does: through logind or systemd's hibernate.target, so that the
+		# sleep ordering of the units is what a real system does (sleep.conf: HibernateMode=reboot).
+		systemctl hibernate > "$D/hibernate.out" 2>&1
+		rc=$?
+	else
+		echo reboot > /sys/power/disk
+		echo disk > /sys/power/state
+		rc=$?
+	fi
 	say "resumed step=$ID rc=$rc uptime=$(uptime_s)"
 	# The disk's vector fired before the suspend; keep it alive after, as a disk in use would.
 	dd if="$SWAP" of=/dev/null bs=4k count=64 iflag=direct 2> /dev/null

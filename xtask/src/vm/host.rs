@@ -33,6 +33,10 @@ const PACKAGES: &[(&str, Option<&str>)] = &[
     // 6.12's kbuild makes each module's BTF with pahole (CONFIG_DEBUG_INFO_BTF_MODULES) and
     // fails without it; 6.1's skips it with a warning.
     ("dwarves", None),
+    // The systemd guest's root disk: a Debian system made from Debian's packages, and its
+    // ext4 image made without mounting anything.
+    ("mmdebstrap", None),
+    ("e2fsprogs", None),
 ];
 
 /// Lists older than this are refreshed (kernels get security updates every few weeks).
@@ -127,6 +131,17 @@ impl Apt {
             ),
         )?;
         Ok(Apt { dir, conf })
+    }
+
+    /// The Debian source files of the private configuration (the machine's own entries and
+    /// bookworm-backports), for tools that take sources files rather than an APT_CONFIG.
+    pub fn debian_sources(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = fs::read_dir(self.dir.join("sources.list.d"))
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.retain(|p| fs::metadata(p).is_ok_and(|m| m.len() > 0));
+        files.sort();
+        files
     }
 
     fn cmd(&self, program: &str) -> Command {

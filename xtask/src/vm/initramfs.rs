@@ -19,11 +19,15 @@ use super::{
 
 const INIT: &str = include_str!("../../../tests/guest/init");
 const VMT_SH: &str = include_str!("../../../tests/guest/vmt.sh");
+const SERVICE_SH: &str = include_str!("../../../tests/guest/service.sh");
+const SERVICE_UNIT: &str = include_str!("../../../tests/guest/vmt-service.service");
 
+/// `deb`: the project's package, for the runs that boot systemd and install it there.
 pub fn build(
     kernel: &Kernel,
     hv_stub: &Path,
     msitrace: Option<&Msitrace>,
+    deb: Option<&Path>,
     stage: &Path,
     out: &Path,
 ) -> Result<()> {
@@ -49,7 +53,23 @@ pub fn build(
         let name = ko.file_name().unwrap_or_default().to_string_lossy();
         list.push_str(&format!("/lib/modules/{name}\n"));
     }
-    fs::write(stage.join("vmt/modules.list"), list)?;
+    fs::write(stage.join("vmt/modules.list"), &list)?;
+    let mut root_list = String::new();
+    for rel in kernel::module_load_order(kernel, kernel::ROOT_MODULES)? {
+        let ko = kernel::copy_module(kernel, &rel, &stage.join("lib/modules"))?;
+        let name = ko.file_name().unwrap_or_default().to_string_lossy();
+        let line = format!("/lib/modules/{name}\n");
+        if !list.contains(&line) {
+            root_list.push_str(&line);
+        }
+    }
+    fs::write(stage.join("vmt/modules-root.list"), root_list)?;
+    write_exec(&stage.join("vmt/service.sh"), SERVICE_SH)?;
+    fs::write(stage.join("vmt/vmt-service.service"), SERVICE_UNIT)?;
+    if let Some(deb) = deb {
+        fs::copy(deb, stage.join("vmt/msitrace.deb"))
+            .with_context(|| format!("cannot copy {}", deb.display()))?;
+    }
     if let Some(m) = msitrace {
         msitrace::stage(m, stage)?;
     }

@@ -17,6 +17,10 @@ use super::{host::KernelPkgs, run_checked};
 /// on purpose: hv_stub binds that device.
 pub const BASE_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net"];
 
+/// What mounting the systemd guest's ext4 root needs besides: ext4 asks the crypto API for
+/// crc32c at mount time (a soft dependency modules.dep does not list).
+pub const ROOT_MODULES: &[&str] = &["crc32c_generic", "ext4"];
+
 #[derive(Clone, Debug)]
 pub struct Kernel {
     pub series: String,

@@ -25,6 +25,7 @@ mod module;
 mod msitrace;
 mod plan;
 mod qemu;
+mod rootfs;
 
 use crate::run_output;
 use std::{
@@ -55,8 +56,8 @@ pub struct VmTestArgs {
     /// Kernel series to boot: 6.1, 6.12 (repeatable) [default: both].
     #[arg(long = "kernel", value_name = "SERIES")]
     pub kernels: Vec<String>,
-    /// Run only these scenarios or steps, e.g. `s3` or `hibernate.buggy` (repeatable or
-    /// comma-separated) [default: all].
+    /// Run only these scenarios or steps, e.g. `s3`, `hibernate.buggy` or
+    /// `hibernate.buggy.service` (repeatable or comma-separated) [default: all].
     #[arg(long, value_name = "STEP")]
     pub only: Vec<String>,
     /// Check the rig without msitrace: hv_stub, the scenarios and interrupt liveness only.
@@ -119,14 +120,23 @@ struct Rig {
     work: PathBuf,
     guests: Vec<Guest>,
     tracer: Tracer,
+    /// The Debian root disk, when a run boots systemd.
+    root_image: Option<PathBuf>,
 }
 
 fn secs(d: Duration) -> String {
     format!("{:.0} s", d.as_secs_f64())
 }
 
-/// Everything before the first boot: packages, kernels, hv_stub, msitrace, initramfs.
-fn prepare(repo: &Path, work: &Path, series: &[String], want_msitrace: bool) -> Result<Rig> {
+/// Everything before the first boot: packages, kernels, hv_stub, msitrace, initramfs, and for
+/// the service runs (`systemd`) the package and the Debian root disk.
+fn prepare(
+    repo: &Path,
+    work: &Path,
+    series: &[String],
+    want_msitrace: bool,
+    systemd: bool,
+) -> Result<Rig> {
     let t = Instant::now();
     let apt = host::Apt::new(work)?;
     apt.update_if_stale()?;
@@ -190,6 +200,16 @@ fn prepare(repo: &Path, work: &Path, series: &[String], want_msitrace: bool) -> 
     let t_msitrace = t.elapsed();
 
     let t = Instant::now();
+    let (deb, root_image) = match &tracer {
+        Tracer::Usable(_) if systemd => {
+            let built = crate::dist::build(None)?;
+            (Some(built.deb), Some(rootfs::ensure(work, &apt)?))
+        }
+        _ => (None, None),
+    };
+    let t_rootfs = t.elapsed();
+
+    let t = Instant::now();
     let mut guests = Vec::new();
     for (k, ko) in kernels.into_iter().zip(&modules) {
         let dir = work.join("initramfs").join(&k.abi);
@@ -198,21 +218,23 @@ fn prepare(repo: &Path, work: &Path, series: &[String], want_msitrace: bool) -> 
             Tracer::Usable(m) => Some(m),
             _ => None,
         };
-        initramfs::build(&k, ko, m, &dir.join("root"), &initrd)?;
+        initramfs::build(&k, ko, m, deb.as_deref(), &dir.join("root"), &initrd)?;
         guests.push(Guest { kernel: k, initrd });
     }
     println!(
-        "vm: ready: apt {}, kernels {}, hv_stub {}, msitrace {}, initramfs {}",
+        "vm: ready: apt {}, kernels {}, hv_stub {}, msitrace {}, package and root disk {}, initramfs {}",
         secs(t_apt),
         secs(t_kernels),
         secs(t_module),
         secs(t_msitrace),
+        secs(t_rootfs),
         secs(t.elapsed())
     );
     Ok(Rig {
         work: work.to_path_buf(),
         guests,
         tracer,
+        root_image,
     })
 }
 
@@ -236,7 +258,17 @@ fn run_guest(
     label: String,
 ) -> Result<RunOutcome> {
     let usable = matches!(rig.tracer, Tracer::Usable(_));
+    let root_image = if plan::boots_systemd(steps) {
+        Some(
+            rig.root_image
+                .as_deref()
+                .context("a service run needs msitrace's package and the root disk")?,
+        )
+    } else {
+        None
+    };
     let spec = RunSpec {
+        root_image,
         kernel: &g.kernel,
         initrd: &g.initrd,
         plan: steps,
@@ -280,6 +312,15 @@ fn judge_run(rig: &Rig, g: &Guest, steps: &[Step], outcome: &RunOutcome, rows: &
             kernel: series.clone(),
             what: "probes".into(),
             verdict: checks::check_probes(&art.join("probes.json")),
+        });
+    }
+    if let Some(m) = m
+        && plan::boots_systemd(steps)
+    {
+        rows.push(Row {
+            kernel: series.clone(),
+            what: "service (systemd)".into(),
+            verdict: checks::check_service(&art.join("service"), m),
         });
     }
     for &step in steps {
@@ -350,7 +391,8 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
     if runs.is_empty() {
         bail!("--only selects no step");
     }
-    let rig = prepare(&repo, &work, &args.kernels, !args.no_msitrace)?;
+    let systemd = runs.iter().any(|r| plan::boots_systemd(r));
+    let rig = prepare(&repo, &work, &args.kernels, !args.no_msitrace, systemd)?;
     if let Tracer::Unusable(why) = &rig.tracer {
         println!("vm: msitrace cannot be used ({why}); the guests run, every step fails");
     }
@@ -437,7 +479,7 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
 pub fn demo(args: DemoArgs) -> Result<()> {
     let repo = repo_root();
     let work = work_dir(args.work_dir, &repo)?;
-    let rig = prepare(&repo, &work, &["6.12".to_string()], true)?;
+    let rig = prepare(&repo, &work, &["6.12".to_string()], true, false)?;
     let m = match &rig.tracer {
         Tracer::Usable(m) => m,
         Tracer::Unusable(why) => bail!("the demo needs msitrace's record and replay: {why}"),

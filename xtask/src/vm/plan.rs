@@ -107,6 +107,11 @@ pub enum Front {
     /// `msitrace daemon` with its flight recorder in the step's directory and its journal
     /// entries on stderr (no journald in the guest), stopped by SIGTERM.
     Daemon,
+    /// `msitrace.service` under systemd as PID 1, installed from the project's .deb on a
+    /// Debian root disk and started by `systemctl enable --now`: its sandbox, its journal
+    /// entries (read with journalctl -o json), its flight recorder in /var/lib/msitrace, and
+    /// `systemctl stop`. A run with such a step boots systemd and has no other front-end.
+    Service,
 }
 
 impl Front {
@@ -115,6 +120,7 @@ impl Front {
             Front::Record => "record",
             Front::Live => "live",
             Front::Daemon => "daemon",
+            Front::Service => "service",
         }
     }
 }
@@ -188,32 +194,58 @@ pub const DEFAULT_RUNS: &[&[Step]] = &[
         Step::new(S3, Fixed),
         Step::new(S3, Buggy).with(Front::Daemon),
     ],
+    // The service as an operator installs it, through a hibernation the system itself starts
+    // (systemctl hibernate).
+    &[Step::new(Hibernate, Buggy).with(Front::Service)],
 ];
+
+/// Whether the run boots systemd on the Debian root disk (its steps record with the service).
+pub fn boots_systemd(run: &[Step]) -> bool {
+    run.iter().any(|s| s.front == Front::Service)
+}
 
 /// `cargo xtask demo`: the bug as a user meets it.
 pub const DEMO_RUN: &[Step] = &[Step::new(Hibernate, Buggy)];
 
-/// Parse `--only` values: a scenario (`s3`), or a step (`s3.buggy`).
-pub fn parse_filter(items: &[String]) -> Result<Vec<(Scenario, Option<Mode>)>> {
+/// One `--only` item: a scenario, and maybe its mode and front-end.
+pub type Filter = (Scenario, Option<Mode>, Option<Front>);
+
+/// Parse `--only` values: a scenario (`s3`), a step (`s3.buggy`), or a step recorded by one
+/// front-end (`hibernate.buggy.service`).
+pub fn parse_filter(items: &[String]) -> Result<Vec<Filter>> {
     let mut out = Vec::new();
     for item in items.iter().flat_map(|s| s.split(',')) {
-        let (sc, mode) = match item.split_once('.') {
-            Some((sc, "fixed")) => (sc, Some(Fixed)),
-            Some((sc, "buggy")) => (sc, Some(Buggy)),
-            Some((_, m)) => bail!("unknown mode `{m}` in `{item}`: use fixed or buggy"),
-            None => (item, None),
+        let mut parts = item.split('.');
+        let sc = parts.next().unwrap_or_default();
+        let mode = match parts.next() {
+            None => None,
+            Some("fixed") => Some(Fixed),
+            Some("buggy") => Some(Buggy),
+            Some(m) => bail!("unknown mode `{m}` in `{item}`: use fixed or buggy"),
+        };
+        let front = match parts.next() {
+            None => None,
+            Some(f) => match [Front::Record, Front::Live, Front::Daemon, Front::Service]
+                .into_iter()
+                .find(|x| x.name() == f)
+            {
+                Some(x) => Some(x),
+                None => bail!(
+                    "unknown front-end `{f}` in `{item}`: use record, live, daemon or service"
+                ),
+            },
         };
         let Some(sc) = Scenario::from_name(sc) else {
             let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
             bail!("unknown scenario `{sc}`: use one of {}", names.join(", "));
         };
-        out.push((sc, mode));
+        out.push((sc, mode, front));
     }
     Ok(out)
 }
 
 /// The default runs with only the steps the filter keeps (all when it is empty).
-pub fn runs(filter: &[(Scenario, Option<Mode>)]) -> Vec<Vec<Step>> {
+pub fn runs(filter: &[Filter]) -> Vec<Vec<Step>> {
     DEFAULT_RUNS
         .iter()
         .map(|run| {
@@ -221,9 +253,11 @@ pub fn runs(filter: &[(Scenario, Option<Mode>)]) -> Vec<Vec<Step>> {
                 .copied()
                 .filter(|s| {
                     filter.is_empty()
-                        || filter
-                            .iter()
-                            .any(|(sc, m)| *sc == s.scenario && m.is_none_or(|m| m == s.mode))
+                        || filter.iter().any(|(sc, m, f)| {
+                            *sc == s.scenario
+                                && m.is_none_or(|m| m == s.mode)
+                                && f.is_none_or(|f| f == s.front)
+                        })
                 })
                 .collect::<Vec<_>>()
         })
@@ -244,7 +278,7 @@ mod tests {
         for sc in Scenario::ALL {
             assert!(all.iter().any(|s| s.scenario == sc), "{sc:?} never runs");
         }
-        for front in [Front::Record, Front::Live, Front::Daemon] {
+        for front in [Front::Record, Front::Live, Front::Daemon, Front::Service] {
             assert!(
                 all.iter()
                     .any(|s| s.front == front && s.expects_dead_test_vectors()),
@@ -256,6 +290,9 @@ mod tests {
             assert!(hib <= 1);
             if hib == 1 {
                 assert_eq!(run[0].scenario, Hibernate);
+            }
+            if boots_systemd(run) {
+                assert!(run.iter().all(|s| s.front == Front::Service));
             }
             if let Some(i) = run.iter().position(|s| s.scenario == S3) {
                 assert!(run[i..].iter().all(|s| s.scenario == S3));
@@ -271,5 +308,10 @@ mod tests {
         assert_eq!(ids, ["reset.buggy", "s3.buggy"]);
         assert!(parse_filter(&["nap".into()]).is_err());
         assert!(parse_filter(&["s3.sleepy".into()]).is_err());
+        let f = parse_filter(&["hibernate.buggy.service".into()]).unwrap();
+        let r = runs(&f);
+        assert_eq!(r.len(), 1);
+        assert!(boots_systemd(&r[0]));
+        assert!(parse_filter(&["hibernate.buggy.tui".into()]).is_err());
     }
 }

@@ -61,6 +61,9 @@ pub struct RunSpec<'a> {
     pub g5_silence_s: u64,
     /// Prefix of progress lines.
     pub label: String,
+    /// The Debian root disk to boot systemd from (`vmt.root=systemd`), for runs that test the
+    /// service; each run boots a fresh copy.
+    pub root_image: Option<&'a Path>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,18 +117,28 @@ impl RunSpec<'_> {
                 _ => 60,
             })
             .sum();
-        Duration::from_secs(120 + steps + (self.g5_silence_s + 1) * self.plan.len() as u64)
+        // systemd's boot under TCG, the package install, the watchdog wait and the restart.
+        let systemd = if self.root_image.is_some() { 180 } else { 0 };
+        Duration::from_secs(
+            120 + systemd + steps + (self.g5_silence_s + 1) * self.plan.len() as u64,
+        )
     }
 
     fn cmdline(&self) -> String {
         let plan: Vec<String> = self.plan.iter().map(|s| s.plan_item()).collect();
-        format!(
+        let mut line = format!(
             "console=ttyS0,115200 rdinit=/init panic=0 no_console_suspend loglevel=4 \
              mitigations=off vmt.plan={} vmt.msitrace={} vmt.g5silence={}",
             plan.join(","),
             u8::from(self.msitrace),
             self.g5_silence_s
-        )
+        );
+        if self.root_image.is_some() {
+            // systemd's own status lines stay on the console (they show where a boot hangs);
+            // no first-boot questions on it.
+            line.push_str(" vmt.root=systemd systemd.firstboot=off systemd.show_status=error");
+        }
+        line
     }
 }
 
@@ -152,8 +165,9 @@ fn run_once(spec: &RunSpec) -> Result<RunOutcome> {
     let stderr_path = spec.dir.join("qemu.stderr");
     let swap = spec.dir.join("swap.img");
     let outdisk = spec.dir.join("out.img");
+    let rootdisk = spec.dir.join("root.img");
     let artifacts = spec.dir.join("artifacts");
-    for f in [&console, &tty1, &swap, &outdisk] {
+    for f in [&console, &tty1, &swap, &outdisk, &rootdisk] {
         let _ = fs::remove_file(f);
     }
     if artifacts.exists() {
@@ -163,6 +177,9 @@ fn run_once(spec: &RunSpec) -> Result<RunOutcome> {
     fs::File::create(&swap)?.set_len(512 << 20)?;
     fs::File::create(&outdisk)?.set_len(256 << 20)?;
     fs::File::create(&console)?;
+    if let Some(image) = spec.root_image {
+        super::rootfs::copy_for_run(image, &rootdisk)?;
+    }
     // A unix socket path must fit in 108 bytes; the work directory may be deep.
     let monitor = std::env::temp_dir().join(format!(
         "msitrace-vm-{}-{}.sock",
@@ -224,6 +241,18 @@ fn run_once(spec: &RunSpec) -> Result<RunOutcome> {
             outdisk.display()
         ))
         .args(["-device", "virtio-blk-pci,drive=out,bus=rp4,serial=vmt-out"]);
+    if spec.root_image.is_some() {
+        cmd.args([
+            "-device",
+            "pcie-root-port,id=rp5,bus=pcie.0,chassis=5,slot=5",
+        ])
+        .arg("-drive")
+        .arg(format!(
+            "file={},if=none,id=root,format=raw",
+            rootdisk.display()
+        ))
+        .args(["-device", "virtio-blk-pci,drive=root,bus=rp5,serial=vmt-root"]);
+    }
     // A hibernation reboots the guest; anywhere else a reboot is a crash, and ending QEMU on it
     // turns a panic=N reboot loop into a prompt failure.
     if !hibernates {
@@ -270,6 +299,7 @@ fn run_once(spec: &RunSpec) -> Result<RunOutcome> {
     let wall = start.elapsed();
     let _ = fs::remove_file(&monitor);
     let _ = fs::remove_file(&swap);
+    let _ = fs::remove_file(&rootdisk);
     fs::create_dir_all(&artifacts)?;
     let artifact_error = extract(&outdisk, &artifacts)
         .err()
@@ -312,7 +342,9 @@ fn watch(
             partial.push_str(&String::from_utf8_lossy(&buf));
             while let Some(nl) = partial.find('\n') {
                 let line: String = partial.drain(..=nl).collect();
-                let line = line.trim_end();
+                // A unit writing to the console (the systemd guest's steps) may start its line
+                // after systemd's carriage return.
+                let line = line.trim_end().trim_start_matches('\r');
                 if let Some(f) = FATAL.iter().find(|p| line.contains(*p)) {
                     // Let the guest print the rest of the report (the stack) before quitting.
                     thread::sleep(Duration::from_secs(2));

@@ -1,0 +1,104 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+# The vm-test plan under systemd as PID 1 (vmt-service.service): install the project's .deb
+# as an operator does (dpkg -i, systemctl enable --now msitrace), check the unit is up and what
+# its sandbox lets msitrace attach, run the plan's steps with the service as the recorder
+# (front `service` in vmt.sh), then kill -9 the daemon and watch systemd restart it.
+# Everything the host checks lands in /out (service/ and the steps' directories).
+
+. /vmt/vmt.sh
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+DEFAULT_MODULES=/dev/null
+S=/out/service
+
+# The properties the host reads, one `Key=value` a line.
+unit_state() {
+	systemctl show msitrace -p ActiveState -p SubState -p Result -p NRestarts -p MainPID \
+		-p StatusText -p ExecMainStatus -p WatchdogUSec -p ExecMainStartTimestampMonotonic
+}
+
+# The unit's sandbox, as `-p` options for systemd-run: every setting of its [Service]
+# section but how it starts, restarts and notifies.
+sandbox_props() {
+	sed -n '/^\[Service\]/,/^\[/p' /lib/systemd/system/msitrace.service |
+		grep -E '^[A-Za-z]+=' |
+		grep -vE '^(Type|NotifyAccess|ExecStart|Restart|RestartSec|WatchdogSec|TimeoutStopSec)=' |
+		sed 's/^/-p /'
+}
+
+service_install() {
+	mkdir -p $S
+	say "service install uptime=$(uptime_s)"
+	if ! dpkg -i /vmt/msitrace.deb > $S/dpkg.log 2>&1; then
+		say "error dpkg -i msitrace.deb: $(tail -2 $S/dpkg.log | tr '\n' ' ')"
+		return 1
+	fi
+	# G5's window as vm-test's other steps use it; the file is the package's conffile.
+	sed -i "s/^#silence_secs = .*/silence_secs = $G5_SILENCE/" /etc/msitrace/msitrace.toml
+	# Type=notify: start returns once the daemon sent READY=1, or fails.
+	systemctl enable --now msitrace > $S/enable.log 2>&1
+	echo $? > $S/enable.rc
+	unit_state > $S/ready.txt
+	say "service $(tr '\n' ' ' < $S/ready.txt)"
+	# msitrace probes under exactly the unit's restrictions: what the service can attach.
+	# shellcheck disable=SC2046
+	systemd-run --quiet --wait --pipe --collect $(sandbox_props) \
+		/usr/bin/msitrace probes --json > $S/probes.json 2> $S/probes.err
+	echo $? > $S/probes.rc
+	say "service probes rc=$(cat $S/probes.rc) $(tail -1 $S/probes.err)"
+}
+
+# The step's end for the `service` front (vmt.sh's rec_stop): the watchdog must have been fed
+# across the resume, so the unit stays up past its watchdog period after the resume, then
+# `systemctl stop` ends it (SIGTERM: the trailer), and its journal and flight recorder are kept.
+service_stop() {
+	wd=$(systemctl show -p WatchdogUSec --value msitrace)
+	wd_s=$(echo "$wd" | awk '/min/ { print 60 * $1; next } /ms/ { print 1; next } { print $1 + 0 }')
+	left=$(awk -v t="$T_DONE" -v w="$wd_s" -v now="$(uptime_s)" 'BEGIN { r = t + w + 3 - now; print (r > 0) ? r : 0 }')
+	say "service watching step=$ID watchdog=${wd_s}s for=${left}s"
+	sleep "$left"
+	unit_state > "$D/unit-before-stop.txt"
+	systemctl stop msitrace
+	unit_state > "$D/unit-after-stop.txt"
+	systemctl show -p ExecMainStatus --value msitrace > "$D/record.rc"
+	mkdir -p "$D/flight"
+	cp /var/lib/msitrace/*.msit "$D/flight/" 2> /dev/null
+	journalctl -o json -u msitrace --no-pager > "$D/journal.json" 2> "$D/journal.err"
+	say "recorded step=$ID front=service rc=$(cat "$D/record.rc") files=$(ls "$D/flight" | wc -l)"
+}
+
+# kill -9: Restart=on-failure brings it back after RestartSec, and the new instance is a whole
+# service again (READY=1, its own flight-recorder file, a trailer at stop).
+service_restart_check() {
+	mkdir -p $S/restart
+	systemctl start msitrace
+	old=$(systemctl show -p MainPID --value msitrace)
+	say "service kill-9 pid=$old"
+	kill -9 "$old"
+	i=0
+	while [ $i -lt 300 ]; do
+		new=$(systemctl show -p MainPID --value msitrace)
+		[ "$new" != 0 ] && [ "$new" != "$old" ] && systemctl is-active -q msitrace && break
+		sleep 0.1
+		i=$((i + 1))
+	done
+	echo "$old" > $S/restart/killed-pid
+	unit_state > $S/restart/after-kill.txt
+	say "service restarted after=$((i / 10)).$((i % 10))s $(tr '\n' ' ' < $S/restart/after-kill.txt)"
+	sleep 2
+	systemctl stop msitrace
+	unit_state > $S/restart/after-stop.txt
+	cp /var/lib/msitrace/*.msit $S/restart/ 2> /dev/null
+	journalctl -o json -u msitrace --no-pager > $S/journal.json 2> /dev/null
+	# systemd's own lines about the unit (watchdog, restarts) are in the system journal.
+	journalctl -o json UNIT=msitrace.service --no-pager > $S/systemd.json 2> /dev/null
+}
+
+vmt_params
+vmt_find_disks
+vmt_settings
+say "systemd $(systemctl is-system-running 2>&1) pid1=$(cat /proc/1/comm)"
+if service_install; then
+	vmt_run_plan
+	service_restart_check
+fi
+vmt_finish
