@@ -16,13 +16,13 @@ unit_state() {
 		-p StatusText -p ExecMainStatus -p WatchdogUSec -p ExecMainStartTimestampMonotonic
 }
 
-# The unit's sandbox, as `-p` options for systemd-run: every setting of its [Service]
-# section but how it starts, restarts and notifies.
+# The unit's sandbox, as `-p` options for systemd-run, one word a line (values hold spaces):
+# every setting of its [Service] section but how it starts, restarts and notifies.
 sandbox_props() {
 	sed -n '/^\[Service\]/,/^\[/p' /lib/systemd/system/msitrace.service |
 		grep -E '^[A-Za-z]+=' |
-		grep -vE '^(Type|NotifyAccess|ExecStart|Restart|RestartSec|WatchdogSec|TimeoutStopSec)=' |
-		sed 's/^/-p /'
+		grep -vE '^(Type|NotifyAccess|ExecStart|ExecStartPre|Restart|RestartSec|WatchdogSec|TimeoutStopSec)=' |
+		sed 's/^/-p\n/'
 }
 
 service_install() {
@@ -39,9 +39,16 @@ service_install() {
 	echo $? > $S/enable.rc
 	unit_state > $S/ready.txt
 	say "service $(tr '\n' ' ' < $S/ready.txt)"
+	journalctl -o json -u msitrace --no-pager > $S/journal-start.json 2> /dev/null
+	[ "$(cat $S/enable.rc)" = 0 ] || say "error msitrace.service: $(journalctl -u msitrace -o cat -n 2 --no-pager | tr '\n' ' ')"
 	# msitrace probes under exactly the unit's restrictions: what the service can attach.
+	old_ifs=$IFS
+	IFS='
+'
 	# shellcheck disable=SC2046
-	systemd-run --quiet --wait --pipe --collect $(sandbox_props) \
+	set -- $(sandbox_props)
+	IFS=$old_ifs
+	systemd-run --quiet --wait --pipe --collect "$@" \
 		/usr/bin/msitrace probes --json > $S/probes.json 2> $S/probes.err
 	echo $? > $S/probes.rc
 	say "service probes rc=$(cat $S/probes.rc) $(tail -1 $S/probes.err)"
@@ -72,6 +79,9 @@ service_restart_check() {
 	mkdir -p $S/restart
 	systemctl start msitrace
 	old=$(systemctl show -p MainPID --value msitrace)
+	echo "$old" > $S/restart/killed-pid
+	# `kill -9 0` would kill this script's own process group.
+	[ "$old" != 0 ] || { say "error msitrace.service has no main process to kill"; return 1; }
 	say "service kill-9 pid=$old"
 	kill -9 "$old"
 	i=0
@@ -81,7 +91,6 @@ service_restart_check() {
 		sleep 0.1
 		i=$((i + 1))
 	done
-	echo "$old" > $S/restart/killed-pid
 	unit_state > $S/restart/after-kill.txt
 	say "service restarted after=$((i / 10)).$((i % 10))s $(tr '\n' ' ' < $S/restart/after-kill.txt)"
 	sleep 2

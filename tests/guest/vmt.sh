@@ -300,9 +300,23 @@ act_hibernate() {
 	sync
 	say "hibernating step=$ID uptime=$(uptime_s)"
 	if [ "$FRONT" = service ]; then
-		# As an operator does: through logind or systemd's hibernate.target, so that the
-		# sleep ordering of the units is what a real system does (sleep.conf: HibernateMode=reboot).
-		systemctl hibernate > "$D/hibernate.out" 2>&1
+		# As an operator does: systemctl hibernate, so that the units' sleep ordering is a real
+		# system's (sleep.conf: HibernateMode=reboot). The swap to write the image to is what
+		# resume= on the kernel command line names on an installed system.
+		cat /sys/block/${SWAP#/dev/}/dev > /sys/power/resume
+		before=$(systemctl show -p ExecMainExitTimestampMonotonic --value systemd-hibernate.service)
+		systemctl hibernate > "$D/hibernate.out" 2>&1 || return 1
+		# systemctl returns once the job is queued: the sleep, the image and the resume happen
+		# in systemd-hibernate.service, which exits after the resume.
+		i=0
+		while [ $i -lt 1200 ]; do
+			now=$(systemctl show -p ExecMainExitTimestampMonotonic --value systemd-hibernate.service)
+			[ "$now" != "$before" ] && [ "$(systemctl is-active systemd-hibernate.service)" != activating ] && break
+			sleep 0.1
+			i=$((i + 1))
+		done
+		systemctl show systemd-hibernate.service -p Result -p ExecMainStatus >> "$D/hibernate.out"
+		[ "$(systemctl show -p Result --value systemd-hibernate.service)" = success ]
 		rc=$?
 	else
 		echo reboot > /sys/power/disk
