@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use proptest::prelude::*;
 use tracer::event::{Event, EventKind, MsiMsg, VectorSnap};
-use tracer::probes::{CATALOGUE, Method, ProbeStatus, Status};
+use tracer::probes::{CATALOGUE, Method, ProbeStatus, Status, SymbolSource, SymbolTable};
 use tracer::seed::{Seed, SeedVector};
 use tracer::trace_file::{
     ClockOffsets, FORMAT_VERSION, Record, TraceFileError, TraceHeader, TraceReader, TraceWarning,
@@ -66,6 +66,13 @@ fn header() -> TraceHeader {
                 Vec::new()
             },
             probe: h.probe,
+            symbol_source: (h.method != Method::Tracepoint).then(|| {
+                SymbolSource::new(
+                    SymbolTable::Btf,
+                    "/sys/kernel/btf",
+                    vec!["/proc/kallsyms: Permission denied".into()],
+                )
+            }),
         })
         .collect();
     let mut layout = Layout::ABSENT;

@@ -313,8 +313,7 @@ pub fn resolve_files(
 /// `MSITRACE_BTF_DIR` replaces /sys/kernel/btf: for a kernel whose BTF was extracted elsewhere,
 /// and for the tests of a kernel without BTF.
 pub fn resolve_running() -> Result<ResolvedLayout, LayoutError> {
-    let over = std::env::var_os("MSITRACE_BTF_DIR");
-    let dir = over.as_deref().map_or(Path::new(SYS_BTF_DIR), Path::new);
+    let dir = btf_dir();
     let vmlinux_path = dir.join("vmlinux");
     let bytes = match fs::read(&vmlinux_path) {
         Ok(b) => b,
@@ -341,6 +340,86 @@ pub fn resolve_running() -> Result<ResolvedLayout, LayoutError> {
     }
     let refs: Vec<(&str, &Btf)> = parsed.iter().map(|(n, b)| (*n, b)).collect();
     Ok(resolve(&base, &refs))
+}
+
+/// /sys/kernel/btf, or what `MSITRACE_BTF_DIR` names instead.
+pub fn btf_dir() -> PathBuf {
+    std::env::var_os("MSITRACE_BTF_DIR").map_or_else(|| PathBuf::from(SYS_BTF_DIR), PathBuf::from)
+}
+
+/// The functions a kernel's BTF describes: the symbol table of last resort when neither
+/// /proc/kallsyms nor tracefs can be read.
+#[derive(Debug, Default)]
+pub struct BtfFunctions {
+    /// (function, module); `None` for vmlinux.
+    pub functions: Vec<(String, Option<String>)>,
+    /// Module BTF files that could not be used, each with why.
+    pub unreadable: Vec<String>,
+}
+
+/// The function names of `dir/vmlinux` and of every module BTF in `dir` for which `loaded`
+/// says yes. Only vmlinux BTF is required; a bad module file is noted and skipped, since its
+/// functions are merely reported absent then.
+pub fn function_names(
+    dir: &Path,
+    loaded: impl Fn(&str) -> bool,
+) -> Result<BtfFunctions, LayoutError> {
+    let vmlinux_path = dir.join("vmlinux");
+    let bytes = match fs::read(&vmlinux_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(LayoutError::NoBtf(vmlinux_path));
+        }
+        Err(err) => {
+            return Err(LayoutError::Read {
+                path: vmlinux_path,
+                err,
+            });
+        }
+    };
+    let base = parse(&vmlinux_path, &bytes, None)?;
+    let mut out = BtfFunctions::default();
+    // Split BTF numbers its types on from the base's last id.
+    let first_module_id = collect_functions(&base, 1, None, &mut out.functions);
+    let entries = fs::read_dir(dir).map_err(|err| LayoutError::Read {
+        path: dir.to_path_buf(),
+        err,
+    })?;
+    let mut modules: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name != "vmlinux" && loaded(name))
+        .collect();
+    modules.sort();
+    for module in modules {
+        let path = dir.join(&module);
+        match read(&path).and_then(|bytes| parse(&path, &bytes, Some(&base))) {
+            Ok(btf) => {
+                collect_functions(&btf, first_module_id, Some(&module), &mut out.functions);
+            }
+            Err(e) => out.unreadable.push(e.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+/// Push the name of every FUNC from type id `first` to the last one; returns the id after it.
+fn collect_functions(
+    btf: &Btf,
+    first: u32,
+    module: Option<&str>,
+    out: &mut Vec<(String, Option<String>)>,
+) -> u32 {
+    let mut id = first;
+    while let Ok(t) = btf.resolve_type_by_id(id) {
+        if let Type::Func(f) = t
+            && let Ok(name) = btf.resolve_name(&f)
+            && !name.is_empty()
+        {
+            out.push((name, module.map(str::to_string)));
+        }
+        id += 1;
+    }
+    id
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, LayoutError> {
@@ -807,17 +886,20 @@ fn named_enum(btf: &Btf, name: &str) -> Option<Vec<(String, u64)>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Layouts no Debian kernel in the fixtures has (5.15–5.16's mask cache), and the corner
     //! cases of path resolution, on BTF blobs built here.
 
     use super::*;
 
-    /// Just enough of a BTF encoder to describe the structs under test.
-    struct BtfBuilder {
+    /// Just enough of a BTF encoder to describe the structs and functions under test
+    /// (kernel.rs's symbol tests use it too).
+    pub(crate) struct BtfBuilder {
         types: Vec<u8>,
         strings: Vec<u8>,
         next_id: u32,
+        /// Where this object's strings start: the base's string length for split BTF.
+        str_base: u32,
     }
 
     /// A struct or union member: name ("" = anonymous), type id, bit offset, bitfield width
@@ -825,11 +907,22 @@ mod tests {
     type M<'a> = (&'a str, u32, u32, u32);
 
     impl BtfBuilder {
-        fn new() -> Self {
+        pub(crate) fn new() -> Self {
             BtfBuilder {
                 types: Vec::new(),
                 strings: vec![0],
                 next_id: 1,
+                str_base: 0,
+            }
+        }
+
+        /// Split BTF (a module's) over `base`: ids and string offsets go on from the base's.
+        pub(crate) fn split_over(base: &BtfBuilder) -> Self {
+            BtfBuilder {
+                types: Vec::new(),
+                strings: vec![0],
+                next_id: base.next_id,
+                str_base: base.str_base + base.strings.len() as u32,
             }
         }
 
@@ -837,7 +930,7 @@ mod tests {
             if s.is_empty() {
                 return 0;
             }
-            let off = self.strings.len() as u32;
+            let off = self.str_base + self.strings.len() as u32;
             self.strings.extend_from_slice(s.as_bytes());
             self.strings.push(0);
             off
@@ -915,7 +1008,18 @@ mod tests {
             self.push(name, 19, false, values.len(), 8, &extra)
         }
 
+        /// A `void name(void)` function with global linkage.
+        pub(crate) fn func(&mut self, name: &str) -> u32 {
+            let proto = self.push("", 13, false, 0, 0, &[]);
+            self.push(name, 12, false, 1, proto, &[])
+        }
+
         fn finish(&self) -> Btf {
+            Btf::from_bytes(&self.bytes()).expect("the test encoder writes valid BTF")
+        }
+
+        /// The encoded object, as /sys/kernel/btf has it.
+        pub(crate) fn bytes(&self) -> Vec<u8> {
             let mut out = Vec::new();
             out.extend_from_slice(&0xeb9f_u16.to_le_bytes());
             out.extend_from_slice(&[1, 0]);
@@ -925,7 +1029,7 @@ mod tests {
             }
             out.extend_from_slice(&self.types);
             out.extend_from_slice(&self.strings);
-            Btf::from_bytes(&out).expect("the test encoder writes valid BTF")
+            out
         }
     }
 

@@ -15,7 +15,7 @@ use crate::{
     btf_layout::{self, ResolvedLayout},
     event::{Event, EventKind},
     irq_counts::IrqCounters,
-    kernel::{self, Kallsyms},
+    kernel::{self, KernelSymbols},
     probe_manager::ProbeManager,
     probes::{ProbeStatus, Status},
 };
@@ -85,8 +85,7 @@ impl Collector {
             .load(crate::ebpf_object::bytes())
             .context("cannot load msitrace's eBPF object into this kernel")?;
         let mut manager = ProbeManager::new(&layout);
-        let kallsyms = Kallsyms::read()?;
-        manager.attach_all(&mut ebpf, &kallsyms);
+        manager.attach_all(&mut ebpf, &KernelSymbols::read());
 
         let ring = RingBuf::try_from(take(&mut ebpf, names::EVENTS)?)?;
         // SAFETY: the ring buffer's fd is owned by `ring`, which the AsyncFd owns for its whole
@@ -241,18 +240,14 @@ impl Collector {
             return Vec::new();
         }
         self.modules = now;
-        match Kallsyms::read() {
-            Ok(k) => self.manager.attach_all(&mut self.ebpf, &k),
-            Err(_) => Vec::new(),
-        }
+        self.manager
+            .attach_all(&mut self.ebpf, &KernelSymbols::read())
     }
 
     /// Re-attach every kprobe (after a resume where attached kprobes went silent).
     pub fn reattach_kprobes(&mut self) -> Vec<ProbeId> {
-        match Kallsyms::read() {
-            Ok(k) => self.manager.reattach_kprobes(&mut self.ebpf, &k),
-            Err(_) => Vec::new(),
-        }
+        self.manager
+            .reattach_kprobes(&mut self.ebpf, &KernelSymbols::read())
     }
 
     /// Attached probes, for a one-line coverage summary.

@@ -10,7 +10,12 @@ use std::{
 
 use anyhow::{Context, Result};
 
-/// Where a symbol of /proc/kallsyms lives.
+use crate::probes::{SymbolSource, SymbolTable};
+
+/// Where tracefs is found, in the order looked at.
+const TRACEFS_MOUNTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/// Where a function symbol lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Symbol {
     /// `None` for vmlinux.
@@ -18,61 +23,188 @@ pub struct Symbol {
     /// Compiler-specialised copies (`name.isra.0`, `name.constprop.0`) found instead of or
     /// beside the symbol itself.
     pub variants: Vec<String>,
-    /// The plain name itself is in kallsyms (not only a variant).
+    /// The plain name itself is in the table (not only a variant).
     pub exact: bool,
 }
 
-/// The function symbols of /proc/kallsyms, read once: grepping it per symbol is slow on a
-/// guest (tens of seconds under TCG).
-#[derive(Clone, Debug, Default)]
-pub struct Kallsyms {
-    syms: HashMap<String, Symbol>,
+/// Where the running kernel's function names can be read, best table first. Paths rather than
+/// constants so that tests can stand in files of their own for each table.
+#[derive(Clone, Debug)]
+pub struct SymbolPaths {
+    pub kallsyms: PathBuf,
+    /// Where tracefs may be mounted, each looked in for `available_filter_functions`.
+    pub tracefs: Vec<PathBuf>,
+    /// /sys/kernel/btf: `vmlinux` and one split BTF file per loaded module.
+    pub btf_dir: PathBuf,
+    /// /sys/module: `<name>/initstate` is `live` for a loaded module.
+    pub sys_module: PathBuf,
 }
 
-impl Kallsyms {
-    pub fn read() -> Result<Kallsyms> {
-        let text = fs::read_to_string("/proc/kallsyms").context("cannot read /proc/kallsyms")?;
-        Ok(Self::parse(&text))
+impl SymbolPaths {
+    pub fn running() -> SymbolPaths {
+        SymbolPaths {
+            kallsyms: PathBuf::from("/proc/kallsyms"),
+            tracefs: TRACEFS_MOUNTS.iter().map(PathBuf::from).collect(),
+            btf_dir: crate::btf_layout::btf_dir(),
+            sys_module: PathBuf::from("/sys/module"),
+        }
+    }
+}
+
+/// The kernel's function symbols, read once (grepping per symbol is slow on a guest: tens of
+/// seconds under TCG), from the best table this process may read: /proc/kallsyms, else
+/// tracefs' `available_filter_functions`, else BTF. A service under ProtectKernelTunables=yes
+/// cannot read /proc/kallsyms, and that must cost precision, not the start.
+#[derive(Clone, Debug)]
+pub struct KernelSymbols {
+    syms: HashMap<String, Symbol>,
+    source: SymbolSource,
+}
+
+impl KernelSymbols {
+    /// The running kernel's symbols; never fails: with no table at all, every symbol is absent
+    /// and the source says why.
+    pub fn read() -> KernelSymbols {
+        Self::read_from(&SymbolPaths::running())
     }
 
-    /// Parse kallsyms text keeping only the names of text symbols; a `name.suffix` variant is
-    /// recorded under its base name.
-    pub fn parse(text: &str) -> Kallsyms {
-        let mut syms: HashMap<String, Symbol> = HashMap::new();
-        for line in text.lines() {
-            let mut it = line.split_whitespace();
-            let (Some(_addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
-                continue;
-            };
-            if !matches!(kind, "t" | "T") {
-                continue;
-            }
-            let module = it
-                .next()
-                .map(|m| m.trim_start_matches('[').trim_end_matches(']').to_string());
-            let (base, variant) = match name.split_once('.') {
-                Some((base, _)) => (base, Some(name)),
-                None => (name, None),
-            };
-            let entry = syms.entry(base.to_string()).or_insert_with(|| Symbol {
-                module: module.clone(),
-                variants: Vec::new(),
-                exact: false,
-            });
-            match variant {
-                Some(v) => entry.variants.push(v.to_string()),
-                None => {
-                    entry.exact = true;
-                    entry.module = module;
+    pub fn read_from(paths: &SymbolPaths) -> KernelSymbols {
+        let mut passed_over = Vec::new();
+        let kallsyms = &paths.kallsyms;
+        match fs::read_to_string(kallsyms) {
+            Ok(text) => {
+                let syms = parse_kallsyms(&text);
+                if !syms.is_empty() {
+                    let source = SymbolSource::new(
+                        SymbolTable::Kallsyms,
+                        kallsyms.display().to_string(),
+                        passed_over,
+                    );
+                    return KernelSymbols { syms, source };
                 }
+                passed_over.push(format!("{}: no function symbols in it", kallsyms.display()));
+            }
+            Err(e) => passed_over.push(format!("{}: {}", kallsyms.display(), describe_io(&e))),
+        }
+
+        let mut tried = Vec::new();
+        for dir in &paths.tracefs {
+            let path = dir.join("available_filter_functions");
+            match fs::read_to_string(&path) {
+                Ok(text) => {
+                    let syms = parse_available_filter_functions(&text);
+                    if !syms.is_empty() {
+                        let source = SymbolSource::new(
+                            SymbolTable::AvailableFilterFunctions,
+                            path.display().to_string(),
+                            passed_over,
+                        );
+                        return KernelSymbols { syms, source };
+                    }
+                    tried.push(format!("{}: no functions in it", path.display()));
+                }
+                Err(e) => tried.push(format!("{}: {}", path.display(), describe_io(&e))),
             }
         }
-        Kallsyms { syms }
+        if !tried.is_empty() {
+            // One note for all mount points: which one tracefs is at does not matter here.
+            passed_over.push(tried.join(", "));
+        }
+
+        let btf = &paths.btf_dir;
+        let loaded = |module: &str| module_is_live(&paths.sys_module, module);
+        match crate::btf_layout::function_names(btf, loaded) {
+            Ok(names) if !names.functions.is_empty() => {
+                passed_over.extend(names.unreadable);
+                let mut syms = HashMap::new();
+                for (name, module) in names.functions {
+                    add_symbol(&mut syms, &name, module);
+                }
+                let source =
+                    SymbolSource::new(SymbolTable::Btf, btf.display().to_string(), passed_over);
+                return KernelSymbols { syms, source };
+            }
+            Ok(_) => passed_over.push(format!("{}: no functions in its BTF", btf.display())),
+            Err(e) => passed_over.push(e.to_string()),
+        }
+        KernelSymbols {
+            syms: HashMap::new(),
+            source: SymbolSource::new(SymbolTable::None, "", passed_over),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Symbol> {
         self.syms.get(name)
     }
+
+    pub fn source(&self) -> &SymbolSource {
+        &self.source
+    }
+}
+
+/// A module BTF names functions that can be probed only while the module is loaded and
+/// initialised; a module being unloaded keeps its BTF file for a moment. When /sys/module
+/// cannot be read, BTF's own list of modules (it has files only for loaded ones) is trusted.
+fn module_is_live(sys_module: &Path, module: &str) -> bool {
+    match fs::read_to_string(sys_module.join(module).join("initstate")) {
+        Ok(state) => state.trim() == "live",
+        Err(_) => !sys_module.is_dir(),
+    }
+}
+
+/// Record `name` (in `module`, `None` for vmlinux); a `name.suffix` copy is recorded under
+/// its base name as a variant.
+fn add_symbol(syms: &mut HashMap<String, Symbol>, name: &str, module: Option<String>) {
+    let (base, variant) = match name.split_once('.') {
+        Some((base, _)) => (base, Some(name)),
+        None => (name, None),
+    };
+    let entry = syms.entry(base.to_string()).or_insert_with(|| Symbol {
+        module: module.clone(),
+        variants: Vec::new(),
+        exact: false,
+    });
+    match variant {
+        Some(v) => entry.variants.push(v.to_string()),
+        None => {
+            entry.exact = true;
+            entry.module = module;
+        }
+    }
+}
+
+/// `[pci_hyperv]` to `pci_hyperv`.
+fn module_of(token: Option<&str>) -> Option<String> {
+    token
+        .filter(|t| t.starts_with('['))
+        .map(|t| t.trim_start_matches('[').trim_end_matches(']').to_string())
+}
+
+/// /proc/kallsyms text (`address kind name [module]`), keeping only text symbols.
+pub fn parse_kallsyms(text: &str) -> HashMap<String, Symbol> {
+    let mut syms = HashMap::new();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(_addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        if matches!(kind, "t" | "T") {
+            add_symbol(&mut syms, name, module_of(it.next()));
+        }
+    }
+    syms
+}
+
+/// tracefs `available_filter_functions` text: `name` or `name [module]` a line.
+pub fn parse_available_filter_functions(text: &str) -> HashMap<String, Symbol> {
+    let mut syms = HashMap::new();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        if let Some(name) = it.next() {
+            add_symbol(&mut syms, name, module_of(it.next()));
+        }
+    }
+    syms
 }
 
 /// Names of the loaded modules (/proc/modules), to notice when pci_hyperv appears.
@@ -111,7 +243,7 @@ pub fn describe_io(e: &std::io::Error) -> String {
 /// The tracefs mount point, mounting it at /sys/kernel/tracing when nothing is mounted (classic
 /// tracepoints need it to find their ids).
 pub fn ensure_tracefs() -> Result<PathBuf> {
-    for p in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+    for p in TRACEFS_MOUNTS {
         if Path::new(p).join("events").is_dir() {
             return Ok(PathBuf::from(p));
         }
@@ -173,6 +305,7 @@ pub fn is_root() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::btf_layout::tests::BtfBuilder;
 
     #[test]
     fn parses_kallsyms_with_modules_and_variants() {
@@ -184,17 +317,207 @@ ffffffffc0001000 t hv_compose_msi_msg\t[pci_hyperv]
 ffffffffc0002000 d some_data\t[pci_hyperv]
 ffffffff810b0000 T pci_restore_msi_state
 ";
-        let k = Kallsyms::parse(text);
+        let k = parse_kallsyms(text);
+        assert_eq!(
+            k["hv_compose_msi_msg"].module.as_deref(),
+            Some("pci_hyperv")
+        );
+        assert!(k["hv_compose_msi_msg"].exact);
+        let v = &k["irq_do_set_affinity"];
+        assert!(!v.exact);
+        assert_eq!(v.variants, vec!["irq_do_set_affinity.constprop.0"]);
+        assert!(!k.contains_key("some_data"));
+        assert!(!k.contains_key("migrate_one_irq"));
+        assert_eq!(k["pci_restore_msi_state"].module, None);
+    }
+
+    #[test]
+    fn parses_available_filter_functions_with_modules_and_variants() {
+        let text = "\
+irq_migrate_all_off_this_cpu
+irq_do_set_affinity.constprop.0
+pci_msi_unmask_irq.isra.0
+pci_msi_unmask_irq
+hv_compose_msi_msg [pci_hyperv]
+hv_irq_unmask.isra.0 [pci_hyperv]
+
+__pci_write_msi_msg
+";
+        let k = parse_available_filter_functions(text);
+        let hv = &k["hv_compose_msi_msg"];
+        assert_eq!((hv.module.as_deref(), hv.exact), (Some("pci_hyperv"), true));
+        let unmask = &k["hv_irq_unmask"];
+        assert!(!unmask.exact, "only a specialised copy: {unmask:?}");
+        assert_eq!(unmask.variants, vec!["hv_irq_unmask.isra.0"]);
+        assert_eq!(unmask.module.as_deref(), Some("pci_hyperv"));
+        let msi = &k["pci_msi_unmask_irq"];
+        assert!(msi.exact, "the plain name beside its copy: {msi:?}");
+        assert_eq!(msi.variants, vec!["pci_msi_unmask_irq.isra.0"]);
+        assert!(!k["irq_do_set_affinity"].exact);
+        assert_eq!(k["__pci_write_msi_msg"].module, None);
+        assert_eq!(k.len(), 6, "{k:?}");
+    }
+
+    /// A directory of stand-ins for every table, all missing until a test writes them.
+    struct Tables {
+        root: PathBuf,
+        paths: SymbolPaths,
+    }
+
+    impl Tables {
+        fn new(name: &str) -> Tables {
+            let root = std::env::temp_dir()
+                .join(format!("msitrace-symbols-{}-{name}", std::process::id()));
+            let _ = fs::remove_dir_all(&root);
+            fs::create_dir_all(&root).unwrap();
+            let paths = SymbolPaths {
+                kallsyms: root.join("kallsyms"),
+                tracefs: vec![root.join("tracing"), root.join("debug-tracing")],
+                btf_dir: root.join("btf"),
+                sys_module: root.join("module"),
+            };
+            Tables { root, paths }
+        }
+
+        fn write(&self, path: &Path, text: impl AsRef<[u8]>) {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        }
+
+        /// vmlinux BTF with `migrate_one_irq` (BTF keeps an inlined static function) and
+        /// module BTF for pci_hyperv and for a module whose initialisation has not finished.
+        fn write_btf(&self) {
+            let mut vmlinux = BtfBuilder::new();
+            vmlinux.func("migrate_one_irq");
+            vmlinux.func("pci_restore_msi_state");
+            let mut hv = BtfBuilder::split_over(&vmlinux);
+            hv.func("hv_compose_msi_msg");
+            let mut coming = BtfBuilder::split_over(&vmlinux);
+            coming.func("coming_fn");
+            let dir = &self.paths.btf_dir;
+            self.write(&dir.join("vmlinux"), vmlinux.bytes());
+            self.write(&dir.join("pci_hyperv"), hv.bytes());
+            self.write(&dir.join("coming"), coming.bytes());
+            let m = &self.paths.sys_module;
+            self.write(&m.join("pci_hyperv/initstate"), "live\n");
+            self.write(&m.join("coming/initstate"), "coming\n");
+        }
+    }
+
+    impl Drop for Tables {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+
+    #[test]
+    fn kallsyms_wins_when_readable() {
+        let t = Tables::new("kallsyms");
+        t.write(
+            &t.paths.kallsyms,
+            "ffffffff810b0000 T pci_restore_msi_state\n",
+        );
+        t.write(
+            &t.paths.tracefs[0].join("available_filter_functions"),
+            "other\n",
+        );
+        t.write_btf();
+        let k = KernelSymbols::read_from(&t.paths);
+        assert_eq!(k.source().kind, SymbolTable::Kallsyms);
+        assert!(k.source().passed_over.is_empty());
+        assert_eq!(k.source().limits, None);
+        assert!(k.get("pci_restore_msi_state").is_some());
+        assert!(k.get("other").is_none());
+    }
+
+    #[test]
+    fn available_filter_functions_follow_an_unreadable_kallsyms() {
+        let t = Tables::new("aff");
+        // Root reads a mode-000 file anyway: a directory stands in for the unreadable node.
+        fs::create_dir_all(&t.paths.kallsyms).unwrap();
+        // Found under the second mount point: the first has no tracefs.
+        t.write(
+            &t.paths.tracefs[1].join("available_filter_functions"),
+            "hv_compose_msi_msg [pci_hyperv]\n",
+        );
+        t.write_btf();
+        let k = KernelSymbols::read_from(&t.paths);
+        let src = k.source();
+        assert_eq!(src.kind, SymbolTable::AvailableFilterFunctions);
+        assert!(
+            src.path
+                .ends_with("debug-tracing/available_filter_functions")
+        );
+        assert_eq!(src.passed_over.len(), 1, "{src:?}");
+        assert!(
+            src.passed_over[0].ends_with("kallsyms: Is a directory"),
+            "{src:?}"
+        );
+        assert!(src.limits.as_deref().unwrap().contains("notrace"));
         assert_eq!(
             k.get("hv_compose_msi_msg").unwrap().module.as_deref(),
             Some("pci_hyperv")
         );
-        assert!(k.get("hv_compose_msi_msg").unwrap().exact);
-        let v = k.get("irq_do_set_affinity").unwrap();
-        assert!(!v.exact);
-        assert_eq!(v.variants, vec!["irq_do_set_affinity.constprop.0"]);
-        assert!(k.get("some_data").is_none());
-        assert!(k.get("migrate_one_irq").is_none());
-        assert_eq!(k.get("pci_restore_msi_state").unwrap().module, None);
+        assert!(k.get("migrate_one_irq").is_none(), "BTF was not read");
+    }
+
+    #[test]
+    fn btf_follows_when_neither_text_table_can_be_read() {
+        let t = Tables::new("btf");
+        // An empty kallsyms (what some containers show) is no table either.
+        t.write(&t.paths.kallsyms, "");
+        t.write_btf();
+        let k = KernelSymbols::read_from(&t.paths);
+        let src = k.source();
+        assert_eq!(src.kind, SymbolTable::Btf);
+        assert_eq!(src.path, t.paths.btf_dir.display().to_string());
+        assert!(src.passed_over[0].ends_with("kallsyms: no function symbols in it"));
+        assert!(
+            src.passed_over[1].contains("tracing/available_filter_functions: No such file")
+                && src.passed_over[1].contains("debug-tracing/available_filter_functions"),
+            "{src:?}"
+        );
+        let limits = src.limits.as_deref().unwrap();
+        assert!(
+            limits.contains(".isra") && limits.contains("inlined"),
+            "{limits}"
+        );
+        let m = k.get("migrate_one_irq").unwrap();
+        assert!(m.exact && m.module.is_none());
+        let hv = k.get("hv_compose_msi_msg").unwrap();
+        assert_eq!(hv.module.as_deref(), Some("pci_hyperv"));
+        assert!(
+            k.get("coming_fn").is_none(),
+            "a module that is not live has nothing to attach to yet"
+        );
+    }
+
+    #[test]
+    fn no_table_at_all_is_an_empty_table_that_says_why() {
+        let t = Tables::new("none");
+        let k = KernelSymbols::read_from(&t.paths);
+        let src = k.source();
+        assert_eq!(src.kind, SymbolTable::None);
+        assert_eq!(src.passed_over.len(), 3, "{src:?}");
+        assert!(src.passed_over[2].contains("has no BTF"), "{src:?}");
+        assert!(k.get("pci_restore_msi_state").is_none());
+    }
+
+    #[test]
+    fn a_broken_module_btf_is_noted_and_vmlinux_still_used() {
+        let t = Tables::new("badmod");
+        t.write_btf();
+        t.write(&t.paths.btf_dir.join("pci_hyperv"), b"not btf");
+        let k = KernelSymbols::read_from(&t.paths);
+        let src = k.source();
+        assert_eq!(src.kind, SymbolTable::Btf);
+        assert!(
+            src.passed_over
+                .iter()
+                .any(|n| n.contains("pci_hyperv is not usable BTF")),
+            "{src:?}"
+        );
+        assert!(k.get("migrate_one_irq").is_some());
+        assert!(k.get("hv_compose_msi_msg").is_none());
     }
 }

@@ -1,8 +1,8 @@
 //! The probe manager: attaches every hook of the catalogue independently and keeps, for each,
 //! a [`ProbeStatus`] that says what happened in the kernel's own words.
 //!
-//! Policy, in the spirit of retis' collectors: a hook that is absent (not in kallsyms, module
-//! not loaded, inlined), denied (kprobes compiled out) or failing is reported and the others
+//! Policy, in the spirit of retis' collectors: a hook that is absent (not in the kernel's
+//! symbol table, module not loaded, inlined), denied (kprobes compiled out) or failing is reported and the others
 //! keep running. Hooks of a module (pci_hyperv) wait as `pending` and attach when a rescan
 //! finds the module. When `migrate_one_irq` is inlined, its window is rebuilt from
 //! `irq_migrate_all_off_this_cpu` and `irq_do_set_affinity` (method `fallback`).
@@ -17,8 +17,8 @@ use tracer_common::ProbeId;
 
 use crate::{
     btf_layout::ResolvedLayout,
-    kernel::{self, Kallsyms},
-    probes::{CATALOGUE, Hook, Method, ProbeStatus, Status},
+    kernel::{self, KernelSymbols},
+    probes::{CATALOGUE, Hook, Method, ProbeStatus, Status, SymbolTable},
 };
 
 /// Tracepoint links are only ever dropped with the object; kprobe links are detached and
@@ -174,8 +174,8 @@ impl ProbeManager {
     }
 
     /// Try every hook that is not attached yet. Returns the probes whose status changed.
-    pub fn attach_all(&mut self, ebpf: &mut Ebpf, kallsyms: &Kallsyms) -> Vec<ProbeId> {
-        let migrate_direct = self.attach_one(ebpf, kallsyms, hook_of(ProbeId::MigrateOneIrq));
+    pub fn attach_all(&mut self, ebpf: &mut Ebpf, symbols: &KernelSymbols) -> Vec<ProbeId> {
+        let migrate_direct = self.attach_one(ebpf, symbols, hook_of(ProbeId::MigrateOneIrq));
         let mut changed: Vec<ProbeId> = migrate_direct.into_iter().collect();
         let direct_ok = self.status(ProbeId::MigrateOneIrq).status == Status::Attached;
         for hook in CATALOGUE {
@@ -191,7 +191,7 @@ impl ProbeManager {
                 }
                 continue;
             }
-            changed.extend(self.attach_one(ebpf, kallsyms, hook));
+            changed.extend(self.attach_one(ebpf, symbols, hook));
         }
         if !direct_ok {
             self.explain_migration_fallback();
@@ -202,7 +202,7 @@ impl ProbeManager {
 
     /// Detach and attach again every attached kprobe: kretprobes have been seen to go silent
     /// after suspend/resume on some kernels (aya#932, kernel bugzilla 218775).
-    pub fn reattach_kprobes(&mut self, ebpf: &mut Ebpf, kallsyms: &Kallsyms) -> Vec<ProbeId> {
+    pub fn reattach_kprobes(&mut self, ebpf: &mut Ebpf, symbols: &KernelSymbols) -> Vec<ProbeId> {
         let attached: Vec<ProbeId> = self
             .links
             .iter()
@@ -219,7 +219,7 @@ impl ProbeManager {
             self.status_mut(*probe).status = Status::Pending;
         }
         for probe in &attached {
-            self.attach_one(ebpf, kallsyms, hook_of(*probe));
+            self.attach_one(ebpf, symbols, hook_of(*probe));
         }
         self.update_rules_losing_input();
         attached
@@ -249,14 +249,22 @@ impl ProbeManager {
         changed.then_some(probe)
     }
 
-    fn attach_one(&mut self, ebpf: &mut Ebpf, kallsyms: &Kallsyms, hook: &Hook) -> Option<ProbeId> {
+    fn attach_one(
+        &mut self,
+        ebpf: &mut Ebpf,
+        symbols: &KernelSymbols,
+        hook: &Hook,
+    ) -> Option<ProbeId> {
         if self.links.contains_key(&hook.probe) {
             return None;
         }
         match hook.method {
             Method::Tracepoint => self.attach_tracepoint(ebpf, hook),
             Method::RawTracepoint => self.attach_raw_tracepoint(ebpf, hook),
-            _ => self.attach_kprobe(ebpf, kallsyms, hook),
+            _ => {
+                self.status_mut(hook.probe).symbol_source = Some(symbols.source().clone());
+                self.attach_kprobe(ebpf, symbols, hook)
+            }
         }
     }
 
@@ -301,14 +309,15 @@ impl ProbeManager {
     fn attach_kprobe(
         &mut self,
         ebpf: &mut Ebpf,
-        kallsyms: &Kallsyms,
+        symbols: &KernelSymbols,
         hook: &Hook,
     ) -> Option<ProbeId> {
-        let sym = kallsyms.get(hook.symbol);
+        let sym = symbols.get(hook.symbol);
         let module = sym.and_then(|s| s.module.clone());
         let present = sym.is_some_and(|s| s.exact);
+        let table = symbols.source().kind;
         if !present {
-            let why = absent_reason(hook, sym);
+            let why = absent_reason(hook, sym, table);
             // A kernel without kprobes denies the hook whatever the symbol: say both.
             if let Some(denied) = &self.kprobes_denied {
                 return self.set(
@@ -337,13 +346,24 @@ impl ProbeManager {
             }
             Err(e) => {
                 let text = error_chain(&e);
-                let status =
-                    if self.kprobes_denied.is_some() || text.contains("Operation not permitted") {
-                        Status::Denied
+                if self.kprobes_denied.is_some() || text.contains("Operation not permitted") {
+                    return self.set(hook.probe, Status::Denied, Some(text), module);
+                }
+                // BTF names a static function even where the compiler inlined it everywhere;
+                // the kernel's "no such symbol" is then the absence kallsyms would have shown.
+                if table == SymbolTable::Btf && text.contains("No such file or directory") {
+                    let why = format!(
+                        "{} is in the kernel's BTF but the kernel has no such symbol to probe (inlined or specialised on this kernel): {text}",
+                        hook.symbol
+                    );
+                    let status = if hook.module.is_some() {
+                        Status::Pending
                     } else {
-                        Status::Error
+                        Status::Absent
                     };
-                self.set(hook.probe, status, Some(text), module)
+                    return self.set(hook.probe, status, Some(why), module);
+                }
+                self.set(hook.probe, Status::Error, Some(text), module)
             }
         }
     }
@@ -488,25 +508,27 @@ fn initial_status(hook: &Hook) -> ProbeStatus {
         module: hook.module.map(str::to_string),
         rules_losing_input: hook.feeds.iter().map(|r| r.to_string()).collect(),
         probe: hook.probe,
+        symbol_source: None,
     }
 }
 
-fn absent_reason(hook: &Hook, sym: Option<&kernel::Symbol>) -> String {
+fn absent_reason(hook: &Hook, sym: Option<&kernel::Symbol>, table: SymbolTable) -> String {
+    let table = table.name();
     match (sym, hook.module) {
         (Some(s), _) if !s.exact => format!(
-            "{} is not in /proc/kallsyms, only compiler-specialised copies ({}) whose arguments are not the prototype's",
+            "{} is not in {table}, only compiler-specialised copies ({}) whose arguments are not the prototype's",
             hook.symbol,
             s.variants.join(", ")
         ),
         (None, Some(m)) => format!(
-            "{} is not in /proc/kallsyms: module {m} is not loaded; attaches when it appears",
+            "{} is not in {table}: module {m} is not loaded; attaches when it appears",
             hook.symbol
         ),
         (None, None) if hook.probe == ProbeId::MigrateOneIrq => format!(
-            "{} is not in /proc/kallsyms (inlined into irq_migrate_all_off_this_cpu on this kernel)",
+            "{} is not in {table} (inlined into irq_migrate_all_off_this_cpu on this kernel)",
             hook.symbol
         ),
-        _ => format!("{} is not in /proc/kallsyms on this kernel", hook.symbol),
+        _ => format!("{} is not in {table} on this kernel", hook.symbol),
     }
 }
 
@@ -535,4 +557,39 @@ fn verifier_summary(e: &aya::programs::ProgramError) -> String {
     let lines: Vec<&str> = full.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = lines.len().saturating_sub(3);
     lines[tail..].join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_reasons_name_the_table_that_was_read() {
+        let hv = hook_of(ProbeId::HvComposeEnter);
+        assert_eq!(
+            absent_reason(hv, None, SymbolTable::AvailableFilterFunctions),
+            "hv_compose_msi_msg is not in available_filter_functions: module pci_hyperv is not loaded; attaches when it appears"
+        );
+        let migrate = hook_of(ProbeId::MigrateOneIrq);
+        assert_eq!(
+            absent_reason(migrate, None, SymbolTable::Btf),
+            "migrate_one_irq is not in the kernel's BTF (inlined into irq_migrate_all_off_this_cpu on this kernel)"
+        );
+        let copies = kernel::Symbol {
+            module: None,
+            variants: vec!["pci_msi_unmask_irq.isra.0".into()],
+            exact: false,
+        };
+        let why = absent_reason(
+            hook_of(ProbeId::PciMsiUnmask),
+            Some(&copies),
+            SymbolTable::Kallsyms,
+        );
+        assert!(
+            why.starts_with(
+                "pci_msi_unmask_irq is not in /proc/kallsyms, only compiler-specialised copies (pci_msi_unmask_irq.isra.0)"
+            ),
+            "{why}"
+        );
+    }
 }

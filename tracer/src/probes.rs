@@ -143,6 +143,91 @@ pub struct ProbeStatus {
     /// Rules that lose input because this hook is not attached (empty when attached).
     pub rules_losing_input: Vec<String>,
     pub probe: ProbeId,
+    /// The symbol table that said whether a kprobe's symbol exists; `None` for tracepoints
+    /// and in files written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbol_source: Option<SymbolSource>,
+}
+
+/// The tables function names can be read from, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SymbolTable {
+    Kallsyms,
+    /// tracefs `available_filter_functions`.
+    AvailableFilterFunctions,
+    /// vmlinux and module BTF (/sys/kernel/btf), with /sys/module for what is loaded.
+    Btf,
+    /// Nothing could be read: every symbol looks absent.
+    None,
+}
+
+impl SymbolTable {
+    /// How a reason names it: "not in {name}".
+    pub fn name(self) -> &'static str {
+        match self {
+            SymbolTable::Kallsyms => "/proc/kallsyms",
+            SymbolTable::AvailableFilterFunctions => "available_filter_functions",
+            SymbolTable::Btf => "the kernel's BTF",
+            SymbolTable::None => "any symbol table",
+        }
+    }
+
+    /// What the table cannot tell that /proc/kallsyms can, in words.
+    pub fn limits(self) -> Option<&'static str> {
+        match self {
+            SymbolTable::Kallsyms => None,
+            SymbolTable::AvailableFilterFunctions => Some(
+                "lists only the functions ftrace can trace: a notrace function shows as absent though a kprobe could attach to it",
+            ),
+            SymbolTable::Btf => Some(
+                "BTF lists functions by prototype, not by address: it shows no compiler-specialised copy (.isra, .constprop), so a hook that only has one reads as plainly absent, and a name in it is no proof of a symbol to probe (it cannot tell a static function the compiler inlined into its callers from one that is present), so such a hook is tried and only its attach error says it is missing",
+            ),
+            SymbolTable::None => Some(
+                "no symbol table could be read, so no kprobe hook is tried and each is reported absent",
+            ),
+        }
+    }
+}
+
+/// Where the kprobe symbols came from, what that table cannot tell, and why the better ones
+/// were not used: the price of running where /proc/kallsyms is hidden.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SymbolSource {
+    pub kind: SymbolTable,
+    /// The file or directory read.
+    pub path: String,
+    /// [`SymbolTable::limits`], kept in the report so a reader of an old file gets the words
+    /// of the msitrace that wrote it.
+    pub limits: Option<String>,
+    /// Each better table and why it could not be used, e.g. `/proc/kallsyms: Permission denied`.
+    pub passed_over: Vec<String>,
+}
+
+impl SymbolSource {
+    pub fn new(kind: SymbolTable, path: impl Into<String>, passed_over: Vec<String>) -> Self {
+        SymbolSource {
+            kind,
+            path: path.into(),
+            limits: kind.limits().map(str::to_string),
+            passed_over,
+        }
+    }
+
+    /// One line for a table footer or a journal entry.
+    pub fn describe(&self) -> String {
+        let mut s = match self.kind {
+            SymbolTable::None => "none".to_string(),
+            _ => self.path.clone(),
+        };
+        if !self.passed_over.is_empty() {
+            s.push_str(&format!(" (not used: {})", self.passed_over.join("; ")));
+        }
+        if let Some(l) = &self.limits {
+            s.push_str(&format!("; {l}"));
+        }
+        s
+    }
 }
 
 #[cfg(test)]

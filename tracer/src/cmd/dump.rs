@@ -187,6 +187,9 @@ fn write_header(out: &mut impl Write, h: &TraceHeader) -> io::Result<()> {
     } else {
         writeln!(out, "; not attached: {}", missing.join(", "))?;
     }
+    if let Some(src) = h.probes.iter().find_map(|p| p.symbol_source.as_ref()) {
+        writeln!(out, "# kernel symbols from {}", src.describe())?;
+    }
     writeln!(
         out,
         "# seed: {} vectors, online CPUs {:?}; BTF layout {}; ring buffer {} KiB",

@@ -12,7 +12,9 @@ use crate::{
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A JSON array of objects (hook, symbol, method, status, reason, module, rules_losing_input).
+    /// A JSON array of objects (hook, symbol, method, status, reason, module, rules_losing_input,
+    /// and for kprobes symbol_source: the table their symbol was looked up in, its limits and
+    /// why better tables were not used).
     #[arg(long)]
     json: bool,
 }
@@ -100,6 +102,10 @@ pub fn table(statuses: &[ProbeStatus], missing_fields: &[String]) -> String {
         .flat_map(|s| s.rules_losing_input.iter().map(String::as_str))
         .collect();
     t.push_str(&format!("\n{attached} of {used} hooks attached.\n"));
+    // Every kprobe row of one run carries the same source: the table was read once.
+    if let Some(src) = statuses.iter().find_map(|s| s.symbol_source.as_ref()) {
+        t.push_str(&format!("Kernel symbols from {}.\n", src.describe()));
+    }
     if rules.is_empty() {
         t.push_str("Every rule has its input.\n");
     } else {
@@ -115,4 +121,40 @@ pub fn table(statuses: &[ProbeStatus], missing_fields: &[String]) -> String {
         }
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+    use crate::probes::{SymbolSource, SymbolTable};
+
+    #[test]
+    fn the_table_says_where_kernel_symbols_came_from_and_what_that_costs() {
+        let mut rows = EngineConfig::all_probes_attached();
+        assert!(
+            !table(&rows, &[]).contains("Kernel symbols"),
+            "no source, no line"
+        );
+        rows[0].symbol_source = Some(SymbolSource::new(
+            SymbolTable::Btf,
+            "/sys/kernel/btf",
+            vec![
+                "/proc/kallsyms: Permission denied".into(),
+                "/sys/kernel/tracing/available_filter_functions: No such file or directory".into(),
+            ],
+        ));
+        let t = table(&rows, &[]);
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("Kernel symbols from "))
+            .unwrap_or_else(|| panic!("{t}"));
+        assert!(
+            line.starts_with(
+                "Kernel symbols from /sys/kernel/btf (not used: /proc/kallsyms: Permission denied; /sys/kernel/tracing/available_filter_functions: No such file or directory); BTF lists functions by prototype"
+            ),
+            "{line}"
+        );
+        assert!(line.contains(".isra") && line.ends_with('.'), "{line}");
+    }
 }

@@ -6,7 +6,7 @@
 use libsystemd::logging::{Priority, journal_send};
 
 use crate::engine::{Change, DivergenceUpdate, Engine, Phase, RuleId, Severity};
-use crate::probes::{ProbeStatus, Status};
+use crate::probes::{ProbeStatus, Status, SymbolTable};
 
 /// Fixed MESSAGE_IDs: log pipelines and `journalctl MESSAGE_ID=…` select on them, so they
 /// never change. Listed in README.md.
@@ -282,8 +282,12 @@ pub fn coverage(probes: &[ProbeStatus], ctx: &Context) -> Entry {
         ("MSITRACE_HOOKS_MISSING", missing.join(" ")),
         ("MSITRACE_RULES_LOSING_INPUT", losing.join(" ")),
     ];
+    let symbols = probes.iter().find_map(|p| p.symbol_source.as_ref());
+    if let Some(src) = symbols {
+        fields.push(("MSITRACE_SYMBOL_SOURCE", src.describe()));
+    }
     ctx.common(&mut fields);
-    let tail = if losing.is_empty() {
+    let mut tail = if losing.is_empty() {
         "every rule has its input".to_string()
     } else {
         format!(
@@ -291,6 +295,13 @@ pub fn coverage(probes: &[ProbeStatus], ctx: &Context) -> Entry {
             losing.join(" ")
         )
     };
+    // Said in the message too: a hidden /proc/kallsyms changes what "absent" can mean.
+    if let Some(src) = symbols.filter(|s| s.kind != SymbolTable::Kallsyms) {
+        tail.push_str(&format!(
+            "; kernel symbols from {}, not /proc/kallsyms",
+            src.kind.name()
+        ));
+    }
     Entry {
         level: Level::Notice,
         message_id: COVERAGE_ID,
@@ -455,5 +466,29 @@ mod tests {
             probes.len() - 1,
             probes.len()
         )));
+        assert_eq!(c.field("MSITRACE_SYMBOL_SOURCE"), None);
+        assert!(!c.message.contains("kernel symbols"), "{}", c.message);
+    }
+
+    #[test]
+    fn coverage_says_when_symbols_did_not_come_from_kallsyms() {
+        let mut probes = EngineConfig::all_probes_attached();
+        probes[0].symbol_source = Some(crate::probes::SymbolSource::new(
+            SymbolTable::AvailableFilterFunctions,
+            "/sys/kernel/tracing/available_filter_functions",
+            vec!["/proc/kallsyms: Permission denied".into()],
+        ));
+        let c = coverage(&probes, &Context::of(&engine()));
+        assert!(
+            c.message
+                .ends_with("; kernel symbols from available_filter_functions, not /proc/kallsyms"),
+            "{}",
+            c.message
+        );
+        let field = c.field("MSITRACE_SYMBOL_SOURCE").unwrap();
+        assert!(
+            field.starts_with("/sys/kernel/tracing/available_filter_functions (not used: /proc/kallsyms: Permission denied); lists only"),
+            "{field}"
+        );
     }
 }

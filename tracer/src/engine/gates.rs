@@ -262,6 +262,7 @@ mod tests {
             module: h.module.map(str::to_string),
             rules_losing_input: Vec::new(),
             probe: p,
+            symbol_source: None,
         }
     }
 

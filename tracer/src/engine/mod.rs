@@ -102,6 +102,7 @@ impl EngineConfig {
                 module: h.module.map(str::to_string),
                 rules_losing_input: Vec::new(),
                 probe: h.probe,
+                symbol_source: None,
             })
             .collect()
     }

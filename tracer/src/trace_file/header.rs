@@ -280,6 +280,29 @@ mod tests {
     }
 
     #[test]
+    fn probe_rows_without_a_symbol_source_still_read() {
+        let rows = crate::engine::EngineConfig::all_probes_attached();
+        let mut json = serde_json::to_value(&rows).unwrap();
+        assert!(
+            json[0].get("symbol_source").is_none(),
+            "an unknown source is left out, as files before it have it"
+        );
+        json[0]["symbol_source"] = serde_json::json!({
+            "kind": "available_filter_functions",
+            "path": "/sys/kernel/tracing/available_filter_functions",
+            "limits": "lists only the functions ftrace can trace",
+            "passed_over": ["/proc/kallsyms: Permission denied"]
+        });
+        let back: Vec<ProbeStatus> = serde_json::from_value(json).unwrap();
+        assert_eq!(back[1..], rows[1..]);
+        let src = back[0].symbol_source.as_ref().unwrap();
+        assert_eq!(
+            src.kind,
+            crate::probes::SymbolTable::AvailableFilterFunctions
+        );
+    }
+
+    #[test]
     fn unknown_fields_are_ignored_and_missing_ones_default() {
         let h: TraceHeader = serde_json::from_str(
             r#"{"format_version":1,"tool_version":"9.9","from_the_future":[1,2]}"#,
