@@ -204,17 +204,42 @@ impl Scenario {
         self.pm(action, val, true).wait_ms(1).pm(action, val, false)
     }
 
-    /// hv_compose_msi_msg entry and return with `msg` (zero = the host refused).
+    /// hv_compose_msi_msg entry and return with `msg` (zero = the host refused), and
+    /// `chip_data` as pci-hyperv leaves it: NULL after a failure, the descriptor otherwise.
     pub fn compose(&mut self, v: Vector, msg: MsiMsg) -> &mut Scenario {
+        let chip_data = if msg.is_zero() {
+            0
+        } else {
+            0xffff_8880_0100_0000 + v.irq as u64
+        };
+        self.compose_with_chip_data(v, msg, Some(chip_data))
+    }
+
+    /// hv_compose_msi_msg entry and return with `msg` and whatever `chip_data` the driver
+    /// leaves (a pci-hyperv-like driver may keep its descriptor elsewhere and leave it NULL).
+    pub fn compose_with_chip_data(
+        &mut self,
+        v: Vector,
+        msg: MsiMsg,
+        chip_data: Option<u64>,
+    ) -> &mut Scenario {
         let mut s = Self::snap_masked(v, false, false, false);
-        if msg.is_zero() {
-            s.chip_data = Some(0);
-        }
+        s.chip_data = chip_data;
         self.push(EventKind::ComposeEnter(Self::snap(v)));
         self.push(EventKind::ComposeExit {
             v: s,
             msg: Some(msg),
         })
+    }
+
+    /// hv_irq_unmask entry and return that clears the mask cache, with `chip_data` as read.
+    pub fn hv_unmask_with_chip_data(&mut self, v: Vector, chip_data: Option<u64>) -> &mut Scenario {
+        let mut enter = Self::snap_masked(v, true, true, false);
+        enter.chip_data = chip_data;
+        let mut exit = Self::snap_masked(v, false, true, false);
+        exit.chip_data = chip_data;
+        self.push(EventKind::UnmaskEnter(enter));
+        self.push(EventKind::UnmaskExit(exit))
     }
 
     /// hv_irq_unmask entry and return; `left_masked`: the buggy early return.

@@ -76,7 +76,9 @@ pub struct Report {
     pub losses: Losses,
     /// `power:suspend_resume` actions the engine does not know (logged, not used).
     pub unknown_actions: BTreeMap<String, u64>,
-    /// Problems of the input (trace file damage) that the caller adds.
+    /// Problems of the input: trace file damage and the like that the caller adds, then
+    /// driver-private fields the engine saw contradict an observation (e.g. chip_data NULL
+    /// after a compose that returned a good message).
     pub input_warnings: Vec<String>,
 }
 
@@ -166,11 +168,13 @@ impl Report {
             not_evaluated,
             losses: engine.losses().clone(),
             unknown_actions: st.unknown_actions.clone(),
-            input_warnings: Vec::new(),
+            input_warnings: engine.input_warnings(),
         }
     }
 
-    pub fn with_input_warnings(mut self, warnings: Vec<String>) -> Report {
+    /// Put the caller's warnings (file damage, a command that failed) before the engine's.
+    pub fn with_input_warnings(mut self, mut warnings: Vec<String>) -> Report {
+        warnings.append(&mut self.input_warnings);
         self.input_warnings = warnings;
         self
     }

@@ -131,6 +131,15 @@ pub(crate) struct OtherIrq {
     managed: Option<bool>,
 }
 
+/// A driver-private field that contradicted an observation (chip_data NULL after a good
+/// compose): said once per vector as an input warning, with how often it happened again.
+#[derive(Clone, Debug)]
+pub(crate) struct InputNote {
+    ts_ns: u64,
+    text: String,
+    more: u64,
+}
+
 /// A divergence that rests on the absence of events from some probes in a time window: a loss
 /// of those probes in that window weakens it.
 #[derive(Clone, Debug)]
@@ -170,6 +179,8 @@ pub struct Engine {
     /// Rules (H1, H3, H4) with an open divergence per IRQ that later evidence revises.
     open: BTreeMap<(RuleId, u32), rules::OpenFinding>,
     epoch_notes: Vec<NotEvaluated>,
+    /// Contradictions between driver-private fields and observations, per (IRQ, generation).
+    input_notes: BTreeMap<(u32, u32), InputNote>,
     compose_exits_readable: u64,
     unmask_exits_with_cache: u64,
     finished: bool,
@@ -203,6 +214,7 @@ impl Engine {
             absence_claims: Vec::new(),
             open: BTreeMap::new(),
             epoch_notes: Vec::new(),
+            input_notes: BTreeMap::new(),
             compose_exits_readable: 0,
             unmask_exits_with_cache: 0,
             finished: false,
@@ -245,6 +257,20 @@ impl Engine {
         }
     }
 
+    /// Warnings about the input the engine found: driver-private fields that contradicted
+    /// what the kernel observably did (the rules decided on the observation), in time order.
+    pub fn input_warnings(&self) -> Vec<String> {
+        let mut notes: Vec<&InputNote> = self.input_notes.values().collect();
+        notes.sort_by_key(|n| n.ts_ns);
+        notes
+            .into_iter()
+            .map(|n| match n.more {
+                0 => n.text.clone(),
+                k => format!("{} (and {k} more time(s) for this vector)", n.text),
+            })
+            .collect()
+    }
+
     /// Rules (or parts, or epochs) that could not be evaluated, and why.
     pub fn not_evaluated(&self) -> Vec<NotEvaluated> {
         let mut out = self.gates.static_not_evaluated(&self.seen);
@@ -278,8 +304,8 @@ impl Engine {
                 RuleId::H3,
                 None,
                 format!(
-                    "none of the {exits} hv_compose_msi_msg returns could read the message or \
-                     chip_data (msi_msg/irq_data layout missing)"
+                    "none of the {exits} hv_compose_msi_msg returns could read the returned \
+                     message (msi_msg layout missing), and H3 decides on it, not on chip_data"
                 ),
             );
         }
