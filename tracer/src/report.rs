@@ -14,6 +14,19 @@ use crate::engine::state::{
 use crate::engine::{Divergence, Engine, Losses, NotEvaluated, RuleTiming, Severity};
 use crate::event::MsiMsg;
 
+/// Which divergences make `replay` and `verify` exit 1. A test suite must be able to trust
+/// exit 1 as "the device will get no interrupts": by default only errors count, and the
+/// heuristic warnings (G5's silence, findings weakened by losses or later evidence) are listed
+/// without failing the run; `warning` makes them count too, like -Werror.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    /// Exit 1 on an error-level divergence only.
+    #[default]
+    Error,
+    /// Exit 1 on any divergence, warnings included.
+    Warning,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     pub vectors: usize,
@@ -179,9 +192,19 @@ impl Report {
         self
     }
 
-    /// 0 = clean, 1 = a divergence was found. (2, unusable input, is the caller's.)
+    /// The default policy's exit code: 0 = no error-level divergence, 1 = at least one.
     pub fn exit_code(&self) -> u8 {
-        if self.divergences.is_empty() { 0 } else { 1 }
+        self.exit_code_for(FailOn::default())
+    }
+
+    /// 0 = nothing that `fail_on` counts, 1 = a divergence it counts. (2, unusable input, is
+    /// the caller's.)
+    pub fn exit_code_for(&self, fail_on: FailOn) -> u8 {
+        let counts = |d: &Divergence| match fail_on {
+            FailOn::Error => d.severity == Severity::Error,
+            FailOn::Warning => true,
+        };
+        u8::from(self.divergences.iter().any(counts))
     }
 
     pub fn to_json(&self) -> serde_json::Value {
