@@ -3,6 +3,7 @@
 //! window, a restore writing each vector), at a clock the scenario advances explicitly, so a
 //! test reads like the suspend/resume path it models.
 
+use tracer::btf_layout::BtfFact;
 use tracer::engine::{
     Divergence, DivergenceUpdate, Engine, EngineConfig, RuleId, RuleTiming, Severity,
 };
@@ -65,6 +66,9 @@ pub struct Scenario {
     pub probes: Vec<ProbeStatus>,
     pub seed: Seed,
     pub timing: RuleTiming,
+    /// What the kernel's BTF showed (the kernel gates' input); empty = unknown, as in a
+    /// trace file written before msitrace kept facts.
+    pub btf_facts: Vec<BtfFact>,
     events: Vec<Event>,
     now: u64,
     cpu: u32,
@@ -82,6 +86,7 @@ impl Scenario {
                 vectors: Vec::new(),
             },
             timing: RuleTiming::default(),
+            btf_facts: Vec::new(),
             events: Vec::new(),
             now: 1_000_000_000,
             cpu: 0,
@@ -458,6 +463,7 @@ impl Scenario {
             probes: self.probes.clone(),
             seed: self.seed.clone(),
             timing: self.timing,
+            btf_facts: self.btf_facts.clone(),
         };
         let mut engine = Engine::new(cfg);
         let mut updates = Vec::new();

@@ -71,14 +71,15 @@ impl TimingArgs {
     }
 }
 
-/// The engine's configuration from a trace header: the kernel, the probes that attached and
-/// the seed the live run started from.
+/// The engine's configuration from a trace header: the kernel and what its BTF showed, the
+/// probes that attached and the seed the live run started from.
 pub fn engine_config(header: &TraceHeader, timing: RuleTiming) -> EngineConfig {
     EngineConfig {
         kernel_release: header.kernel_release.clone(),
         probes: header.probes.clone(),
         seed: header.seed.clone(),
         timing,
+        btf_facts: header.btf_facts.clone(),
     }
 }
 

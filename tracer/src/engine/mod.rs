@@ -37,6 +37,7 @@ pub use gates::{KernelVersion, NotEvaluated};
 pub use losses::{LossReport, Losses};
 pub use state::{EngineState, Phase, VectorKind, VectorState};
 
+use crate::btf_layout::BtfFact;
 use crate::event::{Event, EventKind, VectorSnap};
 use crate::probes::{CATALOGUE, ProbeStatus, Status};
 use crate::seed::Seed;
@@ -71,12 +72,16 @@ impl Default for RuleTiming {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct EngineConfig {
-    /// `uname -r` of the traced kernel (from the trace header): input of the version gates.
+    /// `uname -r` of the traced kernel (from the trace header): what the kernel gates fall
+    /// back on where no BTF fact tells.
     pub kernel_release: String,
     /// What attached (from the trace header): input of the probe gates.
     pub probes: Vec<ProbeStatus>,
     pub seed: Seed,
     pub timing: RuleTiming,
+    /// What the kernel's BTF showed (from the trace header): input of the kernel gates.
+    /// Empty: every fact unknown.
+    pub btf_facts: Vec<BtfFact>,
 }
 
 impl EngineConfig {
@@ -86,6 +91,7 @@ impl EngineConfig {
             probes,
             seed,
             timing: RuleTiming::default(),
+            btf_facts: Vec::new(),
         }
     }
 
@@ -188,7 +194,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
-        let gates = Gates::new(&cfg.kernel_release, &cfg.probes);
+        let gates = Gates::new(&cfg.kernel_release, &cfg.probes, &cfg.btf_facts);
         let mut state = EngineState::from_seed(&cfg.seed);
         state.set_phase(state::Phase::Running, cfg.seed.taken_ns, "trace start");
         let mut e = Engine {

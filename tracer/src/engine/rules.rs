@@ -559,7 +559,7 @@ impl Engine {
         if v.cache_masked.is_some() {
             self.unmask_exits_with_cache += 1;
         }
-        if !self.gates.version_allows(RuleId::H4) {
+        if !self.gates.kernel_allows(RuleId::H4) {
             return;
         }
         match v.cache_masked {
