@@ -3,6 +3,7 @@
 //! window, a restore writing each vector), at a clock the scenario advances explicitly, so a
 //! test reads like the suspend/resume path it models.
 
+use tracer::btf_layout::BtfFact;
 use tracer::engine::{
     Divergence, DivergenceUpdate, Engine, EngineConfig, RuleId, RuleTiming, Severity,
 };
@@ -65,6 +66,9 @@ pub struct Scenario {
     pub probes: Vec<ProbeStatus>,
     pub seed: Seed,
     pub timing: RuleTiming,
+    /// What the kernel's BTF showed (the kernel gates' input); empty = unknown, as in a
+    /// trace file written before msitrace kept facts.
+    pub btf_facts: Vec<BtfFact>,
     events: Vec<Event>,
     now: u64,
     cpu: u32,
@@ -82,6 +86,7 @@ impl Scenario {
                 vectors: Vec::new(),
             },
             timing: RuleTiming::default(),
+            btf_facts: Vec::new(),
             events: Vec::new(),
             now: 1_000_000_000,
             cpu: 0,
@@ -204,17 +209,42 @@ impl Scenario {
         self.pm(action, val, true).wait_ms(1).pm(action, val, false)
     }
 
-    /// hv_compose_msi_msg entry and return with `msg` (zero = the host refused).
+    /// hv_compose_msi_msg entry and return with `msg` (zero = the host refused), and
+    /// `chip_data` as pci-hyperv leaves it: NULL after a failure, the descriptor otherwise.
     pub fn compose(&mut self, v: Vector, msg: MsiMsg) -> &mut Scenario {
+        let chip_data = if msg.is_zero() {
+            0
+        } else {
+            0xffff_8880_0100_0000 + v.irq as u64
+        };
+        self.compose_with_chip_data(v, msg, Some(chip_data))
+    }
+
+    /// hv_compose_msi_msg entry and return with `msg` and whatever `chip_data` the driver
+    /// leaves (a pci-hyperv-like driver may keep its descriptor elsewhere and leave it NULL).
+    pub fn compose_with_chip_data(
+        &mut self,
+        v: Vector,
+        msg: MsiMsg,
+        chip_data: Option<u64>,
+    ) -> &mut Scenario {
         let mut s = Self::snap_masked(v, false, false, false);
-        if msg.is_zero() {
-            s.chip_data = Some(0);
-        }
+        s.chip_data = chip_data;
         self.push(EventKind::ComposeEnter(Self::snap(v)));
         self.push(EventKind::ComposeExit {
             v: s,
             msg: Some(msg),
         })
+    }
+
+    /// hv_irq_unmask entry and return that clears the mask cache, with `chip_data` as read.
+    pub fn hv_unmask_with_chip_data(&mut self, v: Vector, chip_data: Option<u64>) -> &mut Scenario {
+        let mut enter = Self::snap_masked(v, true, true, false);
+        enter.chip_data = chip_data;
+        let mut exit = Self::snap_masked(v, false, true, false);
+        exit.chip_data = chip_data;
+        self.push(EventKind::UnmaskEnter(enter));
+        self.push(EventKind::UnmaskExit(exit))
     }
 
     /// hv_irq_unmask entry and return; `left_masked`: the buggy early return.
@@ -433,6 +463,7 @@ impl Scenario {
             probes: self.probes.clone(),
             seed: self.seed.clone(),
             timing: self.timing,
+            btf_facts: self.btf_facts.clone(),
         };
         let mut engine = Engine::new(cfg);
         let mut updates = Vec::new();

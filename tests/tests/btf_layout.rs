@@ -15,8 +15,11 @@ use std::{
 };
 
 use btf_rs::Btf;
-use tracer::btf_layout::{self, LayoutError, ResolvedLayout};
-use tracer_common::Field;
+use msitrace_tests::{Scenario, Sleep, Vector};
+use tracer::btf_layout::{self, FactState, LayoutError, ResolvedLayout};
+use tracer::engine::gates::Gates;
+use tracer::engine::{EngineConfig, RuleId};
+use tracer_common::{Field, NUM_PROBES};
 
 const K5_10: &str = "5.10.0-46-amd64";
 const K6_1: &str = "6.1.0-56-amd64";
@@ -592,6 +595,106 @@ fn resolve_files_reads_raw_and_split_btf() {
     let err = btf_layout::resolve_files(&module, &[]).expect_err("split BTF alone");
     assert!(matches!(err, LayoutError::Parse { .. }), "{err}");
     assert!(!err.to_string().contains('\n'));
+}
+
+#[test]
+fn btf_facts_say_whether_pci_hyperv_has_the_state_lock_series() {
+    for k in [K6_1, K6_12] {
+        let r = resolve(kernel(k), &["hv_vmbus", "pci_hyperv"]);
+        for name in [btf_layout::HV_STATE_LOCK, btf_layout::HV_RESTORE_MSI_MSG] {
+            let f = r.facts.iter().find(|f| f.name == name).expect("reported");
+            assert_eq!(f.state, FactState::Present, "{k} {f:?}");
+            assert_eq!(f.source.as_deref(), Some("pci_hyperv"), "{k} {f:?}");
+        }
+    }
+    // 5.10 has no module BTF, and a pci_hyperv that is not loaded gives none: unknown, not
+    // absent, and the reason says why.
+    for (k, modules) in [(K5_10, &[][..]), (K6_1, &["hv_vmbus"][..])] {
+        let r = resolve(kernel(k), modules);
+        assert_eq!(r.fact(btf_layout::HV_STATE_LOCK), FactState::Unknown, "{k}");
+        let f = r
+            .facts
+            .iter()
+            .find(|f| f.name == btf_layout::HV_STATE_LOCK)
+            .expect("reported");
+        assert!(
+            f.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("no BTF for module pci_hyperv")),
+            "{f:?}"
+        );
+    }
+}
+
+/// The rules not evaluated on a fixture kernel, every probe attached, its BTF facts given.
+fn gated(release: &str, k: &'static str, modules: &[&str]) -> Vec<(RuleId, String)> {
+    let facts = resolve(kernel(k), modules).facts;
+    Gates::new(release, &EngineConfig::all_probes_attached(), &facts)
+        .static_not_evaluated(&[0; NUM_PROBES as usize])
+        .into_iter()
+        .map(|n| (n.rule, n.reason))
+        .collect()
+}
+
+#[test]
+fn h5_is_gated_by_what_pci_hyperv_btf_shows_not_by_the_version() {
+    // Debian 6.1 carries hv_irq_unmask's early return (2738d5ab7929, upstream 6.4) with the
+    // state_lock series: its BTF shows hv_pcibus_device.state_lock, so H5 is evaluated.
+    let ne = gated(K6_1, K6_1, &["hv_vmbus", "pci_hyperv"]);
+    assert!(ne.is_empty(), "{ne:?}");
+    let ne = gated(K6_12, K6_12, &["hv_vmbus", "pci_hyperv"]);
+    assert!(ne.is_empty(), "{ne:?}");
+    // Without pci_hyperv's BTF the version has to decide, and the reason says why.
+    let ne = gated(K5_10, K5_10, &[]);
+    let h5: Vec<&String> = ne
+        .iter()
+        .filter(|n| n.0 == RuleId::H5)
+        .map(|n| &n.1)
+        .collect();
+    assert_eq!(h5.len(), 1, "{ne:?}");
+    assert!(h5[0].contains("hv_pcibus_device.state_lock"), "{}", h5[0]);
+    assert!(h5[0].contains("before 6.4"), "{}", h5[0]);
+    assert!(!ne.iter().any(|n| n.0 == RuleId::H4), "{ne:?}");
+}
+
+#[test]
+fn h4_keeps_a_version_gate_and_says_why() {
+    // No BTF fact msitrace reads marks 6.17's new unmask path: the version decides, on any
+    // BTF, and the reason says that it is the version.
+    let ne = gated("6.17.1", K6_12, &["hv_vmbus", "pci_hyperv"]);
+    let h4: Vec<&String> = ne
+        .iter()
+        .filter(|n| n.0 == RuleId::H4)
+        .map(|n| &n.1)
+        .collect();
+    assert_eq!(h4.len(), 1, "{ne:?}");
+    assert!(
+        h4[0].contains("no longer calls pci_msi_unmask_irq"),
+        "{}",
+        h4[0]
+    );
+    assert!(h4[0].contains("version"), "{}", h4[0]);
+    assert!(!ne.iter().any(|n| n.0 == RuleId::H5), "{ne:?}");
+}
+
+#[test]
+fn h5_fires_on_debian_6_1_given_its_btf_facts() {
+    let v = Vector::msix(46, "0000:00:09.0", 1);
+    let mut s = Scenario::new(K6_1).seed_vector(v, Some("gpu"), Some(0), 1);
+    s.btf_facts = resolve(kernel(K6_1), &["hv_vmbus", "pci_hyperv"]).facts;
+    s.suspend_devices(Sleep::S3)
+        .sleep(Sleep::S3)
+        .resume_noirq(Sleep::S3, |s| {
+            s.hv_unmask_with_chip_data(v, Some(0));
+        });
+    let out = s.run();
+    assert_eq!(out.fired(), vec![(RuleId::H5, Some(46))]);
+    assert!(out.not_evaluated(RuleId::H5).is_empty());
+    // The same trace without the facts (an older recording): the version decides.
+    s.btf_facts = Vec::new();
+    let out = s.run();
+    assert_eq!(out.fired(), vec![]);
+    assert!(out.not_evaluated(RuleId::H5)[0].contains("before 6.4"));
 }
 
 /// Where tracefs is, mounting it if it is not (as root).

@@ -508,14 +508,101 @@ fn h2_restored_message_differs_from_the_composed_one() {
 }
 
 #[test]
-fn h5_unmask_with_no_remapping_entry() {
+fn h5_is_not_decided_by_chip_data_alone() {
+    // Before any resume the trace cannot know which composes came before it: chip_data NULL
+    // is a driver-private field and only corroborates, it decides nothing on its own.
     let v = Vector::msix(46, "0000:00:09.0", 1);
     let mut s = Scenario::new(K612).seed_vector(v, Some("gpu"), Some(0), 1);
     let mut snap = Scenario::snap(v);
     snap.chip_data = Some(0);
     s.push(EventKind::UnmaskEnter(snap));
     let out = s.run();
+    assert_eq!(out.fired(), vec![], "{}", out.report.to_text());
+}
+
+#[test]
+fn h5_unmask_without_a_compose_in_the_epoch_is_corroborated_by_chip_data() {
+    let v = Vector::msix(46, "0000:00:09.0", 1);
+    let mut s = Scenario::new(K612).seed_vector(v, Some("gpu"), Some(0), 1);
+    s.suspend_devices(Sleep::S3)
+        .sleep(Sleep::S3)
+        .resume_noirq(Sleep::S3, |s| {
+            s.hv_unmask_with_chip_data(v, Some(0));
+        });
+    let out = s.run();
     assert_eq!(out.fired(), vec![(RuleId::H5, Some(46))]);
+    let d = out.find(RuleId::H5, 46).unwrap();
+    assert!(
+        d.meaning.contains("before any hv_compose_msi_msg"),
+        "{}",
+        d.meaning
+    );
+    assert!(d.meaning.contains("corroborates"), "{}", d.meaning);
+    assert!(out.report.input_warnings.is_empty());
+}
+
+/// The observable result decides H3 and H5: a compose that returned a good message is a
+/// success even when the driver left `irq_data->chip_data` NULL (a pci-hyperv-like driver
+/// keeping its descriptor elsewhere). The contradiction is one input warning, not a divergence,
+/// and the run exits 0: a kernel carrying the fix must not be accused.
+#[test]
+fn a_good_message_with_chip_data_null_is_an_input_warning_not_h3_or_h5() {
+    let v = Vector::msix(62, "0000:00:05.0", 0);
+    let mut s = Scenario::new(K612).seed_vector(v, Some("gpu"), Some(0), 10);
+    s.suspend_devices(Sleep::Hibernate)
+        .sleep(Sleep::Hibernate)
+        .resume_noirq(Sleep::Hibernate, |s| {
+            s.compose_with_chip_data(v, x86_msg(0, 0x42), Some(0));
+            s.restore("0000:00:05.0", &[(v, x86_msg(0, 0x42), false)]);
+            s.hv_unmask_with_chip_data(v, Some(0));
+        })
+        .resume_devices(Sleep::Hibernate);
+    let out = s.run();
+    assert_eq!(out.fired(), vec![], "{}", out.report.to_text());
+    assert_eq!(out.report.exit_code(), 0);
+    let w = &out.report.input_warnings;
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("irq 62"), "{}", w[0]);
+    assert!(w[0].contains("returned message"), "{}", w[0]);
+    assert!(w[0].contains("chip_data was NULL"), "{}", w[0]);
+    assert!(
+        out.report.to_json()["input_warnings"][0]
+            .as_str()
+            .is_some_and(|j| j == w[0])
+    );
+}
+
+/// A zeroed message is a failed compose whatever chip_data says; a non-NULL chip_data beside
+/// it contradicts the message and is said as an input warning.
+#[test]
+fn a_zeroed_message_is_h3_even_with_chip_data_set() {
+    let v = Vector::msix(63, "0000:00:05.0", 1);
+    let mut s = Scenario::new(K612).seed_vector(v, Some("gpu"), Some(0), 10);
+    let zero = MsiMsg {
+        address_lo: 0,
+        address_hi: 0,
+        data: 0,
+    };
+    s.suspend_devices(Sleep::Hibernate)
+        .sleep(Sleep::Hibernate)
+        .resume_noirq(Sleep::Hibernate, |s| {
+            s.compose_with_chip_data(v, zero, Some(0xffff_8880_0200_0000));
+            s.restore("0000:00:05.0", &[(v, x86_msg(0, 0x43), false)]);
+        })
+        .resume_devices(Sleep::Hibernate);
+    let out = s.run();
+    assert_eq!(out.fired(), vec![(RuleId::H3, Some(63))]);
+    let d = out.find(RuleId::H3, 63).unwrap();
+    assert_eq!(d.severity, Severity::Error);
+    assert!(d.meaning.contains("zeroed message"), "{}", d.meaning);
+    assert_eq!(out.report.exit_code(), 1);
+    let w = &out.report.input_warnings;
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("irq 63") && w[0].contains("chip_data"),
+        "{}",
+        w[0]
+    );
 }
 
 #[test]

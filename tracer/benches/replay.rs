@@ -358,6 +358,7 @@ fn config(h: &TraceHeader) -> EngineConfig {
         probes: h.probes.clone(),
         seed: h.seed.clone(),
         timing: RuleTiming::default(),
+        btf_facts: h.btf_facts.clone(),
     }
 }
 

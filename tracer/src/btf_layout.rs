@@ -60,6 +60,9 @@ pub struct ResolvedLayout {
     /// not available.
     #[serde(default)]
     pub hv_pcibus_states: Vec<(String, u64)>,
+    /// What the rules' gates decide on: members and functions of this kernel ([`BtfFact`]).
+    #[serde(default)]
+    pub facts: Vec<BtfFact>,
 }
 
 impl ResolvedLayout {
@@ -78,12 +81,176 @@ impl ResolvedLayout {
         self.fields.iter().find(|f| f.name == name)
     }
 
+    /// Whether the fact `name` (e.g. [`HV_STATE_LOCK`]) holds on this kernel.
+    pub fn fact(&self, name: &str) -> FactState {
+        fact_state(&self.facts, name)
+    }
+
     /// The name of a raw `hv_pcibus_state` value, when pci_hyperv's BTF says it.
     pub fn hv_pcibus_state_name(&self, value: u64) -> Option<&str> {
         self.hv_pcibus_states
             .iter()
             .find(|(_, v)| *v == value)
             .map(|(n, _)| n.as_str())
+    }
+}
+
+/// The state of the fact `name` among `facts`; unknown when it is not listed (a trace file
+/// written before msitrace kept facts).
+pub fn fact_state(facts: &[BtfFact], name: &str) -> FactState {
+    facts
+        .iter()
+        .find(|f| f.name == name)
+        .map_or(FactState::Unknown, |f| f.state)
+}
+
+/// Whether the kernel has a struct member or a function, as its BTF shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FactState {
+    Present,
+    /// The BTF that would hold it was read and it is not there.
+    Absent,
+    /// No BTF consulted holds the struct (or the module's functions): a module not loaded when
+    /// msitrace started, a kernel without module BTF, or a trace recorded before msitrace kept
+    /// facts.
+    Unknown,
+}
+
+/// A fact about the kernel that no eBPF program reads but a rule's gate decides on: whether a
+/// member or a function exists. Distribution kernels backport, so a version number says less
+/// than what the BTF of the running kernel and its modules shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BtfFact {
+    /// `struct.member` (e.g. `hv_pcibus_device.state_lock`) or `function()`.
+    pub name: String,
+    pub state: FactState,
+    /// The BTF it came from (`vmlinux` or a module name), when present or absent.
+    pub source: Option<String>,
+    /// Why it is absent or unknown.
+    pub reason: Option<String>,
+}
+
+/// `hv_pcibus_device.state_lock`: the per-bus mutex of the series that also brought
+/// hv_irq_unmask's early return for a vector without a remapping entry (2738d5ab7929,
+/// upstream 6.4, backported to 6.1 stable with it). H5's gate.
+pub const HV_STATE_LOCK: &str = "hv_pcibus_device.state_lock";
+/// `hv_pci_restore_msi_msg()`: the per-function re-compose 915cff7f38c5 added to pci-hyperv.
+/// Kept in the trace header for the reader (which driver was traced); no gate uses it.
+pub const HV_RESTORE_MSI_MSG: &str = "hv_pci_restore_msi_msg()";
+
+enum FactKind {
+    Member,
+    Function,
+}
+
+struct FactSpec {
+    name: &'static str,
+    kind: FactKind,
+    /// Modules whose BTF may hold it when vmlinux does not.
+    modules: &'static [&'static str],
+}
+
+static FACTS: &[FactSpec] = &[
+    FactSpec {
+        name: HV_STATE_LOCK,
+        kind: FactKind::Member,
+        modules: &["pci_hyperv"],
+    },
+    FactSpec {
+        name: HV_RESTORE_MSI_MSG,
+        kind: FactKind::Function,
+        modules: &["pci_hyperv"],
+    },
+];
+
+fn resolve_fact(spec: &FactSpec, sources: &[Source]) -> BtfFact {
+    let fact = |state, source: Option<&str>, reason: Option<String>| BtfFact {
+        name: spec.name.to_string(),
+        state,
+        source: source.map(str::to_string),
+        reason,
+    };
+    let given: Vec<&str> = sources.iter().map(|s| s.name).collect();
+    let missing_modules: Vec<&str> = spec
+        .modules
+        .iter()
+        .copied()
+        .filter(|m| !given.contains(m))
+        .collect();
+    let not_given = || {
+        if missing_modules.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; no BTF for module {} (not loaded, or no CONFIG_DEBUG_INFO_BTF_MODULES)",
+                missing_modules.join(", ")
+            )
+        }
+    };
+    match spec.kind {
+        FactKind::Member => {
+            let (root, path) = spec.name.split_once('.').unwrap_or((spec.name, ""));
+            let members: Vec<&str> = path.split('.').filter(|m| !m.is_empty()).collect();
+            let mut why = None;
+            for source in sources {
+                for st in composites_named(source.btf, root) {
+                    match walk(source.btf, &st, root, &members) {
+                        Ok(_) => return fact(FactState::Present, Some(source.name), None),
+                        Err(e) => why = Some((source.name, e)),
+                    }
+                }
+            }
+            match why {
+                // The struct is there without the member: the kernel does not have it.
+                Some((source, e)) => fact(FactState::Absent, Some(source), Some(e)),
+                None => fact(
+                    FactState::Unknown,
+                    None,
+                    Some(format!(
+                        "no struct {root} in the BTF of {}{}",
+                        given.join(", "),
+                        not_given()
+                    )),
+                ),
+            }
+        }
+        FactKind::Function => {
+            let func = spec.name.trim_end_matches("()");
+            for source in sources {
+                let found = source
+                    .btf
+                    .resolve_types_by_name(func)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|t| matches!(t, Type::Func(_)));
+                if found {
+                    return fact(FactState::Present, Some(source.name), None);
+                }
+            }
+            // A function missing from BTF may also have been inlined: only absent when every
+            // BTF that could hold it was read.
+            if missing_modules.is_empty() {
+                fact(
+                    FactState::Absent,
+                    None,
+                    Some(format!(
+                        "no function {func} in the BTF of {}",
+                        given.join(", ")
+                    )),
+                )
+            } else {
+                fact(
+                    FactState::Unknown,
+                    None,
+                    Some(format!(
+                        "no function {func} in the BTF of {}{}",
+                        given.join(", "),
+                        not_given()
+                    )),
+                )
+            }
+        }
     }
 }
 
@@ -286,11 +453,14 @@ pub fn resolve(vmlinux: &Btf, modules: &[(&str, &Btf)]) -> ResolvedLayout {
         .find_map(|s| named_enum(s.btf, "hv_pcibus_state"))
         .unwrap_or_default();
 
+    let facts = FACTS.iter().map(|f| resolve_fact(f, &sources)).collect();
+
     ResolvedLayout {
         layout,
         fields,
         sources: sources.iter().map(|s| s.name.to_string()).collect(),
         hv_pcibus_states,
+        facts,
     }
 }
 
@@ -1087,6 +1257,27 @@ pub(crate) mod tests {
         let field: Field = serde_json::from_value(json[name].clone()).expect("a Field member");
         let report = r.report(name).expect("a report per member");
         (report.path.clone(), field)
+    }
+
+    #[test]
+    fn a_struct_without_the_member_makes_the_fact_absent() {
+        // pci-hyperv built in, from before the state_lock series: the struct is in vmlinux
+        // without the member.
+        let mut b = BtfBuilder::new();
+        let uint = b.int("unsigned int", 4);
+        b.structure("hv_pcibus_device", 8, &[("state", uint, 0, 0)]);
+        let r = resolve(&b.finish(), &[]);
+        assert_eq!(r.fact(HV_STATE_LOCK), FactState::Absent);
+        let f = r.facts.iter().find(|f| f.name == HV_STATE_LOCK).unwrap();
+        assert_eq!(f.source.as_deref(), Some("vmlinux"));
+        assert!(
+            f.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("no member `state_lock`")),
+            "{f:?}"
+        );
+        // Not listed at all (an older trace file): unknown.
+        assert_eq!(fact_state(&[], HV_STATE_LOCK), FactState::Unknown);
     }
 
     #[test]

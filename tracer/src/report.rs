@@ -14,6 +14,19 @@ use crate::engine::state::{
 use crate::engine::{Divergence, Engine, Losses, NotEvaluated, RuleTiming, Severity};
 use crate::event::MsiMsg;
 
+/// Which divergences make `replay` and `verify` exit 1. A test suite must be able to trust
+/// exit 1 as "the device will get no interrupts": by default only errors count, and the
+/// heuristic warnings (G5's silence, findings weakened by losses or later evidence) are listed
+/// without failing the run; `warning` makes them count too, like -Werror.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    /// Exit 1 on an error-level divergence only.
+    #[default]
+    Error,
+    /// Exit 1 on any divergence, warnings included.
+    Warning,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     pub vectors: usize,
@@ -76,7 +89,9 @@ pub struct Report {
     pub losses: Losses,
     /// `power:suspend_resume` actions the engine does not know (logged, not used).
     pub unknown_actions: BTreeMap<String, u64>,
-    /// Problems of the input (trace file damage) that the caller adds.
+    /// Problems of the input: trace file damage and the like that the caller adds, then
+    /// driver-private fields the engine saw contradict an observation (e.g. chip_data NULL
+    /// after a compose that returned a good message).
     pub input_warnings: Vec<String>,
 }
 
@@ -166,18 +181,30 @@ impl Report {
             not_evaluated,
             losses: engine.losses().clone(),
             unknown_actions: st.unknown_actions.clone(),
-            input_warnings: Vec::new(),
+            input_warnings: engine.input_warnings(),
         }
     }
 
-    pub fn with_input_warnings(mut self, warnings: Vec<String>) -> Report {
+    /// Put the caller's warnings (file damage, a command that failed) before the engine's.
+    pub fn with_input_warnings(mut self, mut warnings: Vec<String>) -> Report {
+        warnings.append(&mut self.input_warnings);
         self.input_warnings = warnings;
         self
     }
 
-    /// 0 = clean, 1 = a divergence was found. (2, unusable input, is the caller's.)
+    /// The default policy's exit code: 0 = no error-level divergence, 1 = at least one.
     pub fn exit_code(&self) -> u8 {
-        if self.divergences.is_empty() { 0 } else { 1 }
+        self.exit_code_for(FailOn::default())
+    }
+
+    /// 0 = nothing that `fail_on` counts, 1 = a divergence it counts. (2, unusable input, is
+    /// the caller's.)
+    pub fn exit_code_for(&self, fail_on: FailOn) -> u8 {
+        let counts = |d: &Divergence| match fail_on {
+            FailOn::Error => d.severity == Severity::Error,
+            FailOn::Warning => true,
+        };
+        u8::from(self.divergences.iter().any(counts))
     }
 
     pub fn to_json(&self) -> serde_json::Value {

@@ -267,6 +267,7 @@ impl Session {
             seed.clone(),
         );
         header.layout_fields = serde_json::to_value(&collector.layout().fields)?;
+        header.btf_facts = collector.layout().facts.clone();
         header.ring_bytes = collector.ring_bytes();
         let writer = match output {
             Output::File(p) => Some(Writer::File(
@@ -288,6 +289,7 @@ impl Session {
         };
         let mut config = EngineConfig::new(header.kernel_release.clone(), probes, seed);
         config.timing = opts.timing;
+        config.btf_facts = header.btf_facts.clone();
         let engine = Engine::new(config);
         let mut session = Session {
             collector,

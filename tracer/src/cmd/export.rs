@@ -371,6 +371,7 @@ mod tests {
             probes: EngineConfig::all_probes_attached(),
             seed,
             timing: RuleTiming::default(),
+            btf_facts: Vec::new(),
         };
         let mut buf = Vec::new();
         let stats = chrome_trace(cfg, events, &mut buf).unwrap();

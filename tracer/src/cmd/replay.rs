@@ -1,6 +1,7 @@
 //! `msitrace replay`: rebuild the state from a trace file with the same engine the live run
-//! used, and print the divergence report (text, or `--json`). Exit 0 clean, 1 divergence,
-//! 2 unusable input.
+//! used, and print the divergence report (text, or `--json`). Exit 0 when no divergence
+//! counts (by default: no error; `--fail-on warning`: none at all), 1 when one does, 2 on
+//! unusable input.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::engine::{Engine, EngineConfig, RuleTiming};
-use crate::report::Report;
+use crate::report::{FailOn, Report};
 use crate::session::{DivergenceKey, LiveSummary};
 use crate::trace_file::{Record, TraceHeader, TraceReader};
 
@@ -23,6 +24,17 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub timing: TimingArgs,
+    #[command(flatten)]
+    pub fail_on: FailOnArg,
+}
+
+/// `--fail-on`, shared by replay and verify so that both exit alike.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct FailOnArg {
+    /// Which divergences make the exit code 1: `error` (default; warnings are listed but the
+    /// run passes) or `warning` (any divergence, like -Werror).
+    #[arg(long, value_enum, value_name = "SEVERITY", default_value_t = FailOn::Error)]
+    pub fail_on: FailOn,
 }
 
 /// The delays of the time-based rules, shared by record, verify and replay so that a replay
@@ -59,14 +71,15 @@ impl TimingArgs {
     }
 }
 
-/// The engine's configuration from a trace header: the kernel, the probes that attached and
-/// the seed the live run started from.
+/// The engine's configuration from a trace header: the kernel and what its BTF showed, the
+/// probes that attached and the seed the live run started from.
 pub fn engine_config(header: &TraceHeader, timing: RuleTiming) -> EngineConfig {
     EngineConfig {
         kernel_release: header.kernel_release.clone(),
         probes: header.probes.clone(),
         seed: header.seed.clone(),
         timing,
+        btf_facts: header.btf_facts.clone(),
     }
 }
 
@@ -143,7 +156,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", report.to_text());
     }
-    Ok(ExitCode::from(report.exit_code()))
+    Ok(ExitCode::from(report.exit_code_for(args.fail_on.fail_on)))
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ pub struct Args {
     pub ring_mib: u32,
     #[command(flatten)]
     pub timing: super::replay::TimingArgs,
+    #[command(flatten)]
+    pub fail_on: super::replay::FailOnArg,
     /// The command to run, e.g. `sh -c 'echo disk > /sys/power/state'`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -158,5 +160,5 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if cmd_status.is_some_and(|s| !s.success()) || cmd_status.is_none() {
         return Ok(ExitCode::from(2));
     }
-    Ok(ExitCode::from(report.exit_code()))
+    Ok(ExitCode::from(report.exit_code_for(args.fail_on.fail_on)))
 }

@@ -1,10 +1,16 @@
-//! Version and probe gates: which rules have their input on this kernel. A rule whose input
+//! Kernel and probe gates: which rules have their input on this kernel. A rule whose input
 //! is missing is reported as "not evaluated: <why>", never skipped in silence or guessed.
+//!
+//! Kernel gates decide on what the kernel's BTF shows (the facts the layout resolver keeps in
+//! the trace header), not on its version number: distribution kernels backport (H5's early
+//! return, upstream 6.4, is in Debian 6.1 with the `state_lock` series). A version number
+//! decides only where no BTF fact tells, and the reason then says so.
 
 use serde::Serialize;
 use tracer_common::{NUM_PROBES, ProbeId};
 
 use super::divergence::RuleId;
+use crate::btf_layout::{BtfFact, FactState, HV_STATE_LOCK, fact_state};
 use crate::probes::{ProbeStatus, Status, hook_of};
 
 /// `major.minor.patch` of a kernel release such as `6.12.117+deb12-amd64`.
@@ -98,10 +104,13 @@ pub struct Gates {
     pub version: Option<KernelVersion>,
     status: [Option<ProbeStatus>; NUM_PROBES as usize],
     has_probe_list: bool,
+    facts: Vec<BtfFact>,
 }
 
 impl Gates {
-    pub fn new(release: &str, probes: &[ProbeStatus]) -> Gates {
+    /// `facts`: what the kernel's BTF showed when recording began (empty for a trace file
+    /// written before msitrace kept them: every fact is then unknown).
+    pub fn new(release: &str, probes: &[ProbeStatus], facts: &[BtfFact]) -> Gates {
         let mut status: [Option<ProbeStatus>; NUM_PROBES as usize] = Default::default();
         for p in probes {
             status[p.probe as usize] = Some(p.clone());
@@ -111,6 +120,7 @@ impl Gates {
             version: KernelVersion::parse(release),
             status,
             has_probe_list: !probes.is_empty(),
+            facts: facts.to_vec(),
         }
     }
 
@@ -151,7 +161,7 @@ impl Gates {
         }
     }
 
-    /// Rules (and parts) that cannot be evaluated from the probes and the kernel version.
+    /// Rules (and parts) that cannot be evaluated from the probes and the kernel.
     pub fn static_not_evaluated(&self, seen: &[u64; NUM_PROBES as usize]) -> Vec<NotEvaluated> {
         let mut out = Vec::new();
         for rule in RuleId::ALL {
@@ -173,7 +183,7 @@ impl Gates {
                 });
                 continue;
             }
-            if let Some(reason) = self.version_gate(rule) {
+            if let Some(reason) = self.kernel_gate(rule) {
                 out.push(NotEvaluated {
                     rule,
                     part: None,
@@ -209,40 +219,83 @@ impl Gates {
             .map(|group| self.why_missing(group[0]))
     }
 
-    /// Version gates of domain.md §2/§4.
-    pub fn version_gate(&self, rule: RuleId) -> Option<String> {
-        if !matches!(rule, RuleId::H4 | RuleId::H5) {
-            return None;
+    /// Kernel gates of domain.md §2/§4: `Some(why)` when the rule's input does not exist on
+    /// this kernel.
+    pub fn kernel_gate(&self, rule: RuleId) -> Option<String> {
+        match rule {
+            RuleId::H4 => self.h4_gate(),
+            RuleId::H5 => self.h5_gate(),
+            _ => None,
         }
+    }
+
+    /// H4 reads the mask cache after hv_irq_unmask returns, which says whether the unmask
+    /// worked only while hv_irq_unmask itself calls pci_msi_unmask_irq (up to 6.16). The
+    /// version decides here: none of the members and functions msitrace resolves marks
+    /// 6.17's change (per-device MSI domains), and the BTF fixtures stop at 6.12, so there
+    /// is no fact to check one against. The reason says it is the version.
+    fn h4_gate(&self) -> Option<String> {
         let Some(v) = self.version else {
             return Some(format!(
-                "kernel release {:?} could not be parsed, and {rule} depends on the version",
+                "kernel release {:?} could not be parsed, and H4 is gated by the version (no \
+                 BTF fact marks 6.17's change of hv_irq_unmask)",
                 self.release
             ));
         };
-        match rule {
-            RuleId::H4 if v.at_least(6, 17) => Some(format!(
-                "on {v} (6.17 and later) hv_irq_unmask no longer calls pci_msi_unmask_irq, so the \
-                 mask cache after it returns does not say whether the unmask worked"
+        v.at_least(6, 17).then(|| {
+            format!(
+                "on {v} (6.17 and later) hv_irq_unmask no longer calls pci_msi_unmask_irq, so \
+                 the mask cache after it returns does not say whether the unmask worked; \
+                 decided by the kernel version, as no BTF fact msitrace reads marks that change"
+            )
+        })
+    }
+
+    /// H5 looks for the silent unmask of hv_irq_unmask's early return for a vector without a
+    /// remapping entry (2738d5ab7929). It came upstream in 6.4 with the series that added
+    /// `hv_pcibus_device.state_lock`, and reached 6.1 stable with it: pci_hyperv's BTF showing
+    /// that member decides. Without the fact (pci_hyperv's BTF was not there when recording
+    /// began, or an older trace file), the version has to decide and the reason says so.
+    fn h5_gate(&self) -> Option<String> {
+        match fact_state(&self.facts, HV_STATE_LOCK) {
+            FactState::Present => None,
+            FactState::Absent => Some(format!(
+                "pci_hyperv's BTF has no {HV_STATE_LOCK}: this pci-hyperv predates the series \
+                 that brought hv_irq_unmask's early return for a vector without a remapping \
+                 entry (2738d5ab7929), so the silent unmask H5 looks for does not exist there"
             )),
-            RuleId::H5 if !v.at_least(6, 4) => Some(format!(
-                "on {v} (before 6.4) hv_irq_unmask has no early return for a vector without a \
-                 remapping entry, so the silent unmask H5 looks for does not exist there"
-            )),
-            _ => None,
+            FactState::Unknown => {
+                let unknown = format!(
+                    "the trace has no BTF fact about {HV_STATE_LOCK} (pci_hyperv's BTF was not \
+                     available when recording began, or an older msitrace recorded it)"
+                );
+                match self.version {
+                    None => Some(format!(
+                        "{unknown}, and kernel release {:?} could not be parsed to fall back on",
+                        self.release
+                    )),
+                    Some(v) if !v.at_least(6, 4) => Some(format!(
+                        "{unknown}, so the version decides: {v} is before 6.4, where \
+                         hv_irq_unmask's early return for a vector without a remapping entry \
+                         came upstream (a distribution kernel may carry it earlier; record with \
+                         pci_hyperv loaded to let its BTF tell)"
+                    )),
+                    Some(_) => None,
+                }
+            }
         }
     }
 
     pub fn rule_enabled(&self, rule: RuleId, seen: &[u64; NUM_PROBES as usize]) -> bool {
         self.has_probe_list
             && self.missing_input(rule, seen).is_none()
-            && self.version_gate(rule).is_none()
+            && self.kernel_gate(rule).is_none()
     }
 
-    /// Gate for acting on an event as it arrives: the version gate only (probe availability is
+    /// Gate for acting on an event as it arrives: the kernel gate only (probe availability is
     /// decided at report time, when every probe that fired is known).
-    pub fn version_allows(&self, rule: RuleId) -> bool {
-        self.version_gate(rule).is_none()
+    pub fn kernel_allows(&self, rule: RuleId) -> bool {
+        self.kernel_gate(rule).is_none()
     }
 }
 
@@ -288,7 +341,7 @@ mod tests {
                 status(h.probe, st)
             })
             .collect();
-        let g = Gates::new("6.12.117+deb12-amd64", &probes);
+        let g = Gates::new("6.12.117+deb12-amd64", &probes, &[]);
         let ne = g.static_not_evaluated(&[0; NUM_PROBES as usize]);
         let h4 = ne.iter().find(|n| n.rule == RuleId::H4).unwrap();
         assert_eq!(
@@ -304,22 +357,52 @@ mod tests {
         assert!(!ne.iter().any(|n| n.rule == RuleId::H4));
     }
 
+    fn fact(state: FactState) -> Vec<BtfFact> {
+        vec![BtfFact {
+            name: HV_STATE_LOCK.into(),
+            state,
+            source: Some("pci_hyperv".into()),
+            reason: None,
+        }]
+    }
+
     #[test]
-    fn version_gates_h4_and_h5() {
+    fn h5_is_gated_by_the_state_lock_fact_and_h4_by_the_version() {
         let probes: Vec<ProbeStatus> = CATALOGUE
             .iter()
             .map(|h| status(h.probe, Status::Attached))
             .collect();
         let seen = [0; NUM_PROBES as usize];
-        let new = Gates::new("6.17.1", &probes).static_not_evaluated(&seen);
+        let ne = |release: &str, facts: &[BtfFact]| {
+            Gates::new(release, &probes, facts).static_not_evaluated(&seen)
+        };
+        let new = ne("6.17.1", &[]);
         assert!(
             new.iter()
                 .any(|n| n.rule == RuleId::H4 && n.reason.contains("6.17"))
         );
-        let old = Gates::new("6.1.0-56-amd64", &probes).static_not_evaluated(&seen);
-        assert!(old.iter().any(|n| n.rule == RuleId::H5));
+        // 6.1 with the state_lock series (Debian's): evaluated, whatever the version says.
+        let debian = ne("6.1.0-56-amd64", &fact(FactState::Present));
+        assert!(debian.is_empty(), "{debian:?}");
+        // A newer version without it (a vendor kernel that reverted it): not evaluated.
+        let reverted = ne("6.12.117+deb12-amd64", &fact(FactState::Absent));
+        assert!(
+            reverted
+                .iter()
+                .any(|n| n.rule == RuleId::H5 && n.reason.contains("has no hv_pcibus_device"))
+        );
+        // No fact (older trace file): the version decides, and says so.
+        let old = ne("6.1.0-56-amd64", &[]);
+        let h5 = old.iter().find(|n| n.rule == RuleId::H5).unwrap();
+        assert!(
+            h5.reason.contains("so the version decides"),
+            "{}",
+            h5.reason
+        );
         assert!(!old.iter().any(|n| n.rule == RuleId::H4));
-        let mid = Gates::new("6.12.117+deb12-amd64", &probes).static_not_evaluated(&seen);
+        let mid = ne("6.12.117+deb12-amd64", &[]);
         assert!(mid.is_empty(), "{mid:?}");
+        let bad = ne("linux", &fact(FactState::Present));
+        assert!(bad.iter().all(|n| n.rule == RuleId::H4), "{bad:?}");
     }
 }

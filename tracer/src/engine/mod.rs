@@ -37,6 +37,7 @@ pub use gates::{KernelVersion, NotEvaluated};
 pub use losses::{LossReport, Losses};
 pub use state::{EngineState, Phase, VectorKind, VectorState};
 
+use crate::btf_layout::BtfFact;
 use crate::event::{Event, EventKind, VectorSnap};
 use crate::probes::{CATALOGUE, ProbeStatus, Status};
 use crate::seed::Seed;
@@ -71,12 +72,16 @@ impl Default for RuleTiming {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct EngineConfig {
-    /// `uname -r` of the traced kernel (from the trace header): input of the version gates.
+    /// `uname -r` of the traced kernel (from the trace header): what the kernel gates fall
+    /// back on where no BTF fact tells.
     pub kernel_release: String,
     /// What attached (from the trace header): input of the probe gates.
     pub probes: Vec<ProbeStatus>,
     pub seed: Seed,
     pub timing: RuleTiming,
+    /// What the kernel's BTF showed (from the trace header): input of the kernel gates.
+    /// Empty: every fact unknown.
+    pub btf_facts: Vec<BtfFact>,
 }
 
 impl EngineConfig {
@@ -86,6 +91,7 @@ impl EngineConfig {
             probes,
             seed,
             timing: RuleTiming::default(),
+            btf_facts: Vec::new(),
         }
     }
 
@@ -132,6 +138,15 @@ pub(crate) struct OtherIrq {
     managed: Option<bool>,
 }
 
+/// A driver-private field that contradicted an observation (chip_data NULL after a good
+/// compose): said once per vector as an input warning, with how often it happened again.
+#[derive(Clone, Debug)]
+pub(crate) struct InputNote {
+    ts_ns: u64,
+    text: String,
+    more: u64,
+}
+
 /// A divergence that rests on the absence of events from some probes in a time window: a loss
 /// of those probes in that window weakens it.
 #[derive(Clone, Debug)]
@@ -171,6 +186,8 @@ pub struct Engine {
     /// Rules (H1, H3, H4) with an open divergence per IRQ that later evidence revises.
     open: BTreeMap<(RuleId, u32), rules::OpenFinding>,
     epoch_notes: Vec<NotEvaluated>,
+    /// Contradictions between driver-private fields and observations, per (IRQ, generation).
+    input_notes: BTreeMap<(u32, u32), InputNote>,
     compose_exits_readable: u64,
     unmask_exits_with_cache: u64,
     finished: bool,
@@ -178,7 +195,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
-        let gates = Gates::new(&cfg.kernel_release, &cfg.probes);
+        let gates = Gates::new(&cfg.kernel_release, &cfg.probes, &cfg.btf_facts);
         let mut state = EngineState::from_seed(&cfg.seed);
         state.set_phase(state::Phase::Running, cfg.seed.taken_ns, "trace start");
         let mut e = Engine {
@@ -204,6 +221,7 @@ impl Engine {
             absence_claims: Vec::new(),
             open: BTreeMap::new(),
             epoch_notes: Vec::new(),
+            input_notes: BTreeMap::new(),
             compose_exits_readable: 0,
             unmask_exits_with_cache: 0,
             finished: false,
@@ -246,6 +264,20 @@ impl Engine {
         }
     }
 
+    /// Warnings about the input the engine found: driver-private fields that contradicted
+    /// what the kernel observably did (the rules decided on the observation), in time order.
+    pub fn input_warnings(&self) -> Vec<String> {
+        let mut notes: Vec<&InputNote> = self.input_notes.values().collect();
+        notes.sort_by_key(|n| n.ts_ns);
+        notes
+            .into_iter()
+            .map(|n| match n.more {
+                0 => n.text.clone(),
+                k => format!("{} (and {k} more time(s) for this vector)", n.text),
+            })
+            .collect()
+    }
+
     /// Rules (or parts, or epochs) that could not be evaluated, and why.
     pub fn not_evaluated(&self) -> Vec<NotEvaluated> {
         let mut out = self.gates.static_not_evaluated(&self.seen);
@@ -279,8 +311,8 @@ impl Engine {
                 RuleId::H3,
                 None,
                 format!(
-                    "none of the {exits} hv_compose_msi_msg returns could read the message or \
-                     chip_data (msi_msg/irq_data layout missing)"
+                    "none of the {exits} hv_compose_msi_msg returns could read the returned \
+                     message (msi_msg layout missing), and H3 decides on it, not on chip_data"
                 ),
             );
         }

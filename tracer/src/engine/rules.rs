@@ -178,6 +178,15 @@ impl Engine {
 
     // --- H1, H2, H3: compose and restore --------------------------------------------------
 
+    /// **H3 compose failed.** Decided by the message `hv_compose_msi_msg` returned: every
+    /// pci-hyperv failure path zeroes it (`return_null_message`), in every version, so an
+    /// all-zero message is a failed compose and any other message a successful one.
+    /// `irq_data->chip_data` after return only corroborates: pci-hyperv stores the host's
+    /// descriptor there on success and leaves it NULL on failure, but a pci-hyperv-like driver
+    /// may keep its descriptor elsewhere. When the two disagree the message wins and the
+    /// contradiction becomes an input warning, never a divergence. A return whose message
+    /// could not be read decides nothing: it still counts as a compose for H1/H5, so a read
+    /// the kernel did not allow cannot turn into an accusation.
     pub(crate) fn on_compose_exit(
         &mut self,
         ev: &Event,
@@ -189,16 +198,33 @@ impl Engine {
         let ts = ev.ts_ns;
         let cycle = self.cycle;
         let epoch = self.state.epoch;
-        // pci-hyperv leaves the message zeroed when the host refused, and chip_data NULL when
-        // it has no remapping entry for the vector.
-        let failed = msg.is_some_and(|m| m.is_zero()) || v.chip_data == Some(0);
-        let ok = if failed {
-            Some(false)
-        } else {
-            msg.map(|_| true)
-        };
-        if msg.is_some() || v.chip_data.is_some() {
+        let ok = msg.map(|m| !m.is_zero());
+        let failed = ok == Some(false);
+        if msg.is_some() {
             self.compose_exits_readable += 1;
+        }
+        // chip_data corroborates: NULL after a good message, or set after a zeroed one, is
+        // the driver keeping its descriptor somewhere else (or a read gone wrong).
+        if let (Some(m), Some(cd)) = (msg, v.chip_data)
+            && (cd == 0) != failed
+        {
+            let (desc, _) = self.describe(irq);
+            let (result, field) = if failed {
+                (
+                    "a zeroed message (a failed compose)".to_string(),
+                    format!("{cd:#x}"),
+                )
+            } else {
+                (format!("message {m} (a good one)"), "NULL".to_string())
+            };
+            let note = format!(
+                "irq {irq} ({desc}): hv_compose_msi_msg at {} returned {result}, but \
+                 irq_data->chip_data was {field} after return; msitrace judged the compose by \
+                 the returned message (chip_data only corroborates), so this driver may keep \
+                 its remapping descriptor elsewhere",
+                self.t(ts)
+            );
+            self.input_contradiction(irq, ts, note);
         }
         if let Some(vs) = self.state.vectors.get_mut(&irq) {
             vs.last_compose = Some(Compose {
@@ -209,7 +235,7 @@ impl Engine {
                 chip_data: v.chip_data,
                 ok,
             });
-            if ok != Some(false) {
+            if !failed {
                 vs.compose_cycle = Some(cycle);
             }
             if let (Some(true), Some(m)) = (ok, msg) {
@@ -218,16 +244,16 @@ impl Engine {
         }
         if failed {
             let (desc, _) = self.describe(irq);
-            let why = if msg.is_some_and(|m| m.is_zero()) {
-                "zeroed message"
+            let corroborated = if v.chip_data == Some(0) {
+                ", chip_data NULL after return corroborates"
             } else {
-                "chip_data NULL after return"
+                ""
             };
             let cycle_epoch = self.cycle_epoch();
             let base = format!(
                 "hv_compose_msi_msg for irq {irq} ({desc}) failed at {} in epoch {cycle_epoch} \
-                 ({why}): the host refused an interrupt-remapping entry; look for the \
-                 hv_compose_msi_req status in dmesg",
+                 (zeroed message{corroborated}): the host refused an interrupt-remapping entry; \
+                 look for the hv_compose_msi_req status in dmesg",
                 self.t(ts)
             );
             let meaning = format!(
@@ -441,6 +467,13 @@ impl Engine {
 
     // --- H4, H5: unmask ---------------------------------------------------------------------
 
+    /// **H5 unmask without compose.** Decided by the compose events observed: an unmask in the
+    /// resume half of an epoch with no successful `hv_compose_msi_msg` of that vector in the
+    /// current compose cycle (H3 judges success by the returned message). Before the trace's
+    /// first resume nothing is decided: composes before the trace started are unknown.
+    /// `chip_data` NULL at the unmask only corroborates (it is said in the finding); NULL after
+    /// an observed good compose contradicts the events and is an input warning, and NULL alone
+    /// decides nothing.
     pub(crate) fn on_unmask_enter(
         &mut self,
         ev: &Event,
@@ -450,43 +483,37 @@ impl Engine {
     ) {
         self.h3_escalate(ev, irq, "unmasked", out);
         self.h9_removing_bus(ev, irq, "unmasked", out);
+        let ts = ev.ts_ns;
+        let epoch = self.state.epoch;
+        let null = v.chip_data == Some(0);
+        let cycle = self.cycle;
+        let vs = self.state.vectors.get(&irq);
+        // A compose this cycle whose message was good or unreadable: H5 is not for it.
+        let composed = vs.is_some_and(|vs| vs.compose_cycle == Some(cycle));
+        // A compose this cycle seen to return a good message: chip_data NULL contradicts it.
+        let good_compose = vs
+            .and_then(|vs| vs.composed_msg)
+            .filter(|(c, _, _)| *c == cycle)
+            .map(|(_, _, t)| t);
+        if let Some(cts) = good_compose
+            && null
+        {
+            let (desc, _) = self.describe(irq);
+            let note = format!(
+                "irq {irq} ({desc}): hv_irq_unmask at {} read chip_data NULL, but the returned \
+                 message of the compose at {} in this cycle was good; msitrace judged by the \
+                 observed compose (chip_data only corroborates), so this driver may keep its \
+                 remapping descriptor elsewhere",
+                self.t(ts),
+                self.t(cts)
+            );
+            self.input_contradiction(irq, ts, note);
+        }
         if !self.enabled(RuleId::H5) {
             return;
         }
-        let ts = ev.ts_ns;
-        let epoch = self.state.epoch;
-        if v.chip_data == Some(0) {
-            let (desc, _) = self.describe(irq);
-            let meaning = format!(
-                "irq {irq} ({desc}) was unmasked at {} with chip_data NULL (no remapping \
-                 entry): since 6.4 hv_irq_unmask returns early without retargeting, so the \
-                 vector is unmasked with no host mapping and its interrupts go nowhere; look \
-                 for the failed or missing compose before it",
-                self.t(ts)
-            );
-            let f = self.vector_finding(
-                RuleId::H5,
-                irq,
-                "no-remapping-entry",
-                self.cycle_epoch(),
-                Severity::Warning,
-                ts,
-                vec![Evidence::of(ev)],
-                meaning,
-            );
-            self.raise(f, out);
-            return;
-        }
         let resume_half = matches!(self.state.phase, Phase::ResumingNoirq | Phase::Resumed);
-        if epoch == 0 || !resume_half {
-            return;
-        }
-        let composed = self
-            .state
-            .vectors
-            .get(&irq)
-            .is_some_and(|v| v.compose_cycle == Some(self.cycle));
-        if composed {
+        if epoch == 0 || !resume_half || composed {
             return;
         }
         let h1_open = self
@@ -495,11 +522,16 @@ impl Engine {
             .is_some();
         if !h1_open {
             let (desc, _) = self.describe(irq);
+            let corroborated = if null {
+                " (chip_data NULL at the unmask corroborates: no remapping entry)"
+            } else {
+                ""
+            };
             let meaning = format!(
                 "irq {irq} ({desc}) was unmasked at {} in resume epoch {epoch} before any \
-                 hv_compose_msi_msg in that epoch: hv_irq_unmask retargets a remapping entry \
-                 the host tore down at suspend; re-compose (hv_pci_restore_msi_state) before \
-                 unmasking",
+                 hv_compose_msi_msg in that epoch{corroborated}: hv_irq_unmask retargets a \
+                 remapping entry the host tore down at suspend; re-compose \
+                 (hv_pci_restore_msi_state) before unmasking",
                 self.t(ts)
             );
             let f = self.vector_finding(
@@ -527,7 +559,7 @@ impl Engine {
         if v.cache_masked.is_some() {
             self.unmask_exits_with_cache += 1;
         }
-        if !self.gates.version_allows(RuleId::H4) {
+        if !self.gates.kernel_allows(RuleId::H4) {
             return;
         }
         match v.cache_masked {
@@ -1046,6 +1078,20 @@ impl Engine {
             );
             self.raise(f, out);
         }
+    }
+
+    /// A driver-private field contradicted what the kernel observably did: one input warning
+    /// per vector (the first contradiction, then a count), never a divergence.
+    fn input_contradiction(&mut self, irq: u32, ts: u64, text: String) {
+        let generation = self.state.vectors.get(&irq).map_or(0, |v| v.generation);
+        self.input_notes
+            .entry((irq, generation))
+            .and_modify(|n| n.more += 1)
+            .or_insert(super::InputNote {
+                ts_ns: ts,
+                text,
+                more: 0,
+            });
     }
 
     // --- Open findings ----------------------------------------------------------------------

@@ -214,7 +214,7 @@ pub struct Compose {
     pub cycle: u32,
     pub msg: Option<MsiMsg>,
     pub chip_data: Option<u64>,
-    /// `Some(false)`: zeroed message or NULL chip_data; `None`: the result could not be read.
+    /// `Some(false)`: the returned message was zeroed; `None`: it could not be read.
     pub ok: Option<bool>,
 }
 

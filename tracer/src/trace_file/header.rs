@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tracer_common::{DEFAULT_RING_BYTES, Layout};
 
 use super::{FORMAT_VERSION, MAGIC};
+use crate::btf_layout::BtfFact;
 use crate::probes::{ProbeStatus, Status};
 use crate::seed::Seed;
 
@@ -38,6 +39,10 @@ pub struct TraceHeader {
     pub layout: Option<Layout>,
     /// The BTF resolver's per-field report, stored as it gives it.
     pub layout_fields: serde_json::Value,
+    /// What the kernel's BTF showed about the members and functions the rules' gates decide
+    /// on. A file written before msitrace kept them reads as empty: every fact unknown, and
+    /// the gates fall back on the kernel version, saying so.
+    pub btf_facts: Vec<BtfFact>,
     /// The state of every vector when recording started.
     pub seed: Seed,
     /// Size of the eBPF ring buffer: bounds the burst that survives a frozen reader.
@@ -91,6 +96,7 @@ impl TraceHeader {
             probes,
             layout,
             layout_fields: serde_json::Value::Null,
+            btf_facts: Vec::new(),
             seed,
             ring_bytes: DEFAULT_RING_BYTES,
             extra: BTreeMap::new(),
@@ -310,6 +316,8 @@ mod tests {
         .unwrap();
         assert_eq!(h.tool_version, "9.9");
         assert_eq!(h.layout, None);
+        // A file from before the BTF facts: none, so every gate falls back and says so.
+        assert!(h.btf_facts.is_empty());
         assert_eq!(h.seed, Seed::default());
     }
 }

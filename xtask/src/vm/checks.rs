@@ -977,6 +977,25 @@ fn describe_divergence(d: &Value) -> String {
     )
 }
 
+/// `msitrace replay` (default `--fail-on error`) exits 1 exactly when the report has an
+/// error-level divergence: a buggy run (H1/H4 errors) exits 1, a run whose only findings are
+/// warnings (G5's heuristic silence) exits 0. A divergence without a severity counts as an
+/// error, the stricter reading.
+fn exit_code_mismatch(code: i32, divs: &[&Value]) -> Option<String> {
+    let errors = divs
+        .iter()
+        .filter(|d| d.get("severity").and_then(Value::as_str).unwrap_or("error") == "error")
+        .count();
+    let expected = i32::from(errors > 0);
+    (code != expected).then(|| {
+        format!(
+            "msitrace replay exited {code} with {} divergence(s), {errors} of them errors \
+             (expected {expected}: exit 1 means an error-level divergence)",
+            divs.len()
+        )
+    })
+}
+
 fn check_report(
     step: Step,
     report: &Value,
@@ -999,11 +1018,8 @@ fn check_report(
         Some(n) => v.failures.push(format!("msitrace lost {n} events")),
         None => v.failures.push("the report has no losses.total".into()),
     }
-    if (code == 0) != divs.is_empty() || !(0..=1).contains(&code) {
-        v.failures.push(format!(
-            "msitrace replay exited {code} with {} divergence(s)",
-            divs.len()
-        ));
+    if let Some(why) = exit_code_mismatch(code, &divs) {
+        v.failures.push(why);
     }
     let in_report: BTreeSet<u32> = report
         .get("vectors")
@@ -1519,12 +1535,12 @@ msitrace: err G5 irq=39: silent after resume\n";
             "losses": {"total": 0},
             "vectors": [{"irq": 37}, {"irq": 38}, {"irq": 39}, {"irq": 25}],
             "divergences": [
-                {"rule": "H1", "irq": 38, "irqs": [38], "cause": "no-compose"},
-                {"rule": "H1", "irq": 39, "irqs": [39], "cause": "no-compose"},
-                {"rule": "H4", "irq": 38, "irqs": [38], "cause": "stale-mask"},
-                {"rule": "H4", "irq": 39, "irqs": [39], "cause": "stale-mask"},
-                {"rule": "G5", "irq": 38, "irqs": [38], "cause": "silent"},
-                {"rule": "G5", "irq": 39, "irqs": [39], "cause": "silent"},
+                {"rule": "H1", "severity": "error", "irq": 38, "irqs": [38], "cause": "no-compose"},
+                {"rule": "H1", "severity": "error", "irq": 39, "irqs": [39], "cause": "no-compose"},
+                {"rule": "H4", "severity": "error", "irq": 38, "irqs": [38], "cause": "stale-mask"},
+                {"rule": "H4", "severity": "error", "irq": 39, "irqs": [39], "cause": "stale-mask"},
+                {"rule": "G5", "severity": "warning", "irq": 38, "irqs": [38], "cause": "silent"},
+                {"rule": "G5", "severity": "warning", "irq": 39, "irqs": [39], "cause": "silent"},
             ],
             "not_evaluated": [],
         });
@@ -1561,6 +1577,21 @@ msitrace: err G5 irq=39: silent after resume\n";
             &mut v,
         );
         assert!(!v.pass(), "fixed mode must have no divergence");
+    }
+
+    #[test]
+    fn replay_exits_1_on_errors_and_0_on_warnings_alone() {
+        let h1 = serde_json::json!({"rule": "H1", "severity": "error", "irq": 38});
+        let g5 = serde_json::json!({"rule": "G5", "severity": "warning", "irq": 38});
+        // A buggy run: errors (and the G5 warnings that follow them) exit 1.
+        assert_eq!(exit_code_mismatch(1, &[&h1, &g5]), None);
+        assert!(exit_code_mismatch(0, &[&h1, &g5]).is_some());
+        // Only heuristic warnings: listed, exit 0.
+        assert_eq!(exit_code_mismatch(0, &[&g5]), None);
+        assert!(exit_code_mismatch(1, &[&g5]).is_some());
+        // Clean, and unusable input.
+        assert_eq!(exit_code_mismatch(0, &[]), None);
+        assert!(exit_code_mismatch(2, &[]).is_some());
     }
 
     #[test]

@@ -557,8 +557,10 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             "demo: msitrace reported divergences, but not exactly the expected ones: {}",
             verdict.failures.join("; ")
         ),
+        // Exit 0 means no error-level divergence (warnings alone do not fail a run).
         (0, _) => println!(
-            "demo: msitrace found no divergence, though the buggy driver cut two vectors off"
+            "demo: msitrace found no error-level divergence, though the buggy driver cut two \
+             vectors off"
         ),
         _ => bail!("msitrace replay could not read the trace (exit {code})"),
     }

@@ -144,8 +144,8 @@ fn ldd_paths(text: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// `msitrace replay FILE... --json --silence S`: its exit code (0 clean, 1 divergence, 2
-/// unusable) and the report, when it printed one.
+/// `msitrace replay FILE... --json --silence S`: its exit code (0 no error-level divergence,
+/// 1 an error, 2 unusable; the default `--fail-on error`) and the report, when it printed one.
 pub fn replay_json(
     m: &Msitrace,
     traces: &[PathBuf],
