@@ -7,6 +7,11 @@
 
 . /vmt/vmt.sh
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+
+# The host's lines go through the kernel log, not a write to the serial tty: after a resume a
+# user-space write to ttyS0 can block for good under TCG while printk still reaches the
+# console (seen: the resumed guest's kernel lines came, the steps' lines never did).
+say() { echo "<4>VMT $*" > /dev/kmsg; }
 DEFAULT_MODULES=/dev/null
 S=/out/service
 
@@ -41,7 +46,9 @@ service_install() {
 	say "service $(tr '\n' ' ' < $S/ready.txt)"
 	journalctl -o json -u msitrace --no-pager > $S/journal-start.json 2> /dev/null
 	[ "$(cat $S/enable.rc)" = 0 ] || say "error msitrace.service: $(journalctl -u msitrace -o cat -n 2 --no-pager | tr '\n' ' ')"
-	# msitrace probes under exactly the unit's restrictions: what the service can attach.
+	# msitrace probes under exactly the unit's restrictions: what the service can attach,
+	# with the stand-in driver loaded so that its hv_* functions are there to probe.
+	insmod /vmt/hv_stub.ko mode=fixed test_cpu=1 2> $S/insmod.err
 	old_ifs=$IFS
 	IFS='
 '
@@ -51,6 +58,7 @@ service_install() {
 	systemd-run --quiet --wait --pipe --collect "$@" \
 		/usr/bin/msitrace probes --json > $S/probes.json 2> $S/probes.err
 	echo $? > $S/probes.rc
+	rmmod hv_stub
 	say "service probes rc=$(cat $S/probes.rc) $(tail -1 $S/probes.err)"
 }
 

@@ -304,19 +304,21 @@ act_hibernate() {
 		# system's (sleep.conf: HibernateMode=reboot). The swap to write the image to is what
 		# resume= on the kernel command line names on an installed system.
 		cat /sys/block/${SWAP#/dev/}/dev > /sys/power/resume
-		before=$(systemctl show -p ExecMainExitTimestampMonotonic --value systemd-hibernate.service)
+		n0=$(dmesg | grep -c 'hibernation: hibernation exit')
 		systemctl hibernate > "$D/hibernate.out" 2>&1 || return 1
-		# systemctl returns once the job is queued: the sleep, the image and the resume happen
-		# in systemd-hibernate.service, which exits after the resume.
+		# systemctl returns once the job is queued, and systemd-hibernate.service's own state is
+		# gone (garbage-collected) by the time the resumed system looks: the kernel's log says
+		# when the hibernation is over, and whether it wrote and restored an image.
 		i=0
-		while [ $i -lt 1200 ]; do
-			now=$(systemctl show -p ExecMainExitTimestampMonotonic --value systemd-hibernate.service)
-			[ "$now" != "$before" ] && [ "$(systemctl is-active systemd-hibernate.service)" != activating ] && break
+		while [ "$(dmesg | grep -c 'hibernation: hibernation exit')" = "$n0" ] && [ $i -lt 1200 ]; do
 			sleep 0.1
 			i=$((i + 1))
+			[ $((i % 100)) = 0 ] && say "waiting step=$ID for the hibernation to end"
 		done
-		systemctl show systemd-hibernate.service -p Result -p ExecMainStatus >> "$D/hibernate.out"
-		[ "$(systemctl show -p Result --value systemd-hibernate.service)" = success ]
+		while systemctl is-active -q systemd-hibernate.service; do sleep 0.1; done
+		dmesg | grep -E 'PM: ' > "$D/hibernate.dmesg"
+		# pm_debug_messages (on the systemd runs' command line) has the image kernel say it.
+		grep -qi 'image restored successfully' "$D/hibernate.dmesg"
 		rc=$?
 	else
 		echo reboot > /sys/power/disk

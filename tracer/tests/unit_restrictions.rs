@@ -1,8 +1,8 @@
 //! `msitrace daemon` and `msitrace probes` under the restrictions of packaging/msitrace.service,
 //! reproduced without systemd so that every `cargo xtask test` run catches a regression the
 //! unit would only show on a real machine: /proc/kallsyms unreadable (ProtectKernelTunables
-//! mounts a mode-000 node over it), /sys and /proc/sys read-only, only CAP_BPF and CAP_PERFMON
-//! (root without CAP_DAC_OVERRIDE), no_new_privs, UMask=0077. Root only; skips, saying why,
+//! mounts a mode-000 node over it), /sys and /proc/sys read-only, only the unit's bounding set
+//! of capabilities (root without CAP_DAC_OVERRIDE), no_new_privs, UMask=0077. Root only; skips, saying why,
 //! elsewhere.
 
 use std::io::Read;
@@ -31,7 +31,7 @@ for m in $(awk '$5 == "/sys" || $5 ~ "^/sys/" { print $5 }' /proc/self/mountinfo
 done
 mount --bind /proc/sys /proc/sys
 mount -o remount,bind,ro /proc/sys
-restrict="setpriv --no-new-privs --bounding-set=-all,+bpf,+perfmon --inh-caps=-all"
+restrict="setpriv --no-new-privs --bounding-set=-all,$MSITRACE_TEST_CAPS --inh-caps=-all"
 # Proof that the restrictions hold, so the test cannot pass by not restricting anything.
 if $restrict head -c 1 /proc/kallsyms >/dev/null 2>&1; then
     echo "restriction not in effect: /proc/kallsyms is readable" >&2
@@ -83,8 +83,26 @@ fn restricted(work: &Path, args: &[&str]) -> Command {
     ])
     .arg(BIN)
     .args(args)
-    .env("MSITRACE_TEST_EMPTY", work.join("empty"));
+    .env("MSITRACE_TEST_EMPTY", work.join("empty"))
+    .env("MSITRACE_TEST_CAPS", unit_capabilities());
     c
+}
+
+/// The unit's CapabilityBoundingSet as setpriv's `+cap,…` list, read from the unit itself so
+/// that the test keeps up with it.
+fn unit_capabilities() -> String {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/msitrace.service");
+    let text = std::fs::read_to_string(&unit).expect("packaging/msitrace.service");
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit sets CapabilityBoundingSet");
+    let caps: Vec<String> = line
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    assert!(!caps.is_empty(), "an empty CapabilityBoundingSet");
+    caps.join(",")
 }
 
 fn stderr_of(child: &mut Child) -> String {

@@ -527,7 +527,8 @@ fn check_service_step(dir: &Path, step: Step, control: u32, tests: &[u32], v: &m
         }
     };
     if let Some(e) = entries.iter().find(|e| {
-        field(e, "MESSAGE").is_some_and(|m| m.contains("Watchdog timeout") || m.contains("watchdog"))
+        field(e, "MESSAGE")
+            .is_some_and(|m| m.contains("Watchdog timeout") || m.contains("watchdog"))
     }) {
         v.failures.push(format!(
             "systemd: {}",
@@ -539,10 +540,17 @@ fn check_service_step(dir: &Path, step: Step, control: u32, tests: &[u32], v: &m
         .iter()
         .filter(|e| field(e, "PRIORITY") == Some("3") && field(e, "MSITRACE_RULE").is_some())
     {
-        let missing: Vec<&str> = ["MESSAGE_ID", "MSITRACE_SEVERITY", "MSITRACE_CAUSE", "IRQ", "DEVICE", "EPOCH"]
-            .into_iter()
-            .filter(|k| field(e, k).is_none())
-            .collect();
+        let missing: Vec<&str> = [
+            "MESSAGE_ID",
+            "MSITRACE_SEVERITY",
+            "MSITRACE_CAUSE",
+            "IRQ",
+            "DEVICE",
+            "EPOCH",
+        ]
+        .into_iter()
+        .filter(|k| field(e, k).is_none())
+        .collect();
         if !missing.is_empty() {
             v.failures.push(format!(
                 "journal entry {:?} lacks {}",
@@ -601,7 +609,9 @@ fn check_journal_matches_replay(dir: &Path, report: &Value, v: &mut Verdict) {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            divergence_irqs(d).into_iter().map(move |i| (rule.clone(), i))
+            divergence_irqs(d)
+                .into_iter()
+                .map(move |i| (rule.clone(), i))
         })
         .collect();
     if live == replayed {
@@ -684,7 +694,8 @@ pub fn check_service(dir: &Path, m: &Msitrace) -> Verdict {
                 .map(|f| format!("probes inside the unit's sandbox: {f}")),
         );
         if let Some(l) = err.lines().last() {
-            v.failures.push(format!("systemd-run … msitrace probes: {l}"));
+            v.failures
+                .push(format!("systemd-run … msitrace probes: {l}"));
         }
     }
     let killed = fs::read_to_string(dir.join("restart/killed-pid")).unwrap_or_default();

@@ -137,6 +137,13 @@ impl RunSpec<'_> {
             // systemd's own status lines stay on the console (they show where a boot hangs);
             // no first-boot questions on it.
             line.push_str(" vmt.root=systemd systemd.firstboot=off systemd.show_status=error");
+            // The kernel's PM lines (image found, restored, devices resumed) say where a
+            // hibernation of a whole system stops.
+            // The steps' lines come through /dev/kmsg there: unthrottled.
+            line = line.replace(
+                "loglevel=4",
+                "loglevel=7 pm_debug_messages printk.devkmsg=on",
+            );
         }
         line
     }
@@ -251,7 +258,10 @@ fn run_once(spec: &RunSpec) -> Result<RunOutcome> {
             "file={},if=none,id=root,format=raw",
             rootdisk.display()
         ))
-        .args(["-device", "virtio-blk-pci,drive=root,bus=rp5,serial=vmt-root"]);
+        .args([
+            "-device",
+            "virtio-blk-pci,drive=root,bus=rp5,serial=vmt-root",
+        ]);
     }
     // A hibernation reboots the guest; anywhere else a reboot is a crash, and ending QEMU on it
     // turns a panic=N reboot loop into a prompt failure.
@@ -345,6 +355,11 @@ fn watch(
                 // A unit writing to the console (the systemd guest's steps) may start its line
                 // after systemd's carriage return.
                 let line = line.trim_end().trim_start_matches('\r');
+                // The systemd guest's steps write through the kernel log: `[  12.345678] VMT …`.
+                let line = match line.strip_prefix('[').and_then(|l| l.split_once("] VMT ")) {
+                    Some((_, rest)) => &line[line.len() - rest.len() - 4..],
+                    None => line,
+                };
                 if let Some(f) = FATAL.iter().find(|p| line.contains(*p)) {
                     // Let the guest print the rest of the report (the stack) before quitting.
                     thread::sleep(Duration::from_secs(2));

@@ -16,9 +16,11 @@ use anyhow::{Context, Result, bail};
 use super::{host::Apt, run_status};
 
 /// What goes into the image; the stamp holds this, so a change rebuilds it.
-const RECIPE: &str = "bookworm minbase systemd systemd-sysv kmod; sleep.conf HibernateMode=reboot; \
-                      serial-getty masked; firstboot off; v1";
-const PACKAGES: &str = "systemd,systemd-sysv,kmod";
+const RECIPE: &str = "bookworm minbase systemd systemd-sysv dbus kmod; \
+                      sleep.conf HibernateMode=reboot; serial-getty masked; firstboot off; v2";
+/// dbus: what every installed Debian system has beside systemd (systemd recommends it);
+/// logind (`systemctl hibernate`) and `systemd-run --wait` speak to the managers over it.
+const PACKAGES: &str = "systemd,systemd-sysv,dbus,kmod";
 const SIZE: &str = "1536M";
 
 /// The cached image, built when missing or made from another recipe.
