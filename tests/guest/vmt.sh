@@ -178,9 +178,10 @@ rec_start() {
 		REC=$!
 		ready() { ls "$D"/flight/*.msit > /dev/null 2>&1; } ;;
 	service)
-		# The unit was started by systemctl enable --now (service.sh) and runs through the
-		# step: the step only watches it.
-		systemctl is-active -q msitrace || systemctl start msitrace
+		# The unit was started by systemctl enable --now (service.sh). It attaches the hv_*
+		# hooks when pci_hyperv appears, and the stand-in is hv_stub: restarted now that
+		# hv_stub is in, it starts as it does at boot with pci_hyperv already loaded.
+		systemctl restart msitrace
 		REC=$(systemctl show -p MainPID --value msitrace)
 		[ "$REC" != 0 ] || REC=
 		ready() { systemctl is-active -q msitrace; } ;;
