@@ -50,12 +50,20 @@ fn stash(entry: ProbeId, obj: u64, arg: u64) {
     let _ = ARGS.insert(key(entry), Stash { obj, arg }, 0);
 }
 
+/// The stash of `entry`, removed; an all-zero one when there is none (every stashed object is
+/// a kernel pointer, never 0). Not an `Option`: the value outlives helper calls, so LLVM spills
+/// it and hoists the reload above the "found" test, and with `None` leaving the payload unset
+/// that reload reads a stack slot never written, which 5.10's verifier rejects (`invalid read
+/// from stack R10 off=-24`, on every return probe with a stash). A zero written on the other
+/// path is a value the test itself reads, so it cannot be dropped.
 #[inline(always)]
-fn take(entry: ProbeId) -> Option<Stash> {
+fn take(entry: ProbeId) -> Stash {
     let k = key(entry);
     // SAFETY: the value is copied out at once; only this task writes this key.
-    let s = unsafe { ARGS.get(k) }.copied();
-    if s.is_some() {
+    let s = unsafe { ARGS.get(k) }
+        .copied()
+        .unwrap_or(Stash { obj: 0, arg: 0 });
+    if s.obj != 0 {
         let _ = ARGS.remove(k);
     }
     s
@@ -85,9 +93,10 @@ fn vector_event(probe: ProbeId, d: u64) {
 fn vector_exit(probe: ProbeId, entry: ProbeId) {
     let s = take(entry);
     if let Some(mut rec) = reserve(probe) {
-        match s {
-            Some(s) => vector::from_irq_data(rec.ev(), s.obj, true),
-            None => rec.ev().flags |= flags::NO_ENTRY,
+        if s.obj != 0 {
+            vector::from_irq_data(rec.ev(), s.obj, true);
+        } else {
+            rec.ev().flags |= flags::NO_ENTRY;
         }
         rec.submit();
     }
@@ -137,12 +146,11 @@ fn try_hv_compose_exit(_ctx: &RetProbeContext) -> Result<u32, u32> {
     let s = take(ProbeId::HvComposeEnter);
     let mut rec = reserve(probe).ok_or(0u32)?;
     let ev = rec.ev();
-    match s {
-        Some(s) => {
-            vector::from_irq_data(ev, s.obj, false);
-            vector::msg(ev, s.arg);
-        }
-        None => ev.flags |= flags::NO_ENTRY,
+    if s.obj != 0 {
+        vector::from_irq_data(ev, s.obj, false);
+        vector::msg(ev, s.arg);
+    } else {
+        ev.flags |= flags::NO_ENTRY;
     }
     rec.submit();
     Ok(0)
@@ -294,14 +302,13 @@ fn try_set_affinity_exit(ctx: &RetProbeContext) -> Result<u32, u32> {
     let mut rec = reserve(probe).ok_or(0u32)?;
     let ev = rec.ev();
     ev.a[1] = ret_code(ctx);
-    match s {
-        Some(s) => {
-            if let Some(irq) = read::kernel(s.obj, layout!(irq_data_irq)) {
-                ev.irq = irq as u32;
-            }
-            ev.a[0] = s.arg;
+    if s.obj != 0 {
+        if let Some(irq) = read::kernel(s.obj, layout!(irq_data_irq)) {
+            ev.irq = irq as u32;
         }
-        None => ev.flags |= flags::NO_ENTRY,
+        ev.a[0] = s.arg;
+    } else {
+        ev.flags |= flags::NO_ENTRY;
     }
     rec.submit();
     Ok(0)
@@ -359,9 +366,10 @@ fn try_restore_msi_exit() -> Result<u32, u32> {
     hit(probe);
     let s = take(ProbeId::RestoreMsiEnter);
     let mut rec = reserve(probe).ok_or(0u32)?;
-    match s {
-        Some(s) => pci_dev(rec.ev(), s.obj),
-        None => rec.ev().flags |= flags::NO_ENTRY,
+    if s.obj != 0 {
+        pci_dev(rec.ev(), s.obj);
+    } else {
+        rec.ev().flags |= flags::NO_ENTRY;
     }
     rec.submit();
     Ok(0)
@@ -441,9 +449,10 @@ fn try_hv_pci_exit(ctx: &RetProbeContext, probe: ProbeId, entry: ProbeId) -> Res
     let s = take(entry);
     let mut rec = reserve(probe).ok_or(0u32)?;
     let ev = rec.ev();
-    match s {
-        Some(s) => hv_bus(ev, s.obj),
-        None => ev.flags |= flags::NO_ENTRY,
+    if s.obj != 0 {
+        hv_bus(ev, s.obj);
+    } else {
+        ev.flags |= flags::NO_ENTRY;
     }
     ev.a[1] = ret_code(ctx);
     rec.submit();

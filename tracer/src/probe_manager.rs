@@ -551,17 +551,54 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         .replace('`', "")
 }
 
-/// The verifier's log is long; the last meaningful lines say why.
+/// The verifier's log is long; its last lines before the statistics footer say why.
 fn verifier_summary(e: &aya::programs::ProgramError) -> String {
-    let full = format!("{e:#}");
-    let lines: Vec<&str> = full.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = lines.len().saturating_sub(3);
+    summarise_verifier_log(&format!("{e:#}"))
+}
+
+/// The log ends with statistics ("verification time …", "processed N insns …", "stack depth
+/// …"); the line that says why comes before them (seen on 5.10: `invalid read from stack R10
+/// off=-24 size=8`, hidden behind a three-line footer).
+fn summarise_verifier_log(full: &str) -> String {
+    const FOOTER: &[&str] = &[
+        "verification time",
+        "processed ",
+        "stack depth",
+        "max_states_per_insn",
+        "peak_states",
+        "mark_read",
+    ];
+    let lines: Vec<&str> = full
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !FOOTER.iter().any(|f| l.starts_with(f)))
+        .collect();
+    let tail = lines.len().saturating_sub(2);
     lines[tail..].join(" | ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_verifier_summary_keeps_the_reason_not_the_statistics() {
+        // The tail of 5.10's log for pci_restore_msi_state:return.
+        let log = "load program: permission denied: verifier log:
+; if in_migration(pid_tgid) {
+37: (79) r1 = *(u64 *)(r10 -24)
+invalid read from stack R10 off=-24 size=8
+verification time 1234 usec
+stack depth 48
+processed 1775 insns (limit 1000000) max_states_per_insn 2 total_states 120 peak_states 120 mark_read 9
+";
+        let s = summarise_verifier_log(log);
+        assert!(
+            s.contains("invalid read from stack R10 off=-24 size=8"),
+            "{s}"
+        );
+        assert!(!s.contains("processed"), "{s}");
+    }
 
     #[test]
     fn absent_reasons_name_the_table_that_was_read() {
