@@ -69,6 +69,21 @@
 #include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/syscore_ops.h>
+
+/*
+ * The msi_desc's MSI-X fields: under desc->pci since 5.17 (struct pci_msi_desc, Kbuild decides
+ * from the headers); on 5.10 the vector-control cache is `masked` and the index
+ * msi_attrib.entry_nr.
+ */
+#ifdef HV_STUB_MSI_DESC_PCI
+#define STUB_MASK_BASE(d) ((d)->pci.mask_base)
+#define STUB_MSIX_INDEX(d) ((d)->msi_index)
+#define STUB_MSIX_CTRL(d) ((d)->pci.msix_ctrl)
+#else
+#define STUB_MASK_BASE(d) ((d)->mask_base)
+#define STUB_MSIX_INDEX(d) ((d)->msi_attrib.entry_nr)
+#define STUB_MSIX_CTRL(d) ((d)->masked)
+#endif
 #include <linux/uaccess.h>
 
 #define STUB_NAME "hv_stub"
@@ -700,8 +715,8 @@ static int state_show(struct seq_file *m, void *unused)
 		u32 table_ctrl = ~0u, table_addr = ~0u, table_data = ~0u;
 		int cpu = -1;
 
-		if (desc && desc->pci.mask_base) {
-			void __iomem *e = desc->pci.mask_base + desc->msi_index * PCI_MSIX_ENTRY_SIZE;
+		if (desc && STUB_MASK_BASE(desc)) {
+			void __iomem *e = STUB_MASK_BASE(desc) + STUB_MSIX_INDEX(desc) * PCI_MSIX_ENTRY_SIZE;
 
 			table_addr = readl(e + PCI_MSIX_ENTRY_LOWER_ADDR);
 			table_data = readl(e + PCI_MSIX_ENTRY_DATA);
@@ -717,7 +732,7 @@ static int state_show(struct seq_file *m, void *unused)
 			   atomic_read(&v->unmask_skipped), atomic_read(&v->fired),
 			   atomic_read(&v->handled),
 			   table_ctrl == ~0u ? 2 : (table_ctrl & PCI_MSIX_ENTRY_CTRL_MASKBIT),
-			   desc ? (desc->pci.msix_ctrl & PCI_MSIX_ENTRY_CTRL_MASKBIT) : 2,
+			   desc ? (STUB_MSIX_CTRL(desc) & PCI_MSIX_ENTRY_CTRL_MASKBIT) : 2,
 			   d ? irqd_irq_masked(d) : 2, table_addr, table_data,
 			   v->irte.generation);
 	}
