@@ -354,7 +354,7 @@ fn check_module(
 /// name order (oldest first).
 pub fn step_traces(step: Step, dir: &Path) -> Vec<PathBuf> {
     match step.front {
-        Front::Record | Front::Live => {
+        Front::Record | Front::Live | Front::Verify => {
             let t = dir.join("trace.msit");
             if t.exists() { vec![t] } else { Vec::new() }
         }
@@ -389,6 +389,7 @@ fn check_msitrace(input: &StepInput, m: &Msitrace, control: u32, tests: &[u32], 
         Front::Record => "SIGINT",
         Front::Live | Front::Daemon => "SIGTERM",
         Front::Service => "systemctl stop",
+        Front::Verify => "the end of its command",
     };
     match fs::read_to_string(dir.join("record.rc")).map(|s| s.trim().to_string()) {
         Ok(rc) if rc == "0" => {}
@@ -409,6 +410,7 @@ fn check_msitrace(input: &StepInput, m: &Msitrace, control: u32, tests: &[u32], 
         Front::Live => check_live_screen(input.tty1, step, dir, tests, v),
         Front::Daemon => check_daemon_log(&err_text, step, control, tests, v),
         Front::Service => check_service_step(dir, step, control, tests, v),
+        Front::Verify => check_verify(dir, step, control, tests, v),
     }
     let (code, report, stderr) = match msitrace::replay_json(m, &traces, input.g5_silence_s) {
         Ok(r) => r,
@@ -444,6 +446,107 @@ fn check_msitrace(input: &StepInput, m: &Msitrace, control: u32, tests: &[u32], 
             check_events(step, &events, input.e1000e, control, tests, v)
         }
         Err(e) => v.failures.push(format!("msitrace dump: {e:#}")),
+    }
+}
+
+/// `msitrace verify` as a test suite uses it: exit 1 with H1 and H4 at error level on exactly
+/// the test vectors after the buggy cycle, exit 0 after the fixed one, and no error — nor any
+/// warning — on the control vector.
+fn check_verify(dir: &Path, step: Step, control: u32, tests: &[u32], v: &mut Verdict) {
+    let rc = fs::read_to_string(dir.join("verify.rc")).unwrap_or_default();
+    let want = if step.expects_dead_test_vectors() {
+        "1"
+    } else {
+        "0"
+    };
+    if rc.trim() != want {
+        let err = fs::read_to_string(dir.join("verify.err")).unwrap_or_default();
+        v.failures.push(format!(
+            "msitrace verify exited {} instead of {want}: {}",
+            rc.trim(),
+            err.lines().last().unwrap_or_default()
+        ));
+    }
+    let report: Value = match fs::read_to_string(dir.join("verify.json"))
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            v.failures
+                .push(format!("msitrace verify --json printed no report: {e}"));
+            return;
+        }
+    };
+    let divs: Vec<&Value> = report
+        .get("divergences")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let errors: BTreeSet<(String, u32)> = divs
+        .iter()
+        .filter(|d| d.get("severity").and_then(Value::as_str) == Some("error"))
+        .flat_map(|d| {
+            let rule = d
+                .get("rule")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            divergence_irqs(d)
+                .into_iter()
+                .map(move |i| (rule.clone(), i))
+        })
+        .collect();
+    let on_control: Vec<String> = divs
+        .iter()
+        .filter(|d| divergence_irqs(d).contains(&control))
+        .map(|d| describe_divergence(d))
+        .collect();
+    if !on_control.is_empty() {
+        v.failures.push(format!(
+            "verify reports the control vector (irq {control}): {}",
+            on_control.join("; ")
+        ));
+    }
+    let irqs: BTreeSet<u32> = errors.iter().map(|(_, i)| *i).collect();
+    if step.expects_dead_test_vectors() {
+        let want: BTreeSet<u32> = tests.iter().copied().collect();
+        let missing: Vec<String> = ["H1", "H4"]
+            .iter()
+            .flat_map(|r| {
+                let errors = &errors;
+                tests
+                    .iter()
+                    .filter(move |i| !errors.contains(&(r.to_string(), **i)))
+                    .map(move |i| format!("{r}@{i}"))
+            })
+            .collect();
+        if irqs != want || !missing.is_empty() {
+            v.failures.push(format!(
+                "verify's errors are on irqs {{{}}} (missing {}), expected H1 and H4 on {{{}}}",
+                join(&irqs),
+                if missing.is_empty() {
+                    "none".to_string()
+                } else {
+                    missing.join(" ")
+                },
+                join(&want)
+            ));
+        } else {
+            v.facts
+                .push(format!("verify: exit 1, H1 and H4 on irqs {}", join(&irqs)));
+        }
+    } else if !errors.is_empty() {
+        v.failures.push(format!(
+            "verify reports errors after the fixed cycle: {}",
+            errors
+                .iter()
+                .map(|(r, i)| format!("{r}@{i}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    } else {
+        v.facts.push("verify: exit 0, no error".into());
     }
 }
 

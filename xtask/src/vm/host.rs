@@ -57,14 +57,79 @@ pub struct Pkg {
 /// A guest kernel as Debian ships it: the image and what building a module against it needs.
 #[derive(Clone, Debug)]
 pub struct KernelPkgs {
-    /// `6.1` or `6.12`: the series the user names.
+    /// The series the user names (`6.1`, `6.1-cloud`, `7.x`).
     pub series: String,
     /// The ABI name: `6.12.117+deb12-amd64` (`uname -r` in the guest).
     pub abi: String,
     pub version: String,
-    pub image: Pkg,
+    /// The image package, and where it is only a metapackage (Debian's 7.x), the packages
+    /// holding the kernel and its modules.
+    pub images: Vec<Pkg>,
     /// linux-headers-<abi>, its -common and linux-kbuild.
     pub headers: Vec<Pkg>,
+    /// The Debian release the kernel was built for: its compiler and C library build modules
+    /// for it (a build root of that release where it is not this machine's).
+    pub release: &'static str,
+    pub full_plan: bool,
+}
+
+/// One kernel of the matrix: which metapackage names it, in which release.
+#[derive(Clone, Copy, Debug)]
+pub struct Series {
+    pub name: &'static str,
+    /// Metapackages that depend on the current image (highest version wins).
+    pub metas: &'static [&'static str],
+    /// The image version's prefix (`6.1.`): a metapackage of another series is skipped.
+    pub version_prefix: &'static str,
+    pub release: &'static str,
+    /// Every scenario and front-end (pm_test, S3, the burst, the TUI, the daemon, the
+    /// systemd service), or only the hibernations and the CPU offline.
+    pub full_plan: bool,
+}
+
+/// The kernels vm-test boots, from the oldest in fleets to the newest Debian ships. Each is
+/// resolved from Debian's metapackages at run time, never pinned to an ABI.
+pub const MATRIX: &[Series] = &[
+    Series {
+        name: "5.10",
+        full_plan: false,
+        metas: &["linux-image-amd64"],
+        version_prefix: "5.10.",
+        release: "bullseye",
+    },
+    Series {
+        name: "6.1",
+        full_plan: true,
+        metas: &["linux-image-amd64"],
+        version_prefix: "6.1.",
+        release: "bookworm",
+    },
+    // The flavour Debian's Azure images boot: pci-hyperv as a module, no e1000e driver (hv_stub
+    // binds the device itself), no pm_test, an LZ4 vmlinuz, a smaller struct device.
+    Series {
+        name: "6.1-cloud",
+        full_plan: false,
+        metas: &["linux-image-cloud-amd64"],
+        version_prefix: "6.1.",
+        release: "bookworm",
+    },
+    Series {
+        name: "6.12",
+        full_plan: true,
+        metas: &["linux-image-amd64", "linux-image-6.12-amd64"],
+        version_prefix: "6.12.",
+        release: "bookworm",
+    },
+];
+
+/// The suites a release's kernels come from, by the stock entry each is derived from: the
+/// main archive or the security archive.
+fn release_suites(release: &str) -> (&'static [&'static str], &'static [&'static str]) {
+    match release {
+        "bullseye" => (&["bullseye"], &["bullseye-security"]),
+        "trixie" => (&["trixie", "trixie-backports"], &["trixie-security"]),
+        _ => (&[], &[]),
+    }
 }
 
 impl Apt {
@@ -130,6 +195,75 @@ impl Apt {
                 d = dir.display()
             ),
         )?;
+        Ok(Apt { dir, conf })
+    }
+
+    /// A second private configuration for the kernels of another Debian release (bullseye's
+    /// 5.10, trixie's 7.x): made from the machine's own Debian entries with the suites
+    /// changed, used only to resolve and download, never to install on this machine.
+    pub fn for_release(work: &Path, release: &str) -> Result<Apt> {
+        let dir = work.join(format!("apt-{release}"));
+        let parts = dir.join("sources.list.d");
+        for d in [
+            parts.clone(),
+            dir.join("lists/partial"),
+            dir.join("cache/archives/partial"),
+        ] {
+            fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        let (main, security) = release_suites(release);
+        let stock = fs::read_to_string("/etc/apt/sources.list.d/debian.sources").context(
+            "vm-test derives other releases' sources from /etc/apt/sources.list.d/debian.sources",
+        )?;
+        let mut out = Vec::new();
+        for stanza in stock.split("\n\n").filter(|s| s.contains("Suites:")) {
+            let is_security = stanza
+                .lines()
+                .any(|l| l.starts_with("Suites:") && l.contains("-security"));
+            let suites = if is_security { security } else { main };
+            if suites.is_empty() {
+                continue;
+            }
+            out.push(
+                stanza
+                    .lines()
+                    .map(|l| {
+                        if l.starts_with("Suites:") {
+                            format!("Suites: {}", suites.join(" "))
+                        } else {
+                            l.to_string()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
+        }
+        if out.is_empty() {
+            bail!("no Debian entry to derive {release}'s sources from");
+        }
+        fs::write(
+            parts.join(format!("vm-{release}.sources")),
+            out.join("\n\n") + "\n",
+        )?;
+        fs::write(dir.join("sources.list"), "")?;
+        let conf = dir.join("apt.conf");
+        fs::write(
+            &conf,
+            format!(
+                "Dir::Etc::SourceList \"{d}/sources.list\";\n\
+                 Dir::Etc::SourceParts \"{d}/sources.list.d\";\n\
+                 Dir::State::Lists \"{d}/lists\";\n\
+                 Dir::Cache \"{d}/cache\";\n\
+                 Dir::State::Status \"{d}/status\";\n\
+                 APT::Sandbox::User \"root\";\n",
+                d = dir.display()
+            ),
+        )?;
+        // An empty dpkg status: what this machine has installed says nothing of another release.
+        let status = dir.join("status");
+        if !status.exists() {
+            fs::write(&status, "")?;
+        }
         Ok(Apt { dir, conf })
     }
 
@@ -217,6 +351,10 @@ impl Apt {
         Ok(())
     }
 
+    pub fn series(name: &str) -> Option<&'static Series> {
+        MATRIX.iter().find(|s| s.name == name)
+    }
+
     fn show(&self, pkgs: &[&str]) -> Result<Vec<Stanza>> {
         let mut out = Vec::new();
         for p in pkgs {
@@ -228,77 +366,91 @@ impl Apt {
         Ok(out)
     }
 
-    /// The current bookworm 6.1 kernel and the newest 6.12 one, from the metapackages
-    /// (`linux-image-amd64` in bookworm, -security and -backports, `linux-image-6.12-amd64` in
-    /// bookworm-security): the highest version of each series and the image it depends on.
-    pub fn resolve_kernels(&self) -> Result<Vec<KernelPkgs>> {
-        let metas = self.show(&["linux-image-amd64", "linux-image-6.12-amd64"])?;
-        let mut out = Vec::new();
-        for series in ["6.1", "6.12"] {
-            let mut best: Option<(&Stanza, Pkg)> = None;
-            for st in &metas {
-                let Some(ver) = st.get("Version") else {
-                    continue;
-                };
-                if !ver.starts_with(&format!("{series}.")) {
-                    continue;
-                }
-                let Some(image) = st
-                    .depends()
-                    .into_iter()
-                    .find(|d| d.name.starts_with("linux-image-"))
-                else {
-                    continue;
-                };
-                let better = match &best {
-                    None => true,
-                    Some((b, _)) => version_gt(ver, b.get("Version").unwrap_or_default())?,
-                };
-                if better {
-                    best = Some((st, image));
-                }
-            }
-            let Some((meta, image)) = best else {
-                bail!(
-                    "no Debian {series} kernel found in the metapackages: check that bookworm, bookworm-security and bookworm-backports are reachable"
-                );
+    /// The current kernel of `series`: the highest version among its metapackages, the image
+    /// it depends on (with, for a metapackage image, the packages that hold the kernel and its
+    /// modules), and the headers a module build needs.
+    pub fn resolve(&self, series: &Series) -> Result<KernelPkgs> {
+        let metas = self.show(series.metas)?;
+        let mut best: Option<(&Stanza, Pkg)> = None;
+        for st in &metas {
+            let Some(ver) = st.get("Version") else {
+                continue;
             };
-            let version = image
-                .version
-                .clone()
-                .or_else(|| meta.get("Version").map(str::to_string))
-                .context("metapackage without a version")?;
-            let abi = image
-                .name
-                .strip_prefix("linux-image-")
-                .unwrap_or(&image.name)
-                .to_string();
-            let headers_name = format!("linux-headers-{abi}");
-            let hdr = self
-                .show(&[&format!("{headers_name}={version}")])?
+            if !ver.starts_with(series.version_prefix) {
+                continue;
+            }
+            let Some(image) = st
+                .depends()
                 .into_iter()
-                .next()
-                .with_context(|| format!("{headers_name} {version} is not in the archive"))?;
-            let mut headers = vec![Pkg {
-                name: headers_name,
-                version: Some(version.clone()),
-            }];
-            headers.extend(hdr.depends().into_iter().filter(|d| {
-                (d.name.starts_with("linux-headers-") && d.name.ends_with("-common"))
-                    || d.name.starts_with("linux-kbuild-")
-            }));
-            out.push(KernelPkgs {
-                series: series.to_string(),
-                abi,
-                version: version.clone(),
-                image: Pkg {
-                    name: image.name,
-                    version: Some(version),
-                },
-                headers,
-            });
+                .find(|d| d.name.starts_with("linux-image-"))
+            else {
+                continue;
+            };
+            let better = match &best {
+                None => true,
+                Some((b, _)) => version_gt(ver, b.get("Version").unwrap_or_default())?,
+            };
+            if better {
+                best = Some((st, image));
+            }
         }
-        Ok(out)
+        let Some((meta, image)) = best else {
+            bail!(
+                "no Debian {} kernel found in the metapackages ({}) of {}: check that its suites are reachable",
+                series.name,
+                series.metas.join(", "),
+                series.release
+            );
+        };
+        let version = image
+            .version
+            .clone()
+            .or_else(|| meta.get("Version").map(str::to_string))
+            .context("metapackage without a version")?;
+        let abi = image
+            .name
+            .strip_prefix("linux-image-")
+            .unwrap_or(&image.name)
+            .to_string();
+        let image = Pkg {
+            name: image.name,
+            version: Some(version.clone()),
+        };
+        // Debian's 7.x image package is itself a metapackage: the kernel is in
+        // linux-binary-<abi>, the modules in linux-modules-<abi>.
+        let mut images = vec![image.clone()];
+        if let Some(st) = self
+            .show(&[&format!("{}={version}", image.name)])?
+            .into_iter()
+            .next()
+        {
+            images.extend(st.depends().into_iter().filter(|d| {
+                d.name == format!("linux-binary-{abi}") || d.name == format!("linux-modules-{abi}")
+            }));
+        }
+        let headers_name = format!("linux-headers-{abi}");
+        let hdr = self
+            .show(&[&format!("{headers_name}={version}")])?
+            .into_iter()
+            .next()
+            .with_context(|| format!("{headers_name} {version} is not in the archive"))?;
+        let mut headers = vec![Pkg {
+            name: headers_name,
+            version: Some(version.clone()),
+        }];
+        headers.extend(hdr.depends().into_iter().filter(|d| {
+            (d.name.starts_with("linux-headers-") && d.name.ends_with("-common"))
+                || d.name.starts_with("linux-kbuild-")
+        }));
+        Ok(KernelPkgs {
+            series: series.name.to_string(),
+            abi,
+            version,
+            images,
+            headers,
+            release: series.release,
+            full_plan: series.full_plan,
+        })
     }
 
     /// The .deb of `pkg` in `dir`, downloaded unless a previous run left it there.

@@ -31,6 +31,12 @@ pub struct Kernel {
     pub root: PathBuf,
     /// The kernel's header tree (`/usr/src/linux-headers-<abi>` under the unpacked headers).
     pub headers: PathBuf,
+    /// The Debian release it was built for (`bookworm`, `bullseye`, `trixie`).
+    pub release: &'static str,
+    /// The header packages, for a build root of another release to install.
+    pub header_debs: Vec<PathBuf>,
+    /// Runs the whole plan, not only the hibernations and the CPU offline.
+    pub full_plan: bool,
 }
 
 impl Kernel {
@@ -69,15 +75,16 @@ impl Kernel {
 /// Unpack the image and headers into `dir` (once: a stamp names the packages unpacked).
 pub fn unpack(
     pkgs: &KernelPkgs,
-    image_deb: &Path,
+    image_debs: &[PathBuf],
     header_debs: &[PathBuf],
     dir: &Path,
 ) -> Result<Kernel> {
     let root = dir.join("root");
     let hdr = dir.join("headers");
     let stamp = dir.join("unpacked");
-    let want: Vec<String> = std::iter::once(image_deb)
-        .chain(header_debs.iter().map(PathBuf::as_path))
+    let want: Vec<String> = image_debs
+        .iter()
+        .chain(header_debs)
         .map(|p| {
             p.file_name()
                 .unwrap_or_default()
@@ -93,6 +100,9 @@ pub fn unpack(
         version: pkgs.version.clone(),
         root: root.clone(),
         headers: headers.clone(),
+        release: pkgs.release,
+        header_debs: header_debs.to_vec(),
+        full_plan: pkgs.full_plan,
     };
     if fs::read_to_string(&stamp).is_ok_and(|s| s == want) && kernel.vmlinuz().exists() {
         return Ok(kernel);
@@ -104,7 +114,13 @@ pub fn unpack(
         }
         fs::create_dir_all(d)?;
     }
-    run_checked(Command::new("dpkg").arg("-x").arg(image_deb).arg(&root))?;
+    for deb in image_debs {
+        run_checked(Command::new("dpkg").arg("-x").arg(deb).arg(&root))?;
+    }
+    // Debian's 7.x ships modules under usr/lib/modules (merged /usr); depmod -b looks in lib/.
+    if !root.join("lib").exists() && root.join("usr/lib/modules").exists() {
+        std::os::unix::fs::symlink("usr/lib", root.join("lib"))?;
+    }
     for deb in header_debs {
         run_checked(Command::new("dpkg").arg("-x").arg(deb).arg(&hdr))?;
     }
@@ -127,7 +143,10 @@ pub fn unpack(
     if !kernel.vmlinuz().exists() {
         bail!(
             "{} has no {}",
-            image_deb.display(),
+            image_debs
+                .first()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             kernel.vmlinuz().display()
         );
     }

@@ -112,6 +112,9 @@ pub enum Front {
     /// entries (read with journalctl -o json), its flight recorder in /var/lib/msitrace, and
     /// `systemctl stop`. A run with such a step boots systemd and has no other front-end.
     Service,
+    /// `msitrace verify --json -o FILE -- CMD`, CMD being the hibernation with the fires around
+    /// it, as a distribution's test suite runs it: its exit code and JSON are checked.
+    Verify,
 }
 
 impl Front {
@@ -121,6 +124,7 @@ impl Front {
             Front::Live => "live",
             Front::Daemon => "daemon",
             Front::Service => "service",
+            Front::Verify => "verify",
         }
     }
 }
@@ -188,7 +192,7 @@ pub const DEFAULT_RUNS: &[&[Step]] = &[
         Step::new(Burst, Fixed),
     ],
     &[
-        Step::new(Hibernate, Fixed),
+        Step::new(Hibernate, Fixed).with(Front::Verify),
         Step::new(PmTestCore, Fixed),
         Step::new(PmTestCore, Buggy),
         Step::new(S3, Fixed),
@@ -197,12 +201,23 @@ pub const DEFAULT_RUNS: &[&[Step]] = &[
     // The service as an operator installs it, through a hibernation the system itself starts
     // (systemctl hibernate).
     &[Step::new(Hibernate, Buggy).with(Front::Service)],
+    &[Step::new(Hibernate, Buggy).with(Front::Verify)],
 ];
 
 /// Whether the run boots systemd on the Debian root disk (its steps record with the service).
 pub fn boots_systemd(run: &[Step]) -> bool {
     run.iter().any(|s| s.front == Front::Service)
 }
+
+/// The kernels of the matrix that run only the core of the plan: both bugs through a real
+/// hibernation, the fixed driver through one, and the CPU offline that must stay clean.
+pub const CORE_RUNS: &[&[Step]] = &[
+    &[
+        Step::new(Hibernate, Buggy).with(Front::Verify),
+        Step::new(Hotplug, Buggy),
+    ],
+    &[Step::new(Hibernate, Fixed).with(Front::Verify)],
+];
 
 /// `cargo xtask demo`: the bug as a user meets it.
 pub const DEMO_RUN: &[Step] = &[Step::new(Hibernate, Buggy)];
@@ -225,13 +240,19 @@ pub fn parse_filter(items: &[String]) -> Result<Vec<Filter>> {
         };
         let front = match parts.next() {
             None => None,
-            Some(f) => match [Front::Record, Front::Live, Front::Daemon, Front::Service]
-                .into_iter()
-                .find(|x| x.name() == f)
+            Some(f) => match [
+                Front::Record,
+                Front::Live,
+                Front::Daemon,
+                Front::Service,
+                Front::Verify,
+            ]
+            .into_iter()
+            .find(|x| x.name() == f)
             {
                 Some(x) => Some(x),
                 None => bail!(
-                    "unknown front-end `{f}` in `{item}`: use record, live, daemon or service"
+                    "unknown front-end `{f}` in `{item}`: use record, live, daemon, service or verify"
                 ),
             },
         };
@@ -244,10 +265,11 @@ pub fn parse_filter(items: &[String]) -> Result<Vec<Filter>> {
     Ok(out)
 }
 
-/// The default runs with only the steps the filter keeps (all when it is empty).
-pub fn runs(filter: &[Filter]) -> Vec<Vec<Step>> {
-    DEFAULT_RUNS
-        .iter()
+/// A kernel's runs (the whole plan, or its core) with only the steps the filter keeps (all
+/// when it is empty).
+pub fn runs(filter: &[Filter], full: bool) -> Vec<Vec<Step>> {
+    let plan = if full { DEFAULT_RUNS } else { CORE_RUNS };
+    plan.iter()
         .map(|run| {
             run.iter()
                 .copied()
@@ -278,14 +300,20 @@ mod tests {
         for sc in Scenario::ALL {
             assert!(all.iter().any(|s| s.scenario == sc), "{sc:?} never runs");
         }
-        for front in [Front::Record, Front::Live, Front::Daemon, Front::Service] {
+        for front in [
+            Front::Record,
+            Front::Live,
+            Front::Daemon,
+            Front::Service,
+            Front::Verify,
+        ] {
             assert!(
                 all.iter()
                     .any(|s| s.front == front && s.expects_dead_test_vectors()),
                 "{front:?} never records a buggy resume"
             );
         }
-        for run in DEFAULT_RUNS {
+        for run in DEFAULT_RUNS.iter().chain(CORE_RUNS) {
             let hib = run.iter().filter(|s| s.scenario == Hibernate).count();
             assert!(hib <= 1);
             if hib == 1 {
@@ -303,13 +331,13 @@ mod tests {
     #[test]
     fn filters_keep_scenarios_and_steps() {
         let f = parse_filter(&["s3.buggy,reset".into()]).unwrap();
-        let r = runs(&f);
+        let r = runs(&f, true);
         let ids: Vec<String> = r.iter().flatten().map(|s| s.id()).collect();
         assert_eq!(ids, ["reset.buggy", "s3.buggy"]);
         assert!(parse_filter(&["nap".into()]).is_err());
         assert!(parse_filter(&["s3.sleepy".into()]).is_err());
         let f = parse_filter(&["hibernate.buggy.service".into()]).unwrap();
-        let r = runs(&f);
+        let r = runs(&f, true);
         assert_eq!(r.len(), 1);
         assert!(boots_systemd(&r[0]));
         assert!(parse_filter(&["hibernate.buggy.tui".into()]).is_err());
