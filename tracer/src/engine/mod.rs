@@ -968,8 +968,11 @@ impl Engine {
                         .set_phase(Phase::ResumingNoirq, ts, "dpm_resume_noirq");
                 }
             }
-            "dpm_resume_early" | "dpm_resume" => {}
-            "dpm_complete" | "thaw_processes" | "resume_console" => {
+            // syscore runs with one CPU left and interrupts off, between the noirq phases and
+            // the sleep itself: nothing a vector's state depends on changes there.
+            "dpm_resume_early" | "dpm_resume" | "syscore_suspend" | "syscore_resume" => {}
+            // 7.x renamed resume_console to console_resume_all.
+            "dpm_complete" | "thaw_processes" | "resume_console" | "console_resume_all" => {
                 let done = match action {
                     "dpm_complete" => !start,
                     _ => true,
@@ -1103,5 +1106,28 @@ mod tests {
         assert_eq!(e.state().epoch, 0);
         e.apply(&pm(40, "brand_new_action", true));
         assert_eq!(e.state().unknown_actions["brand_new_action"], 1);
+    }
+
+    #[test]
+    fn every_kernels_pm_actions_are_known() {
+        // Seen on 5.10, 6.1, 6.12 and 7.3 guests: syscore's phases, and 7.x's name for the
+        // console's resume, which ends the transition as resume_console did.
+        let mut e = Engine::new(EngineConfig::new(
+            "7.3.4",
+            EngineConfig::all_probes_attached(),
+            Seed::default(),
+        ));
+        e.apply(&pm(10, "freeze_processes", true));
+        e.apply(&pm(20, "syscore_suspend", true));
+        e.apply(&pm(21, "syscore_suspend", false));
+        e.apply(&pm(30, "syscore_resume", true));
+        e.apply(&pm(31, "syscore_resume", false));
+        e.apply(&pm(40, "console_resume_all", true));
+        assert!(
+            e.state().unknown_actions.is_empty(),
+            "{:?}",
+            e.state().unknown_actions
+        );
+        assert_eq!(e.state().phase, Phase::Resumed);
     }
 }
