@@ -106,7 +106,9 @@ impl EngineConfig {
             .iter()
             .map(|h| ProbeStatus {
                 hook: h.hook.into(),
-                symbol: h.symbol.into(),
+                symbol: h.symbol().into(),
+                candidates: h.symbols.iter().map(|c| c.to_string()).collect(),
+                attached_symbol: Some(h.symbol().into()),
                 method: h.method,
                 status: Status::Attached,
                 reason: None,
