@@ -311,6 +311,38 @@ impl Scenario {
         })
     }
 
+    /// `irq_vectors:vector_config`: the vector, CPU and destination APIC id the kernel
+    /// programmed (the only event that shows which APIC id a CPU has).
+    pub fn vector_config(
+        &mut self,
+        irq: u32,
+        cpu: u32,
+        vector: u32,
+        apicdest: u32,
+    ) -> &mut Scenario {
+        self.push(EventKind::VectorConfig {
+            irq,
+            vector,
+            cpu,
+            apicdest,
+        })
+    }
+
+    /// `__pci_write_msi_msg` outside a restore (activation, or a set_affinity that rewrites
+    /// the message, as in the CPU-offline migration).
+    pub fn write_msg(&mut self, v: Vector, msg: MsiMsg, in_migration: bool) -> &mut Scenario {
+        let s = VectorSnap {
+            in_migration,
+            ..Self::snap(v)
+        };
+        self.push(EventKind::WriteMsiMsg {
+            v: s,
+            msg,
+            in_restore: false,
+            power_state: Some(0),
+        })
+    }
+
     pub fn set_affinity(&mut self, irq: u32, ret: i32) -> &mut Scenario {
         self.push(EventKind::SetAffinityEnter {
             irq,

@@ -86,3 +86,36 @@ fn h4_names_the_failed_unmask_inside_the_cpu_offline_migration() {
     );
     assert_eq!(h4.device.as_deref(), Some("0000:02:00.0"));
 }
+
+/// Issue #13. In this recording CPU1 went offline for the hibernation and the kernel moved the
+/// stand-in's test vectors (38, 39, pinned to CPU1) to CPU0: `irq_do_set_affinity` returned 0
+/// for each in CPU1's migration window (`irq_migrate_all_off_this_cpu`, migrate_one_irq being
+/// inlined on 6.12) while CPU0 was the only CPU left, and `__pci_write_msi_msg` rewrote their
+/// messages from APIC 1 to APIC 0 (`fee01000` -> `fee00000`). The kernel logged no
+/// `irq_vectors:*` event for them, and they are Hyper-V-chip vectors whose message the engine
+/// does not decode, so the move is the migration's. The report ended on the seed's CPU1.
+#[test]
+fn the_test_vectors_moved_to_cpu0_during_the_hibernation_end_on_cpu0() {
+    let r = replay_files(
+        &[fixture("6.12-hibernate-buggy.msit")],
+        RuleTiming::default(),
+    )
+    .unwrap();
+    let j = r.report.to_json();
+    let vector = |irq: u32| {
+        j["vectors"]
+            .as_array()
+            .and_then(|a| a.iter().find(|v| v["irq"] == irq))
+            .cloned()
+            .unwrap_or_else(|| panic!("no vector {irq} in the report"))
+    };
+    for irq in [38, 39] {
+        let v = vector(irq);
+        assert_eq!(v["before_suspend"]["cpu"], 1, "{v}");
+        assert_eq!(v["after_resume"]["cpu"], 0, "{v}");
+        assert_eq!(v["target"]["cpu"], 0, "{v}");
+        assert_eq!(v["target"]["source"], "migration", "{v}");
+    }
+    // The control vector was on CPU0 all along.
+    assert_eq!(vector(37)["after_resume"]["cpu"], 0);
+}

@@ -231,6 +231,78 @@ fn cpu_offline_with_a_successful_migration_is_clean() {
     assert_eq!((m.from_cpu, m.ret), (1, Some(0)));
 }
 
+/// Issue #13: the kernel moves the vectors of a CPU going offline (CPU1, taken down for a
+/// hibernation) to the CPUs left, and the report must end on the kernel's CPU and say what
+/// showed it. The Hyper-V vector's move shows only as a successful `irq_do_set_affinity` in
+/// CPU1's migration window, CPU0 being the only CPU left (its message is the host's handle and
+/// is not decoded, and no `irq_vectors` event came); the plain x86 vector's rewritten message
+/// names APIC 0, which `vector_config` showed to be CPU0.
+#[test]
+fn vectors_moved_off_a_cpu_going_offline_end_on_the_cpu_they_moved_to() {
+    let hv = Vector::msix(41, DEV, 1);
+    let nic = Vector::msix(50, "0000:00:04.0", 0);
+    let other = Vector::msix(60, "0000:00:05.0", 0);
+    let mut s = Scenario::new(K612)
+        .seed_vector(hv, Some("hvfake-1"), Some(1), 2)
+        .on_hv_bus("hv-bus")
+        .seed_vector(nic, Some("eth0"), Some(1), 2)
+        .seed_vector(other, Some("virtio0"), Some(0), 2);
+    // Activation at boot: each vector_config pairs a CPU with its APIC id.
+    s.vector_config(60, 0, 0x22, 0)
+        .vector_config(50, 1, 0x2b, 1);
+    s.write_msg(nic, x86_msg(1, 0x2b), false);
+    s.suspend_devices(Sleep::Hibernate);
+    s.cpu_off(1, |s| {
+        s.hv_mask(hv, true)
+            .set_affinity(hv.irq, 0)
+            .hv_unmask(hv, false, true);
+        // x86's msi_set_affinity: the new vector on the old CPU first, then the new CPU.
+        s.push(EventKind::SetAffinityEnter {
+            irq: nic.irq,
+            in_migration: true,
+        })
+        .write_msg(nic, x86_msg(1, 0x29), true)
+        .write_msg(nic, x86_msg(0, 0x29), true)
+        .push(EventKind::SetAffinityExit {
+            irq: nic.irq,
+            ret: 0,
+            in_migration: true,
+        });
+    });
+    s.sleep(Sleep::Hibernate);
+    s.cpu_on(1, |_| {});
+    s.resume_noirq(Sleep::Hibernate, |s| {
+        s.restore("0000:00:04.0", &[(nic, x86_msg(0, 0x29), false)]);
+    });
+    s.resume_devices(Sleep::Hibernate);
+    s.wait_ms(100);
+    let out = s.run();
+    let j = out.report.to_json();
+    let vector = |irq: u32| {
+        j["vectors"]
+            .as_array()
+            .and_then(|a| a.iter().find(|v| v["irq"] == irq))
+            .cloned()
+            .unwrap_or_else(|| panic!("no vector {irq} in the report"))
+    };
+    for (irq, source, vec) in [(41, "migration", None), (50, "message write", Some(0x29))] {
+        let v = vector(irq);
+        assert_eq!(v["before_suspend"]["cpu"], 1, "{v}");
+        assert_eq!(v["after_resume"]["cpu"], 0, "{v}");
+        assert_eq!(v["target"]["cpu"], 0, "{v}");
+        assert_eq!(v["target"]["source"], source, "{v}");
+        assert_eq!(v["target"]["vector"], serde_json::json!(vec), "{v}");
+    }
+    assert_eq!(out.find(RuleId::G2, 41), None);
+    assert_eq!(out.find(RuleId::G2, 50), None);
+    let text = out.report.to_text();
+    assert!(
+        text.lines()
+            .any(|l| l.contains(" 41 ") && l.contains("1->0") && l.contains("migration")),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_vector_left_on_an_offline_cpu_is_g2() {
     let v = Vector::msix(51, "0000:00:04.0", 1);

@@ -51,7 +51,10 @@ fn header() -> TraceHeader {
         .enumerate()
         .map(|(i, h)| ProbeStatus {
             hook: h.hook.to_string(),
-            symbol: h.symbol.to_string(),
+            symbol: h.symbol().to_string(),
+            candidates: h.symbols.iter().map(|c| c.to_string()).collect(),
+            // The last candidate, as on a kernel that has only the renamed function.
+            attached_symbol: (i % 3 != 0).then(|| h.symbols[h.symbols.len() - 1].to_string()),
             method: h.method,
             status: if i % 3 == 0 {
                 Status::Absent

@@ -95,7 +95,7 @@ fn tracefs() -> Option<PathBuf> {
 
 /// (category, name) of a tracepoint probe.
 fn tracepoint_of(probe: ProbeId) -> (&'static str, &'static str) {
-    let symbol = hook_of(probe).symbol;
+    let symbol = hook_of(probe).symbol();
     symbol
         .split_once(':')
         .unwrap_or_else(|| panic!("{probe:?}: tracepoint symbol {symbol} is not category:name"))

@@ -20,6 +20,23 @@ impl MsiMsg {
         self.address_lo == 0 && self.address_hi == 0 && self.data == 0
     }
 
+    /// The destination APIC id and vector of an x86 MSI message in compatibility format:
+    /// address `0xFEExxxxx` with the destination in bits 19:12 and the vector in data bits
+    /// 7:0 (Intel SDM vol. 3, 11.11; arch/x86/include/asm/msi.h). `None` for any other shape,
+    /// where the bits do not mean that: another architecture, a zeroed (shut down) message,
+    /// interrupt remapping's remappable format (address bit 4: the rest is a table index), and
+    /// destinations beyond 8 bits (x2APIC through address_hi or the extended-destination bits
+    /// 11:5). A Hyper-V message has the same shape but is the host's handle: the caller must
+    /// not ask for it.
+    pub fn x86_destination(&self) -> Option<(u32, u32)> {
+        let lo = self.address_lo;
+        let compat = lo & 0xfff0_0000 == 0xfee0_0000
+            && lo & (1 << 4) == 0
+            && lo & 0x0fe0 == 0
+            && self.address_hi == 0;
+        compat.then_some(((lo >> 12) & 0xff, self.data & 0xff))
+    }
+
     fn from_raw(addr: u64, data: u64) -> MsiMsg {
         MsiMsg {
             address_lo: addr as u32,
@@ -403,6 +420,28 @@ mod tests {
                 data: 0x4021
             })
         );
+    }
+
+    #[test]
+    fn decodes_only_compatibility_format_x86_messages() {
+        let msg = |address_hi, address_lo, data| MsiMsg {
+            address_lo,
+            address_hi,
+            data,
+        };
+        assert_eq!(
+            msg(0, 0xfee0_1000, 0x4029).x86_destination(),
+            Some((1, 0x29))
+        );
+        assert_eq!(msg(0, 0xfee0_0000, 0x2b).x86_destination(), Some((0, 0x2b)));
+        // Remappable format (interrupt remapping): bits 19:5 index a table.
+        assert_eq!(msg(0, 0xfee0_0010, 0).x86_destination(), None);
+        // x2APIC destinations above 255.
+        assert_eq!(msg(0, 0xfee0_0020, 0x29).x86_destination(), None);
+        assert_eq!(msg(1, 0xfee0_0000, 0x29).x86_destination(), None);
+        // Not an x86 MSI address (ARM GIC ITS doorbell), and a shut-down message.
+        assert_eq!(msg(0, 0x0804_0040, 3).x86_destination(), None);
+        assert_eq!(msg(0, 0, 0).x86_destination(), None);
     }
 
     #[test]

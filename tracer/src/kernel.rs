@@ -133,8 +133,29 @@ impl KernelSymbols {
         }
     }
 
+    /// A table given as text: /proc/kallsyms lines for [`SymbolTable::Kallsyms`], `name
+    /// [module]` lines (the shape of available_filter_functions, and of the names BTF gives)
+    /// for the others. For tests of what is chosen from a table, without a kernel.
+    pub fn parse(kind: SymbolTable, text: &str) -> KernelSymbols {
+        let syms = match kind {
+            SymbolTable::Kallsyms => parse_kallsyms(text),
+            _ => parse_available_filter_functions(text),
+        };
+        KernelSymbols {
+            syms,
+            source: SymbolSource::new(kind, "", Vec::new()),
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&Symbol> {
         self.syms.get(name)
+    }
+
+    /// Some function of `module` is in the table: the module is loaded.
+    pub fn has_module(&self, module: &str) -> bool {
+        self.syms
+            .values()
+            .any(|s| s.module.as_deref() == Some(module))
     }
 
     pub fn source(&self) -> &SymbolSource {

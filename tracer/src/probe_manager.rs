@@ -5,7 +5,9 @@
 //! symbol table, module not loaded, inlined), denied (kprobes compiled out) or failing is reported and the others
 //! keep running. Hooks of a module (pci_hyperv) wait as `pending` and attach when a rescan
 //! finds the module. When `migrate_one_irq` is inlined, its window is rebuilt from
-//! `irq_migrate_all_off_this_cpu` and `irq_do_set_affinity` (method `fallback`).
+//! `irq_migrate_all_off_this_cpu` and `irq_do_set_affinity` (method `fallback`). A kprobe hook
+//! attaches to the first of its candidate symbols the kernel has (a renamed function), and its
+//! status says which.
 
 use std::{collections::HashMap, path::PathBuf};
 
@@ -239,10 +241,25 @@ impl ProbeManager {
         reason: Option<String>,
         module: Option<String>,
     ) -> Option<ProbeId> {
+        let attached = (status == Status::Attached).then(|| hook_of(probe).symbol());
+        self.set_on(probe, status, reason, module, attached)
+    }
+
+    /// [`Self::set`], naming the symbol the probe is attached to.
+    fn set_on(
+        &mut self,
+        probe: ProbeId,
+        status: Status,
+        reason: Option<String>,
+        module: Option<String>,
+        attached: Option<&str>,
+    ) -> Option<ProbeId> {
         let s = self.status_mut(probe);
-        let changed = s.status != status || s.reason != reason;
+        let attached = attached.map(str::to_string);
+        let changed = s.status != status || s.reason != reason || s.attached_symbol != attached;
         s.status = status;
         s.reason = reason;
+        s.attached_symbol = attached;
         if module.is_some() {
             s.module = module;
         }
@@ -312,12 +329,10 @@ impl ProbeManager {
         symbols: &KernelSymbols,
         hook: &Hook,
     ) -> Option<ProbeId> {
-        let sym = symbols.get(hook.symbol);
-        let module = sym.and_then(|s| s.module.clone());
-        let present = sym.is_some_and(|s| s.exact);
+        let present = present_candidates(hook, symbols);
         let table = symbols.source().kind;
-        if !present {
-            let why = absent_reason(hook, sym, table);
+        if present.is_empty() {
+            let why = absent_reason(hook, symbols);
             // A kernel without kprobes denies the hook whatever the symbol: say both.
             if let Some(denied) = &self.kprobes_denied {
                 return self.set(
@@ -334,43 +349,63 @@ impl ProbeManager {
             };
             return self.set(hook.probe, status, Some(why), None);
         }
+        let module_of = |sym: &str| symbols.get(sym).and_then(|s| s.module.clone());
         let kp: &mut KProbe = match self.program(ebpf, hook.probe) {
             Ok(p) => p,
-            Err(e) => return self.set(hook.probe, Status::Error, Some(e), module),
+            Err(e) => return self.set(hook.probe, Status::Error, Some(e), module_of(present[0])),
         };
-        match kp.attach(hook.symbol, 0) {
-            Ok(id) => {
-                self.links.insert(hook.probe, Link::Kprobe(id));
-                let reason = self.degraded_reason(hook.probe);
-                self.set(hook.probe, Status::Attached, reason, module)
-            }
-            Err(e) => {
-                let text = error_chain(&e);
-                if self.kprobes_denied.is_some() || text.contains("Operation not permitted") {
-                    return self.set(hook.probe, Status::Denied, Some(text), module);
+        // BTF names a static function even where the compiler inlined it everywhere; the
+        // kernel's "no such symbol" is then the absence kallsyms would have shown, and the
+        // next candidate is tried.
+        let mut not_probeable = Vec::new();
+        for sym in present {
+            let module = module_of(sym);
+            match kp.attach(sym, 0) {
+                Ok(id) => {
+                    self.links.insert(hook.probe, Link::Kprobe(id));
+                    let reason = self.degraded_reason(hook.probe);
+                    return self.set_on(hook.probe, Status::Attached, reason, module, Some(sym));
                 }
-                // BTF names a static function even where the compiler inlined it everywhere;
-                // the kernel's "no such symbol" is then the absence kallsyms would have shown.
-                if table == SymbolTable::Btf && text.contains("No such file or directory") {
-                    let why = format!(
-                        "{} is in the kernel's BTF but the kernel has no such symbol to probe (inlined or specialised on this kernel): {text}",
-                        hook.symbol
-                    );
-                    let status = if hook.module.is_some() {
-                        Status::Pending
-                    } else {
-                        Status::Absent
-                    };
-                    return self.set(hook.probe, status, Some(why), module);
+                Err(e) => {
+                    let text = error_chain(&e);
+                    if self.kprobes_denied.is_some() || text.contains("Operation not permitted") {
+                        return self.set(hook.probe, Status::Denied, Some(text), module);
+                    }
+                    if table == SymbolTable::Btf && text.contains("No such file or directory") {
+                        not_probeable.push(format!(
+                            "{sym} is in the kernel's BTF but the kernel has no such symbol to probe (inlined or specialised on this kernel): {text}"
+                        ));
+                        continue;
+                    }
+                    return self.set(hook.probe, Status::Error, Some(text), module);
                 }
-                self.set(hook.probe, Status::Error, Some(text), module)
             }
         }
+        let mut why = not_probeable.join("; ");
+        let unlisted: Vec<&str> = hook
+            .symbols
+            .iter()
+            .copied()
+            .filter(|c| !symbols.get(c).is_some_and(|s| s.exact))
+            .collect();
+        if !unlisted.is_empty() {
+            why.push_str(&format!(
+                "; {} not in {}",
+                unlisted.join(", "),
+                table.name()
+            ));
+        }
+        let status = if hook.module.is_some() {
+            Status::Pending
+        } else {
+            Status::Absent
+        };
+        self.set(hook.probe, status, Some(why), None)
     }
 
     fn attach_tracepoint(&mut self, ebpf: &mut Ebpf, hook: &Hook) -> Option<ProbeId> {
         let (category, name) = hook
-            .symbol
+            .symbol()
             .split_once(':')
             .expect("catalogue tracepoints are category:name");
         let tracefs = match &self.tracefs {
@@ -406,9 +441,9 @@ impl ProbeManager {
     /// prototype, is also the proof that the tracepoint exists.
     fn attach_raw_tracepoint(&mut self, ebpf: &mut Ebpf, hook: &Hook) -> Option<ProbeId> {
         let name = hook
-            .symbol
+            .symbol()
             .split_once(':')
-            .map_or(hook.symbol, |(_, name)| name);
+            .map_or(hook.symbol(), |(_, name)| name);
         if let Some((arg, why)) = self.essential_field_missing(hook.probe) {
             let why = format!("raw tracepoint {name}: its argument {arg} is not in BTF: {why}");
             return self.set(hook.probe, Status::Absent, Some(why), None);
@@ -497,7 +532,9 @@ fn hook_of(probe: ProbeId) -> &'static Hook {
 fn initial_status(hook: &Hook) -> ProbeStatus {
     ProbeStatus {
         hook: hook.hook.to_string(),
-        symbol: hook.symbol.to_string(),
+        symbol: hook.symbol().to_string(),
+        candidates: hook.symbols.iter().map(|c| c.to_string()).collect(),
+        attached_symbol: None,
         method: if hook.fallback_for.is_some() {
             Method::Fallback
         } else {
@@ -512,23 +549,48 @@ fn initial_status(hook: &Hook) -> ProbeStatus {
     }
 }
 
-fn absent_reason(hook: &Hook, sym: Option<&kernel::Symbol>, table: SymbolTable) -> String {
-    let table = table.name();
-    match (sym, hook.module) {
-        (Some(s), _) if !s.exact => format!(
-            "{} is not in {table}, only compiler-specialised copies ({}) whose arguments are not the prototype's",
-            hook.symbol,
-            s.variants.join(", ")
+/// The hook's candidates the table lists by their plain name, in the hook's order: what to try
+/// attaching to, first present first.
+fn present_candidates(hook: &Hook, symbols: &KernelSymbols) -> Vec<&'static str> {
+    hook.symbols
+        .iter()
+        .copied()
+        .filter(|c| symbols.get(c).is_some_and(|s| s.exact))
+        .collect()
+}
+
+/// Why no candidate of `hook` is in the table, naming each candidate tried.
+fn absent_reason(hook: &Hook, symbols: &KernelSymbols) -> String {
+    let table = symbols.source().kind.name();
+    let subject = match hook.symbols {
+        [one] => format!("{one} is not in {table}"),
+        many => format!(
+            "none of {} (tried in this order) is in {table}",
+            many.join(", ")
         ),
-        (None, Some(m)) => format!(
-            "{} is not in {table}: module {m} is not loaded; attaches when it appears",
-            hook.symbol
-        ),
-        (None, None) if hook.probe == ProbeId::MigrateOneIrq => format!(
-            "{} is not in {table} (inlined into irq_migrate_all_off_this_cpu on this kernel)",
-            hook.symbol
-        ),
-        _ => format!("{} is not in {table} on this kernel", hook.symbol),
+    };
+    let copies: Vec<&str> = hook
+        .symbols
+        .iter()
+        .filter_map(|c| symbols.get(c))
+        .filter(|s| !s.exact)
+        .flat_map(|s| s.variants.iter().map(String::as_str))
+        .collect();
+    if !copies.is_empty() {
+        return format!(
+            "{subject}, only compiler-specialised copies ({}) whose arguments are not the prototype's",
+            copies.join(", ")
+        );
+    }
+    match hook.module {
+        Some(m) if symbols.has_module(m) => {
+            format!("{subject}, though module {m} is loaded (renamed or removed on this kernel?)")
+        }
+        Some(m) => format!("{subject}: module {m} is not loaded; attaches when it appears"),
+        None if hook.probe == ProbeId::MigrateOneIrq => {
+            format!("{subject} (inlined into irq_migrate_all_off_this_cpu on this kernel)")
+        }
+        None => format!("{subject} on this kernel"),
     }
 }
 
@@ -581,6 +643,10 @@ fn summarise_verifier_log(full: &str) -> String {
 mod tests {
     use super::*;
 
+    fn table(kind: SymbolTable, text: &str) -> KernelSymbols {
+        KernelSymbols::parse(kind, text)
+    }
+
     #[test]
     fn the_verifier_summary_keeps_the_reason_not_the_statistics() {
         // The tail of 5.10's log for pci_restore_msi_state:return.
@@ -602,29 +668,76 @@ processed 1775 insns (limit 1000000) max_states_per_insn 2 total_states 120 peak
 
     #[test]
     fn absent_reasons_name_the_table_that_was_read() {
-        let hv = hook_of(ProbeId::HvComposeEnter);
+        let unmask = hook_of(ProbeId::HvUnmaskEnter);
         assert_eq!(
-            absent_reason(hv, None, SymbolTable::AvailableFilterFunctions),
-            "hv_compose_msi_msg is not in available_filter_functions: module pci_hyperv is not loaded; attaches when it appears"
+            absent_reason(unmask, &table(SymbolTable::AvailableFilterFunctions, "")),
+            "hv_irq_unmask is not in available_filter_functions: module pci_hyperv is not loaded; attaches when it appears"
         );
         let migrate = hook_of(ProbeId::MigrateOneIrq);
         assert_eq!(
-            absent_reason(migrate, None, SymbolTable::Btf),
+            absent_reason(migrate, &table(SymbolTable::Btf, "")),
             "migrate_one_irq is not in the kernel's BTF (inlined into irq_migrate_all_off_this_cpu on this kernel)"
         );
-        let copies = kernel::Symbol {
-            module: None,
-            variants: vec!["pci_msi_unmask_irq.isra.0".into()],
-            exact: false,
-        };
-        let why = absent_reason(
-            hook_of(ProbeId::PciMsiUnmask),
-            Some(&copies),
+        let copies = table(
             SymbolTable::Kallsyms,
+            "ffffffff81000000 t pci_msi_unmask_irq.isra.0\n",
         );
+        let why = absent_reason(hook_of(ProbeId::PciMsiUnmask), &copies);
         assert!(
             why.starts_with(
                 "pci_msi_unmask_irq is not in /proc/kallsyms, only compiler-specialised copies (pci_msi_unmask_irq.isra.0)"
+            ),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn the_first_candidate_present_is_chosen() {
+        let compose = hook_of(ProbeId::HvComposeEnter);
+        let renamed = table(
+            SymbolTable::Kallsyms,
+            "ffffffffc0a01000 t hv_vmbus_compose_msi_msg\t[pci_hyperv]\n\
+             ffffffffc0a02000 t hv_irq_unmask\t[pci_hyperv]\n",
+        );
+        assert_eq!(
+            present_candidates(compose, &renamed),
+            ["hv_vmbus_compose_msi_msg"]
+        );
+        let both = table(
+            SymbolTable::AvailableFilterFunctions,
+            "hv_vmbus_compose_msi_msg [pci_hyperv]\nhv_compose_msi_msg [pci_hyperv]\n",
+        );
+        assert_eq!(
+            present_candidates(compose, &both),
+            ["hv_compose_msi_msg", "hv_vmbus_compose_msi_msg"]
+        );
+        // A compiler-specialised copy is not the function: the next candidate is taken.
+        let copy = table(
+            SymbolTable::Kallsyms,
+            "ffffffffc0a01000 t hv_compose_msi_msg.constprop.0\t[pci_hyperv]\n\
+             ffffffffc0a03000 t hv_vmbus_compose_msi_msg\t[pci_hyperv]\n",
+        );
+        assert_eq!(
+            present_candidates(compose, &copy),
+            ["hv_vmbus_compose_msi_msg"]
+        );
+    }
+
+    #[test]
+    fn an_absent_hook_names_every_candidate_it_tried() {
+        let compose = hook_of(ProbeId::HvComposeExit);
+        assert_eq!(
+            absent_reason(compose, &table(SymbolTable::Kallsyms, "")),
+            "none of hv_compose_msi_msg, hv_vmbus_compose_msi_msg (tried in this order) is in /proc/kallsyms: module pci_hyperv is not loaded; attaches when it appears"
+        );
+        let loaded = table(
+            SymbolTable::Kallsyms,
+            "ffffffffc0a02000 t hv_irq_unmask\t[pci_hyperv]\n",
+        );
+        let why = absent_reason(compose, &loaded);
+        assert!(
+            why.starts_with(
+                "none of hv_compose_msi_msg, hv_vmbus_compose_msi_msg (tried in this order) is in /proc/kallsyms, though module pci_hyperv is loaded"
             ),
             "{why}"
         );

@@ -1,7 +1,8 @@
 //! The probe catalogue and the report of what attached on this kernel.
 //!
-//! Every hook msitrace knows is listed once in [`CATALOGUE`]: its name, the kernel symbol or
-//! tracepoint, the method, the program in the eBPF object, and the rules that lose their input
+//! Every hook msitrace knows is listed once in [`CATALOGUE`]: its name, the kernel symbols it
+//! may attach to (candidates in order: a function renamed upstream keeps working on both sides
+//! of the rename) or its tracepoint, the method, the program in the eBPF object, and the rules that lose their input
 //! when it cannot attach. The probe manager (`crate::collector`) walks this list; `probes`, the
 //! trace header and the replay report all show the same [`ProbeStatus`] rows.
 
@@ -43,10 +44,13 @@ pub enum Status {
 #[derive(Clone, Copy, Debug)]
 pub struct Hook {
     pub probe: ProbeId,
-    /// Human name shown in `probes`, e.g. `hv_compose_msi_msg:return`.
+    /// Human name shown in `probes`, e.g. `hv_compose_msi_msg:return`: the hook's canonical
+    /// name, stable whatever symbol it attaches to (scripts select rows by it).
     pub hook: &'static str,
-    /// Kernel symbol, or `category:name` for a tracepoint.
-    pub symbol: &'static str,
+    /// Kernel symbols to attach to, in order: the first present on the running kernel wins.
+    /// Several when a function was renamed (the current name first, then the others). For a
+    /// tracepoint, its one `category:name`.
+    pub symbols: &'static [&'static str],
     pub method: Method,
     /// Module that provides the symbol when it is not in vmlinux (attach when it appears).
     pub module: Option<&'static str>,
@@ -56,17 +60,25 @@ pub struct Hook {
     pub fallback_for: Option<&'static str>,
 }
 
+impl Hook {
+    /// The canonical symbol: the first candidate.
+    pub const fn symbol(&self) -> &'static str {
+        self.symbols[0]
+    }
+}
+
 const fn hook(
     probe: ProbeId,
     hook: &'static str,
-    symbol: &'static str,
+    symbols: &'static [&'static str],
     method: Method,
     feeds: &'static [&'static str],
 ) -> Hook {
+    assert!(!symbols.is_empty(), "a hook needs a symbol");
     Hook {
         probe,
         hook,
-        symbol,
+        symbols,
         method,
         module: None,
         feeds,
@@ -87,38 +99,41 @@ const fn fallback(mut h: Hook) -> Hook {
 use Method::{Kprobe, Kretprobe, RawTracepoint, Tracepoint};
 use ProbeId as P;
 
+/// hv_compose_msi_msg, and the name a pending upstream series gives it.
+const COMPOSE: &[&str] = &["hv_compose_msi_msg", "hv_vmbus_compose_msi_msg"];
+
 // One hook a line: the catalogue is a table and reads as one.
 #[rustfmt::skip]
 pub const CATALOGUE: &[Hook] = &[
-    hv(hook(P::HvComposeEnter, "hv_compose_msi_msg", "hv_compose_msi_msg", Kprobe, &["H1", "H2", "H3", "H5"])),
-    hv(hook(P::HvComposeExit, "hv_compose_msi_msg:return", "hv_compose_msi_msg", Kretprobe, &["H1", "H2", "H3", "H5"])),
-    hv(hook(P::HvUnmaskEnter, "hv_irq_unmask", "hv_irq_unmask", Kprobe, &["H4", "H5", "H9"])),
-    hv(hook(P::HvUnmaskExit, "hv_irq_unmask:return", "hv_irq_unmask", Kretprobe, &["H4"])),
-    hv(hook(P::HvMaskEnter, "hv_irq_mask", "hv_irq_mask", Kprobe, &["H4"])),
-    hv(hook(P::HvMaskExit, "hv_irq_mask:return", "hv_irq_mask", Kretprobe, &["H4"])),
-    hook(P::MigrateOneIrq, "migrate_one_irq", "migrate_one_irq", Kprobe, &["G2"]),
-    fallback(hook(P::MigrateAllOffEnter, "irq_migrate_all_off_this_cpu", "irq_migrate_all_off_this_cpu", Kprobe, &["G2", "H4"])),
-    fallback(hook(P::MigrateAllOffExit, "irq_migrate_all_off_this_cpu:return", "irq_migrate_all_off_this_cpu", Kretprobe, &["G2", "H4"])),
-    fallback(hook(P::SetAffinityEnter, "irq_do_set_affinity", "irq_do_set_affinity", Kprobe, &["G2"])),
-    fallback(hook(P::SetAffinityExit, "irq_do_set_affinity:return", "irq_do_set_affinity", Kretprobe, &["G2"])),
-    hook(P::RestoreMsiEnter, "pci_restore_msi_state", "pci_restore_msi_state", Kprobe, &["H1", "H2", "H4"]),
-    hook(P::RestoreMsiExit, "pci_restore_msi_state:return", "pci_restore_msi_state", Kretprobe, &["H1", "H2", "H4"]),
-    hook(P::WriteMsiMsg, "__pci_write_msi_msg", "__pci_write_msi_msg", Kprobe, &["H1", "H2", "H4", "G1"]),
-    hook(P::PciMsiMask, "pci_msi_mask_irq", "pci_msi_mask_irq", Kprobe, &["G1"]),
-    hook(P::PciMsiUnmask, "pci_msi_unmask_irq", "pci_msi_unmask_irq", Kprobe, &["G1", "H4"]),
-    hv(hook(P::HvPciSuspendEnter, "hv_pci_suspend", "hv_pci_suspend", Kprobe, &["H9"])),
-    hv(hook(P::HvPciSuspendExit, "hv_pci_suspend:return", "hv_pci_suspend", Kretprobe, &["H9"])),
-    hv(hook(P::HvPciResumeEnter, "hv_pci_resume", "hv_pci_resume", Kprobe, &["H9"])),
-    hv(hook(P::HvPciResumeExit, "hv_pci_resume:return", "hv_pci_resume", Kretprobe, &["H9"])),
-    hook(P::SuspendResume, "power:suspend_resume", "power:suspend_resume", Tracepoint, &["H1", "H2", "H4", "H9", "G1", "G2", "G3", "G5"]),
-    hook(P::DevicePmStart, "power:device_pm_callback_start", "power:device_pm_callback_start", Tracepoint, &["H9"]),
-    hook(P::DevicePmEnd, "power:device_pm_callback_end", "power:device_pm_callback_end", Tracepoint, &["H9"]),
-    hook(P::VectorUpdate, "irq_vectors:vector_update", "irq_vectors:vector_update", Tracepoint, &["G2"]),
-    hook(P::VectorConfig, "irq_vectors:vector_config", "irq_vectors:vector_config", Tracepoint, &["G2"]),
-    hook(P::VectorClear, "irq_vectors:vector_clear", "irq_vectors:vector_clear", Tracepoint, &["G2"]),
-    hook(P::VectorActivate, "irq_vectors:vector_activate", "irq_vectors:vector_activate", Tracepoint, &["G3"]),
-    hook(P::VectorDeactivate, "irq_vectors:vector_deactivate", "irq_vectors:vector_deactivate", Tracepoint, &["G3"]),
-    hook(P::IrqHandlerEntry, "irq:irq_handler_entry", "irq:irq_handler_entry", RawTracepoint, &["G5"]),
+    hv(hook(P::HvComposeEnter, "hv_compose_msi_msg", COMPOSE, Kprobe, &["H1", "H2", "H3", "H5"])),
+    hv(hook(P::HvComposeExit, "hv_compose_msi_msg:return", COMPOSE, Kretprobe, &["H1", "H2", "H3", "H5"])),
+    hv(hook(P::HvUnmaskEnter, "hv_irq_unmask", &["hv_irq_unmask"], Kprobe, &["H4", "H5", "H9"])),
+    hv(hook(P::HvUnmaskExit, "hv_irq_unmask:return", &["hv_irq_unmask"], Kretprobe, &["H4"])),
+    hv(hook(P::HvMaskEnter, "hv_irq_mask", &["hv_irq_mask"], Kprobe, &["H4"])),
+    hv(hook(P::HvMaskExit, "hv_irq_mask:return", &["hv_irq_mask"], Kretprobe, &["H4"])),
+    hook(P::MigrateOneIrq, "migrate_one_irq", &["migrate_one_irq"], Kprobe, &["G2"]),
+    fallback(hook(P::MigrateAllOffEnter, "irq_migrate_all_off_this_cpu", &["irq_migrate_all_off_this_cpu"], Kprobe, &["G2", "H4"])),
+    fallback(hook(P::MigrateAllOffExit, "irq_migrate_all_off_this_cpu:return", &["irq_migrate_all_off_this_cpu"], Kretprobe, &["G2", "H4"])),
+    fallback(hook(P::SetAffinityEnter, "irq_do_set_affinity", &["irq_do_set_affinity"], Kprobe, &["G2"])),
+    fallback(hook(P::SetAffinityExit, "irq_do_set_affinity:return", &["irq_do_set_affinity"], Kretprobe, &["G2"])),
+    hook(P::RestoreMsiEnter, "pci_restore_msi_state", &["pci_restore_msi_state"], Kprobe, &["H1", "H2", "H4"]),
+    hook(P::RestoreMsiExit, "pci_restore_msi_state:return", &["pci_restore_msi_state"], Kretprobe, &["H1", "H2", "H4"]),
+    hook(P::WriteMsiMsg, "__pci_write_msi_msg", &["__pci_write_msi_msg"], Kprobe, &["H1", "H2", "H4", "G1"]),
+    hook(P::PciMsiMask, "pci_msi_mask_irq", &["pci_msi_mask_irq"], Kprobe, &["G1"]),
+    hook(P::PciMsiUnmask, "pci_msi_unmask_irq", &["pci_msi_unmask_irq"], Kprobe, &["G1", "H4"]),
+    hv(hook(P::HvPciSuspendEnter, "hv_pci_suspend", &["hv_pci_suspend"], Kprobe, &["H9"])),
+    hv(hook(P::HvPciSuspendExit, "hv_pci_suspend:return", &["hv_pci_suspend"], Kretprobe, &["H9"])),
+    hv(hook(P::HvPciResumeEnter, "hv_pci_resume", &["hv_pci_resume"], Kprobe, &["H9"])),
+    hv(hook(P::HvPciResumeExit, "hv_pci_resume:return", &["hv_pci_resume"], Kretprobe, &["H9"])),
+    hook(P::SuspendResume, "power:suspend_resume", &["power:suspend_resume"], Tracepoint, &["H1", "H2", "H4", "H9", "G1", "G2", "G3", "G5"]),
+    hook(P::DevicePmStart, "power:device_pm_callback_start", &["power:device_pm_callback_start"], Tracepoint, &["H9"]),
+    hook(P::DevicePmEnd, "power:device_pm_callback_end", &["power:device_pm_callback_end"], Tracepoint, &["H9"]),
+    hook(P::VectorUpdate, "irq_vectors:vector_update", &["irq_vectors:vector_update"], Tracepoint, &["G2"]),
+    hook(P::VectorConfig, "irq_vectors:vector_config", &["irq_vectors:vector_config"], Tracepoint, &["G2"]),
+    hook(P::VectorClear, "irq_vectors:vector_clear", &["irq_vectors:vector_clear"], Tracepoint, &["G2"]),
+    hook(P::VectorActivate, "irq_vectors:vector_activate", &["irq_vectors:vector_activate"], Tracepoint, &["G3"]),
+    hook(P::VectorDeactivate, "irq_vectors:vector_deactivate", &["irq_vectors:vector_deactivate"], Tracepoint, &["G3"]),
+    hook(P::IrqHandlerEntry, "irq:irq_handler_entry", &["irq:irq_handler_entry"], RawTracepoint, &["G5"]),
 ];
 
 pub fn hook_of(probe: ProbeId) -> &'static Hook {
@@ -132,8 +147,18 @@ pub fn hook_of(probe: ProbeId) -> &'static Hook {
 /// header and of the replay report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeStatus {
+    /// The hook's canonical name ([`Hook::hook`]).
     pub hook: String,
+    /// The canonical symbol (the first candidate).
     pub symbol: String,
+    /// Every symbol tried, in order; empty in files written before hooks had candidates
+    /// (then `symbol` was the only one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<String>,
+    /// The candidate the probe is attached to; `None` when not attached, and in files written
+    /// before it was recorded (then an attached probe is on `symbol`).
+    #[serde(default)]
+    pub attached_symbol: Option<String>,
     pub method: Method,
     pub status: Status,
     /// Why it is not attached (the kernel's own words where it gave any).
@@ -244,5 +269,16 @@ mod tests {
             );
         }
         assert_eq!(CATALOGUE.len(), ProbeId::ALL.len());
+    }
+
+    #[test]
+    fn both_compose_hooks_try_the_renamed_symbol_second() {
+        for p in [ProbeId::HvComposeEnter, ProbeId::HvComposeExit] {
+            assert_eq!(
+                hook_of(p).symbols,
+                ["hv_compose_msi_msg", "hv_vmbus_compose_msi_msg"]
+            );
+            assert_eq!(hook_of(p).symbol(), "hv_compose_msi_msg");
+        }
     }
 }

@@ -286,8 +286,8 @@ impl Report {
         let _ = writeln!(s, "\nVectors (before suspend -> after resume)");
         let _ = writeln!(
             s,
-            "  {:>5} {:<14} {:<13} {:<12} {:<3} {:<9} {:<9} {:<17} MESSAGE",
-            "IRQ", "DEVICE", "KIND", "DRIVER", "HV", "CPU", "MASKED", "COUNT"
+            "  {:>5} {:<14} {:<13} {:<12} {:<3} {:<9} {:<17} {:<9} {:<17} MESSAGE",
+            "IRQ", "DEVICE", "KIND", "DRIVER", "HV", "CPU", "CPU FROM", "MASKED", "COUNT"
         );
         for v in &self.vectors {
             let b = v.before_suspend.as_ref();
@@ -301,6 +301,8 @@ impl Report {
                 }
             };
             let cpu = pair(&|x| x.cpu.map_or_else(|| "?".into(), |c| c.to_string()));
+            // What showed the CPU the table ends on (the target after resume, else now).
+            let cpu_from = v.target.as_ref().map_or("-", |t| t.source.name());
             let masked = pair(&|x| yn(x.cache_masked).into());
             let count = pair(&|x| x.count.map_or_else(|| "?".into(), |c| c.to_string()));
             let msg = a
@@ -309,13 +311,14 @@ impl Report {
                 .map_or_else(|| "-".into(), |m| m.to_string());
             let _ = writeln!(
                 s,
-                "  {:>5} {:<14} {:<13} {:<12} {:<3} {:<9} {:<9} {:<17} {}{}",
+                "  {:>5} {:<14} {:<13} {:<12} {:<3} {:<9} {:<17} {:<9} {:<17} {}{}",
                 v.irq,
                 v.device.as_deref().unwrap_or("?"),
                 v.kind,
                 v.driver.as_deref().unwrap_or("-"),
                 if v.hyperv.is_some() { "yes" } else { "no" },
                 cpu,
+                cpu_from,
                 masked,
                 count,
                 msg,

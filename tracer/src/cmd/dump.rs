@@ -187,6 +187,18 @@ fn write_header(out: &mut impl Write, h: &TraceHeader) -> io::Result<()> {
     } else {
         writeln!(out, "; not attached: {}", missing.join(", "))?;
     }
+    // A hook attached to another candidate than its first (a renamed function).
+    let renamed: Vec<String> = h
+        .probes
+        .iter()
+        .filter_map(|p| {
+            let on = p.attached_symbol.as_deref()?;
+            (on != p.symbol).then(|| format!("{} on {on}", p.hook))
+        })
+        .collect();
+    if !renamed.is_empty() {
+        writeln!(out, "# attached under another name: {}", renamed.join(", "))?;
+    }
     if let Some(src) = h.probes.iter().find_map(|p| p.symbol_source.as_ref()) {
         writeln!(out, "# kernel symbols from {}", src.describe())?;
     }
@@ -567,6 +579,32 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("no trailer"), "{text}");
+    }
+
+    #[test]
+    fn the_header_says_which_hooks_attached_under_another_name() {
+        let mut probes = crate::engine::EngineConfig::all_probes_attached();
+        let mut h = TraceHeader::for_this_host(probes.clone(), None, Seed::default());
+        let mut out = Vec::new();
+        write_header(&mut out, &h).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("another name"), "{text}");
+        for p in probes
+            .iter_mut()
+            .filter(|p| p.symbol == "hv_compose_msi_msg")
+        {
+            p.attached_symbol = Some("hv_vmbus_compose_msi_msg".into());
+        }
+        h.probes = probes;
+        let mut out = Vec::new();
+        write_header(&mut out, &h).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(
+                "# attached under another name: hv_compose_msi_msg on hv_vmbus_compose_msi_msg, hv_compose_msi_msg:return on hv_vmbus_compose_msi_msg\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

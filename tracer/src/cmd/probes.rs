@@ -12,7 +12,8 @@ use crate::{
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A JSON array of objects (hook, symbol, method, status, reason, module, rules_losing_input,
+    /// A JSON array of objects (hook, symbol, candidates: the symbols tried in order,
+    /// attached_symbol: the one attached, method, status, reason, module, rules_losing_input,
     /// and for kprobes symbol_source: the table their symbol was looked up in, its limits and
     /// why better tables were not used).
     #[arg(long)]
@@ -75,14 +76,24 @@ pub fn table(statuses: &[ProbeStatus], missing_fields: &[String]) -> String {
         .max()
         .unwrap_or(4)
         .max(4);
+    // The symbol the hook is attached to, `-` when it is not; one attached under another name
+    // than its first candidate (a renamed function) reads as that name.
+    let symbol = |s: &ProbeStatus| s.attached_symbol.clone().unwrap_or_else(|| "-".into());
+    let w_sym = statuses
+        .iter()
+        .map(|s| symbol(s).len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     let mut t = format!(
-        "{:<w_hook$}  {:<10}  {:<8}  {:<11}  REASON\n",
-        "HOOK", "METHOD", "STATUS", "MODULE"
+        "{:<w_hook$}  {:<w_sym$}  {:<10}  {:<8}  {:<11}  REASON\n",
+        "HOOK", "SYMBOL", "METHOD", "STATUS", "MODULE"
     );
     for s in statuses {
         t.push_str(&format!(
-            "{:<w_hook$}  {:<10}  {:<8}  {:<11}  {}\n",
+            "{:<w_hook$}  {:<w_sym$}  {:<10}  {:<8}  {:<11}  {}\n",
             s.hook,
+            symbol(s),
             method(s),
             status(s),
             s.module.as_deref().unwrap_or("vmlinux"),
@@ -128,6 +139,41 @@ mod tests {
     use super::*;
     use crate::engine::EngineConfig;
     use crate::probes::{SymbolSource, SymbolTable};
+
+    #[test]
+    fn the_table_says_which_candidate_each_hook_is_attached_to() {
+        let mut rows = EngineConfig::all_probes_attached();
+        let compose = rows
+            .iter_mut()
+            .find(|r| r.hook == "hv_compose_msi_msg")
+            .unwrap();
+        compose.attached_symbol = Some("hv_vmbus_compose_msi_msg".into());
+        let unmask = rows.iter_mut().find(|r| r.hook == "hv_irq_unmask").unwrap();
+        unmask.status = Status::Pending;
+        unmask.attached_symbol = None;
+        let t = table(&rows, &[]);
+        let line = |hook: &str| {
+            t.lines()
+                .find(|l| l.split_whitespace().next() == Some(hook))
+                .unwrap_or_else(|| panic!("{t}"))
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            t.lines().next().unwrap().split_whitespace().nth(1),
+            Some("SYMBOL")
+        );
+        assert_eq!(
+            line("hv_compose_msi_msg"),
+            ["hv_compose_msi_msg", "hv_vmbus_compose_msi_msg"]
+        );
+        assert_eq!(line("hv_irq_unmask"), ["hv_irq_unmask", "-"]);
+        assert_eq!(
+            line("irq_vectors:vector_update"),
+            ["irq_vectors:vector_update", "irq_vectors:vector_update"]
+        );
+    }
 
     #[test]
     fn the_table_says_where_kernel_symbols_came_from_and_what_that_costs() {

@@ -157,8 +157,11 @@ pub fn divergence(u: &DivergenceUpdate, engine: &Engine) -> Entry {
         if let Some(i) = v.msi_index {
             fields.push(("MSI_INDEX", i.to_string()));
         }
-        if let Some(t) = &v.target {
-            fields.push(("CPU", t.cpu.to_string()));
+        if let Some(t) = &v.target
+            && let Some(cpu) = t.cpu
+        {
+            fields.push(("CPU", cpu.to_string()));
+            fields.push(("CPU_SOURCE", t.source.name().to_string()));
         }
     }
     if let Some(e) = d.evidence.last() {

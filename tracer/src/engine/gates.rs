@@ -145,6 +145,11 @@ impl Gates {
             .map(|r| format!(": {r}"))
             .unwrap_or_default();
         match s.status {
+            // Files before candidates had only `symbol`.
+            Status::Absent if s.candidates.len() > 1 => format!(
+                "none of {} is on this kernel{reason}",
+                s.candidates.join(", ")
+            ),
             Status::Absent => match module {
                 Some(m) => format!("{} is not on this kernel ({m} not loaded)", s.symbol),
                 None => format!("{} is not on this kernel{reason}", s.symbol),
@@ -308,7 +313,9 @@ mod tests {
         let h = hook_of(p);
         ProbeStatus {
             hook: h.hook.into(),
-            symbol: h.symbol.into(),
+            symbol: h.symbol().into(),
+            candidates: h.symbols.iter().map(|c| c.to_string()).collect(),
+            attached_symbol: (st == Status::Attached).then(|| h.symbol().into()),
             method: h.method,
             status: st,
             reason: None,

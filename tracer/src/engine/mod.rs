@@ -14,6 +14,11 @@
 //!   before `dpm_resume_noirq` (syscore resume, a supplier's noirq callback).
 //! - Rules with a delay (G1 grace, G5 silence, G3 restart) are deadlines settled when a later
 //!   event's timestamp passes them, or by [`Engine::finish`] at end of input.
+//! - A vector's target (CPU, vector) follows every observation that moves it: x86
+//!   `irq_vectors:vector_update/config/clear`, a successful `irq_do_set_affinity` in a CPU's
+//!   offline migration window, and x86 messages written to the device where the message is a
+//!   destination (not Hyper-V, not remapped). `migrate_one_irq`'s entry alone moves nothing:
+//!   it runs for every IRQ and does not say whether or where it moved one.
 //! - One divergence per rule, vector, cause and epoch ([`divergence::DivergenceLog`]); `apply`
 //!   returns only new or changed ones so a live front-end logs each once.
 //!
@@ -45,7 +50,7 @@ use divergence::{DivergenceLog, Key};
 use gates::Gates;
 use state::{
     HvBus, HvBusState, HvEvidence, ManagedShutdown, Migration, MigrationVia, ResumeEpoch,
-    ResumeKind, SleepKind, Target,
+    ResumeKind, SleepKind, Target, TargetSource,
 };
 
 /// Delays of the rules that wait for time to pass.
@@ -101,7 +106,9 @@ impl EngineConfig {
             .iter()
             .map(|h| ProbeStatus {
                 hook: h.hook.into(),
-                symbol: h.symbol.into(),
+                symbol: h.symbol().into(),
+                candidates: h.symbols.iter().map(|c| c.to_string()).collect(),
+                attached_symbol: Some(h.symbol().into()),
                 method: h.method,
                 status: Status::Attached,
                 reason: None,
@@ -172,6 +179,12 @@ pub struct Engine {
     migration_windows: BTreeMap<u32, u64>,
     /// CPU → IRQs whose `irq_do_set_affinity` failed in its window (and did not succeed since).
     affinity_failures: BTreeMap<u32, BTreeMap<u32, Evidence>>,
+    /// CPU → the `irq_do_set_affinity` call in progress on it (IRQ, entry time).
+    affinity_calls: BTreeMap<u32, (u32, u64)>,
+    /// Message destination (APIC id) → CPU, as `vector_config` showed them side by side;
+    /// `None` once two CPUs were seen with one id. The only way to read a CPU out of an x86
+    /// message without guessing that APIC ids are CPU numbers.
+    apic_cpus: BTreeMap<u32, Option<u32>>,
     /// CPU in `CPU_OFF` (begin seen, end not yet), and when it began.
     cpu_going_down: Option<(u32, u64)>,
     /// CPUs whose "still targeted" check ran since they went offline.
@@ -210,6 +223,8 @@ impl Engine {
             pending_seq: 0,
             migration_windows: BTreeMap::new(),
             affinity_failures: BTreeMap::new(),
+            affinity_calls: BTreeMap::new(),
+            apic_cpus: BTreeMap::new(),
             cpu_going_down: None,
             offline_checked: BTreeSet::new(),
             cycle: 0,
@@ -617,14 +632,24 @@ impl Engine {
                     .cpu_change(ts, ev.cpu, false, "irq_migrate_all_off_this_cpu");
                 self.g2_offline_cpu(ev.cpu, ev, out);
             }
-            EventKind::SetAffinityEnter { .. } => {}
+            EventKind::SetAffinityEnter { irq, .. } => {
+                self.affinity_calls.insert(ev.cpu, (*irq, ts));
+            }
             EventKind::SetAffinityExit {
                 irq,
                 ret,
                 in_migration,
             } => {
+                let call = self.affinity_calls.remove(&ev.cpu);
                 let in_window = *in_migration || self.migration_windows.contains_key(&ev.cpu);
                 if in_window {
+                    if *ret == 0 {
+                        let since = match call {
+                            Some((i, t)) if i == *irq => t,
+                            _ => self.migration_windows.get(&ev.cpu).copied().unwrap_or(ts),
+                        };
+                        self.target_after_migration(*irq, ev.cpu, since, ts);
+                    }
                     if let Some(v) = self.state.vectors.get_mut(irq) {
                         v.last_migration = Some(Migration {
                             ts_ns: ts,
@@ -661,6 +686,9 @@ impl Engine {
                 if msg.is_zero() && !*in_restore {
                     self.on_activate(irq, managed, false, ev);
                 }
+                if !msg.is_zero() {
+                    self.target_from_message(irq, *msg, ts);
+                }
                 if *in_restore {
                     self.on_restore_write(ev, irq, v, *msg, out);
                 }
@@ -689,14 +717,26 @@ impl Engine {
             EventKind::VectorUpdate {
                 irq, vector, cpu, ..
             } => {
-                self.set_target(*irq, *cpu, *vector, ts, "vector_update");
+                self.set_target(*irq, Some(*cpu), Some(*vector), ts, "vector_update");
             }
             EventKind::VectorConfig {
-                irq, vector, cpu, ..
+                irq,
+                vector,
+                cpu,
+                apicdest,
             } => {
-                self.set_target(*irq, *cpu, *vector, ts, "vector_config");
+                // hw_irq_cfg.dest_apicid is what the kernel puts in the message's destination.
+                let known = self.apic_cpus.entry(*apicdest).or_insert(Some(*cpu));
+                if *known != Some(*cpu) {
+                    *known = None;
+                }
+                self.set_target(*irq, Some(*cpu), Some(*vector), ts, "vector_config");
             }
-            EventKind::VectorClear { .. } => {}
+            EventKind::VectorClear { irq, .. } => {
+                // clear_irq_vector: the vector (and a move in progress) released; the IRQ has
+                // none until the vector_config that normally follows.
+                self.set_target(*irq, None, None, ts, "vector_clear");
+            }
             EventKind::VectorActivate { irq, managed, .. } => {
                 self.on_activate(*irq, *managed, true, ev);
             }
@@ -756,17 +796,83 @@ impl Engine {
         }
     }
 
-    fn set_target(&mut self, irq: u32, cpu: u32, vector: u32, ts: u64, source: &'static str) {
+    /// The target an `irq_vectors` tracepoint shows.
+    fn set_target(
+        &mut self,
+        irq: u32,
+        cpu: Option<u32>,
+        vector: Option<u32>,
+        ts: u64,
+        via: &'static str,
+    ) {
         let t = Target {
             cpu,
-            vector: Some(vector),
+            vector,
             ts_ns: ts,
-            source,
+            source: TargetSource::VectorTracepoint,
+            via,
         };
         match self.state.vectors.get_mut(&irq) {
             Some(v) => v.target = Some(t),
             None => self.other_irqs.entry(irq).or_default().target = Some(t),
         }
+    }
+
+    /// `irq_do_set_affinity` returned 0 for `irq` in the offline migration window of `dying`
+    /// (entered at `since`): the vector left `dying`. An exact observation made during the
+    /// call (a vector tracepoint, a decoded message) already says where it went; otherwise
+    /// the new CPU is one of those still online (migrate_one_irq falls back to any online CPU
+    /// when none of the affinity is), so it is known only when a single one is left. The new
+    /// vector is not known from the window.
+    fn target_after_migration(&mut self, irq: u32, dying: u32, since: u64, ts: u64) {
+        let mut left = self.state.online_cpus.iter().filter(|&&c| c != dying);
+        let cpu = match (left.next(), left.next()) {
+            (Some(&c), None) => Some(c),
+            _ => None,
+        };
+        let Some(v) = self.state.vectors.get_mut(&irq) else {
+            return;
+        };
+        if let Some(t) = &v.target
+            && t.source.exact()
+            && t.ts_ns >= since
+            && t.cpu.is_some_and(|c| c != dying)
+        {
+            return;
+        }
+        v.target = Some(Target {
+            cpu,
+            vector: None,
+            ts_ns: ts,
+            source: TargetSource::Migration,
+            via: "irq_do_set_affinity",
+        });
+    }
+
+    /// A message written to the device for `irq`: on x86 without remapping it names the CPU
+    /// (through the APIC id → CPU pairs `vector_config` showed) and the vector. Ignored where
+    /// the message is not a destination (Hyper-V, remapped; see
+    /// [`VectorState::message_names_target`]) or the APIC id was never seen with a CPU.
+    fn target_from_message(&mut self, irq: u32, msg: crate::event::MsiMsg, ts: u64) {
+        let Some((dest, vector)) = msg.x86_destination() else {
+            return;
+        };
+        let Some(&Some(cpu)) = self.apic_cpus.get(&dest) else {
+            return;
+        };
+        let Some(v) = self.state.vectors.get_mut(&irq) else {
+            return;
+        };
+        if !v.message_names_target() {
+            return;
+        }
+        v.target = Some(Target {
+            cpu: Some(cpu),
+            vector: Some(vector),
+            ts_ns: ts,
+            source: TargetSource::MessageWrite,
+            via: "__pci_write_msi_msg",
+        });
     }
 
     fn on_activate(&mut self, irq: u32, managed: bool, active: bool, ev: &Event) {
@@ -1090,6 +1196,60 @@ mod tests {
         e.finish(u64::MAX);
         assert_eq!(e.state().epochs.len(), 1);
         assert!(e.not_evaluated().iter().any(|n| n.rule == RuleId::G5));
+    }
+
+    #[test]
+    fn a_cleared_vector_targets_nothing_until_it_is_configured_again() {
+        let seed = Seed {
+            taken_ns: 1,
+            online_cpus: vec![0, 1],
+            vectors: vec![crate::seed::SeedVector {
+                irq: 30,
+                device: Some("0000:00:05.0".into()),
+                kind: Some("msix".into()),
+                effective_cpus: Some(vec![1]),
+                ..Default::default()
+            }],
+        };
+        let mut e = Engine::new(EngineConfig::new(
+            "6.12.0",
+            EngineConfig::all_probes_attached(),
+            seed,
+        ));
+        let at = |ts, kind| Event {
+            ts_ns: ts,
+            cpu: 0,
+            pid: 0,
+            kind,
+        };
+        let target = |e: &Engine| e.state().vectors[&30].target.clone().unwrap();
+        assert_eq!(target(&e).source, TargetSource::Seed);
+        e.apply(&at(
+            10,
+            EventKind::VectorClear {
+                irq: 30,
+                vector: 0x24,
+                cpu: 1,
+                prev_vector: 0,
+                prev_cpu: 0,
+            },
+        ));
+        assert_eq!((target(&e).cpu, target(&e).vector), (None, None));
+        e.apply(&at(
+            11,
+            EventKind::VectorConfig {
+                irq: 30,
+                vector: 0xef,
+                cpu: 0,
+                apicdest: 0,
+            },
+        ));
+        let t = target(&e);
+        assert_eq!(
+            (t.cpu, t.vector, t.via),
+            (Some(0), Some(0xef), "vector_config")
+        );
+        assert_eq!(t.source, TargetSource::VectorTracepoint);
     }
 
     #[test]

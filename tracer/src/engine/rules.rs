@@ -16,7 +16,14 @@ use crate::engine::losses::LossReport;
 use crate::event::{Event, MsiMsg, VectorSnap};
 
 const COMPOSE_PROBES: &[ProbeId] = &[ProbeId::HvComposeEnter, ProbeId::HvComposeExit];
-const TARGET_PROBES: &[ProbeId] = &[ProbeId::VectorUpdate, ProbeId::VectorConfig];
+// Every probe whose events move a target (see `Engine::target_after_migration` and co).
+const TARGET_PROBES: &[ProbeId] = &[
+    ProbeId::VectorUpdate,
+    ProbeId::VectorConfig,
+    ProbeId::VectorClear,
+    ProbeId::SetAffinityExit,
+    ProbeId::WriteMsiMsg,
+];
 const ACTIVATE_PROBES: &[ProbeId] = &[ProbeId::VectorActivate];
 const UNMASK_PROBES: &[ProbeId] = &[
     ProbeId::HvUnmaskEnter,
@@ -827,7 +834,7 @@ impl Engine {
                     // irq_do_set_affinity succeeding in this CPU's migration window moved the
                     // vector even when no irq_vectors:vector_update follows (x86 on 6.12
                     // rewrites the message of a suspended line without one).
-                    t.cpu == cpu
+                    t.cpu == Some(cpu)
                         && !v.last_migration.as_ref().is_some_and(|m| {
                             m.from_cpu == cpu && m.ret == Some(0) && m.ts_ns >= t.ts_ns
                         })
@@ -852,10 +859,11 @@ impl Engine {
                 .vector
                 .map_or_else(String::new, |v| format!("vector {v}, "));
             let meaning = format!(
-                "irq {irq} ({desc}) still targets CPU{cpu} ({vector}from {} at {}) after CPU{cpu} \
-                 went offline at {}: its interrupts are delivered to a dead CPU; look at why \
-                 migrate_one_irq skipped or failed it",
-                t.source,
+                "irq {irq} ({desc}) still targets CPU{cpu} ({vector}from {}, {}, at {}) after \
+                 CPU{cpu} went offline at {}: its interrupts are delivered to a dead CPU; look at \
+                 why migrate_one_irq skipped or failed it",
+                t.source.name(),
+                t.via,
                 self.t(t.ts_ns),
                 self.t(ev.ts_ns)
             );
@@ -863,7 +871,7 @@ impl Engine {
             let evidence = vec![
                 Evidence::note(
                     t.ts_ns,
-                    t.source,
+                    t.via,
                     format!(
                         "irq {irq} on CPU{cpu}{}",
                         t.vector

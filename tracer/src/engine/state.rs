@@ -249,14 +249,63 @@ pub struct Restore {
     pub via_irq: u32,
 }
 
-/// Guest-side vector and CPU, from `irq_vectors:*` or the seed's effective affinity.
+/// What showed a vector's target (the CPU and vector the kernel delivers it to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum TargetSource {
+    /// The effective affinity read at start (/proc/irq/N/effective_affinity_list).
+    #[serde(rename = "seed")]
+    Seed,
+    /// The irq debugfs entry read at start (`Target:`, `Vector:`).
+    #[serde(rename = "irq debugfs")]
+    IrqDebugfs,
+    /// x86 `irq_vectors:vector_update` / `vector_config` / `vector_clear`: the vector
+    /// allocator's own word, CPU and vector exact.
+    #[serde(rename = "vector tracepoint")]
+    VectorTracepoint,
+    /// A successful `irq_do_set_affinity` in the CPU-offline migration window: the vector left
+    /// the dying CPU; its new CPU is known only when a single CPU was left to take it.
+    #[serde(rename = "migration")]
+    Migration,
+    /// An x86 MSI message written to the device (`__pci_write_msi_msg`), decoded: destination
+    /// APIC id (address bits 19:12) and vector (data bits 7:0). Never for Hyper-V or
+    /// interrupt-remapped vectors, whose message is a handle, not a destination.
+    #[serde(rename = "message write")]
+    MessageWrite,
+}
+
+impl TargetSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetSource::Seed => "seed",
+            TargetSource::IrqDebugfs => "irq debugfs",
+            TargetSource::VectorTracepoint => "vector tracepoint",
+            TargetSource::Migration => "migration",
+            TargetSource::MessageWrite => "message write",
+        }
+    }
+
+    /// An exact observation of the CPU and vector (not an inference from a window).
+    pub fn exact(self) -> bool {
+        matches!(
+            self,
+            TargetSource::VectorTracepoint | TargetSource::MessageWrite
+        )
+    }
+}
+
+/// Guest-side CPU and vector of a vector, as last shown by the kernel: the seed at start, then
+/// every observation that moves it (see [`TargetSource`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Target {
-    pub cpu: u32,
+    /// `None`: the vector was moved off a CPU, or its vector released (`vector_clear`), and
+    /// nothing showed where it went yet.
+    pub cpu: Option<u32>,
     pub vector: Option<u32>,
     pub ts_ns: u64,
-    /// `vector_update`, `vector_config` or `seed`.
-    pub source: &'static str,
+    pub source: TargetSource,
+    /// The event or file that showed it: `vector_update`, `irq_do_set_affinity`,
+    /// `__pci_write_msi_msg`, `effective_affinity`...
+    pub via: &'static str,
 }
 
 /// Handler counts from `IrqCounts` samples (cumulative since the recorder started counting).
@@ -286,6 +335,8 @@ pub struct VectorView {
     pub irqd_disabled: Option<bool>,
     pub cpu: Option<u32>,
     pub vector: Option<u32>,
+    /// What showed `cpu` and `vector`.
+    pub target_source: Option<TargetSource>,
     pub active: Option<bool>,
     pub count: Option<u64>,
 }
@@ -402,10 +453,11 @@ impl VectorState {
         v.counts.seed_total = s.count;
         if let Some([cpu]) = s.effective_cpus.as_deref() {
             v.target = Some(Target {
-                cpu: *cpu,
+                cpu: Some(*cpu),
                 vector: None,
                 ts_ns: 0,
-                source: "seed",
+                source: TargetSource::Seed,
+                via: "effective_affinity",
             });
         }
         if let Some(d) = &s.debugfs {
@@ -416,10 +468,11 @@ impl VectorState {
             v.active = Some(d.activated);
             if let Some(cpu) = d.target_cpu {
                 v.target = Some(Target {
-                    cpu,
+                    cpu: Some(cpu),
                     vector: d.vector,
                     ts_ns: 0,
-                    source: "irq debugfs",
+                    source: TargetSource::IrqDebugfs,
+                    via: "irq debugfs",
                 });
             }
         }
@@ -428,6 +481,14 @@ impl VectorState {
 
     pub fn is_hyperv(&self) -> bool {
         self.hyperv.is_some()
+    }
+
+    /// Whether an x86 message written for this vector names its CPU: not for a Hyper-V vector
+    /// (the message is the host's opaque handle; the stand-in's looks x86 but after a teardown
+    /// it is not, e.g. `feef0000`), nor behind interrupt remapping (chip `IR-*`).
+    pub fn message_names_target(&self) -> bool {
+        let chip = self.chip.as_deref().unwrap_or("");
+        !self.is_hyperv() && !chip.starts_with("Hyper-V") && !chip.starts_with("IR-")
     }
 
     /// The device expects interrupts from this vector: it had an action at start, it fired, or
@@ -463,8 +524,9 @@ impl VectorState {
             cache_masked: self.cache_masked,
             irqd_masked: self.irqd_masked,
             irqd_disabled: self.irqd_disabled,
-            cpu: self.target.as_ref().map(|t| t.cpu),
+            cpu: self.target.as_ref().and_then(|t| t.cpu),
             vector: self.target.as_ref().and_then(|t| t.vector),
+            target_source: self.target.as_ref().map(|t| t.source),
             active: self.active,
             count: self.counts.last,
         }

@@ -70,6 +70,8 @@ pub struct Row {
     pub kind: String,
     pub cpu: Option<u32>,
     pub vector: Option<u32>,
+    /// What showed `cpu` and `vector` (`seed`, `vector tracepoint`, `migration`...).
+    pub target_source: Option<&'static str>,
     /// The device's mask bit as the PCI core caches it.
     pub masked: Option<bool>,
     pub remap: Remap,
@@ -121,8 +123,9 @@ impl Row {
             device: v.device.clone().unwrap_or_else(|| "?".into()),
             driver: v.driver.clone().unwrap_or_default(),
             kind: v.kind.to_string(),
-            cpu: v.target.as_ref().map(|t| t.cpu),
+            cpu: v.target.as_ref().and_then(|t| t.cpu),
             vector: v.target.as_ref().and_then(|t| t.vector),
+            target_source: v.target.as_ref().map(|t| t.source.name()),
             masked: v.cache_masked,
             remap,
             last_event_ns: v.last_event_ts_ns,
@@ -771,6 +774,7 @@ mod tests {
             kind: "MSI-X 0".into(),
             cpu: Some(0),
             vector: None,
+            target_source: Some("seed"),
             masked: Some(status == Status::Masked),
             remap: Remap::NotHyperV,
             last_event_ns: Some(irq as u64),

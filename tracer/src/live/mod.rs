@@ -358,6 +358,11 @@ mod tests {
         let detail = screen(&mut app, 80, 24).join("\n");
         assert!(detail.contains("evidence:"), "{detail}");
         assert!(detail.contains("irq 38 DIVERGED"), "{detail}");
+        // CPU1 went offline for the hibernation and the kernel moved it to CPU0 (issue #13).
+        assert!(
+            detail.contains("cpu 0  vector ? (from migration)"),
+            "{detail}"
+        );
     }
 
     #[test]

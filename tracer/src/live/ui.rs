@@ -523,11 +523,14 @@ fn draw_detail(f: &mut Frame, app: &App, irq: u32, area: Rect) {
                 )),
             ]));
             lines.push(Line::from(format!(
-                "cpu {}  vector {}  device mask {}  remap {}  irqs since resume/start {}",
+                "cpu {}  vector {}{}  device mask {}  remap {}  irqs since resume/start {}",
                 r.cpu.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
                 r.vector
                     .map(|c| c.to_string())
                     .unwrap_or_else(|| "?".into()),
+                r.target_source
+                    .map(|s| format!(" (from {s})"))
+                    .unwrap_or_default(),
                 match r.masked {
                     Some(true) => "MASKED",
                     Some(false) => "open",

@@ -309,6 +309,26 @@ mod tests {
     }
 
     #[test]
+    fn probe_rows_from_before_symbol_candidates_still_read() {
+        let rows = crate::engine::EngineConfig::all_probes_attached();
+        let mut json = serde_json::to_value(&rows).unwrap();
+        assert_eq!(
+            json[0]["candidates"],
+            serde_json::json!(["hv_compose_msi_msg", "hv_vmbus_compose_msi_msg"])
+        );
+        assert_eq!(json[0]["attached_symbol"], "hv_compose_msi_msg");
+        for row in json.as_array_mut().unwrap() {
+            let row = row.as_object_mut().unwrap();
+            row.remove("candidates");
+            row.remove("attached_symbol");
+        }
+        let back: Vec<ProbeStatus> = serde_json::from_value(json).unwrap();
+        assert!(back.iter().all(|r| r.candidates.is_empty()));
+        assert!(back.iter().all(|r| r.attached_symbol.is_none()));
+        assert_eq!(back[0].symbol, "hv_compose_msi_msg");
+    }
+
+    #[test]
     fn unknown_fields_are_ignored_and_missing_ones_default() {
         let h: TraceHeader = serde_json::from_str(
             r#"{"format_version":1,"tool_version":"9.9","from_the_future":[1,2]}"#,

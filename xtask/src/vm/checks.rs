@@ -1454,6 +1454,16 @@ pub fn check_probes(path: &Path) -> Verdict {
                 .push(format!("{hook} is {} {reason}", status(hook)));
         }
     }
+    // A hook attached to another candidate than its own name (a renamed function such as
+    // hv_vmbus_compose_msi_msg) is a fact worth reading, not a failure. Older msitrace builds
+    // have no attached_symbol: nothing to say then.
+    if let Some(on) = row("hv_compose_msi_msg")
+        .and_then(|r| r.get("attached_symbol"))
+        .and_then(Value::as_str)
+        .filter(|on| *on != "hv_compose_msi_msg")
+    {
+        v.facts.push(format!("hv_compose_msi_msg attached to {on}"));
+    }
     match status("migrate_one_irq") {
         "attached" => v.facts.push("migrate_one_irq attached".into()),
         s => {
