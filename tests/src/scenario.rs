@@ -278,6 +278,22 @@ impl Scenario {
         )))
     }
 
+    /// The per-device MSI domain's mask callback (`pci_irq_mask_msi(x)`, 6.2 and later), as
+    /// genirq or the CPU-offline migration calls it for an ordinary device: seen on entry,
+    /// the mask cache still clear, genirq's view unchanged (enabled).
+    pub fn pci_irq_mask(&mut self, v: Vector) -> &mut Scenario {
+        let mut s = Self::snap_masked(v, false, false, false);
+        s.chip_data = None;
+        self.push(EventKind::PciIrqMask { v: s, msix: v.msix })
+    }
+
+    /// `pci_irq_unmask_msi(x)` on entry: the mask cache still set.
+    pub fn pci_irq_unmask(&mut self, v: Vector) -> &mut Scenario {
+        let mut s = Self::snap_masked(v, true, false, false);
+        s.chip_data = None;
+        self.push(EventKind::PciIrqUnmask { v: s, msix: v.msix })
+    }
+
     /// pci_restore_msi_state of `dev`, writing each vector's message and mask cache.
     pub fn restore(&mut self, dev: &str, writes: &[(Vector, MsiMsg, bool)]) -> &mut Scenario {
         self.push(EventKind::RestoreEnter {

@@ -668,6 +668,46 @@ fn g1_a_vector_still_masked_after_resume() {
     );
 }
 
+/// An ordinary (non-Hyper-V) MSI-X vector on a 6.12 kernel, where its device-level mask goes
+/// through the per-device MSI domain's pci_irq_(un)mask_msix: masked before an S3 suspend,
+/// the restore writes the mask cache back into the device, then `after_restore` runs
+/// (an unmask, or nothing), then the resume completes and `after_resume` runs.
+fn per_device_domain_cycle(
+    after_restore: impl FnOnce(&mut Scenario),
+    after_resume: impl FnOnce(&mut Scenario),
+) -> Scenario {
+    let mut s = Scenario::new(K612).seed_vector(ETH, Some("eth2"), Some(0), 1);
+    s.counts(&[(ETH.irq, 1)]);
+    s.suspend_devices(Sleep::S3)
+        .pci_irq_mask(ETH)
+        .sleep(Sleep::S3);
+    s.resume_noirq(Sleep::S3, |s| {
+        s.restore(ETH.dev, &[(ETH, x86_msg(0, 0x81), true)]);
+        after_restore(s);
+    });
+    s.resume_devices(Sleep::S3);
+    after_resume(&mut s);
+    s
+}
+
+const ETH: Vector = Vector::msix(49, "0000:00:0b.0", 0);
+
+#[test]
+fn g1_sees_an_unmask_through_the_per_device_msi_domain() {
+    let mut s = per_device_domain_cycle(
+        |s| {
+            s.pci_irq_unmask(ETH);
+        },
+        |_| {},
+    );
+    s.wait_ms(2500).counts(&[]);
+    let out = s.run();
+    assert_eq!(out.fired(), vec![], "{}", out.report.to_text());
+    let v = &out.engine.state().vectors[&ETH.irq];
+    assert_eq!(v.cache_masked, Some(false));
+    assert_eq!(v.cache_masked_by, "pci_irq_unmask_msix");
+}
+
 #[test]
 fn a_reused_irq_number_is_a_new_vector() {
     let old = Vector::msix(55, "0000:00:0b.0", 0);
@@ -775,6 +815,21 @@ fn arb_kind() -> impl Strategy<Value = EventKind> {
         arb_snap().prop_map(EventKind::UnmaskExit),
         arb_snap().prop_map(EventKind::MaskExit),
         arb_snap().prop_map(EventKind::PciMsiUnmask),
+        (arb_snap(), any::<bool>()).prop_map(|(v, msix)| EventKind::PciIrqMask { v, msix }),
+        (arb_snap(), any::<bool>()).prop_map(|(v, msix)| EventKind::PciIrqUnmask { v, msix }),
+        (
+            prop::option::of(40u32..48),
+            prop::option::of(prop_oneof![
+                Just(0i32),
+                Just(-1),
+                Just(0xc000_000du32 as i32)
+            ])
+        )
+            .prop_map(|(irq, status)| EventKind::ComposeCompl {
+                irq,
+                status,
+                resp_size: 36
+            }),
         (arb_snap(), arb_msg(), any::<bool>()).prop_map(|(v, msg, r)| EventKind::WriteMsiMsg {
             v,
             msg,

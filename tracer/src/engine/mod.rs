@@ -597,6 +597,25 @@ impl Engine {
                 }
                 self.on_unmasked(ev, irq, out);
             }
+            // The per-device MSI domains' callbacks: the same device-level mask as
+            // pci_msi_(un)mask_irq, for the ordinary devices of 6.2 and later.
+            EventKind::PciIrqMask { v, .. } => {
+                let by = event_name(&ev.kind);
+                let irq = self.vector_for(v, ts, by, true);
+                if let Some(vs) = self.state.vectors.get_mut(&irq) {
+                    vs.set_cache_masked(true, ts, by);
+                }
+            }
+            EventKind::PciIrqUnmask { v, .. } => {
+                let by = event_name(&ev.kind);
+                let irq = self.vector_for(v, ts, by, true);
+                if let Some(vs) = self.state.vectors.get_mut(&irq) {
+                    vs.set_cache_masked(false, ts, by);
+                    vs.unmasked_seen = true;
+                }
+                self.on_unmasked(ev, irq, out);
+            }
+            EventKind::ComposeCompl { .. } => {}
             EventKind::MigrateOneIrq { irq } => {
                 if let Some(v) = self.state.vectors.get_mut(irq) {
                     v.last_migration = Some(Migration {
@@ -1039,6 +1058,8 @@ pub fn event_irq(k: &EventKind) -> Option<u32> {
         | K::MaskExit(v)
         | K::PciMsiMask(v)
         | K::PciMsiUnmask(v)
+        | K::PciIrqMask { v, .. }
+        | K::PciIrqUnmask { v, .. }
         | K::ComposeExit { v, .. }
         | K::WriteMsiMsg { v, .. } => Some(v.irq),
         K::MigrateOneIrq { irq }
@@ -1049,6 +1070,7 @@ pub fn event_irq(k: &EventKind) -> Option<u32> {
         | K::VectorConfig { irq, .. }
         | K::VectorActivate { irq, .. }
         | K::VectorDeactivate { irq, .. } => Some(*irq),
+        K::ComposeCompl { irq, .. } => *irq,
         _ => None,
     }
 }

@@ -22,6 +22,8 @@ const UNMASK_PROBES: &[ProbeId] = &[
     ProbeId::HvUnmaskEnter,
     ProbeId::HvUnmaskExit,
     ProbeId::PciMsiUnmask,
+    ProbeId::PciIrqUnmaskMsi,
+    ProbeId::PciIrqUnmaskMsix,
     ProbeId::WriteMsiMsg,
 ];
 
