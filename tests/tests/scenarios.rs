@@ -709,6 +709,65 @@ fn g1_sees_an_unmask_through_the_per_device_msi_domain() {
 }
 
 #[test]
+fn g1_a_masked_vector_that_fires_after_resume_is_not_still_masked() {
+    let mut s = per_device_domain_cycle(
+        |_| {},
+        |s| {
+            // The recorder samples at thaw and each second after: the vector's handler ran
+            // between two samples taken after the resume.
+            s.wait_ms(300).counts(&[(ETH.irq, 1)]);
+            s.wait_ms(700).counts(&[(ETH.irq, 9)]);
+        },
+    );
+    s.wait_ms(1500).counts(&[(ETH.irq, 9)]);
+    let out = s.run();
+    assert_eq!(out.fired(), vec![], "{}", out.report.to_text());
+}
+
+#[test]
+fn g1_a_masked_vector_silent_after_resume_is_still_g1() {
+    let mut s = per_device_domain_cycle(
+        |_| {},
+        |s| {
+            s.wait_ms(300).counts(&[(ETH.irq, 1)]);
+            s.wait_ms(700).counts(&[(ETH.irq, 1)]);
+        },
+    );
+    s.wait_ms(1500).counts(&[(ETH.irq, 1)]);
+    let out = s.run();
+    assert_eq!(
+        out.fired(),
+        vec![(RuleId::G1, Some(ETH.irq))],
+        "{}",
+        out.report.to_text()
+    );
+    let g1 = out.find(RuleId::G1, ETH.irq).unwrap();
+    assert_eq!(g1.severity, Severity::Error);
+    assert!(g1.meaning.contains("__pci_write_msi_msg"), "{}", g1.meaning);
+    assert!(
+        g1.meaning.contains("no interrupt of it was counted"),
+        "{}",
+        g1.meaning
+    );
+}
+
+/// Handler counts that grew only across the suspend (the first sample after resume against
+/// the last one before it) do not prove the vector fired after it was masked.
+#[test]
+fn g1_growth_across_the_suspend_is_no_proof_of_an_unmask() {
+    let mut s = per_device_domain_cycle(
+        |_| {},
+        |s| {
+            s.wait_ms(300).counts(&[(ETH.irq, 5)]);
+            s.wait_ms(700).counts(&[(ETH.irq, 5)]);
+        },
+    );
+    s.wait_ms(1500).counts(&[(ETH.irq, 5)]);
+    let out = s.run();
+    assert_eq!(out.fired(), vec![(RuleId::G1, Some(ETH.irq))]);
+}
+
+#[test]
 fn a_reused_irq_number_is_a_new_vector() {
     let old = Vector::msix(55, "0000:00:0b.0", 0);
     let new = Vector::msix(55, "0000:00:0c.0", 3);

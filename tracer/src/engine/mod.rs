@@ -834,6 +834,7 @@ impl Engine {
                 }
                 if c > prev {
                     k.last_increase_ts_ns = Some(ts);
+                    k.last_growth = Some((k.last_sample_ts_ns, ts));
                 }
             }
             k.last = Some(c);

@@ -902,20 +902,40 @@ impl Engine {
         }
     }
 
+    /// **G1 masked after resume.** Decided, at `resumed` + grace, by the device-level mask as
+    /// the kernel last set it: the last mask operation observed (`pci_msi_(un)mask_irq`, the
+    /// per-device domains' `pci_irq_(un)mask_msi(x)`, hv_irq_unmask's return) or the mask
+    /// cache the restore wrote into the device (`__pci_write_msi_msg`), for a vector with an
+    /// action that genirq believes enabled. Handler counts overrule it: an interrupt of the
+    /// vector counted between two samples taken after both this resume began and the last
+    /// masked observation proves the kernel delivered it, so it is not still masked (an unmask
+    /// went through a path msitrace does not see). Growth across the suspend (the first sample
+    /// after it against the last before) proves nothing: those interrupts may predate the
+    /// mask. A vector whose samples show no such growth only corroborates the finding (said in
+    /// it); without samples the mask observation decides alone.
     fn g1_masked_after_resume(&mut self, epoch: u32, now: u64, out: &mut Vec<DivergenceUpdate>) {
         if !self.enabled(RuleId::G1) {
             return;
         }
         let grace = secs(self.timing.g1_grace_ns);
+        let epoch_start = self
+            .state
+            .epoch_info(epoch)
+            .map_or(u64::MAX, |e| e.start_ts_ns);
         let masked: Vec<u32> = self
             .state
             .vectors
             .values()
             .filter(|v| {
+                let fired_since = v
+                    .counts
+                    .last_growth
+                    .is_some_and(|(from, _)| from >= v.cache_masked_ts_ns.max(epoch_start));
                 v.has_action()
                     && v.genirq_enabled() == Some(true)
                     && v.cache_masked == Some(true)
                     && v.active != Some(false)
+                    && !fired_since
             })
             .map(|v| v.irq)
             .collect();
@@ -925,6 +945,7 @@ impl Engine {
             };
             let seen_at = v.cache_masked_ts_ns;
             let seen_by = v.cache_masked_by;
+            let sampled_since = v.counts.last_sample_ts_ns > seen_at;
             let note = Evidence::note(
                 now,
                 "deadline",
@@ -936,11 +957,16 @@ impl Engine {
                 continue;
             }
             let (desc, _) = self.describe(irq);
+            let silent = if sampled_since {
+                ", and no interrupt of it was counted after that"
+            } else {
+                ""
+            };
             let meaning = format!(
                 "irq {irq} ({desc}) has an action and genirq says it is enabled, but its \
                  device-level mask was still set {grace} after resume epoch {epoch} (last seen \
-                 masked by {seen_by} at {}): the device cannot raise this interrupt; look at \
-                 what masked it before suspend and why resume did not unmask it",
+                 masked by {seen_by} at {}{silent}): the device cannot raise this interrupt; \
+                 look at what masked it before suspend and why resume did not unmask it",
                 self.t(seen_at)
             );
             let evidence = vec![

@@ -274,6 +274,9 @@ pub struct Counts {
     /// The count at the last suspend start, and whether it had grown before it.
     pub before_suspend: Option<u64>,
     pub fired_before_suspend: bool,
+    /// The last growth between two samples: (previous sample, sample that grew). The
+    /// handler ran in that interval, so after its start.
+    pub last_growth: Option<(u64, u64)>,
 }
 
 /// What a vector looked like at one instant: the "before suspend" / "after resume" columns.
