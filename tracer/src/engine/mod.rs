@@ -147,6 +147,29 @@ pub(crate) struct InputNote {
     more: u64,
 }
 
+/// An `hv_compose_msi_msg` between its entry and its return, and what the host answered.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ComposeInFlight {
+    /// The host's reply attributed to this compose: its status and the event.
+    reply: Option<(Option<i32>, Evidence)>,
+    /// A reply arrived that no compose could be told to own while this one was in flight.
+    unattributed: bool,
+}
+
+/// What the engine can tell about the host's answer to one compose.
+#[derive(Clone, Debug)]
+pub(crate) enum HostSeen {
+    /// The reply hook was not there, the call's entry was not seen, or a reply went
+    /// unattributed meanwhile: the returned message decides, as without the hook.
+    Unknown,
+    Replied {
+        status: Option<i32>,
+        evidence: Evidence,
+    },
+    /// The reply hook was attached and the compose returned without a reply in that call.
+    NoReply,
+}
+
 /// A divergence that rests on the absence of events from some probes in a time window: a loss
 /// of those probes in that window weakens it.
 #[derive(Clone, Debug)]
@@ -188,6 +211,8 @@ pub struct Engine {
     epoch_notes: Vec<NotEvaluated>,
     /// Contradictions between driver-private fields and observations, per (IRQ, generation).
     input_notes: BTreeMap<(u32, u32), InputNote>,
+    /// IRQ → its hv_compose_msi_msg in flight.
+    composing: BTreeMap<u32, ComposeInFlight>,
     compose_exits_readable: u64,
     unmask_exits_with_cache: u64,
     finished: bool,
@@ -222,6 +247,7 @@ impl Engine {
             open: BTreeMap::new(),
             epoch_notes: Vec::new(),
             input_notes: BTreeMap::new(),
+            composing: BTreeMap::new(),
             compose_exits_readable: 0,
             unmask_exits_with_cache: 0,
             finished: false,
@@ -554,12 +580,29 @@ impl Engine {
             EventKind::ComposeEnter(v) => {
                 let irq = self.vector_for(v, ts, "hv_compose_msi_msg", false);
                 self.mark_hyperv(irq);
+                self.composing.insert(irq, ComposeInFlight::default());
                 self.h9_removing_bus(ev, irq, "composed", out);
             }
             EventKind::ComposeExit { v, msg } => {
                 let irq = self.vector_for(v, ts, "hv_compose_msi_msg:return", false);
                 self.mark_hyperv(irq);
-                self.on_compose_exit(ev, irq, v, *msg, out);
+                let in_flight = self.composing.remove(&irq);
+                let host = if !self.gates.available(ProbeId::HvComposeCompl, &self.seen) {
+                    HostSeen::Unknown
+                } else {
+                    match in_flight {
+                        Some(ComposeInFlight {
+                            reply: Some((status, evidence)),
+                            ..
+                        }) => HostSeen::Replied { status, evidence },
+                        Some(ComposeInFlight {
+                            reply: None,
+                            unattributed: false,
+                        }) => HostSeen::NoReply,
+                        _ => HostSeen::Unknown,
+                    }
+                };
+                self.on_compose_exit(ev, irq, v, *msg, host, out);
             }
             EventKind::UnmaskEnter(v) => {
                 let irq = self.vector_for(v, ts, "hv_irq_unmask", true);
@@ -615,7 +658,19 @@ impl Engine {
                 }
                 self.on_unmasked(ev, irq, out);
             }
-            EventKind::ComposeCompl { .. } => {}
+            // The host's reply: kept for the compose it belongs to, decided at its return.
+            EventKind::ComposeCompl { irq, status, .. } => match irq {
+                Some(irq) => {
+                    if let Some(c) = self.composing.get_mut(irq) {
+                        c.reply = Some((*status, Evidence::of(ev)));
+                    }
+                }
+                None => {
+                    for c in self.composing.values_mut() {
+                        c.unattributed = true;
+                    }
+                }
+            },
             EventKind::MigrateOneIrq { irq } => {
                 if let Some(v) = self.state.vectors.get_mut(irq) {
                     v.last_migration = Some(Migration {
