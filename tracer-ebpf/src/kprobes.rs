@@ -150,7 +150,7 @@ fn try_hv_compose_enter(ctx: &ProbeContext) -> Result<u32, u32> {
     // The kprobe's registers: the stack pointer at the function's entry (x86-64 pt_regs, the
     // register ABI aya's `arg` reads too, not a kernel struct).
     // SAFETY: `regs` is the program's context; the verifier checks the access.
-    let sp = unsafe { (*ctx.regs).rsp } as u64;
+    let sp: u64 = unsafe { (*ctx.regs).rsp };
     let pid_tgid = bpf_get_current_pid_tgid();
     let _ = ARGS.insert(
         key(probe),
