@@ -12,8 +12,9 @@
  *    kernel path that touches them: request_irq's activation, the CPU-offline migration
  *    (migrate_one_irq calls the chip's mask/unmask), the PCI core's pci_restore_msi_state on
  *    resume/thaw/restore and after a function reset, suspend, S3 and hibernation;
- *  - the names and prototypes of hv_compose_msi_msg, hv_irq_unmask, hv_irq_mask, hv_pci_suspend,
- *    hv_pci_resume and hv_pci_restore_msi_msg, and the places they are called from: the chip
+ *  - the names and prototypes of hv_compose_msi_msg, hv_pci_compose_compl, hv_irq_unmask,
+ *    hv_irq_mask, hv_pci_suspend, hv_pci_resume and hv_pci_restore_msi_msg, and the places they
+ *    are called from: the chip
  *    callbacks of every vector (a copy of the vector's own chip, named "Hyper-V PCIe MSI" as
  *    pci-hyperv's is, so /proc/interrupts shows what it shows on Hyper-V), and the noirq PM
  *    callbacks of a "vmbus" supplier device that run before the PCI core restores the device,
@@ -24,6 +25,9 @@
  *    per-vector struct stub_irte and points irq_data->chip_data at it, as pci-hyperv does with
  *    its struct tran_int_desc; the message itself is the one x86 would use (the parent
  *    domain's compose), so it really routes;
+ *  - the host's reply to a compose request: hv_compose_msi_msg hands hv_pci_compose_compl a reply
+ *    (status 0: the emulated host grants every request that reaches it) with a completion
+ *    context on its own stack, as pci-hyperv's channel callback does with the host's packet;
  *  - the vmbus channel: hv_pci_suspend sets the bus "removing" (the channel is closed), and
  *    while it is, the RETARGET hypercall behind hv_irq_unmask fails, as it did with status
  *    0x5 on Hyper-V while secondary CPUs went offline;
@@ -174,9 +178,27 @@ static struct stub_vector *stub_vector_of(struct irq_data *data)
 	return NULL;
 }
 
+/*
+ * The host's reply to a request and the compose's completion context, as in
+ * drivers/pci/controller/pci-hyperv.c: struct pci_response is the vmbus packet descriptor
+ * (struct vmpacket_descriptor, 16 bytes) followed by the host's s32 status; struct
+ * compose_comp_ctxt lives on hv_compose_msi_msg's stack (there a struct hv_pci_compl, whose
+ * completion_status the reply sets, and the host's struct tran_int_desc).
+ */
+struct pci_response {
+	u8 hdr[16];
+	s32 status;
+} __packed;
+
+struct compose_comp_ctxt {
+	int completion_status;
+	struct msi_msg int_desc;
+};
+
 /* Same prototypes as drivers/pci/controller/pci-hyperv.c, where they are static. */
 struct hv_device;
 void hv_compose_msi_msg(struct irq_data *data, struct msi_msg *msg);
+void hv_pci_compose_compl(void *context, struct pci_response *resp, int resp_packet_size);
 void hv_irq_unmask(struct irq_data *data);
 void hv_irq_mask(struct irq_data *data);
 int hv_pci_suspend(struct hv_device *hdev);
@@ -184,13 +206,36 @@ int hv_pci_resume(struct hv_device *hdev);
 int hv_pci_restore_msi_msg(struct pci_dev *pdev, void *arg);
 
 /*
+ * pci-hyperv's completion of a compose request (upstream hv_pci_compose_compl): a reply too
+ * short to be one fails the request with -1, else the host's status is the result. noclone: a
+ * specialised copy would take the calls and leave the named function, the kprobe's, unrun.
+ */
+noinline __attribute__((__noclone__)) void
+hv_pci_compose_compl(void *context, struct pci_response *resp, int resp_packet_size)
+{
+	struct compose_comp_ctxt *comp_pkt = context;
+
+	if (resp_packet_size < (int)sizeof(*resp)) {
+		comp_pkt->completion_status = -1;
+		return;
+	}
+	comp_pkt->completion_status = resp->status;
+}
+
+/*
  * Asks the "host" for an interrupt entry. The message is the one the x86 vector domain would
  * write (x86's PCI-MSI chip has no compose of its own, so it is the first parent that has one),
  * which is what makes the emulated entry really route. An all-zero message is a failed compose.
+ * For the stub's vectors the request gets its reply through hv_pci_compose_compl with a
+ * completion context on this function's stack, as upstream's hv_compose_msi_msg sends its
+ * request (vmbus_sendpacket_getid) and polls the channel until hv_pci_compose_compl has run,
+ * then fails the compose on a negative completion_status.
  */
 noinline void hv_compose_msi_msg(struct irq_data *data, struct msi_msg *msg)
 {
 	struct stub_vector *v = stub_vector_of(data);
+	struct compose_comp_ctxt comp;
+	struct pci_response resp;
 	struct irq_data *p;
 
 	memset(msg, 0, sizeof(*msg));
@@ -202,6 +247,15 @@ noinline void hv_compose_msi_msg(struct irq_data *data, struct msi_msg *msg)
 	}
 	if (!v)
 		return;
+	memset(&comp, 0, sizeof(comp));
+	memset(&resp, 0, sizeof(resp));
+	resp.status = 0;
+	comp.int_desc = *msg;
+	hv_pci_compose_compl(&comp, &resp, sizeof(resp));
+	if (comp.completion_status < 0) {
+		memset(msg, 0, sizeof(*msg));
+		return;
+	}
 	atomic_inc(&v->composes);
 	v->irte.generation++;
 	v->irte.msg = *msg;

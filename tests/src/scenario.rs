@@ -231,6 +231,52 @@ impl Scenario {
         let mut s = Self::snap_masked(v, false, false, false);
         s.chip_data = chip_data;
         self.push(EventKind::ComposeEnter(Self::snap(v)));
+        // pci-hyperv: a good message comes from the host's reply (status 0); a zeroed one
+        // here stands for a compose that got no reply (the device gone, the channel closed).
+        if !msg.is_zero() {
+            self.host_reply(Some(v.irq), Some(0));
+        }
+        self.push(EventKind::ComposeExit {
+            v: s,
+            msg: Some(msg),
+        })
+    }
+
+    /// hv_pci_compose_compl: the host's reply, attributed to the in-flight compose of `irq`
+    /// (`None`: no compose in flight owned its context), with `resp->status`.
+    pub fn host_reply(&mut self, irq: Option<u32>, status: Option<i32>) -> &mut Scenario {
+        self.push(EventKind::ComposeCompl {
+            irq,
+            status,
+            resp_size: 36,
+        })
+    }
+
+    /// hv_compose_msi_msg entry, the host's reply with `status`, and the return with `msg`
+    /// (`None`: unreadable), as pci-hyperv leaves chip_data.
+    pub fn compose_replied(
+        &mut self,
+        v: Vector,
+        status: i32,
+        msg: Option<MsiMsg>,
+    ) -> &mut Scenario {
+        let mut s = Self::snap_masked(v, false, false, false);
+        let good = status >= 0 && msg.is_some_and(|m| !m.is_zero());
+        s.chip_data = Some(if good {
+            0xffff_8880_0100_0000 + v.irq as u64
+        } else {
+            0
+        });
+        self.push(EventKind::ComposeEnter(Self::snap(v)));
+        self.host_reply(Some(v.irq), Some(status));
+        self.push(EventKind::ComposeExit { v: s, msg })
+    }
+
+    /// hv_compose_msi_msg entry and return with `msg` and no reply from the host in between:
+    /// the multi-MSI early return that reuses the old entry.
+    pub fn compose_unreplied(&mut self, v: Vector, msg: MsiMsg) -> &mut Scenario {
+        let s = Self::snap_masked(v, false, false, false);
+        self.push(EventKind::ComposeEnter(Self::snap(v)));
         self.push(EventKind::ComposeExit {
             v: s,
             msg: Some(msg),
@@ -276,6 +322,22 @@ impl Scenario {
             false,
             in_migration,
         )))
+    }
+
+    /// The per-device MSI domain's mask callback (`pci_irq_mask_msi(x)`, 6.2 and later), as
+    /// genirq or the CPU-offline migration calls it for an ordinary device: seen on entry,
+    /// the mask cache still clear, genirq's view unchanged (enabled).
+    pub fn pci_irq_mask(&mut self, v: Vector) -> &mut Scenario {
+        let mut s = Self::snap_masked(v, false, false, false);
+        s.chip_data = None;
+        self.push(EventKind::PciIrqMask { v: s, msix: v.msix })
+    }
+
+    /// `pci_irq_unmask_msi(x)` on entry: the mask cache still set.
+    pub fn pci_irq_unmask(&mut self, v: Vector) -> &mut Scenario {
+        let mut s = Self::snap_masked(v, true, false, false);
+        s.chip_data = None;
+        self.push(EventKind::PciIrqUnmask { v: s, msix: v.msix })
     }
 
     /// pci_restore_msi_state of `dev`, writing each vector's message and mask cache.

@@ -444,7 +444,10 @@ fn debian_5_10_uses_the_old_mask_cache() {
     check_irqd(K5_10, &r);
     // Debian 5.10 has no module BTF (CONFIG_DEBUG_INFO_BTF_MODULES came in 5.11).
     let missing: Vec<&str> = r.missing().map(|f| f.name.as_str()).collect();
-    assert_eq!(missing, ["hv_device_device", "hv_pcibus_state"]);
+    assert_eq!(
+        missing,
+        ["hv_device_device", "hv_pcibus_state", "pci_response_status"]
+    );
     let hv = r.report("hv_pcibus_state").expect("reported");
     assert_eq!(
         hv.reason.as_deref(),
@@ -487,6 +490,8 @@ fn debian_6_1_with_hyperv_modules() {
             ),
             ("hv_device_device", "hv_device.device", 40, 0, 0, 0),
             ("hv_pcibus_state", "hv_pcibus_device.state", 96, 4, 0, 0),
+            // pahole: struct pci_response { struct vmpacket_descriptor hdr; s32 status; }
+            ("pci_response_status", "pci_response.status", 16, 4, 0, 0),
         ],
     );
     check_irqd(K6_1, &r);
@@ -535,6 +540,8 @@ fn debian_6_12_has_pci_inside_an_anonymous_union() {
             ),
             ("hv_device_device", "hv_device.device", 40, 0, 0, 0),
             ("hv_pcibus_state", "hv_pcibus_device.state", 96, 4, 0, 0),
+            // pahole: struct pci_response { struct vmpacket_descriptor hdr; s32 status; }
+            ("pci_response_status", "pci_response.status", 16, 4, 0, 0),
         ],
     );
     check_irqd(K6_12, &r);
@@ -559,7 +566,10 @@ fn hv_device_comes_from_pci_hyperv_when_hv_vmbus_btf_is_not_given() {
 fn without_module_btf_only_the_hyperv_members_are_missing() {
     let r = resolve(kernel(K6_1), &[]);
     let missing: Vec<&str> = r.missing().map(|f| f.name.as_str()).collect();
-    assert_eq!(missing, ["hv_device_device", "hv_pcibus_state"]);
+    assert_eq!(
+        missing,
+        ["hv_device_device", "hv_pcibus_state", "pci_response_status"]
+    );
     let hv = r.report("hv_device_device").expect("reported");
     assert_eq!(
         hv.reason.as_deref(),
@@ -918,8 +928,23 @@ fn btf_function_names_place_each_hook_in_its_object() {
         ] {
             assert_eq!(module_of(f), Some(None), "{name}: {f}");
         }
-        for f in ["hv_compose_msi_msg", "hv_irq_unmask", "hv_pci_resume"] {
+        for f in [
+            "hv_compose_msi_msg",
+            "hv_irq_unmask",
+            "hv_pci_resume",
+            "hv_pci_compose_compl",
+        ] {
             assert_eq!(module_of(f), Some(Some("pci_hyperv")), "{name}: {f}");
+        }
+        // The per-device MSI domains' mask callbacks came in 6.2.
+        for f in [
+            "pci_irq_mask_msi",
+            "pci_irq_unmask_msi",
+            "pci_irq_mask_msix",
+            "pci_irq_unmask_msix",
+        ] {
+            let want = if name == K6_12 { Some(None) } else { None };
+            assert_eq!(module_of(f), want, "{name}: {f}");
         }
         // Inlined into irq_migrate_all_off_this_cpu on both kernels: BTF, like kallsyms, has
         // no out-of-line copy to describe.

@@ -740,6 +740,231 @@ fn g1_a_vector_still_masked_after_resume() {
     );
 }
 
+/// An ordinary (non-Hyper-V) MSI-X vector on a 6.12 kernel, where its device-level mask goes
+/// through the per-device MSI domain's pci_irq_(un)mask_msix: masked before an S3 suspend,
+/// the restore writes the mask cache back into the device, then `after_restore` runs
+/// (an unmask, or nothing), then the resume completes and `after_resume` runs.
+fn per_device_domain_cycle(
+    after_restore: impl FnOnce(&mut Scenario),
+    after_resume: impl FnOnce(&mut Scenario),
+) -> Scenario {
+    let mut s = Scenario::new(K612).seed_vector(ETH, Some("eth2"), Some(0), 1);
+    s.counts(&[(ETH.irq, 1)]);
+    s.suspend_devices(Sleep::S3)
+        .pci_irq_mask(ETH)
+        .sleep(Sleep::S3);
+    s.resume_noirq(Sleep::S3, |s| {
+        s.restore(ETH.dev, &[(ETH, x86_msg(0, 0x81), true)]);
+        after_restore(s);
+    });
+    s.resume_devices(Sleep::S3);
+    after_resume(&mut s);
+    s
+}
+
+const ETH: Vector = Vector::msix(49, "0000:00:0b.0", 0);
+
+#[test]
+fn g1_sees_an_unmask_through_the_per_device_msi_domain() {
+    let mut s = per_device_domain_cycle(
+        |s| {
+            s.pci_irq_unmask(ETH);
+        },
+        |_| {},
+    );
+    s.wait_ms(2500).counts(&[]);
+    let out = s.run();
+    assert_eq!(out.fired(), vec![], "{}", out.report.to_text());
+    let v = &out.engine.state().vectors[&ETH.irq];
+    assert_eq!(v.cache_masked, Some(false));
+    assert_eq!(v.cache_masked_by, "pci_irq_unmask_msix");
+}
+
+#[test]
+fn g1_a_masked_vector_that_fires_after_resume_is_not_still_masked() {
+    let mut s = per_device_domain_cycle(
+        |_| {},
+        |s| {
+            // The recorder samples at thaw and each second after: the vector's handler ran
+            // between two samples taken after the resume.
+            s.wait_ms(300).counts(&[(ETH.irq, 1)]);
+            s.wait_ms(700).counts(&[(ETH.irq, 9)]);
+        },
+    );
+    s.wait_ms(1500).counts(&[(ETH.irq, 9)]);
+    let out = s.run();
+    assert_eq!(out.fired(), vec![], "{}", out.report.to_text());
+}
+
+#[test]
+fn g1_a_masked_vector_silent_after_resume_is_still_g1() {
+    let mut s = per_device_domain_cycle(
+        |_| {},
+        |s| {
+            s.wait_ms(300).counts(&[(ETH.irq, 1)]);
+            s.wait_ms(700).counts(&[(ETH.irq, 1)]);
+        },
+    );
+    s.wait_ms(1500).counts(&[(ETH.irq, 1)]);
+    let out = s.run();
+    assert_eq!(
+        out.fired(),
+        vec![(RuleId::G1, Some(ETH.irq))],
+        "{}",
+        out.report.to_text()
+    );
+    let g1 = out.find(RuleId::G1, ETH.irq).unwrap();
+    assert_eq!(g1.severity, Severity::Error);
+    assert!(g1.meaning.contains("__pci_write_msi_msg"), "{}", g1.meaning);
+    assert!(
+        g1.meaning.contains("no interrupt of it was counted"),
+        "{}",
+        g1.meaning
+    );
+}
+
+/// Handler counts that grew only across the suspend (the first sample after resume against
+/// the last one before it) do not prove the vector fired after it was masked.
+#[test]
+fn g1_growth_across_the_suspend_is_no_proof_of_an_unmask() {
+    let mut s = per_device_domain_cycle(
+        |_| {},
+        |s| {
+            s.wait_ms(300).counts(&[(ETH.irq, 5)]);
+            s.wait_ms(700).counts(&[(ETH.irq, 5)]);
+        },
+    );
+    s.wait_ms(1500).counts(&[(ETH.irq, 5)]);
+    let out = s.run();
+    assert_eq!(out.fired(), vec![(RuleId::G1, Some(ETH.irq))]);
+}
+
+/// A Hyper-V vector through one hibernation: `recompose` runs between the image's restore and
+/// dpm_resume_noirq (where the fixed pci-hyperv's hv_pci_resume re-composes), then the PCI core
+/// restores the vector.
+fn hv_hibernation(v: Vector, recompose: impl FnOnce(&mut Scenario)) -> Scenario {
+    hv_hibernation_from(v, true, recompose)
+}
+
+/// [`hv_hibernation`], the vector composed at start with (`replied`) or without the host's
+/// reply seen.
+fn hv_hibernation_from(
+    v: Vector,
+    replied: bool,
+    recompose: impl FnOnce(&mut Scenario),
+) -> Scenario {
+    let mut s = Scenario::new(K612).seed_vector(v, Some("nvidia"), Some(0), 1);
+    if replied {
+        s.compose(v, x86_msg(0, 0x30));
+    } else {
+        s.compose_unreplied(v, x86_msg(0, 0x30));
+    }
+    s.suspend_devices(Sleep::Hibernate).sleep(Sleep::Hibernate);
+    recompose(&mut s);
+    s.resume_noirq(Sleep::Hibernate, |s| {
+        s.restore(v.dev, &[(v, x86_msg(0, 0x31), false)]);
+    });
+    s.resume_devices(Sleep::Hibernate);
+    s
+}
+
+const GPU: Vector = Vector::msix(50, "6a2b:00:02.0", 0);
+
+#[test]
+fn h3_a_host_error_status_is_in_the_evidence() {
+    let refused = 0xc000_000du32 as i32;
+    let mut s = Scenario::new(K612).seed_vector(GPU, Some("nvidia"), Some(0), 1);
+    s.compose_replied(
+        GPU,
+        refused,
+        Some(MsiMsg {
+            address_lo: 0,
+            address_hi: 0,
+            data: 0,
+        }),
+    );
+    // The host's status decides even where the returned message could not be read.
+    let other = Vector::msix(51, "6a2b:00:02.0", 1);
+    s.compose_replied(other, refused, None);
+    let out = s.run();
+    assert_eq!(
+        out.fired(),
+        vec![(RuleId::H3, Some(50)), (RuleId::H3, Some(51))],
+        "{}",
+        out.report.to_text()
+    );
+    for irq in [50, 51] {
+        let h3 = out.find(RuleId::H3, irq).unwrap();
+        assert!(h3.meaning.contains("0xc000000d"), "{}", h3.meaning);
+        assert!(
+            h3.evidence
+                .iter()
+                .any(|e| e.event == "hv_pci_compose_compl" && e.detail.contains("0xc000000d")),
+            "{:?}",
+            h3.evidence
+        );
+    }
+}
+
+#[test]
+fn h1_a_compose_with_the_hosts_reply_satisfies_it() {
+    let out = hv_hibernation(GPU, |s| {
+        s.compose(GPU, x86_msg(0, 0x31));
+    })
+    .run();
+    assert_eq!(out.fired(), vec![], "{}", out.report.to_text());
+}
+
+#[test]
+fn h1_a_compose_that_got_no_reply_from_the_host_does_not_satisfy_it() {
+    let out = hv_hibernation(GPU, |s| {
+        s.compose_unreplied(GPU, x86_msg(0, 0x31));
+    })
+    .run();
+    assert_eq!(
+        out.fired(),
+        vec![(RuleId::H1, Some(50))],
+        "{}",
+        out.report.to_text()
+    );
+    let h1 = out.find(RuleId::H1, 50).unwrap();
+    assert_eq!(h1.severity, Severity::Error);
+    assert!(
+        h1.meaning.contains("no reply from the host"),
+        "{}",
+        h1.meaning
+    );
+}
+
+#[test]
+fn h1_without_the_reply_hook_the_returned_message_decides_as_before() {
+    for status in [Status::Absent, Status::Pending, Status::Denied] {
+        // No reply hook: no reply is ever seen, at start or at resume.
+        let mut s = hv_hibernation_from(GPU, false, |s| {
+            s.compose_unreplied(GPU, x86_msg(0, 0x31));
+        });
+        s = s.probe_status(&[ProbeId::HvComposeCompl], status);
+        let out = s.run();
+        assert_eq!(out.fired(), vec![], "{status:?}: {}", out.report.to_text());
+    }
+}
+
+/// A reply msitrace could not attribute to a compose (no compose in flight owned its context)
+/// leaves every compose in flight undecided: the returned message decides.
+#[test]
+fn h1_an_unattributed_reply_decides_nothing() {
+    let out = hv_hibernation(GPU, |s| {
+        s.push(EventKind::ComposeEnter(Scenario::snap(GPU)));
+        s.host_reply(None, Some(0));
+        s.push(EventKind::ComposeExit {
+            v: Scenario::snap(GPU),
+            msg: Some(x86_msg(0, 0x31)),
+        });
+    })
+    .run();
+    assert_eq!(out.fired(), vec![], "{}", out.report.to_text());
+}
+
 #[test]
 fn a_reused_irq_number_is_a_new_vector() {
     let old = Vector::msix(55, "0000:00:0b.0", 0);
@@ -847,6 +1072,21 @@ fn arb_kind() -> impl Strategy<Value = EventKind> {
         arb_snap().prop_map(EventKind::UnmaskExit),
         arb_snap().prop_map(EventKind::MaskExit),
         arb_snap().prop_map(EventKind::PciMsiUnmask),
+        (arb_snap(), any::<bool>()).prop_map(|(v, msix)| EventKind::PciIrqMask { v, msix }),
+        (arb_snap(), any::<bool>()).prop_map(|(v, msix)| EventKind::PciIrqUnmask { v, msix }),
+        (
+            prop::option::of(40u32..48),
+            prop::option::of(prop_oneof![
+                Just(0i32),
+                Just(-1),
+                Just(0xc000_000du32 as i32)
+            ])
+        )
+            .prop_map(|(irq, status)| EventKind::ComposeCompl {
+                irq,
+                status,
+                resp_size: 36
+            }),
         (arb_snap(), arb_msg(), any::<bool>()).prop_map(|(v, msg, r)| EventKind::WriteMsiMsg {
             v,
             msg,

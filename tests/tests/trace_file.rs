@@ -185,9 +185,12 @@ fn variant_no(k: &EventKind) -> usize {
         E::Lost { .. } => 28,
         E::IrqCounts { .. } => 29,
         E::Gap { .. } => 30,
+        E::PciIrqMask { .. } => 31,
+        E::PciIrqUnmask { .. } => 32,
+        E::ComposeCompl { .. } => 33,
     }
 }
-const VARIANTS: usize = 31;
+const VARIANTS: usize = 34;
 
 /// Every variant, with the optional fields both present and absent and values at the edges.
 fn every_kind() -> Vec<EventKind> {
@@ -355,6 +358,24 @@ fn every_kind() -> Vec<EventKind> {
         E::IrqCounts { counts: Vec::new() },
         E::Gap {
             reason: "frozen for hibernation".into(),
+        },
+        E::PciIrqMask {
+            v: snap(48, 0),
+            msix: true,
+        },
+        E::PciIrqUnmask {
+            v: odd.clone(),
+            msix: false,
+        },
+        E::ComposeCompl {
+            irq: Some(41),
+            status: Some(i32::MIN),
+            resp_size: 36,
+        },
+        E::ComposeCompl {
+            irq: None,
+            status: None,
+            resp_size: -1,
         },
     ]
 }

@@ -43,9 +43,14 @@ pub enum ProbeId {
     IrqHandlerEntry = 26,
     VectorActivate = 27,
     VectorDeactivate = 28,
+    PciIrqMaskMsi = 29,
+    PciIrqUnmaskMsi = 30,
+    PciIrqMaskMsix = 31,
+    PciIrqUnmaskMsix = 32,
+    HvComposeCompl = 33,
 }
 
-pub const NUM_PROBES: u32 = 29;
+pub const NUM_PROBES: u32 = 34;
 
 impl ProbeId {
     pub const ALL: [ProbeId; NUM_PROBES as usize] = [
@@ -78,6 +83,11 @@ impl ProbeId {
         ProbeId::IrqHandlerEntry,
         ProbeId::VectorActivate,
         ProbeId::VectorDeactivate,
+        ProbeId::PciIrqMaskMsi,
+        ProbeId::PciIrqUnmaskMsi,
+        ProbeId::PciIrqMaskMsix,
+        ProbeId::PciIrqUnmaskMsix,
+        ProbeId::HvComposeCompl,
     ];
 
     pub fn from_u16(v: u16) -> Option<ProbeId> {
@@ -116,6 +126,11 @@ impl ProbeId {
             ProbeId::IrqHandlerEntry => "irq_handler_entry",
             ProbeId::VectorActivate => "vector_activate",
             ProbeId::VectorDeactivate => "vector_deactivate",
+            ProbeId::PciIrqMaskMsi => "pci_irq_mask_msi",
+            ProbeId::PciIrqUnmaskMsi => "pci_irq_unmask_msi",
+            ProbeId::PciIrqMaskMsix => "pci_irq_mask_msix",
+            ProbeId::PciIrqUnmaskMsix => "pci_irq_unmask_msix",
+            ProbeId::HvComposeCompl => "hv_compose_compl",
         }
     }
 }
@@ -162,8 +177,9 @@ pub const NO_INDEX: u32 = u32::MAX;
 ///
 /// | probe | irq / hwirq / msi_index / mask | a[0] | a[1] | a[2] | a[3] | name | name2 |
 /// |---|---|---|---|---|---|---|---|
-/// | HvCompose* / HvUnmask* / HvMask* / PciMsi* | the vector | chip ptr | domain ptr | - | chip_data | BDF | - |
+/// | HvCompose* / HvUnmask* / HvMask* / PciMsi* / PciIrq* | the vector | chip ptr | domain ptr | - | chip_data | BDF | - |
 /// | HvComposeExit | the vector | composed msg address (hi<<32 \| lo) | msg data | - | chip_data | BDF | - |
+/// | HvComposeCompl | the vector of the in-flight compose that owns the context (`NO_ENTRY`: none found) | context ptr | resp_packet_size (i32) | host status (i32, `A2_VALID`) | composing task's pid_tgid | - | - |
 /// | MigrateOneIrq | irq | irq_desc ptr | - | - | - | - | - |
 /// | MigrateAllOff* | - (the dying CPU is `cpu`) | - | - | - | - | - | - |
 /// | SetAffinityEnter/Exit | irq | force | return code (i32, exit) | - | - | - | - |
@@ -254,6 +270,11 @@ impl Field {
         }
     }
 
+    /// [`Field::ABSENT`] as a function (serde's `default` takes a path).
+    pub const fn absent() -> Field {
+        Field::ABSENT
+    }
+
     pub const fn is_present(&self) -> bool {
         self.present != 0
     }
@@ -301,6 +322,11 @@ pub struct Layout {
     // Hyper-V (module BTF): struct hv_device, struct hv_pcibus_device
     pub hv_device_device: Field,
     pub hv_pcibus_state: Field,
+    // Hyper-V (module BTF): struct pci_response, the host's reply to a request. Appended to
+    // the Hyper-V group after the first trace files were written: a header without it reads
+    // as absent.
+    #[cfg_attr(feature = "user", serde(default = "Field::absent"))]
+    pub pci_response_status: Field,
     // tracepoint records (struct trace_event_raw_*); strings are __data_loc u32 fields, except
     // suspend_resume's `action`, a plain `const char *` on every kernel checked (5.10 to 6.18)
     pub tp_suspend_resume_action: Field,
@@ -362,6 +388,7 @@ impl Layout {
         pci_dev_msix_enabled: Field::ABSENT,
         hv_device_device: Field::ABSENT,
         hv_pcibus_state: Field::ABSENT,
+        pci_response_status: Field::ABSENT,
         tp_suspend_resume_action: Field::ABSENT,
         tp_suspend_resume_val: Field::ABSENT,
         tp_suspend_resume_start: Field::ABSENT,

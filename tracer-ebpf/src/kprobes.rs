@@ -4,6 +4,14 @@
 //! A return probe cannot see its function's arguments, so each entry probe stashes what its
 //! return probe needs in `ARGS`, keyed by task and probe. `pci_restore_msi_state`'s stash
 //! doubles as the restore window that marks `__pci_write_msi_msg` events `IN_RESTORE`.
+//!
+//! `hv_pci_compose_compl` (the host's reply to a compose request) is told which compose it
+//! answers by the address of its context, not by the task it runs in: the context is
+//! `hv_compose_msi_msg`'s on-stack `struct compose_comp_ctxt`, and the reply may be processed
+//! by whichever task or CPU runs the channel callback (the channel tasklet before the compose
+//! disables it, or another compose's polling loop, which calls hv_pci_onchannelcallback for
+//! every pending packet). Each compose in flight registers the two stack pages just below its
+//! entry stack pointer in `COMPOSING`; the reply's context lies in one of them.
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
@@ -13,7 +21,7 @@ use aya_ebpf::{
 use tracer_common::{ProbeId, RawEvent, flags};
 
 use crate::{
-    ARGS, MIGRATING,
+    ARGS, COMPOSING, MIGRATING,
     emit::{hit, reserve},
     read::{self, layout},
     vector,
@@ -34,7 +42,27 @@ pub struct Stash {
     pub obj: u64,
     /// A second argument when the return probe needs one (the msi_msg, `force`).
     pub arg: u64,
+    /// hv_compose_msi_msg: the stack pointer at entry (its `COMPOSING` pages), else 0.
+    pub sp: u64,
 }
+
+/// A `hv_compose_msi_msg` in flight, found by the stack page its reply's context lies in.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Composing {
+    pub pid_tgid: u64,
+    pub irq_data: u64,
+    /// The stack pointer at the compose's entry: its frame, and the context, lie below it.
+    pub sp: u64,
+}
+
+/// How far below the compose's entry stack pointer its `struct compose_comp_ctxt` may lie: the
+/// frame holds the context (56 bytes), the request packet and a few scalars, some hundred
+/// bytes. One page, so two page keys cover it; kernel stacks of different tasks are separated
+/// by at least a guard page, so a context never lies within a page below another task's
+/// stack pointer.
+const COMPOSE_FRAME_MAX: u64 = 4096;
+const PAGE_SHIFT: u64 = 12;
 
 #[inline(always)]
 fn key(entry: ProbeId) -> StashKey {
@@ -47,7 +75,7 @@ fn key(entry: ProbeId) -> StashKey {
 /// A full map only costs the return probe its context (`NO_ENTRY`), so the error is dropped.
 #[inline(always)]
 fn stash(entry: ProbeId, obj: u64, arg: u64) {
-    let _ = ARGS.insert(key(entry), Stash { obj, arg }, 0);
+    let _ = ARGS.insert(key(entry), Stash { obj, arg, sp: 0 }, 0);
 }
 
 /// The stash of `entry`, removed; an all-zero one when there is none (every stashed object is
@@ -60,9 +88,11 @@ fn stash(entry: ProbeId, obj: u64, arg: u64) {
 fn take(entry: ProbeId) -> Stash {
     let k = key(entry);
     // SAFETY: the value is copied out at once; only this task writes this key.
-    let s = unsafe { ARGS.get(k) }
-        .copied()
-        .unwrap_or(Stash { obj: 0, arg: 0 });
+    let s = unsafe { ARGS.get(k) }.copied().unwrap_or(Stash {
+        obj: 0,
+        arg: 0,
+        sp: 0,
+    });
     if s.obj != 0 {
         let _ = ARGS.remove(k);
     }
@@ -128,9 +158,42 @@ fn try_hv_compose_enter(ctx: &ProbeContext) -> Result<u32, u32> {
     hit(probe);
     let d: u64 = ctx.arg(0).ok_or(1u32)?;
     let msg: u64 = ctx.arg(1).ok_or(1u32)?;
-    stash(probe, d, msg);
+    // The kprobe's registers: the stack pointer at the function's entry (x86-64 pt_regs, the
+    // register ABI aya's `arg` reads too, not a kernel struct).
+    // SAFETY: `regs` is the program's context; the verifier checks the access.
+    let sp: u64 = unsafe { (*ctx.regs).rsp };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let _ = ARGS.insert(
+        key(probe),
+        Stash {
+            obj: d,
+            arg: msg,
+            sp,
+        },
+        0,
+    );
+    if sp > COMPOSE_FRAME_MAX {
+        let owner = Composing {
+            pid_tgid,
+            irq_data: d,
+            sp,
+        };
+        let page = sp >> PAGE_SHIFT;
+        // A full map costs the reply its attribution only (the engine then decides on the
+        // returned message, as without the hook).
+        let _ = COMPOSING.insert(page, owner, 0);
+        let _ = COMPOSING.insert(page - 1, owner, 0);
+    }
     vector_event(probe, d);
     Ok(0)
+}
+
+/// The compose in flight whose frame holds `context`, if any.
+#[inline(always)]
+fn composing_owner(context: u64) -> Option<Composing> {
+    // SAFETY: the value is copied out at once.
+    let o = unsafe { COMPOSING.get(context >> PAGE_SHIFT) }.copied()?;
+    (context < o.sp && o.sp - context <= COMPOSE_FRAME_MAX).then_some(o)
 }
 
 #[kretprobe]
@@ -144,6 +207,11 @@ fn try_hv_compose_exit(_ctx: &RetProbeContext) -> Result<u32, u32> {
     let probe = ProbeId::HvComposeExit;
     hit(probe);
     let s = take(ProbeId::HvComposeEnter);
+    if s.sp > COMPOSE_FRAME_MAX {
+        let page = s.sp >> PAGE_SHIFT;
+        let _ = COMPOSING.remove(page);
+        let _ = COMPOSING.remove(page - 1);
+    }
     let mut rec = reserve(probe).ok_or(0u32)?;
     let ev = rec.ev();
     if s.obj != 0 {
@@ -151,6 +219,44 @@ fn try_hv_compose_exit(_ctx: &RetProbeContext) -> Result<u32, u32> {
         vector::msg(ev, s.arg);
     } else {
         ev.flags |= flags::NO_ENTRY;
+    }
+    rec.submit();
+    Ok(0)
+}
+
+/// `hv_pci_compose_compl(void *context, struct pci_response *resp, int resp_packet_size)`:
+/// the host's reply to a compose request. `a[2]` is `resp->status` (pci-hyperv fails the
+/// compose when it is negative); the IRQ is the compose's whose frame holds `context`.
+#[kprobe]
+pub fn hv_compose_compl(ctx: ProbeContext) -> u32 {
+    match try_hv_compose_compl(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_hv_compose_compl(ctx: &ProbeContext) -> Result<u32, u32> {
+    let probe = ProbeId::HvComposeCompl;
+    hit(probe);
+    let context: u64 = ctx.arg(0).ok_or(1u32)?;
+    let resp: u64 = ctx.arg(1).ok_or(1u32)?;
+    // `int` in a register: only the low half is defined.
+    let size = i64::from(ctx.arg::<u64>(2).ok_or(1u32)? as i32) as u64;
+    let owner = composing_owner(context);
+    let mut rec = reserve(probe).ok_or(0u32)?;
+    let ev = rec.ev();
+    ev.a[0] = context;
+    ev.a[1] = size;
+    if let Some(status) = read::kernel(resp, layout!(pci_response_status)) {
+        ev.a[2] = i64::from(status as i32) as u64;
+        ev.flags |= flags::A2_VALID;
+    }
+    let irq = owner.and_then(|o| {
+        ev.a[3] = o.pid_tgid;
+        read::kernel(o.irq_data, layout!(irq_data_irq))
+    });
+    match irq {
+        Some(irq) => ev.irq = irq as u32,
+        None => ev.flags |= flags::NO_ENTRY,
     }
     rec.submit();
     Ok(0)
@@ -194,6 +300,37 @@ pub fn pci_msi_mask(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn pci_msi_unmask(ctx: ProbeContext) -> u32 {
     match try_pci_msi(&ctx, ProbeId::PciMsiUnmask) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+/// The per-device MSI domains' mask callbacks (drivers/pci/msi/irqdomain.c, 6.2 and later):
+/// what genirq calls for an ordinary device's vector where `pci_msi_(un)mask_irq` serve only
+/// legacy-domain chips.
+#[kprobe]
+pub fn pci_irq_mask_msi(ctx: ProbeContext) -> u32 {
+    match try_pci_msi(&ctx, ProbeId::PciIrqMaskMsi) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+#[kprobe]
+pub fn pci_irq_unmask_msi(ctx: ProbeContext) -> u32 {
+    match try_pci_msi(&ctx, ProbeId::PciIrqUnmaskMsi) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+#[kprobe]
+pub fn pci_irq_mask_msix(ctx: ProbeContext) -> u32 {
+    match try_pci_msi(&ctx, ProbeId::PciIrqMaskMsix) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+#[kprobe]
+pub fn pci_irq_unmask_msix(ctx: ProbeContext) -> u32 {
+    match try_pci_msi(&ctx, ProbeId::PciIrqUnmaskMsix) {
         Ok(r) | Err(r) => r,
     }
 }

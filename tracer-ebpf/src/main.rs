@@ -64,6 +64,15 @@ const STASH_ENTRIES: u32 = 10240;
 static ARGS: HashMap<kprobes::StashKey, kprobes::Stash> =
     HashMap::with_max_entries(STASH_ENTRIES, 0);
 
+/// Stack page → the `hv_compose_msi_msg` in flight whose frame covers it (two pages per
+/// compose, removed at its return), so that `hv_pci_compose_compl` finds the compose its
+/// context belongs to whatever task runs it. Bounds concurrent composes, not history.
+const COMPOSING_ENTRIES: u32 = 2048;
+
+#[map]
+static COMPOSING: HashMap<u64, kprobes::Composing> =
+    HashMap::with_max_entries(COMPOSING_ENTRIES, 0);
+
 /// Per CPU: the pid_tgid of the task inside `irq_migrate_all_off_this_cpu`, 0 = none. A
 /// task id rather than a flag, so a missed return probe cannot mark later, unrelated events.
 #[map]

@@ -365,6 +365,8 @@ static FIELDS: &[FieldSpec] = field_specs! {
     // hv_vmbus is built in.
     hv_device_device: Embedded ["hv_device.device"] in ["hv_vmbus", "pci_hyperv"];
     hv_pcibus_state: Int ["hv_pcibus_device.state"] in ["pci_hyperv"];
+    // The host's status in its reply to a request (hv_pci_compose_compl reads it).
+    pci_response_status: Int ["pci_response.status"] in ["pci_hyperv"];
     // power:suspend_resume keeps `action` as a pointer to a static string (5.10 to 6.18), not
     // as __data_loc; the programs tell the two encodings apart by the size.
     tp_suspend_resume_action: Str ["trace_event_raw_suspend_resume.action"];

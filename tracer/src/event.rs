@@ -207,6 +207,26 @@ pub enum EventKind {
     Gap {
         reason: String,
     },
+    /// `pci_irq_mask_msi` / `pci_irq_mask_msix` (per-device MSI domains, 6.2 and later), on
+    /// entry: the device-level mask is about to be set. `msix` names the function.
+    PciIrqMask {
+        v: VectorSnap,
+        msix: bool,
+    },
+    /// `pci_irq_unmask_msi` / `pci_irq_unmask_msix`, on entry.
+    PciIrqUnmask {
+        v: VectorSnap,
+        msix: bool,
+    },
+    /// `hv_pci_compose_compl`: the host answered a compose request. `irq` is the vector of
+    /// the in-flight `hv_compose_msi_msg` the reply belongs to (`None`: no compose in flight
+    /// owned its context, so it is unattributed); `status` is `resp->status` (negative: the
+    /// host refused), `None` when it could not be read.
+    ComposeCompl {
+        irq: Option<u32>,
+        status: Option<i32>,
+        resp_size: i32,
+    },
 }
 
 /// One event with its time (CLOCK_MONOTONIC ns), CPU and task.
@@ -378,6 +398,27 @@ impl Event {
                 can_reserve: raw.a[1] != 0,
                 reserve: raw.a[2] != 0,
             },
+            ProbeId::PciIrqMaskMsi => EventKind::PciIrqMask {
+                v: snap(),
+                msix: false,
+            },
+            ProbeId::PciIrqUnmaskMsi => EventKind::PciIrqUnmask {
+                v: snap(),
+                msix: false,
+            },
+            ProbeId::PciIrqMaskMsix => EventKind::PciIrqMask {
+                v: snap(),
+                msix: true,
+            },
+            ProbeId::PciIrqUnmaskMsix => EventKind::PciIrqUnmask {
+                v: snap(),
+                msix: true,
+            },
+            ProbeId::HvComposeCompl => EventKind::ComposeCompl {
+                irq: (f & flags::NO_ENTRY == 0).then_some(raw.irq),
+                status: a2.map(|s| s as i32),
+                resp_size: raw.a[1] as i32,
+            },
             ProbeId::IrqHandlerEntry => return Err(DecodeError::NotStreamed(probe)),
         };
         Ok(Event {
@@ -442,6 +483,42 @@ mod tests {
         // Not an x86 MSI address (ARM GIC ITS doorbell), and a shut-down message.
         assert_eq!(msg(0, 0x0804_0040, 3).x86_destination(), None);
         assert_eq!(msg(0, 0, 0).x86_destination(), None);
+    }
+
+    #[test]
+    fn decodes_a_compose_reply_and_the_per_device_unmask() {
+        let mut raw = RawEvent::ZERO;
+        raw.probe = ProbeId::HvComposeCompl as u16;
+        raw.irq = 42;
+        raw.flags = flags::A2_VALID;
+        raw.a = [0xffff_c900_0001_3e80, 36, (-1073741811i64) as u64, 7];
+        let ev = Event::from_raw(&raw).unwrap();
+        assert_eq!(
+            ev.kind,
+            EventKind::ComposeCompl {
+                irq: Some(42),
+                status: Some(-1073741811),
+                resp_size: 36
+            }
+        );
+        raw.flags = flags::NO_ENTRY;
+        let ev = Event::from_raw(&raw).unwrap();
+        assert_eq!(
+            ev.kind,
+            EventKind::ComposeCompl {
+                irq: None,
+                status: None,
+                resp_size: 36
+            }
+        );
+        let mut raw = RawEvent::ZERO;
+        raw.probe = ProbeId::PciIrqUnmaskMsix as u16;
+        raw.irq = 48;
+        let ev = Event::from_raw(&raw).unwrap();
+        assert!(matches!(
+            ev.kind,
+            EventKind::PciIrqUnmask { ref v, msix: true } if v.irq == 48
+        ));
     }
 
     #[test]

@@ -55,7 +55,12 @@ fn fields_read(probe: ProbeId) -> &'static [&'static str] {
         | P::HvMaskEnter
         | P::HvMaskExit
         | P::PciMsiMask
-        | P::PciMsiUnmask => VECTOR,
+        | P::PciMsiUnmask
+        | P::PciIrqMaskMsi
+        | P::PciIrqUnmaskMsi
+        | P::PciIrqMaskMsix
+        | P::PciIrqUnmaskMsix => VECTOR,
+        P::HvComposeCompl => &["pci_response_status", "irq_data_irq"],
         P::HvComposeExit => &[
             "irq_data_irq",
             "irq_data_chip_data",
@@ -587,6 +592,18 @@ fn absent_reason(hook: &Hook, symbols: &KernelSymbols) -> String {
             format!("{subject}, though module {m} is loaded (renamed or removed on this kernel?)")
         }
         Some(m) => format!("{subject}: module {m} is not loaded; attaches when it appears"),
+        None if matches!(
+            hook.probe,
+            ProbeId::PciIrqMaskMsi
+                | ProbeId::PciIrqUnmaskMsi
+                | ProbeId::PciIrqMaskMsix
+                | ProbeId::PciIrqUnmaskMsix
+        ) =>
+        {
+            format!(
+                "{subject} on this kernel (it comes with the per-device MSI domains of 6.2 and later; without them pci_msi_mask_irq/pci_msi_unmask_irq carry every device's mask)"
+            )
+        }
         None if hook.probe == ProbeId::MigrateOneIrq => {
             format!("{subject} (inlined into irq_migrate_all_off_this_cpu on this kernel)")
         }

@@ -392,6 +392,36 @@ pub fn describe(kind: &EventKind) -> String {
             format!("irq-counts {}", list.join(" "))
         }
         E::Gap { reason } => format!("--- GAP: not tracing ({reason}) ---"),
+        E::PciIrqMask { v, msix } => {
+            format!(
+                "pci-irq-mask-{} {}",
+                if *msix { "msix" } else { "msi" },
+                snap(v)
+            )
+        }
+        E::PciIrqUnmask { v, msix } => {
+            format!(
+                "pci-irq-unmask-{} {}",
+                if *msix { "msix" } else { "msi" },
+                snap(v)
+            )
+        }
+        E::ComposeCompl {
+            irq,
+            status,
+            resp_size,
+        } => {
+            let irq = irq.map_or_else(
+                || "irq ? (no compose in flight owns its context)".to_string(),
+                |i| format!("irq {i}"),
+            );
+            let status = match status {
+                Some(s) if *s < 0 => format!("status {:#010x} (host refused)", *s as u32),
+                Some(s) => format!("status {:#x}", *s as u32),
+                None => "status unreadable".to_string(),
+            };
+            format!("compose.host-reply {irq} {status} ({resp_size} bytes)")
+        }
     }
 }
 

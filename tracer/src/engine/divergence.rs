@@ -135,6 +135,11 @@ pub fn event_name(k: &EventKind) -> &'static str {
         K::Lost { .. } => "lost",
         K::IrqCounts { .. } => "irq counts",
         K::Gap { .. } => "gap",
+        K::PciIrqMask { msix: false, .. } => "pci_irq_mask_msi",
+        K::PciIrqMask { msix: true, .. } => "pci_irq_mask_msix",
+        K::PciIrqUnmask { msix: false, .. } => "pci_irq_unmask_msi",
+        K::PciIrqUnmask { msix: true, .. } => "pci_irq_unmask_msix",
+        K::ComposeCompl { .. } => "hv_pci_compose_compl",
     }
 }
 
@@ -172,6 +177,11 @@ pub fn event_probe(k: &EventKind) -> Option<ProbeId> {
         K::VectorActivate { .. } => P::VectorActivate,
         K::VectorDeactivate { .. } => P::VectorDeactivate,
         K::IrqCounts { .. } => P::IrqHandlerEntry,
+        K::PciIrqMask { msix: false, .. } => P::PciIrqMaskMsi,
+        K::PciIrqMask { msix: true, .. } => P::PciIrqMaskMsix,
+        K::PciIrqUnmask { msix: false, .. } => P::PciIrqUnmaskMsi,
+        K::PciIrqUnmask { msix: true, .. } => P::PciIrqUnmaskMsix,
+        K::ComposeCompl { .. } => P::HvComposeCompl,
         K::Lost { .. } | K::Gap { .. } => return None,
     })
 }
@@ -199,7 +209,9 @@ pub fn event_detail(k: &EventKind) -> String {
         | K::MaskEnter(v)
         | K::MaskExit(v)
         | K::PciMsiMask(v)
-        | K::PciMsiUnmask(v) => format!(
+        | K::PciMsiUnmask(v)
+        | K::PciIrqMask { v, .. }
+        | K::PciIrqUnmask { v, .. } => format!(
             "irq {} dev {} mask-cache {} irqd-masked {} chip_data {}{}",
             v.irq,
             v.device.as_deref().unwrap_or("?"),
@@ -311,6 +323,15 @@ pub fn event_detail(k: &EventKind) -> String {
         K::Lost { probe, count } => format!("{count} events of {probe:?}"),
         K::IrqCounts { counts } => format!("{} IRQs", counts.len()),
         K::Gap { reason } => reason.clone(),
+        K::ComposeCompl {
+            irq,
+            status,
+            resp_size,
+        } => format!(
+            "irq {} host status {} ({resp_size} bytes)",
+            opt(irq),
+            status.map_or_else(|| "?".into(), |s| format!("{:#010x}", s as u32))
+        ),
     }
 }
 

@@ -111,7 +111,7 @@ impl Gates {
     /// `facts`: what the kernel's BTF showed when recording began (empty for a trace file
     /// written before msitrace kept them: every fact is then unknown).
     pub fn new(release: &str, probes: &[ProbeStatus], facts: &[BtfFact]) -> Gates {
-        let mut status: [Option<ProbeStatus>; NUM_PROBES as usize] = Default::default();
+        let mut status: [Option<ProbeStatus>; NUM_PROBES as usize] = std::array::from_fn(|_| None);
         for p in probes {
             status[p.probe as usize] = Some(p.clone());
         }

@@ -154,6 +154,29 @@ pub(crate) struct InputNote {
     more: u64,
 }
 
+/// An `hv_compose_msi_msg` between its entry and its return, and what the host answered.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ComposeInFlight {
+    /// The host's reply attributed to this compose: its status and the event.
+    reply: Option<(Option<i32>, Evidence)>,
+    /// A reply arrived that no compose could be told to own while this one was in flight.
+    unattributed: bool,
+}
+
+/// What the engine can tell about the host's answer to one compose.
+#[derive(Clone, Debug)]
+pub(crate) enum HostSeen {
+    /// The reply hook was not there, the call's entry was not seen, or a reply went
+    /// unattributed meanwhile: the returned message decides, as without the hook.
+    Unknown,
+    Replied {
+        status: Option<i32>,
+        evidence: Evidence,
+    },
+    /// The reply hook was attached and the compose returned without a reply in that call.
+    NoReply,
+}
+
 /// A divergence that rests on the absence of events from some probes in a time window: a loss
 /// of those probes in that window weakens it.
 #[derive(Clone, Debug)]
@@ -201,6 +224,8 @@ pub struct Engine {
     epoch_notes: Vec<NotEvaluated>,
     /// Contradictions between driver-private fields and observations, per (IRQ, generation).
     input_notes: BTreeMap<(u32, u32), InputNote>,
+    /// IRQ → its hv_compose_msi_msg in flight.
+    composing: BTreeMap<u32, ComposeInFlight>,
     compose_exits_readable: u64,
     unmask_exits_with_cache: u64,
     finished: bool,
@@ -237,6 +262,7 @@ impl Engine {
             open: BTreeMap::new(),
             epoch_notes: Vec::new(),
             input_notes: BTreeMap::new(),
+            composing: BTreeMap::new(),
             compose_exits_readable: 0,
             unmask_exits_with_cache: 0,
             finished: false,
@@ -569,12 +595,29 @@ impl Engine {
             EventKind::ComposeEnter(v) => {
                 let irq = self.vector_for(v, ts, "hv_compose_msi_msg", false);
                 self.mark_hyperv(irq);
+                self.composing.insert(irq, ComposeInFlight::default());
                 self.h9_removing_bus(ev, irq, "composed", out);
             }
             EventKind::ComposeExit { v, msg } => {
                 let irq = self.vector_for(v, ts, "hv_compose_msi_msg:return", false);
                 self.mark_hyperv(irq);
-                self.on_compose_exit(ev, irq, v, *msg, out);
+                let in_flight = self.composing.remove(&irq);
+                let host = if !self.gates.available(ProbeId::HvComposeCompl, &self.seen) {
+                    HostSeen::Unknown
+                } else {
+                    match in_flight {
+                        Some(ComposeInFlight {
+                            reply: Some((status, evidence)),
+                            ..
+                        }) => HostSeen::Replied { status, evidence },
+                        Some(ComposeInFlight {
+                            reply: None,
+                            unattributed: false,
+                        }) => HostSeen::NoReply,
+                        _ => HostSeen::Unknown,
+                    }
+                };
+                self.on_compose_exit(ev, irq, v, *msg, host, out);
             }
             EventKind::UnmaskEnter(v) => {
                 let irq = self.vector_for(v, ts, "hv_irq_unmask", true);
@@ -612,6 +655,37 @@ impl Engine {
                 }
                 self.on_unmasked(ev, irq, out);
             }
+            // The per-device MSI domains' callbacks: the same device-level mask as
+            // pci_msi_(un)mask_irq, for the ordinary devices of 6.2 and later.
+            EventKind::PciIrqMask { v, .. } => {
+                let by = event_name(&ev.kind);
+                let irq = self.vector_for(v, ts, by, true);
+                if let Some(vs) = self.state.vectors.get_mut(&irq) {
+                    vs.set_cache_masked(true, ts, by);
+                }
+            }
+            EventKind::PciIrqUnmask { v, .. } => {
+                let by = event_name(&ev.kind);
+                let irq = self.vector_for(v, ts, by, true);
+                if let Some(vs) = self.state.vectors.get_mut(&irq) {
+                    vs.set_cache_masked(false, ts, by);
+                    vs.unmasked_seen = true;
+                }
+                self.on_unmasked(ev, irq, out);
+            }
+            // The host's reply: kept for the compose it belongs to, decided at its return.
+            EventKind::ComposeCompl { irq, status, .. } => match irq {
+                Some(irq) => {
+                    if let Some(c) = self.composing.get_mut(irq) {
+                        c.reply = Some((*status, Evidence::of(ev)));
+                    }
+                }
+                None => {
+                    for c in self.composing.values_mut() {
+                        c.unattributed = true;
+                    }
+                }
+            },
             EventKind::MigrateOneIrq { irq } => {
                 if let Some(v) = self.state.vectors.get_mut(irq) {
                     v.last_migration = Some(Migration {
@@ -921,6 +995,7 @@ impl Engine {
                 }
                 if c > prev {
                     k.last_increase_ts_ns = Some(ts);
+                    k.last_growth = Some((k.last_sample_ts_ns, ts));
                 }
             }
             k.last = Some(c);
@@ -1148,6 +1223,8 @@ pub fn event_irq(k: &EventKind) -> Option<u32> {
         | K::MaskExit(v)
         | K::PciMsiMask(v)
         | K::PciMsiUnmask(v)
+        | K::PciIrqMask { v, .. }
+        | K::PciIrqUnmask { v, .. }
         | K::ComposeExit { v, .. }
         | K::WriteMsiMsg { v, .. } => Some(v.irq),
         K::MigrateOneIrq { irq }
@@ -1158,6 +1235,7 @@ pub fn event_irq(k: &EventKind) -> Option<u32> {
         | K::VectorConfig { irq, .. }
         | K::VectorActivate { irq, .. }
         | K::VectorDeactivate { irq, .. } => Some(*irq),
+        K::ComposeCompl { irq, .. } => *irq,
         _ => None,
     }
 }

@@ -11,11 +11,17 @@ use tracer_common::ProbeId;
 
 use super::divergence::{DivergenceUpdate, Evidence, Finding, Key, RuleId, Scope, Severity};
 use super::state::{Compose, Phase, Restore, VectorState};
-use super::{AbsenceClaim, Engine, Pending, secs};
+use super::{AbsenceClaim, Engine, HostSeen, Pending, secs};
 use crate::engine::losses::LossReport;
 use crate::event::{Event, MsiMsg, VectorSnap};
 
 const COMPOSE_PROBES: &[ProbeId] = &[ProbeId::HvComposeEnter, ProbeId::HvComposeExit];
+/// H1 also rests on the absence of the host's reply in a compose.
+const COMPOSE_REPLY_PROBES: &[ProbeId] = &[
+    ProbeId::HvComposeEnter,
+    ProbeId::HvComposeExit,
+    ProbeId::HvComposeCompl,
+];
 // Every probe whose events move a target (see `Engine::target_after_migration` and co).
 const TARGET_PROBES: &[ProbeId] = &[
     ProbeId::VectorUpdate,
@@ -29,6 +35,8 @@ const UNMASK_PROBES: &[ProbeId] = &[
     ProbeId::HvUnmaskEnter,
     ProbeId::HvUnmaskExit,
     ProbeId::PciMsiUnmask,
+    ProbeId::PciIrqUnmaskMsi,
+    ProbeId::PciIrqUnmaskMsix,
     ProbeId::WriteMsiMsg,
 ];
 
@@ -185,38 +193,59 @@ impl Engine {
 
     // --- H1, H2, H3: compose and restore --------------------------------------------------
 
-    /// **H3 compose failed.** Decided by the message `hv_compose_msi_msg` returned: every
-    /// pci-hyperv failure path zeroes it (`return_null_message`), in every version, so an
-    /// all-zero message is a failed compose and any other message a successful one.
-    /// `irq_data->chip_data` after return only corroborates: pci-hyperv stores the host's
-    /// descriptor there on success and leaves it NULL on failure, but a pci-hyperv-like driver
-    /// may keep its descriptor elsewhere. When the two disagree the message wins and the
-    /// contradiction becomes an input warning, never a divergence. A return whose message
-    /// could not be read decides nothing: it still counts as a compose for H1/H5, so a read
-    /// the kernel did not allow cannot turn into an accusation.
+    /// **H3 compose failed.** Decided by what the kernel observably got: the message
+    /// `hv_compose_msi_msg` returned (every pci-hyperv failure path zeroes it,
+    /// `return_null_message`, in every version) and, where `hv_pci_compose_compl` is hooked,
+    /// the host's status in its reply to this call (negative: the host refused, and
+    /// pci-hyperv fails the compose). Either one saying failure is a failed compose; the
+    /// status is in the evidence. `irq_data->chip_data` after return only corroborates:
+    /// pci-hyperv stores the host's descriptor there on success and leaves it NULL on failure,
+    /// but a pci-hyperv-like driver may keep its descriptor elsewhere. When the two disagree
+    /// the message wins and the contradiction becomes an input warning, never a divergence. A
+    /// return whose message and status could not be read decides nothing: it still counts as
+    /// a compose for H1/H5, so a read the kernel did not allow cannot turn into an accusation.
+    ///
+    /// For H1 a compose also has to have reached the host: with the reply hook attached, a
+    /// compose seen from entry to return without a reply attributed to it (pci-hyperv's
+    /// multi-MSI early return reuses the old entry without asking) re-created nothing. Where
+    /// that cannot be told ([`HostSeen::Unknown`]: no hook, entry not seen, a reply nobody
+    /// could be told to own) the returned message decides, as it did before the hook.
     pub(crate) fn on_compose_exit(
         &mut self,
         ev: &Event,
         irq: u32,
         v: &VectorSnap,
         msg: Option<MsiMsg>,
+        host: HostSeen,
         out: &mut Vec<DivergenceUpdate>,
     ) {
         let ts = ev.ts_ns;
         let cycle = self.cycle;
         let epoch = self.state.epoch;
-        let ok = msg.map(|m| !m.is_zero());
-        let failed = ok == Some(false);
-        if msg.is_some() {
+        let msg_failed = msg.is_some_and(|m| m.is_zero());
+        let (host_status, reply_evidence) = match &host {
+            HostSeen::Replied { status, evidence } => (*status, Some(evidence.clone())),
+            _ => (None, None),
+        };
+        let refused = host_status.is_some_and(|s| s < 0);
+        let failed = msg_failed || refused;
+        let ok = (msg.is_some() || host_status.is_some()).then_some(!failed);
+        let reached_host = match host {
+            HostSeen::Unknown => None,
+            HostSeen::Replied { .. } => Some(true),
+            HostSeen::NoReply => Some(false),
+        };
+        if msg.is_some() || host_status.is_some() {
             self.compose_exits_readable += 1;
         }
         // chip_data corroborates: NULL after a good message, or set after a zeroed one, is
         // the driver keeping its descriptor somewhere else (or a read gone wrong).
+        let failed_by_msg = msg_failed;
         if let (Some(m), Some(cd)) = (msg, v.chip_data)
-            && (cd == 0) != failed
+            && (cd == 0) != failed_by_msg
         {
             let (desc, _) = self.describe(irq);
-            let (result, field) = if failed {
+            let (result, field) = if failed_by_msg {
                 (
                     "a zeroed message (a failed compose)".to_string(),
                     format!("{cd:#x}"),
@@ -241,9 +270,14 @@ impl Engine {
                 msg,
                 chip_data: v.chip_data,
                 ok,
+                host_status,
+                reached_host,
             });
             if !failed {
                 vs.compose_cycle = Some(cycle);
+                if reached_host != Some(false) {
+                    vs.host_compose_cycle = Some(cycle);
+                }
             }
             if let (Some(true), Some(m)) = (ok, msg) {
                 vs.composed_msg = Some((cycle, m, ts));
@@ -257,10 +291,28 @@ impl Engine {
                 ""
             };
             let cycle_epoch = self.cycle_epoch();
+            let why = match (refused, host_status, msg) {
+                (true, Some(s), Some(m)) if m.is_zero() => format!(
+                    "the host answered status {:#010x} (hv_pci_compose_compl), zeroed \
+                     message{corroborated}",
+                    s as u32
+                ),
+                (true, Some(s), Some(m)) => format!(
+                    "the host answered status {:#010x} (hv_pci_compose_compl), though the \
+                     returned message {m} was not zeroed",
+                    s as u32
+                ),
+                (true, Some(s), None) => format!(
+                    "the host answered status {:#010x} (hv_pci_compose_compl); the returned \
+                     message could not be read",
+                    s as u32
+                ),
+                _ => format!("zeroed message{corroborated}"),
+            };
             let base = format!(
                 "hv_compose_msi_msg for irq {irq} ({desc}) failed at {} in epoch {cycle_epoch} \
-                 (zeroed message{corroborated}): the host refused an interrupt-remapping entry; \
-                 look for the hv_compose_msi_req status in dmesg",
+                 ({why}): the host refused an interrupt-remapping entry; look for the \
+                 hv_compose_msi_req status in dmesg",
                 self.t(ts)
             );
             let meaning = format!(
@@ -274,7 +326,10 @@ impl Engine {
                 cycle_epoch,
                 Severity::Warning,
                 ts,
-                vec![Evidence::of(ev)],
+                reply_evidence
+                    .into_iter()
+                    .chain(std::iter::once(Evidence::of(ev)))
+                    .collect(),
                 meaning,
             );
             self.open_finding(RuleId::H3, irq, &f, base);
@@ -282,11 +337,12 @@ impl Engine {
             return;
         }
         // A later compose in the same cycle weakens H1 (the driver re-requested the vector)
-        // and closes H3.
-        if self
-            .open
-            .get(&(RuleId::H1, irq))
-            .is_some_and(|o| o.cycle == cycle)
+        // and closes H3; for H1 only one that was not seen to skip the host.
+        if reached_host != Some(false)
+            && self
+                .open
+                .get(&(RuleId::H1, irq))
+                .is_some_and(|o| o.cycle == cycle)
         {
             let note = format!(
                 "it was re-composed at {} (the driver re-requested the vector), so it \
@@ -383,6 +439,7 @@ impl Engine {
         }
         let cycle = self.cycle;
         let compose_cycle = vs.compose_cycle;
+        let host_compose_cycle = vs.host_compose_cycle;
         let composed = vs.composed_msg;
         let last_compose = vs.last_compose.clone();
         if self.h3_escalate(ev, irq, "restored by MMIO", out) {
@@ -394,17 +451,21 @@ impl Engine {
         } else {
             String::new()
         };
-        if compose_cycle != Some(cycle) {
+        if host_compose_cycle != Some(cycle) {
             if !self.enabled(RuleId::H1) {
                 return;
             }
             let mut evidence = vec![Evidence::of(ev)];
             if let Some(c) = &last_compose {
+                let reply = match c.reached_host {
+                    Some(false) => ", no reply from the host in that call",
+                    _ => "",
+                };
                 evidence.push(Evidence::note(
                     c.ts_ns,
                     "hv_compose_msi_msg:return",
                     format!(
-                        "last compose of irq {irq}, epoch {}, msg {}",
+                        "last compose of irq {irq}, epoch {}, msg {}{reply}",
                         c.epoch,
                         c.msg.map_or_else(|| "?".into(), |m| m.to_string())
                     ),
@@ -417,12 +478,26 @@ impl Engine {
                     format!("dpm_resume_noirq: resume epoch {epoch} ({})", e.kind.name()),
                 ));
             }
-            let meaning = format!(
-                "irq {irq} ({desc}){block_note} was restored by MMIO in resume epoch {epoch} \
-                 without a successful hv_compose_msi_msg in that epoch: the host has no \
-                 remapping entry for the message written, the device's interrupts go nowhere \
-                 (pre-915cff7f38c5 pci-hyperv; check that hv_pci_resume re-composes)"
-            );
+            let meaning = if compose_cycle == Some(cycle) {
+                let at = last_compose
+                    .as_ref()
+                    .map_or_else(String::new, |c| format!(" at {}", self.t(c.ts_ns)));
+                format!(
+                    "irq {irq} ({desc}){block_note} was restored by MMIO in resume epoch \
+                     {epoch}; hv_compose_msi_msg ran in that epoch{at} but returned with no \
+                     reply from the host (no hv_pci_compose_compl in that call: it reused the \
+                     old remapping entry, as the multi-MSI early return does), so the host has \
+                     no entry for the message written and the device's interrupts go nowhere; \
+                     check that the re-compose at resume really asks the host"
+                )
+            } else {
+                format!(
+                    "irq {irq} ({desc}){block_note} was restored by MMIO in resume epoch {epoch} \
+                     without a successful hv_compose_msi_msg in that epoch: the host has no \
+                     remapping entry for the message written, the device's interrupts go nowhere \
+                     (pre-915cff7f38c5 pci-hyperv; check that hv_pci_resume re-composes)"
+                )
+            };
             let mut f = self.vector_finding(
                 RuleId::H1,
                 irq,
@@ -436,7 +511,7 @@ impl Engine {
             f.irqs = block.clone();
             self.open_finding(RuleId::H1, irq, &f, meaning);
             let from = self.cycle_start_ts;
-            self.raise_absence(f, COMPOSE_PROBES, from, out);
+            self.raise_absence(f, COMPOSE_REPLY_PROBES, from, out);
         } else if let Some((c, m, cts)) = composed
             && c == cycle
             && m != msg
@@ -908,20 +983,40 @@ impl Engine {
         }
     }
 
+    /// **G1 masked after resume.** Decided, at `resumed` + grace, by the device-level mask as
+    /// the kernel last set it: the last mask operation observed (`pci_msi_(un)mask_irq`, the
+    /// per-device domains' `pci_irq_(un)mask_msi(x)`, hv_irq_unmask's return) or the mask
+    /// cache the restore wrote into the device (`__pci_write_msi_msg`), for a vector with an
+    /// action that genirq believes enabled. Handler counts overrule it: an interrupt of the
+    /// vector counted between two samples taken after both this resume began and the last
+    /// masked observation proves the kernel delivered it, so it is not still masked (an unmask
+    /// went through a path msitrace does not see). Growth across the suspend (the first sample
+    /// after it against the last before) proves nothing: those interrupts may predate the
+    /// mask. A vector whose samples show no such growth only corroborates the finding (said in
+    /// it); without samples the mask observation decides alone.
     fn g1_masked_after_resume(&mut self, epoch: u32, now: u64, out: &mut Vec<DivergenceUpdate>) {
         if !self.enabled(RuleId::G1) {
             return;
         }
         let grace = secs(self.timing.g1_grace_ns);
+        let epoch_start = self
+            .state
+            .epoch_info(epoch)
+            .map_or(u64::MAX, |e| e.start_ts_ns);
         let masked: Vec<u32> = self
             .state
             .vectors
             .values()
             .filter(|v| {
+                let fired_since = v
+                    .counts
+                    .last_growth
+                    .is_some_and(|(from, _)| from >= v.cache_masked_ts_ns.max(epoch_start));
                 v.has_action()
                     && v.genirq_enabled() == Some(true)
                     && v.cache_masked == Some(true)
                     && v.active != Some(false)
+                    && !fired_since
             })
             .map(|v| v.irq)
             .collect();
@@ -931,6 +1026,7 @@ impl Engine {
             };
             let seen_at = v.cache_masked_ts_ns;
             let seen_by = v.cache_masked_by;
+            let sampled_since = v.counts.last_sample_ts_ns > seen_at;
             let note = Evidence::note(
                 now,
                 "deadline",
@@ -942,11 +1038,16 @@ impl Engine {
                 continue;
             }
             let (desc, _) = self.describe(irq);
+            let silent = if sampled_since {
+                ", and no interrupt of it was counted after that"
+            } else {
+                ""
+            };
             let meaning = format!(
                 "irq {irq} ({desc}) has an action and genirq says it is enabled, but its \
                  device-level mask was still set {grace} after resume epoch {epoch} (last seen \
-                 masked by {seen_by} at {}): the device cannot raise this interrupt; look at \
-                 what masked it before suspend and why resume did not unmask it",
+                 masked by {seen_by} at {}{silent}): the device cannot raise this interrupt; \
+                 look at what masked it before suspend and why resume did not unmask it",
                 self.t(seen_at)
             );
             let evidence = vec![

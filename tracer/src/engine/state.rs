@@ -214,8 +214,15 @@ pub struct Compose {
     pub cycle: u32,
     pub msg: Option<MsiMsg>,
     pub chip_data: Option<u64>,
-    /// `Some(false)`: the returned message was zeroed; `None`: it could not be read.
+    /// `Some(false)`: the returned message was zeroed or the host refused; `None`: neither
+    /// the message nor the host's status could be read.
     pub ok: Option<bool>,
+    /// The host's status in its reply (`hv_pci_compose_compl`) in this call.
+    pub host_status: Option<i32>,
+    /// Whether the host replied in this call: `Some(false)` only when the reply hook was
+    /// attached, the call's entry was seen and nothing in flight went unattributed; `None`
+    /// when that cannot be told (then the returned message decides, as without the hook).
+    pub reached_host: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -323,6 +330,9 @@ pub struct Counts {
     /// The count at the last suspend start, and whether it had grown before it.
     pub before_suspend: Option<u64>,
     pub fired_before_suspend: bool,
+    /// The last growth between two samples: (previous sample, sample that grew). The
+    /// handler ran in that interval, so after its start.
+    pub last_growth: Option<(u64, u64)>,
 }
 
 /// What a vector looked like at one instant: the "before suspend" / "after resume" columns.
@@ -368,6 +378,9 @@ pub struct VectorState {
     /// Compose cycle (see `Engine`) of the last compose that succeeded or whose result could
     /// not be read: the host's remapping entries live from one cycle boundary to the next.
     pub compose_cycle: Option<u32>,
+    /// Like `compose_cycle`, but only for composes that were not seen to return without a
+    /// reply from the host (H1: only those can have re-created the host's entry).
+    pub host_compose_cycle: Option<u32>,
     /// Last message composed with success: its cycle, the message, when.
     pub composed_msg: Option<(u32, MsiMsg, u64)>,
     /// The msi_desc mask cache as last observed, and when.
@@ -411,6 +424,7 @@ impl VectorState {
             hv_bus: None,
             last_compose: None,
             compose_cycle: None,
+            host_compose_cycle: None,
             composed_msg: None,
             cache_masked: None,
             cache_masked_ts_ns: 0,

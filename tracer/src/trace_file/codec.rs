@@ -181,6 +181,20 @@ enum DiskKind {
     Gap {
         reason: StrRef,
     },
+    // Appended after the first files were written (older readers report them undecodable).
+    PciIrqMask {
+        v: DiskSnap,
+        msix: bool,
+    },
+    PciIrqUnmask {
+        v: DiskSnap,
+        msix: bool,
+    },
+    ComposeCompl {
+        irq: Option<u32>,
+        status: Option<i32>,
+        resp_size: i32,
+    },
 }
 
 /// Two bits per optional boolean (known, value), then `in_migration`.
@@ -525,6 +539,23 @@ impl ChunkEncoder {
             E::Gap { reason } => D::Gap {
                 reason: self.str(reason)?,
             },
+            E::PciIrqMask { v, msix } => D::PciIrqMask {
+                v: self.snap(v)?,
+                msix: *msix,
+            },
+            E::PciIrqUnmask { v, msix } => D::PciIrqUnmask {
+                v: self.snap(v)?,
+                msix: *msix,
+            },
+            E::ComposeCompl {
+                irq,
+                status,
+                resp_size,
+            } => D::ComposeCompl {
+                irq: *irq,
+                status: *status,
+                resp_size: *resp_size,
+            },
         })
     }
 }
@@ -800,6 +831,23 @@ impl<'a> ChunkDecoder<'a> {
             D::IrqCounts { counts } => E::IrqCounts { counts },
             D::Gap { reason } => E::Gap {
                 reason: self.s(reason)?,
+            },
+            D::PciIrqMask { v, msix } => E::PciIrqMask {
+                v: self.snap(&v)?,
+                msix,
+            },
+            D::PciIrqUnmask { v, msix } => E::PciIrqUnmask {
+                v: self.snap(&v)?,
+                msix,
+            },
+            D::ComposeCompl {
+                irq,
+                status,
+                resp_size,
+            } => E::ComposeCompl {
+                irq,
+                status,
+                resp_size,
             },
         })
     }
