@@ -43,6 +43,9 @@
  *    chip unmask (pci_msi_unmask_irq on 6.1, the per-device MSI-X unmask on 6.12), and
  *    hv_pci_resume re-composes every vector (hv_pci_restore_msi_msg) before the PCI core
  *    restores the device.
+ *  - opaque: fixed, but the interrupt entry is kept in the stub's own vector, never in
+ *    irq_data->chip_data: a pci-hyperv-like driver whose private conventions differ, on which
+ *    msitrace must not report what the kernel did not do (no H3, no H5).
  *  - buggy: what it did before. hv_irq_unmask returns early when the retarget fails, leaving
  *    the vector masked in the device table and in the msi_desc cache while genirq believes it
  *    is enabled (bug 2); hv_pci_resume does not re-compose, so the PCI core restores a message
@@ -113,13 +116,14 @@
 
 static char *mode = "fixed";
 module_param(mode, charp, 0444);
-MODULE_PARM_DESC(mode, "fixed (pci-hyperv since 915cff7f38c5) or buggy (before it)");
+MODULE_PARM_DESC(mode, "fixed (pci-hyperv since 915cff7f38c5), buggy (before it), or opaque (fixed, its interrupt entry kept off irq_data->chip_data)");
 
 static unsigned int test_cpu = 1;
 module_param(test_cpu, uint, 0444);
 MODULE_PARM_DESC(test_cpu, "CPU the test vectors are pinned to (the one scenarios offline)");
 
 static bool buggy;
+static bool opaque;
 
 /* The emulated host interrupt entry, what pci-hyperv keeps as struct tran_int_desc. */
 struct stub_irte {
@@ -259,7 +263,10 @@ noinline void hv_compose_msi_msg(struct irq_data *data, struct msi_msg *msg)
 	atomic_inc(&v->composes);
 	v->irte.generation++;
 	v->irte.msg = *msg;
-	data->chip_data = &v->irte;
+	/* A driver may keep its remapping descriptor elsewhere (opaque mode): chip_data is
+	 * pci-hyperv's convention, not something the kernel observes. */
+	if (!opaque)
+		data->chip_data = &v->irte;
 }
 
 /*
@@ -757,7 +764,8 @@ static int state_show(struct seq_file *m, void *unused)
 	unsigned int i;
 
 	seq_printf(m, "mode=%s bus=%s bus_suspends=%d bus_resumes=%d syscore_suspends=%d syscore_resumes=%d\n",
-		   buggy ? "buggy" : "fixed", atomic_read(&bus_removing) ? "removing" : "installed",
+		   buggy ? "buggy" : opaque ? "opaque" : "fixed",
+		   atomic_read(&bus_removing) ? "removing" : "installed",
 		   atomic_read(&bus_suspends), atomic_read(&bus_resumes),
 		   atomic_read(&syscore_suspends), atomic_read(&syscore_resumes));
 	if (!stub)
@@ -800,8 +808,10 @@ static int __init stub_init(void)
 
 	if (!strcmp(mode, "buggy"))
 		buggy = true;
+	else if (!strcmp(mode, "opaque"))
+		opaque = true;
 	else if (strcmp(mode, "fixed")) {
-		pr_err(STUB_NAME ": mode must be fixed or buggy, not %s\n", mode);
+		pr_err(STUB_NAME ": mode must be fixed, buggy or opaque, not %s\n", mode);
 		return -EINVAL;
 	}
 	ret = platform_driver_register(&vmbus_driver);

@@ -23,6 +23,7 @@ use tracer_common::{Field, NUM_PROBES};
 
 const K5_10: &str = "5.10.0-46-amd64";
 const K6_1: &str = "6.1.0-56-amd64";
+const K6_1_CLOUD: &str = "6.1.0-57-cloud-amd64";
 const K6_12: &str = "6.12.117+deb12-amd64";
 
 fn fixture(kernel: &str, file: &str) -> PathBuf {
@@ -74,9 +75,10 @@ fn load(kernel: &str) -> Kernel {
 }
 
 fn kernel(name: &'static str) -> &'static Kernel {
-    static KERNELS: [(&str, OnceLock<Kernel>); 3] = [
+    static KERNELS: [(&str, OnceLock<Kernel>); 4] = [
         (K5_10, OnceLock::new()),
         (K6_1, OnceLock::new()),
+        (K6_1_CLOUD, OnceLock::new()),
         (K6_12, OnceLock::new()),
     ];
     let (_, cell) = KERNELS
@@ -508,6 +510,23 @@ fn debian_6_1_with_hyperv_modules() {
     assert_eq!(r.sources, ["vmlinux", "hv_vmbus", "pci_hyperv"]);
     assert_eq!(r.hv_pcibus_state_name(3), Some("hv_pcibus_removing"));
     assert_eq!(r.hv_pcibus_state_name(2), Some("hv_pcibus_installed"));
+}
+
+/// The cloud flavour (what Debian's Azure images boot) builds struct device without some
+/// options, so everything placed after it moves: one more reason no offset is compiled in.
+#[test]
+fn debian_6_1_cloud_places_the_bus_state_where_its_own_btf_says() {
+    let cloud = resolve(kernel(K6_1_CLOUD), &["hv_vmbus", "pci_hyperv"]);
+    let generic = resolve(kernel(K6_1), &["hv_vmbus", "pci_hyperv"]);
+    assert_eq!(field(&cloud, "hv_pcibus_state"), Field::at(88, 4));
+    assert_eq!(field(&generic, "hv_pcibus_state"), Field::at(96, 4));
+    assert_eq!(
+        cloud.missing().count(),
+        0,
+        "{:?}",
+        cloud.missing().collect::<Vec<_>>()
+    );
+    assert_eq!(cloud.hv_pcibus_state_name(3), Some("hv_pcibus_removing"));
 }
 
 #[test]
