@@ -25,6 +25,9 @@ pub struct Symbol {
     pub variants: Vec<String>,
     /// The plain name itself is in the table (not only a variant).
     pub exact: bool,
+    /// vmlinux has the plain name too, beside the module named in `module` (Debian's 7.x
+    /// builds pci-hyperv in, and a module may define functions of the same names).
+    pub in_vmlinux: bool,
 }
 
 /// Where the running kernel's function names can be read, best table first. Paths rather than
@@ -184,12 +187,23 @@ fn add_symbol(syms: &mut HashMap<String, Symbol>, name: &str, module: Option<Str
         module: module.clone(),
         variants: Vec::new(),
         exact: false,
+        in_vmlinux: false,
     });
     match variant {
         Some(v) => entry.variants.push(v.to_string()),
         None => {
+            // A module's definition is kept over vmlinux's (the module is what was loaded to
+            // be probed); vmlinux's is remembered.
+            match module {
+                None => {
+                    entry.in_vmlinux = true;
+                    if !entry.exact {
+                        entry.module = None;
+                    }
+                }
+                Some(_) => entry.module = module,
+            }
             entry.exact = true;
-            entry.module = module;
         }
     }
 }
@@ -327,6 +341,30 @@ pub fn is_root() -> bool {
 mod tests {
     use super::*;
     use crate::btf_layout::tests::BtfBuilder;
+
+    #[test]
+    fn a_name_in_vmlinux_and_a_module_is_the_modules_with_vmlinux_remembered() {
+        // Debian 7.x: pci-hyperv built in, and a stand-in module with the same functions;
+        // either order of the lines.
+        for text in [
+            "ffffffff81200000 t hv_irq_unmask\nffffffffc0001000 t hv_irq_unmask\t[hv_stub]\n",
+            "ffffffffc0001000 t hv_irq_unmask\t[hv_stub]\nffffffff81200000 t hv_irq_unmask\n",
+        ] {
+            let syms = parse_kallsyms(text);
+            let s = &syms["hv_irq_unmask"];
+            assert_eq!(s.module.as_deref(), Some("hv_stub"), "{text}");
+            assert!(s.in_vmlinux && s.exact, "{text}");
+        }
+        // Only a specialised copy in the module: the plain name is vmlinux's.
+        let syms = parse_kallsyms(
+            "ffffffffc0001000 t hv_irq_unmask.isra.0\t[hv_stub]\nffffffff81200000 t hv_irq_unmask\n",
+        );
+        let s = &syms["hv_irq_unmask"];
+        assert_eq!(s.module, None);
+        assert!(s.in_vmlinux);
+        let alone = parse_kallsyms("ffffffffc0001000 t hv_irq_unmask\t[pci_hyperv]\n");
+        assert!(!alone["hv_irq_unmask"].in_vmlinux);
+    }
 
     #[test]
     fn parses_kallsyms_with_modules_and_variants() {

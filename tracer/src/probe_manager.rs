@@ -365,10 +365,28 @@ impl ProbeManager {
         let mut not_probeable = Vec::new();
         for sym in present {
             let module = module_of(sym);
-            match kp.attach(sym, 0) {
+            // A name both vmlinux and a module define: a plain-name kprobe lands on vmlinux's,
+            // so the module's is named `MODULE:SYMBOL` (the kernel's kprobe lookup takes that
+            // form). Seen on Debian's 7.x, where pci-hyperv is built in and a driver module
+            // of the same functions is the one that runs.
+            let shadowed = symbols.get(sym).is_some_and(|s| s.in_vmlinux);
+            let target = match (&module, shadowed) {
+                (Some(m), true) => format!("{m}:{sym}"),
+                _ => sym.to_string(),
+            };
+            match kp.attach(&target, 0) {
                 Ok(id) => {
                     self.links.insert(hook.probe, Link::Kprobe(id));
-                    let reason = self.degraded_reason(hook.probe);
+                    let mut reason = self.degraded_reason(hook.probe);
+                    if shadowed && let Some(m) = &module {
+                        let note = format!(
+                            "{sym} is in vmlinux too; {m}'s copy is the one probed ({target})"
+                        );
+                        reason = Some(match reason {
+                            Some(r) => format!("{r}; {note}"),
+                            None => note,
+                        });
+                    }
                     return self.set_on(hook.probe, Status::Attached, reason, module, Some(sym));
                 }
                 Err(e) => {
