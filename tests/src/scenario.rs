@@ -145,6 +145,10 @@ impl Scenario {
         &self.events
     }
 
+    pub fn seed(&self) -> &tracer::seed::Seed {
+        &self.seed
+    }
+
     pub fn now(&self) -> u64 {
         self.now
     }

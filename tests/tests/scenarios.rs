@@ -69,6 +69,70 @@ fn standin_cycle(sleep: Sleep, fixed: bool) -> Scenario {
     s
 }
 
+/// A fixed hibernation as Debian's 7.x image kernel records it: machine_suspend's end and
+/// syscore_resume's start stamped 23 s ahead (before timekeeping resumes). Sorted as they
+/// are, the late "image restored" ends the timeline in "CPUs offline" after the resume, so
+/// `verify` never sees the cycle settle; the session's clock repair puts them back where the
+/// ring had them.
+#[test]
+fn a_clock_ahead_in_the_image_kernel_does_not_undo_the_resume() {
+    let s = standin_cycle(Sleep::Hibernate, true);
+    let evs = s.events().to_vec();
+    let end = evs
+        .iter()
+        .position(|e| {
+            matches!(&e.kind, EventKind::SuspendResume { action, start: false, .. } if action == "machine_suspend")
+        })
+        .expect("the cycle has machine_suspend's end");
+    let ahead = 23_000_000_000;
+    let mut ring = evs.clone();
+    ring[end].ts_ns += ahead;
+    ring.insert(
+        end + 1,
+        Event {
+            ts_ns: ring[end].ts_ns + 1_000,
+            cpu: 0,
+            pid: 1,
+            kind: EventKind::SuspendResume {
+                action: "syscore_resume".into(),
+                val: 0,
+                start: true,
+            },
+        },
+    );
+    let run = |mut batch: Vec<Event>, repair: bool| {
+        if repair {
+            tracer::session::repair_clock(&mut batch);
+        }
+        batch.sort_by_key(|e| e.ts_ns);
+        let mut e = Engine::new(EngineConfig::new(
+            K612,
+            EngineConfig::all_probes_attached(),
+            s.seed().clone(),
+        ));
+        let mut fired = Vec::new();
+        for ev in &batch {
+            fired.extend(
+                e.apply(ev)
+                    .into_iter()
+                    .map(|u| (u.divergence.rule, u.divergence.irq)),
+            );
+        }
+        let end = batch.last().map_or(0, |e| e.ts_ns);
+        fired.extend(
+            e.finish(end)
+                .into_iter()
+                .map(|u| (u.divergence.rule, u.divergence.irq)),
+        );
+        (fired, e.state().phase)
+    };
+    let (_, unrepaired) = run(ring.clone(), false);
+    assert_eq!(unrepaired, tracer::engine::Phase::CpusOffline);
+    let (repaired, phase) = run(ring, true);
+    assert_eq!(repaired, vec![]);
+    assert_eq!(phase, tracer::engine::Phase::Resumed);
+}
+
 #[test]
 fn hyperv_hibernation_before_the_fix_reports_h1_h4_g5_on_the_standin_vectors() {
     let out = standin_cycle(Sleep::Hibernate, false).run();

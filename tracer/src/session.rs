@@ -394,6 +394,7 @@ impl Session {
     }
 
     fn push_all(&mut self, obs: &mut impl Observer) -> Result<()> {
+        repair_clock(&mut self.batch);
         // Records of different CPUs reach the ring in commit order, which can be a little
         // out of time order; sort what one drain brought.
         self.batch.sort_by_key(|e| e.ts_ns);
@@ -489,6 +490,26 @@ impl Session {
                 names.join(", ")
             );
             self.collector.reattach_kprobes();
+        }
+    }
+}
+
+/// How far an event may be ahead of the one committed after it before its time is taken for
+/// a clock not yet resumed rather than ring-buffer reordering (microseconds between CPUs).
+const CLOCK_AHEAD_NS: u64 = 1_000_000_000;
+
+/// In a hibernation's image kernel, what runs before timekeeping resumes (the end of
+/// machine_suspend, the start of syscore_resume) is stamped by a clock tens of seconds ahead
+/// (seen on Debian's 7.x: about 23 s). Sorted by time, those events would land after the
+/// resume they preceded: the phase would end "CPUs offline", a late "image restored" would
+/// discard the composes of the resume, and the engine's clock would settle G1 and G5 early.
+/// Ring order is commit order, so such an event takes the time of the event committed after
+/// it (a run of them, each the next one's).
+pub fn repair_clock(batch: &mut [Event]) {
+    for i in (0..batch.len().saturating_sub(1)).rev() {
+        let next = batch[i + 1].ts_ns;
+        if batch[i].ts_ns > next.saturating_add(CLOCK_AHEAD_NS) {
+            batch[i].ts_ns = next;
         }
     }
 }
