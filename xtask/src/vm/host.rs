@@ -120,6 +120,15 @@ pub const MATRIX: &[Series] = &[
         version_prefix: "6.12.",
         release: "bookworm",
     },
+    // The newest series Debian ships (trixie-backports): pci-hyperv built in, its own MSI
+    // parent domain (6.17), per-device MSI domains everywhere.
+    Series {
+        name: "7.x",
+        full_plan: false,
+        metas: &["linux-image-amd64"],
+        version_prefix: "7.",
+        release: "trixie",
+    },
 ];
 
 /// The suites a release's kernels come from, by the stock entry each is derived from: the
@@ -417,7 +426,8 @@ impl Apt {
             version: Some(version.clone()),
         };
         // Debian's 7.x image package is itself a metapackage: the kernel is in
-        // linux-binary-<abi>, the modules in linux-modules-<abi>.
+        // linux-binary-<abi>, the modules in linux-modules-<abi>, and the base files (the
+        // config, the list of built-in modules) in linux-base-<abi>.
         let mut images = vec![image.clone()];
         if let Some(st) = self
             .show(&[&format!("{}={version}", image.name)])?
@@ -425,7 +435,12 @@ impl Apt {
             .next()
         {
             images.extend(st.depends().into_iter().filter(|d| {
-                d.name == format!("linux-binary-{abi}") || d.name == format!("linux-modules-{abi}")
+                [
+                    format!("linux-binary-{abi}"),
+                    format!("linux-modules-{abi}"),
+                    format!("linux-base-{abi}"),
+                ]
+                .contains(&d.name)
             }));
         }
         let headers_name = format!("linux-headers-{abi}");

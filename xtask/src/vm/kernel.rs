@@ -18,8 +18,9 @@ use super::{host::KernelPkgs, run_checked};
 pub const BASE_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net"];
 
 /// What mounting the systemd guest's ext4 root needs besides: ext4 asks the crypto API for
-/// crc32c at mount time (a soft dependency modules.dep does not list).
-pub const ROOT_MODULES: &[&str] = &["crc32c_generic", "ext4"];
+/// crc32c at mount time (a soft dependency modules.dep does not list; from 6.14 crc32c is a
+/// library that ext4 depends on, and crc32c_generic is gone: optional).
+pub const ROOT_MODULES: &[&str] = &["crc32c_generic?", "ext4"];
 
 #[derive(Clone, Debug)]
 pub struct Kernel {
@@ -40,8 +41,23 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// The ABI's version is `major.minor` or later. For what the rig itself mirrors of a
+    /// kernel's pci-hyperv (its unmask path changed in 6.17), not for msitrace's own gates.
+    pub fn at_least(&self, major: u32, minor: u32) -> bool {
+        let mut it = self
+            .abi
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|n| n.parse::<u32>().unwrap_or(0));
+        (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (major, minor)
+    }
+
+    /// `boot/vmlinuz-<abi>`, or where Debian's 7.x puts it: beside the modules.
     pub fn vmlinuz(&self) -> PathBuf {
-        self.root.join(format!("boot/vmlinuz-{}", self.abi))
+        let boot = self.root.join(format!("boot/vmlinuz-{}", self.abi));
+        if boot.exists() {
+            return boot;
+        }
+        self.modules_dir().join("vmlinuz")
     }
 
     fn modules_dir(&self) -> PathBuf {
@@ -138,8 +154,11 @@ pub fn unpack(
         );
     }
     fs::write(&mk, fixed)?;
-    // The image package leaves modules.dep to its postinst.
-    run_checked(Command::new("depmod").arg("-b").arg(&root).arg(&pkgs.abi))?;
+    // The image package leaves modules.dep to its postinst (7.x ships it, with only the
+    // binary index of built-in modules, which depmod would rewrite from a list it lacks).
+    if !kernel.modules_dir().join("modules.dep").exists() {
+        run_checked(Command::new("depmod").arg("-b").arg(&root).arg(&pkgs.abi))?;
+    }
     if !kernel.vmlinuz().exists() {
         bail!(
             "{} has no {}",
@@ -168,10 +187,15 @@ pub fn module_load_order(kernel: &Kernel, names: &[&str]) -> Result<Vec<PathBuf>
     let mut order = Vec::new();
     let mut seen = HashSet::new();
     for name in names {
+        // A trailing `?`: loaded where the kernel has it.
+        let (name, optional) = match name.strip_suffix('?') {
+            Some(n) => (n, true),
+            None => (*name, false),
+        };
         let name = name.replace('-', "_");
         if let Some(path) = by_name.get(&name) {
             push_with_deps(path, &deps, &mut seen, &mut order);
-        } else if !builtin.contains(&name) {
+        } else if !optional && !builtin.contains(&name) && !builtin_by_modinfo(kernel, &name) {
             bail!(
                 "module {name} is neither in modules.dep nor built into {}",
                 kernel.abi
@@ -179,6 +203,17 @@ pub fn module_load_order(kernel: &Kernel, names: &[&str]) -> Result<Vec<PathBuf>
         }
     }
     Ok(order.into_iter().map(PathBuf::from).collect())
+}
+
+/// Debian's 7.x ships only the binary index of built-in modules (modules.builtin.bin):
+/// kmod's modinfo reads it.
+fn builtin_by_modinfo(kernel: &Kernel, name: &str) -> bool {
+    Command::new("modinfo")
+        .arg("-b")
+        .arg(&kernel.root)
+        .args(["-k", &kernel.abi, "-F", "filename", name])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("(builtin)"))
 }
 
 fn push_with_deps(

@@ -354,6 +354,7 @@ fn judge_run(rig: &Rig, g: &Guest, steps: &[Step], outcome: &RunOutcome, rows: &
             msitrace: m,
             g5_silence_s: G5_SILENCE_S,
             tty1: &outcome.tty1,
+            h4_gated_off: g.kernel.at_least(6, 17),
         });
         if let Tracer::Unusable(why) = &rig.tracer {
             verdict
@@ -571,6 +572,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         msitrace: Some(m),
         g5_silence_s: G5_SILENCE_S,
         tty1: &outcome.tty1,
+        h4_gated_off: g.kernel.at_least(6, 17),
     });
     match (code, verdict.pass()) {
         (1, true) => println!(

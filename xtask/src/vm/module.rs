@@ -18,6 +18,11 @@ const SOURCES: &[&str] = &["hv_stub.c", "Kbuild", "Makefile"];
 
 /// Build hv_stub.ko for `kernel` in `build_dir` (a fresh copy of the sources each time: the
 /// build takes seconds, and a stale object must never reach a guest).
+/// What a build root has besides what the headers pull in: make; binutils, which trixie's
+/// gcc-14-for-host does not bring and without which kbuild's compiler probes fail; pahole,
+/// with which kbuild makes each module's BTF where the kernel has DEBUG_INFO_BTF_MODULES.
+const BUILD_ROOT_PACKAGES: &str = "make,binutils,dwarves";
+
 /// This machine's Debian release: its compiler builds that release's kernels' modules.
 const HOST_RELEASE: &str = "bookworm";
 
@@ -48,8 +53,20 @@ pub fn build(repo: &Path, kernel: &Kernel, work: &Path, build_dir: &Path) -> Res
     let mut make = match &root {
         None => Command::new("make"),
         Some(r) => {
-            let mut c = Command::new("chroot");
-            c.arg(r).arg("make");
+            // kbuild's tools read /proc (objtool its stack limit): a proc mount in a private
+            // mount namespace, gone with it.
+            let mut c = Command::new("unshare");
+            c.args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                r#"root=$1; shift; mount -t proc proc "$root/proc" && exec chroot "$root" "$@""#,
+                "sh",
+            ])
+            .arg(r)
+            .arg("make");
             c
         }
     };
@@ -139,7 +156,7 @@ fn build_root(work: &Path, kernel: &Kernel) -> Result<PathBuf> {
                 .into_owned()
         })
         .collect();
-    let want = want.join("\n");
+    let want = format!("{BUILD_ROOT_PACKAGES}\n{}", want.join("\n"));
     if root.join("usr/bin").exists() && fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
         return Ok(root);
     }
@@ -166,8 +183,7 @@ fn build_root(work: &Path, kernel: &Kernel) -> Result<PathBuf> {
     );
     let ok = Command::new("mmdebstrap")
         .args(["--variant=minbase", "--mode=root", "--quiet"])
-        // pahole: kbuild makes each module's BTF where the kernel has DEBUG_INFO_BTF_MODULES.
-        .arg("--include=make,dwarves")
+        .arg(format!("--include={BUILD_ROOT_PACKAGES}"))
         .arg(format!(
             "--customize-hook=copy-in {} /tmp",
             debs.display()
