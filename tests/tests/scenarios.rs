@@ -708,6 +708,35 @@ fn a_good_message_with_chip_data_null_is_an_input_warning_not_h3_or_h5() {
     );
 }
 
+/// A return probe whose entry was missed (attached mid-call, or the stash map full) knows no
+/// object: it must not become a vector 0 in the report, only a note that it happened.
+#[test]
+fn a_return_without_its_entry_is_no_phantom_vector() {
+    let v = Vector::msix(64, "0000:00:05.0", 0);
+    let mut s = Scenario::new(K612).seed_vector(v, Some("gpu"), Some(0), 10);
+    s.push(EventKind::ReturnWithoutEntry {
+        probe: ProbeId::HvUnmaskExit,
+    });
+    s.push(EventKind::ReturnWithoutEntry {
+        probe: ProbeId::HvUnmaskExit,
+    });
+    let out = s.run();
+    assert_eq!(out.fired(), vec![], "{}", out.report.to_text());
+    let irqs: Vec<u64> = out.report.to_json()["vectors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["irq"].as_u64())
+        .collect();
+    assert_eq!(irqs, vec![64], "{}", out.report.to_text());
+    let w = &out.report.input_warnings;
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("2 return(s) of hv_irq_unmask:return without their entry")),
+        "{w:?}"
+    );
+}
+
 /// A zeroed message is a failed compose whatever chip_data says; a non-NULL chip_data beside
 /// it contradicts the message and is said as an input warning.
 #[test]

@@ -188,9 +188,10 @@ fn variant_no(k: &EventKind) -> usize {
         E::PciIrqMask { .. } => 31,
         E::PciIrqUnmask { .. } => 32,
         E::ComposeCompl { .. } => 33,
+        E::ReturnWithoutEntry { .. } => 34,
     }
 }
-const VARIANTS: usize = 34;
+const VARIANTS: usize = 35;
 
 /// Every variant, with the optional fields both present and absent and values at the edges.
 fn every_kind() -> Vec<EventKind> {
@@ -376,6 +377,9 @@ fn every_kind() -> Vec<EventKind> {
             irq: None,
             status: None,
             resp_size: -1,
+        },
+        E::ReturnWithoutEntry {
+            probe: tracer_common::ProbeId::HvUnmaskExit,
         },
     ]
 }

@@ -227,6 +227,12 @@ pub enum EventKind {
         status: Option<i32>,
         resp_size: i32,
     },
+    /// A return probe that fired without its entry's stash (`NO_ENTRY`: the entry was missed,
+    /// or the tracer attached in the middle of the call): which object it returned for is
+    /// unknown, so it says nothing about any vector, device or bus.
+    ReturnWithoutEntry {
+        probe: ProbeId,
+    },
 }
 
 /// One event with its time (CLOCK_MONOTONIC ns), CPU and task.
@@ -293,6 +299,28 @@ impl Event {
             in_migration: f & flags::IN_MIGRATION != 0,
         };
         let msg = || MsiMsg::from_raw(raw.a[0], raw.a[1]);
+        // Only the return probes with a stash set NO_ENTRY; their object fields are zero then,
+        // and decoding them would invent an IRQ 0, bus or device (hv_pci_compose_compl uses the
+        // flag for an unattributed reply, which it decodes itself).
+        if f & flags::NO_ENTRY != 0
+            && matches!(
+                probe,
+                ProbeId::HvComposeExit
+                    | ProbeId::HvUnmaskExit
+                    | ProbeId::HvMaskExit
+                    | ProbeId::SetAffinityExit
+                    | ProbeId::RestoreMsiExit
+                    | ProbeId::HvPciSuspendExit
+                    | ProbeId::HvPciResumeExit
+            )
+        {
+            return Ok(Event {
+                ts_ns: raw.ts_ns,
+                cpu: raw.cpu,
+                pid: raw.pid,
+                kind: EventKind::ReturnWithoutEntry { probe },
+            });
+        }
         let kind = match probe {
             ProbeId::HvComposeEnter => EventKind::ComposeEnter(snap()),
             ProbeId::HvComposeExit => EventKind::ComposeExit {
@@ -519,6 +547,27 @@ mod tests {
             ev.kind,
             EventKind::PciIrqUnmask { ref v, msix: true } if v.irq == 48
         ));
+    }
+
+    #[test]
+    fn a_return_without_its_entry_names_no_vector_device_or_bus() {
+        for probe in [
+            ProbeId::HvUnmaskExit,
+            ProbeId::HvComposeExit,
+            ProbeId::RestoreMsiExit,
+            ProbeId::SetAffinityExit,
+            ProbeId::HvPciResumeExit,
+        ] {
+            let mut raw = RawEvent::ZERO;
+            raw.probe = probe as u16;
+            raw.flags = flags::NO_ENTRY;
+            let ev = Event::from_raw(&raw).unwrap();
+            assert_eq!(
+                ev.kind,
+                EventKind::ReturnWithoutEntry { probe },
+                "{probe:?}"
+            );
+        }
     }
 
     #[test]

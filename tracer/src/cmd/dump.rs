@@ -269,6 +269,10 @@ pub fn describe(kind: &EventKind) -> String {
         E::MigrateOneIrq { irq } => format!("migrate-one-irq irq {irq}"),
         E::MigrateAllOffEnter => "migrate-all-off (this CPU goes offline)".to_string(),
         E::MigrateAllOffExit => "migrate-all-off.ret".to_string(),
+        E::ReturnWithoutEntry { probe } => format!(
+            "{} (entry not seen: object unknown)",
+            crate::probes::hook_of(*probe).hook
+        ),
         E::SetAffinityEnter { irq, in_migration } => {
             format!(
                 "set-affinity irq {irq}{}",

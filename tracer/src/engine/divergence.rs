@@ -140,6 +140,7 @@ pub fn event_name(k: &EventKind) -> &'static str {
         K::PciIrqUnmask { msix: false, .. } => "pci_irq_unmask_msi",
         K::PciIrqUnmask { msix: true, .. } => "pci_irq_unmask_msix",
         K::ComposeCompl { .. } => "hv_pci_compose_compl",
+        K::ReturnWithoutEntry { probe } => crate::probes::hook_of(*probe).hook,
     }
 }
 
@@ -182,6 +183,7 @@ pub fn event_probe(k: &EventKind) -> Option<ProbeId> {
         K::PciIrqUnmask { msix: false, .. } => P::PciIrqUnmaskMsi,
         K::PciIrqUnmask { msix: true, .. } => P::PciIrqUnmaskMsix,
         K::ComposeCompl { .. } => P::HvComposeCompl,
+        K::ReturnWithoutEntry { probe } => *probe,
         K::Lost { .. } | K::Gap { .. } => return None,
     })
 }
@@ -323,6 +325,9 @@ pub fn event_detail(k: &EventKind) -> String {
         K::Lost { probe, count } => format!("{count} events of {probe:?}"),
         K::IrqCounts { counts } => format!("{} IRQs", counts.len()),
         K::Gap { reason } => reason.clone(),
+        K::ReturnWithoutEntry { .. } => {
+            "its entry was not seen: the object it returned for is unknown".into()
+        }
         K::ComposeCompl {
             irq,
             status,

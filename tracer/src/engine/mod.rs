@@ -224,6 +224,8 @@ pub struct Engine {
     epoch_notes: Vec<NotEvaluated>,
     /// Contradictions between driver-private fields and observations, per (IRQ, generation).
     input_notes: BTreeMap<(u32, u32), InputNote>,
+    /// Return probes that fired without their entry, by probe: used for nothing but saying so.
+    orphan_returns: BTreeMap<ProbeId, u64>,
     /// IRQ → its hv_compose_msi_msg in flight.
     composing: BTreeMap<u32, ComposeInFlight>,
     compose_exits_readable: u64,
@@ -262,6 +264,7 @@ impl Engine {
             open: BTreeMap::new(),
             epoch_notes: Vec::new(),
             input_notes: BTreeMap::new(),
+            orphan_returns: BTreeMap::new(),
             composing: BTreeMap::new(),
             compose_exits_readable: 0,
             unmask_exits_with_cache: 0,
@@ -310,13 +313,21 @@ impl Engine {
     pub fn input_warnings(&self) -> Vec<String> {
         let mut notes: Vec<&InputNote> = self.input_notes.values().collect();
         notes.sort_by_key(|n| n.ts_ns);
-        notes
+        let mut out: Vec<String> = notes
             .into_iter()
             .map(|n| match n.more {
                 0 => n.text.clone(),
                 k => format!("{} (and {k} more time(s) for this vector)", n.text),
             })
-            .collect()
+            .collect();
+        out.extend(self.orphan_returns.iter().map(|(p, n)| {
+            format!(
+                "{n} return(s) of {} without their entry: which vector, device or bus each \
+                 concerned is unknown, so none was used",
+                crate::probes::hook_of(*p).hook
+            )
+        }));
+        out
     }
 
     /// Rules (or parts, or epochs) that could not be evaluated, and why.
@@ -592,6 +603,9 @@ impl Engine {
     fn dispatch(&mut self, ev: &Event, out: &mut Vec<DivergenceUpdate>) {
         let ts = ev.ts_ns;
         match &ev.kind {
+            EventKind::ReturnWithoutEntry { probe } => {
+                *self.orphan_returns.entry(*probe).or_default() += 1;
+            }
             EventKind::ComposeEnter(v) => {
                 let irq = self.vector_for(v, ts, "hv_compose_msi_msg", false);
                 self.mark_hyperv(irq);

@@ -195,6 +195,9 @@ enum DiskKind {
         status: Option<i32>,
         resp_size: i32,
     },
+    ReturnWithoutEntry {
+        probe: u16,
+    },
 }
 
 /// Two bits per optional boolean (known, value), then `in_migration`.
@@ -556,6 +559,9 @@ impl ChunkEncoder {
                 status: *status,
                 resp_size: *resp_size,
             },
+            E::ReturnWithoutEntry { probe } => D::ReturnWithoutEntry {
+                probe: *probe as u16,
+            },
         })
     }
 }
@@ -848,6 +854,10 @@ impl<'a> ChunkDecoder<'a> {
                 irq,
                 status,
                 resp_size,
+            },
+            D::ReturnWithoutEntry { probe } => E::ReturnWithoutEntry {
+                probe: ProbeId::from_u16(probe)
+                    .ok_or_else(|| format!("unknown probe id {probe}"))?,
             },
         })
     }
