@@ -502,20 +502,7 @@ fn check_verify(
         .and_then(Value::as_array)
         .map(|a| a.iter().collect())
         .unwrap_or_default();
-    let errors: BTreeSet<(String, u32)> = divs
-        .iter()
-        .filter(|d| d.get("severity").and_then(Value::as_str) == Some("error"))
-        .flat_map(|d| {
-            let rule = d
-                .get("rule")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            divergence_irqs(d)
-                .into_iter()
-                .map(move |i| (rule.clone(), i))
-        })
-        .collect();
+    let errors = error_findings(report.get("divergences"));
     let on_control: Vec<String> = divs
         .iter()
         .filter(|d| divergence_irqs(d).contains(&control))
@@ -575,6 +562,26 @@ fn check_verify(
     } else {
         v.facts.push("verify: exit 0, no error".into());
     }
+}
+
+/// A report's error-level findings as (rule, irq), one per vector a divergence names.
+fn error_findings(divergences: Option<&Value>) -> BTreeSet<(String, u32)> {
+    divergences
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|d| d.get("severity").and_then(Value::as_str) == Some("error"))
+        .flat_map(|d| {
+            let rule = d
+                .get("rule")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            divergence_irqs(d)
+                .into_iter()
+                .map(move |i| (rule.clone(), i))
+        })
+        .collect()
 }
 
 /// `systemctl show` output: `Key=value` a line.
@@ -727,23 +734,7 @@ fn check_journal_matches_replay(dir: &Path, report: &Value, v: &mut Verdict) {
         return;
     };
     let live = journal_errors(&entries);
-    let replayed: BTreeSet<(String, u32)> = report
-        .get("divergences")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|d| d.get("severity").and_then(Value::as_str) == Some("error"))
-        .flat_map(|d| {
-            let rule = d
-                .get("rule")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            divergence_irqs(d)
-                .into_iter()
-                .map(move |i| (rule.clone(), i))
-        })
-        .collect();
+    let replayed = error_findings(report.get("divergences"));
     if live == replayed {
         v.facts
             .push("flight recorder replays to the journal's verdict".into());

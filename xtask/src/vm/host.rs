@@ -191,19 +191,7 @@ impl Apt {
             );
         };
         fs::write(parts.join(file), entry)?;
-        let conf = dir.join("apt.conf");
-        fs::write(
-            &conf,
-            format!(
-                "Dir::Etc::SourceList \"{d}/sources.list\";\n\
-                 Dir::Etc::SourceParts \"{d}/sources.list.d\";\n\
-                 Dir::State::Lists \"{d}/lists\";\n\
-                 Dir::Cache \"{d}/cache\";\n\
-                 APT::Sandbox::User \"root\";\n\
-                 DPkg::Lock::Timeout \"600\";\n",
-                d = dir.display()
-            ),
-        )?;
+        let conf = write_conf(&dir, "DPkg::Lock::Timeout \"600\";\n")?;
         Ok(Apt { dir, conf })
     }
 
@@ -255,18 +243,9 @@ impl Apt {
             out.join("\n\n") + "\n",
         )?;
         fs::write(dir.join("sources.list"), "")?;
-        let conf = dir.join("apt.conf");
-        fs::write(
-            &conf,
-            format!(
-                "Dir::Etc::SourceList \"{d}/sources.list\";\n\
-                 Dir::Etc::SourceParts \"{d}/sources.list.d\";\n\
-                 Dir::State::Lists \"{d}/lists\";\n\
-                 Dir::Cache \"{d}/cache\";\n\
-                 Dir::State::Status \"{d}/status\";\n\
-                 APT::Sandbox::User \"root\";\n",
-                d = dir.display()
-            ),
+        let conf = write_conf(
+            &dir,
+            &format!("Dir::State::Status \"{}/status\";\n", dir.display()),
         )?;
         // An empty dpkg status: what this machine has installed says nothing of another release.
         let status = dir.join("status");
@@ -487,6 +466,24 @@ impl Apt {
         cached_deb(dir, pkg)?
             .with_context(|| format!("apt-get download {spec} left no .deb in {}", dir.display()))
     }
+}
+
+/// A private apt configuration in `dir`: its own sources, lists and archive cache, and
+/// `extra` settings.
+fn write_conf(dir: &Path, extra: &str) -> Result<PathBuf> {
+    let conf = dir.join("apt.conf");
+    fs::write(
+        &conf,
+        format!(
+            "Dir::Etc::SourceList \"{d}/sources.list\";\n\
+             Dir::Etc::SourceParts \"{d}/sources.list.d\";\n\
+             Dir::State::Lists \"{d}/lists\";\n\
+             Dir::Cache \"{d}/cache\";\n\
+             APT::Sandbox::User \"root\";\n{extra}",
+            d = dir.display()
+        ),
+    )?;
+    Ok(conf)
 }
 
 fn is_root() -> bool {
