@@ -16,6 +16,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+use super::plan::Plan;
 use super::{run_output, run_status};
 
 /// Packages the rig runs or builds with, and the suite to take them from when not the default.
@@ -70,7 +71,7 @@ pub struct KernelPkgs {
     /// The Debian release the kernel was built for: its compiler and C library build modules
     /// for it (a build root of that release where it is not this machine's).
     pub release: &'static str,
-    pub full_plan: bool,
+    pub plan: super::plan::Plan,
 }
 
 /// One kernel of the matrix: which metapackage names it, in which release.
@@ -82,9 +83,8 @@ pub struct Series {
     /// The image version's prefix (`6.1.`): a metapackage of another series is skipped.
     pub version_prefix: &'static str,
     pub release: &'static str,
-    /// Every scenario and front-end (pm_test, S3, the burst, the TUI, the daemon, the
-    /// systemd service), or only the hibernations and the CPU offline.
-    pub full_plan: bool,
+    /// Every scenario and front-end, or the core of the plan (with or without the service).
+    pub plan: super::plan::Plan,
 }
 
 /// The kernels vm-test boots, from the oldest in fleets to the newest Debian ships. Each is
@@ -92,14 +92,14 @@ pub struct Series {
 pub const MATRIX: &[Series] = &[
     Series {
         name: "5.10",
-        full_plan: false,
+        plan: Plan::Core,
         metas: &["linux-image-amd64"],
         version_prefix: "5.10.",
         release: "bullseye",
     },
     Series {
         name: "6.1",
-        full_plan: true,
+        plan: Plan::Full,
         metas: &["linux-image-amd64"],
         version_prefix: "6.1.",
         release: "bookworm",
@@ -108,14 +108,14 @@ pub const MATRIX: &[Series] = &[
     // binds the device itself), no pm_test, an LZ4 vmlinuz, a smaller struct device.
     Series {
         name: "6.1-cloud",
-        full_plan: false,
+        plan: Plan::Core,
         metas: &["linux-image-cloud-amd64"],
         version_prefix: "6.1.",
         release: "bookworm",
     },
     Series {
         name: "6.12",
-        full_plan: true,
+        plan: Plan::Full,
         metas: &["linux-image-amd64", "linux-image-6.12-amd64"],
         version_prefix: "6.12.",
         release: "bookworm",
@@ -124,7 +124,8 @@ pub const MATRIX: &[Series] = &[
     // parent domain (6.17), per-device MSI domains everywhere.
     Series {
         name: "7.x",
-        full_plan: false,
+        // The service too: the newest kernel is where a fleet's next image comes from.
+        plan: Plan::CoreAndService,
         metas: &["linux-image-amd64"],
         version_prefix: "7.",
         release: "trixie",
@@ -443,7 +444,7 @@ impl Apt {
             images,
             headers,
             release: series.release,
-            full_plan: series.full_plan,
+            plan: series.plan,
         })
     }
 

@@ -36,8 +36,8 @@ pub struct Kernel {
     pub release: &'static str,
     /// The header packages, for a build root of another release to install.
     pub header_debs: Vec<PathBuf>,
-    /// Runs the whole plan, not only the hibernations and the CPU offline.
-    pub full_plan: bool,
+    /// Which runs it boots.
+    pub plan: super::plan::Plan,
 }
 
 impl Kernel {
@@ -118,7 +118,7 @@ pub fn unpack(
         headers: headers.clone(),
         release: pkgs.release,
         header_debs: header_debs.to_vec(),
-        full_plan: pkgs.full_plan,
+        plan: pkgs.plan,
     };
     if fs::read_to_string(&stamp).is_ok_and(|s| s == want) && kernel.vmlinuz().exists() {
         return Ok(kernel);

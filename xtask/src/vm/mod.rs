@@ -410,8 +410,15 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
     let repo = repo_root();
     let work = work_dir(args.work_dir, &repo)?;
     let filter = plan::parse_filter(&args.only)?;
-    let runs = plan::runs(&filter, true);
-    if runs.is_empty() && plan::runs(&filter, false).is_empty() {
+    let runs: Vec<Vec<Step>> = [
+        plan::Plan::Full,
+        plan::Plan::Core,
+        plan::Plan::CoreAndService,
+    ]
+    .into_iter()
+    .flat_map(|p| plan::runs(&filter, p))
+    .collect();
+    if runs.is_empty() {
         bail!("--only selects no step");
     }
     let systemd = runs.iter().any(|r| plan::boots_systemd(r));
@@ -427,7 +434,7 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
     for g in &rig.guests {
         let tk = Instant::now();
         let mut kcosts = costs::Costs::new();
-        let runs = plan::runs(&filter, g.kernel.full_plan);
+        let runs = plan::runs(&filter, g.kernel.plan);
         for (i, steps) in runs.iter().enumerate() {
             let label = format!("{} run {}", g.kernel.series, i + 1);
             let outcome = run_guest(&rig, g, &format!("run-{}", i + 1), steps, label.clone())?;

@@ -271,11 +271,28 @@ pub fn parse_filter(items: &[String]) -> Result<Vec<Filter>> {
     Ok(out)
 }
 
-/// A kernel's runs (the whole plan, or its core) with only the steps the filter keeps (all
-/// when it is empty).
-pub fn runs(filter: &[Filter], full: bool) -> Vec<Vec<Step>> {
-    let plan = if full { DEFAULT_RUNS } else { CORE_RUNS };
-    plan.iter()
+/// Which runs a kernel of the matrix boots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// [`DEFAULT_RUNS`]: every scenario, mode and front-end.
+    Full,
+    /// [`CORE_RUNS`].
+    Core,
+    /// [`CORE_RUNS`] and the systemd service's run.
+    CoreAndService,
+}
+
+/// The systemd service's run of [`DEFAULT_RUNS`], for the plans that add it to the core.
+const SERVICE_RUNS: &[&[Step]] = &[&[Step::new(Hibernate, Buggy).with(Front::Service)]];
+
+/// A kernel's runs with only the steps the filter keeps (all when it is empty).
+pub fn runs(filter: &[Filter], plan: Plan) -> Vec<Vec<Step>> {
+    let runs: Vec<&[Step]> = match plan {
+        Plan::Full => DEFAULT_RUNS.to_vec(),
+        Plan::Core => CORE_RUNS.to_vec(),
+        Plan::CoreAndService => CORE_RUNS.iter().chain(SERVICE_RUNS).copied().collect(),
+    };
+    runs.into_iter()
         .map(|run| {
             run.iter()
                 .copied()
@@ -337,13 +354,13 @@ mod tests {
     #[test]
     fn filters_keep_scenarios_and_steps() {
         let f = parse_filter(&["s3.buggy,reset".into()]).unwrap();
-        let r = runs(&f, true);
+        let r = runs(&f, Plan::Full);
         let ids: Vec<String> = r.iter().flatten().map(|s| s.id()).collect();
         assert_eq!(ids, ["reset.buggy", "s3.buggy"]);
         assert!(parse_filter(&["nap".into()]).is_err());
         assert!(parse_filter(&["s3.sleepy".into()]).is_err());
         let f = parse_filter(&["hibernate.buggy.service".into()]).unwrap();
-        let r = runs(&f, true);
+        let r = runs(&f, Plan::Full);
         assert_eq!(r.len(), 1);
         assert!(boots_systemd(&r[0]));
         assert!(parse_filter(&["hibernate.buggy.tui".into()]).is_err());
