@@ -94,8 +94,17 @@
 #include <linux/uaccess.h>
 
 #define STUB_NAME "hv_stub"
-#define STUB_NVEC 3
+#define STUB_NVEC 4
 #define STUB_CONTROL 0
+/*
+ * An ordinary vector of the same device: the kernel's own chip (no hv_* callbacks), pinned to
+ * CPU 0, disabled by the driver's suspend callbacks and enabled again by its resume ones, so
+ * that genirq masks it in the device across every sleep and unmasks it after (through
+ * pci_irq_mask_msix/pci_irq_unmask_msix on kernels with per-device MSI domains, 6.2 and later;
+ * through pci_msi_mask_irq/pci_msi_unmask_irq before). It must stay clean: G1 must see that
+ * unmask.
+ */
+#define STUB_PLAIN 3
 
 /* e1000e registers (BAR0) used to raise interrupts on demand. */
 #define E1000_STATUS 0x0008
@@ -104,10 +113,13 @@
 #define E1000_IMS 0x00d0
 #define E1000_IMC 0x00d8
 #define E1000_IVAR 0x00e4
-/* Causes RXQ0, RXQ1, TXQ0 are ICR bits 20, 21, 22. */
+/* Causes RXQ0, RXQ1, TXQ0, TXQ1 are ICR bits 20, 21, 22, 23. */
 #define E1000_CAUSE_BASE 20
-/* IVAR: RXQ0 -> vector 0, RXQ1 -> vector 1, TXQ0 -> vector 2, each 3 bits + a valid bit. */
-#define E1000_IVAR_MAP 0x00000a98
+/*
+ * IVAR: RXQ0 -> vector 0, RXQ1 -> vector 1, TXQ0 -> vector 2, TXQ1 -> vector 3, each 3 bits +
+ * a valid bit.
+ */
+#define E1000_IVAR_MAP 0x0000ba98
 
 /* Destination APIC ID no vCPU has: the "mapping the host forgot" (see the top comment). */
 #define STUB_NOWHERE_APIC_ID 0xf0
@@ -157,6 +169,8 @@ struct stub_dev {
 	unsigned int nchips;
 	struct device_link *link;
 	struct mutex fire_lock;
+	/* The plain vector is disabled between a suspend-type and a resume-type callback. */
+	bool plain_disabled;
 };
 
 static struct stub_dev *stub;
@@ -319,7 +333,8 @@ noinline int hv_pci_restore_msi_msg(struct pci_dev *pdev, void *arg)
 		struct msi_desc *desc = irq_get_msi_desc(v->irq);
 		struct irq_data *d = irq_get_irq_data(v->irq);
 
-		if (!v->requested || !desc || !d)
+		/* The plain vector is no Hyper-V vector: the host knows nothing of it. */
+		if (!v->requested || !desc || !d || i == STUB_PLAIN)
 			continue;
 		hv_compose_msi_msg(d, &desc->msg);
 	}
@@ -360,7 +375,7 @@ noinline int hv_pci_resume(struct hv_device *hdev)
 		struct msi_desc *desc = irq_get_msi_desc(v->irq);
 		struct irq_data *d = irq_get_irq_data(v->irq);
 
-		if (!v->requested || !desc || !d)
+		if (!v->requested || !desc || !d || i == STUB_PLAIN)
 			continue;
 		if (v->index == STUB_CONTROL)
 			hv_compose_msi_msg(d, &desc->msg);
@@ -609,15 +624,17 @@ static int stub_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		v->index = i;
 		v->irq = pci_irq_vector(pdev, i);
 		snprintf(v->name, sizeof(v->name), "%s-%s%u", STUB_NAME,
-			 i == STUB_CONTROL ? "control" : "test", i);
+			 i == STUB_CONTROL ? "control" : i == STUB_PLAIN ? "plain" : "test", i);
 	}
 	stub = s;
 	for (i = 0; i < STUB_NVEC; i++) {
 		struct stub_vector *v = &s->vec[i];
 
-		ret = stub_take_chip(s, v);
-		if (ret)
-			goto fail;
+		if (i != STUB_PLAIN) {
+			ret = stub_take_chip(s, v);
+			if (ret)
+				goto fail;
+		}
 		/*
 		 * x86 reserves the vector at allocation and assigns it here, through
 		 * irq_chip_compose_msi_msg(): the compose at setup goes through hv_compose_msi_msg,
@@ -627,11 +644,15 @@ static int stub_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		if (ret)
 			goto fail;
 		v->requested = true;
+		/* Masked in the device at once by disable_irq, not at its next interrupt. */
+		if (i == STUB_PLAIN)
+			irq_set_status_flags(v->irq, IRQ_DISABLE_UNLAZY);
 		/*
 		 * x86 applies this at the vector's next interrupt (masking and unmasking it
 		 * through hv_irq_mask/hv_irq_unmask there), so the guest fires once after loading.
 		 */
-		ret = irq_set_affinity(v->irq, cpumask_of(i == STUB_CONTROL ? 0 : test_cpu));
+		ret = irq_set_affinity(v->irq,
+				       cpumask_of(i == STUB_CONTROL || i == STUB_PLAIN ? 0 : test_cpu));
 		if (ret)
 			goto fail;
 	}
@@ -643,9 +664,9 @@ static int stub_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	}
 	pci_set_drvdata(pdev, s);
 	stub_hw_init(s);
-	dev_info(&pdev->dev, "mode=%s test_cpu=%u irqs=%u,%u,%u (control=%u)\n",
-		 buggy ? "buggy" : "fixed", test_cpu, s->vec[0].irq, s->vec[1].irq,
-		 s->vec[2].irq, s->vec[STUB_CONTROL].irq);
+	dev_info(&pdev->dev, "mode=%s test_cpu=%u irqs=%u,%u,%u (control=%u, plain=%u)\n",
+		 mode, test_cpu, s->vec[0].irq, s->vec[1].irq, s->vec[2].irq,
+		 s->vec[STUB_CONTROL].irq, s->vec[STUB_PLAIN].irq);
 	return 0;
 
 fail:
@@ -683,12 +704,22 @@ static int stub_pci_suspend(struct device *dev)
 	struct stub_dev *s = dev_get_drvdata(dev);
 
 	iowrite32(0xffffffff, s->bar0 + E1000_IMC);
+	if (!s->plain_disabled) {
+		disable_irq(s->vec[STUB_PLAIN].irq);
+		s->plain_disabled = true;
+	}
 	return 0;
 }
 
 static int stub_pci_resume(struct device *dev)
 {
-	stub_hw_init(dev_get_drvdata(dev));
+	struct stub_dev *s = dev_get_drvdata(dev);
+
+	stub_hw_init(s);
+	if (s->plain_disabled) {
+		enable_irq(s->vec[STUB_PLAIN].irq);
+		s->plain_disabled = false;
+	}
 	return 0;
 }
 
@@ -788,7 +819,8 @@ static int state_show(struct seq_file *m, void *unused)
 			cpu = cpumask_first(irq_data_get_effective_affinity_mask(d));
 		seq_printf(m,
 			   "vector=%u irq=%u role=%s cpu=%d composes=%d masks=%d unmasks=%d retarget_failed=%d unmask_skipped=%d fired=%d handled=%d table_masked=%u cache_masked=%u genirq_masked=%u table_addr=0x%08x table_data=0x%08x irte_gen=%u\n",
-			   i, v->irq, i == STUB_CONTROL ? "control" : "test", cpu,
+			   i, v->irq,
+			   i == STUB_CONTROL ? "control" : i == STUB_PLAIN ? "plain" : "test", cpu,
 			   atomic_read(&v->composes), atomic_read(&v->masks),
 			   atomic_read(&v->unmasks), atomic_read(&v->retarget_failed),
 			   atomic_read(&v->unmask_skipped), atomic_read(&v->fired),
