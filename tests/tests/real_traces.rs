@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeSet, path::PathBuf};
 
-use tracer::{cmd::replay::replay_files, engine::RuleTiming};
+use tracer::replayer::{DelayOverrides, replay_files};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -15,9 +15,9 @@ fn fixture(name: &str) -> PathBuf {
 
 /// `(rule, irq)` of every divergence, with G5's window as the guests' recordings allow.
 fn verdict(name: &str) -> (BTreeSet<(String, u32)>, u8) {
-    let timing = RuleTiming {
-        g5_silence_ns: 4_000_000_000,
-        ..RuleTiming::default()
+    let timing = DelayOverrides {
+        g5_silence_ns: Some(4_000_000_000),
+        ..Default::default()
     };
     let r = replay_files(&[fixture(name)], timing).unwrap();
     let found = r
@@ -67,7 +67,7 @@ fn fixed_runs_and_plain_cpu_hotplug_are_clean() {
 fn h4_names_the_failed_unmask_inside_the_cpu_offline_migration() {
     let r = replay_files(
         &[fixture("6.12-hibernate-buggy.msit")],
-        RuleTiming::default(),
+        DelayOverrides::default(),
     )
     .unwrap();
     let h4 = r
@@ -98,7 +98,7 @@ fn h4_names_the_failed_unmask_inside_the_cpu_offline_migration() {
 fn the_test_vectors_moved_to_cpu0_during_the_hibernation_end_on_cpu0() {
     let r = replay_files(
         &[fixture("6.12-hibernate-buggy.msit")],
-        RuleTiming::default(),
+        DelayOverrides::default(),
     )
     .unwrap();
     let j = r.report.to_json();

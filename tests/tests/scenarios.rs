@@ -1338,9 +1338,9 @@ fn record_then_replay(
         rec.push(ev).unwrap();
     }
     let (live, _, _) = rec.finish(&[], 0).unwrap();
-    let replayed = tracer::cmd::replay::replay_files(
+    let replayed = tracer::replayer::replay_files(
         std::slice::from_ref(&path),
-        tracer::engine::RuleTiming::default(),
+        tracer::replayer::DelayOverrides::default(),
     )
     .unwrap();
     let _ = std::fs::remove_file(&path);

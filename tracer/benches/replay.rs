@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use tracer::engine::{Engine, EngineConfig, RuleTiming};
 use tracer::event::{Event, EventKind, MsiMsg, VectorSnap};
+use tracer::replayer::{DelayOverrides, Replayer, Step};
 use tracer::seed::{Seed, SeedVector};
 use tracer::trace_file::{Record, TraceHeader, TraceReader, TraceWriter};
 
@@ -362,20 +363,17 @@ fn config(h: &TraceHeader) -> EngineConfig {
     }
 }
 
-/// Read the file and run every event through a fresh engine; returns the events applied.
+/// Replay the file as `msitrace replay` does; returns the engine and the events applied.
 fn replay_file(w: &Workload) -> (Engine, u64) {
-    let reader = TraceReader::open(&w.path).expect("open the benchmark trace file");
-    let mut engine = Engine::new(config(reader.header()));
+    let replayer = Replayer::open(std::slice::from_ref(&w.path), DelayOverrides::default())
+        .expect("open the benchmark trace file");
     let mut n = 0u64;
-    for rec in reader {
-        if let Ok(Record::Event(e)) = rec {
-            engine.apply(&e);
+    let done = replayer.run(|step, _| {
+        if let Step::Event(..) = step {
             n += 1;
         }
-    }
-    let end = engine.state().now_ns;
-    engine.finish(end);
-    (engine, n)
+    });
+    (done.engine, n)
 }
 
 /// Read and decode the file only: the reader's share of a replay.

@@ -273,3 +273,17 @@ fn raise_memlock() {
     // SAFETY: valid pointer to an rlimit.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
 }
+
+/// `--ring-mib`: the BPF ring buffer's size must be a power of two pages; a MiB bound keeps
+/// it between what survives a burst and what a guest can spare.
+pub fn parse_ring_mib(s: &str) -> Result<u32, String> {
+    let v: u32 = s
+        .parse()
+        .map_err(|_| format!("{s} is not a whole number of MiB"))?;
+    if !v.is_power_of_two() || !(1..=1024).contains(&v) {
+        return Err(format!(
+            "{v} MiB: the ring size must be a power of two from 1 to 1024"
+        ));
+    }
+    Ok(v)
+}

@@ -63,8 +63,33 @@ fn assets(out: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A wrong flag gets one line, like every other error: clap's own message, its indented
+/// continuation (the missing arguments) folded in, and where to look.
+fn usage_error(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let mut parts = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            break;
+        }
+        parts.push(line.strip_prefix("error: ").unwrap_or(line).to_string());
+    }
+    format!(
+        "msitrace: {}; see `msitrace --help` or `msitrace COMMAND --help`",
+        parts.join(" ")
+    )
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            eprintln!("{}", usage_error(&e));
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Probes(a) => cmd::probes::run(a),
         Command::Record(a) => cmd::record::run(a),

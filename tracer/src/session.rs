@@ -249,6 +249,28 @@ pub struct Outcome {
     pub decode_errors: u64,
 }
 
+impl Outcome {
+    /// The one line a recording ends with: why it stopped, what it wrote, what it lost.
+    pub fn closing_line(&self, reason: &StopReason, path: &Path) -> String {
+        let lost: u64 = self.counters.iter().map(|c| c.lost).sum();
+        let why = match reason {
+            StopReason::Signal(s) => format!("stopped by {s}"),
+            StopReason::Duration => "duration reached".into(),
+            StopReason::Done => "done".into(),
+        };
+        let written = self
+            .stats
+            .as_ref()
+            .map(|s| format!("{} events, {} bytes", s.events, s.bytes))
+            .unwrap_or_default();
+        format!(
+            "{why}; wrote {written} to {}; {lost} events lost in the kernel; {} divergences",
+            path.display(),
+            self.engine.divergences().len()
+        )
+    }
+}
+
 impl Session {
     /// Seed the state, attach the probes, and open the trace file if `output` is given.
     /// Must run inside a tokio runtime.
@@ -269,6 +291,7 @@ impl Session {
         header.layout_fields = serde_json::to_value(&collector.layout().fields)?;
         header.btf_facts = collector.layout().facts.clone();
         header.ring_bytes = collector.ring_bytes();
+        header.rule_timing = Some(opts.timing);
         let writer = match output {
             Output::File(p) => Some(Writer::File(
                 TraceWriter::create(p, &header)

@@ -184,7 +184,7 @@ fn unknown_and_contradictory_flags() {
     assert_one_line(
         &msitrace(&["replay", fixture().to_str().unwrap(), "--silence=-1"]),
         2,
-        "--silence must be a number of seconds >= 0",
+        "-1: give a number of seconds from 0 to 86400",
     );
     let cfg = tmp("bad.toml");
     std::fs::write(&cfg, "max_flies = 2\n").unwrap();

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
+use super::replay::TimingArgs;
 use crate::daemon::config::{FileConfig, LogTarget};
 
 #[derive(clap::Args)]
@@ -25,12 +26,8 @@ pub struct Args {
     /// Ring buffer size in MiB, a power of two (default 16).
     #[arg(long, value_name = "MIB")]
     pub ring_mib: Option<u32>,
-    /// G5: seconds a vector that fired before suspend may stay silent after resume (default 10).
-    #[arg(long, value_name = "SECS")]
-    pub silence: Option<f64>,
-    /// G1: seconds after resume a vector with an action may still be masked (default 2).
-    #[arg(long, value_name = "SECS")]
-    pub grace: Option<f64>,
+    #[command(flatten)]
+    pub timing: TimingArgs,
     /// Where entries go: the journal when stderr is connected to it (auto), or always one.
     #[arg(long, value_enum, value_name = "TARGET")]
     pub log_target: Option<LogTarget>,
@@ -50,14 +47,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
         max_file_mib: args.max_file_mib,
         max_files: args.max_files,
         ring_mib: args.ring_mib,
-        silence_secs: args.silence,
-        grace_secs: args.grace,
+        silence_secs: args.timing.silence,
+        grace_secs: args.timing.grace,
         log_target: args.log_target,
         record: args.no_record.then_some(false),
     };
     let cfg = file.merge(flags)?;
     if !args.replay.is_empty() {
-        crate::daemon::replay(&args.replay, &cfg)?;
+        // The flags, not the settings file, override a replay's delays: the file configures
+        // this machine's daemon, not the run that recorded the traces.
+        crate::daemon::replay(&args.replay, &cfg, args.timing.overrides())?;
         return Ok(ExitCode::SUCCESS);
     }
     let rt = tokio::runtime::Builder::new_current_thread()

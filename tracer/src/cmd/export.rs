@@ -12,19 +12,20 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use super::replay::engine_config;
-use crate::engine::{
-    Divergence, Engine, EngineConfig, RuleTiming, Severity, divergence::event_detail, event_irq,
-    event_name,
-};
-use crate::event::{Event, EventKind};
-use crate::trace_file::{Record, TraceReader};
+use super::replay::TimingArgs;
+use crate::engine::{Divergence, Severity, event_irq, event_name};
+use crate::event::EventKind;
+use crate::event_text::detail as event_detail;
+use crate::replayer::{Replayed, Replayer, Step};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Trace file written by `msitrace record` (several are read as one stream).
+    /// Trace file written by `msitrace record`; several are read as one stream, in the order
+    /// given; a directory stands for the daemon's flight-recorder files in it, oldest first.
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub timing: TimingArgs,
     /// Where to write the JSON (open it in ui.perfetto.dev or chrome://tracing).
     #[arg(short, long, value_name = "OUT.json")]
     pub output: PathBuf,
@@ -66,14 +67,12 @@ fn us(ts: u64, origin: u64) -> f64 {
     ts.saturating_sub(origin) as f64 / 1000.0
 }
 
-/// Feed `events` through an engine and write the Chrome trace of the run to `out`.
+/// Replay a recording and write the Chrome trace of the run to `out`.
 pub fn chrome_trace(
-    cfg: EngineConfig,
-    events: impl IntoIterator<Item = anyhow::Result<Event>>,
+    mut replayer: Replayer,
     out: impl Write,
-) -> anyhow::Result<ExportStats> {
-    let kernel = cfg.kernel_release.clone();
-    let mut engine = Engine::new(cfg);
+) -> anyhow::Result<(ExportStats, Replayed)> {
+    let kernel = replayer.header().kernel_release.clone();
     let mut w = ArrayWriter {
         out,
         first: true,
@@ -84,11 +83,10 @@ pub fn chrome_trace(
     let mut windows: BTreeMap<u32, u64> = BTreeMap::new();
     let mut stats = ExportStats::default();
     let mut cpus: BTreeMap<u32, ()> = BTreeMap::new();
-    for ev in events {
-        let ev = ev?;
+    while let Some(step) = replayer.step() {
+        let Step::Event(ev, _) = step else { break };
         stats.events += 1;
-        engine.apply(&ev);
-        let o = *origin.get_or_insert_with(|| engine.origin_ns());
+        let o = *origin.get_or_insert_with(|| replayer.engine().origin_ns());
         let ts = us(ev.ts_ns, o);
         let name = event_name(&ev.kind);
         let args = json!({ "detail": event_detail(&ev.kind), "cpu": ev.cpu, "pid": ev.pid });
@@ -127,8 +125,9 @@ pub fn chrome_trace(
             },
         }
     }
+    let replayed = replayer.into_replayed();
+    let engine = &replayed.engine;
     let end = engine.state().now_ns;
-    engine.finish(end);
     let o = origin.unwrap_or_else(|| engine.origin_ns());
     let st = engine.state();
 
@@ -218,7 +217,7 @@ pub fn chrome_trace(
     rest.remove(0);
     write!(w.out, "\n],{rest}")?;
     w.out.flush()?;
-    Ok(stats)
+    Ok((stats, replayed))
 }
 
 fn thread_name(pid: u32, tid: u32, name: &str) -> Value {
@@ -257,21 +256,15 @@ fn pm_name(kind: &EventKind) -> Option<String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut reader = TraceReader::open_many(&args.files)?;
-    let cfg = engine_config(reader.header(), RuleTiming::default());
+    let replayer = Replayer::open(&args.files, args.timing.overrides())?;
     let file = File::create(&args.output).with_context(|| {
         format!(
             "cannot create {}: check the directory exists and is writable",
             args.output.display()
         )
     })?;
-    let events = reader.by_ref().filter_map(|r| match r {
-        Ok(Record::Event(e)) => Some(Ok(e)),
-        Ok(Record::Trailer(_)) => None,
-        Err(e) => Some(Err(anyhow::Error::from(e))),
-    });
-    let stats = chrome_trace(cfg, events, BufWriter::new(file))?;
-    for w in reader.warnings() {
+    let (stats, replayed) = chrome_trace(replayer, BufWriter::new(file))?;
+    for w in &replayed.report.input_warnings {
         eprintln!("msitrace: warning: {w}");
     }
     eprintln!(
@@ -288,19 +281,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{MsiMsg, VectorSnap};
+    use crate::engine::{EngineConfig, RuleTiming};
+    use crate::event::{Event, MsiMsg, VectorSnap};
     use crate::seed::{Seed, SeedVector};
+    use crate::trace_file::{TraceHeader, TraceWriter};
 
-    fn ev(ts: u64, cpu: u32, kind: EventKind) -> anyhow::Result<Event> {
-        Ok(Event {
+    fn ev(ts: u64, cpu: u32, kind: EventKind) -> Event {
+        Event {
             ts_ns: ts,
             cpu,
             pid: 1,
             kind,
-        })
+        }
     }
 
-    fn pm(ts: u64, action: &str, val: u32, start: bool) -> anyhow::Result<Event> {
+    fn pm(ts: u64, action: &str, val: u32, start: bool) -> Event {
         ev(
             ts,
             0,
@@ -366,15 +361,24 @@ mod tests {
             ),
             pm(9_400_000, "thaw_processes", 0, true),
         ];
-        let cfg = EngineConfig {
+        let header = TraceHeader {
             kernel_release: "6.12.117+deb12-amd64".into(),
             probes: EngineConfig::all_probes_attached(),
             seed,
-            timing: RuleTiming::default(),
-            btf_facts: Vec::new(),
+            rule_timing: Some(RuleTiming::default()),
+            ..Default::default()
         };
+        let path =
+            std::env::temp_dir().join(format!("msitrace-export-{}.trace", std::process::id()));
+        let mut w = TraceWriter::create(&path, &header).unwrap();
+        for e in &events {
+            w.append(e).unwrap();
+        }
+        w.finish(&json!({})).unwrap();
+        let replayer = Replayer::open(std::slice::from_ref(&path), Default::default()).unwrap();
         let mut buf = Vec::new();
-        let stats = chrome_trace(cfg, events, &mut buf).unwrap();
+        let (stats, _) = chrome_trace(replayer, &mut buf).unwrap();
+        let _ = std::fs::remove_file(&path);
         let v: Value = serde_json::from_slice(&buf).expect("valid JSON");
         let evs = v["traceEvents"].as_array().expect("traceEvents array");
         assert_eq!(evs.len() as u64, stats.trace_events);

@@ -21,14 +21,13 @@ pub struct Args {
     pub output: Option<PathBuf>,
     /// Ring buffer size in MiB (a power of two): what survives while user space is frozen.
     #[arg(long, value_name = "MIB", default_value_t = tracer_common::DEFAULT_RING_BYTES >> 20,
-          value_parser = super::record::parse_ring_mib)]
+          value_parser = crate::collector::parse_ring_mib)]
     pub ring_mib: u32,
     #[command(flatten)]
     pub timing: TimingArgs,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let timing = args.timing.timing()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -37,7 +36,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let opts = super::record::session_options(args.ring_mib, &args.timing)?;
             crate::live::run_live(&opts, args.output.as_deref()).await
         } else {
-            crate::live::run_replay(&args.replay, timing, args.from_start).await
+            crate::live::run_replay(&args.replay, args.timing.overrides(), args.from_start).await
         }
     })?;
     Ok(ExitCode::SUCCESS)

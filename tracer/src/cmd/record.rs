@@ -8,7 +8,7 @@ use anyhow::Result;
 use crate::{
     collector::CollectorOptions,
     engine::{Change, DivergenceUpdate},
-    session::{Outcome, Session, SessionOptions, StopReason},
+    session::{Session, SessionOptions, StopReason},
 };
 
 #[derive(clap::Args)]
@@ -21,25 +21,13 @@ pub struct Args {
     pub duration: Option<f64>,
     /// Ring buffer size in MiB (a power of two): what survives while user space is frozen.
     #[arg(long, value_name = "MIB", default_value_t = tracer_common::DEFAULT_RING_BYTES >> 20,
-          value_parser = parse_ring_mib)]
+          value_parser = crate::collector::parse_ring_mib)]
     pub ring_mib: u32,
     #[command(flatten)]
     pub timing: super::replay::TimingArgs,
     /// Do not print divergences as they are found.
     #[arg(short, long)]
     pub quiet: bool,
-}
-
-pub fn parse_ring_mib(s: &str) -> Result<u32, String> {
-    let v: u32 = s
-        .parse()
-        .map_err(|_| format!("{s} is not a whole number of MiB"))?;
-    if !v.is_power_of_two() || !(1..=1024).contains(&v) {
-        return Err(format!(
-            "{v} MiB: the ring size must be a power of two from 1 to 1024"
-        ));
-    }
-    Ok(v)
 }
 
 pub fn session_options(
@@ -50,7 +38,7 @@ pub fn session_options(
         collector: CollectorOptions {
             ring_bytes: ring_mib << 20,
         },
-        timing: timing.timing()?,
+        timing: timing.timing(),
     })
 }
 
@@ -106,26 +94,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         if !quiet {
             outcome.final_updates.iter().for_each(print_update);
         }
-        eprintln!("msitrace: {}", closing_line(&outcome, &reason, &args.output));
+        eprintln!("msitrace: {}", outcome.closing_line(&reason, &args.output));
         Ok(ExitCode::SUCCESS)
     })
-}
-
-pub fn closing_line(o: &Outcome, reason: &StopReason, path: &std::path::Path) -> String {
-    let lost: u64 = o.counters.iter().map(|c| c.lost).sum();
-    let why = match reason {
-        StopReason::Signal(s) => format!("stopped by {s}"),
-        StopReason::Duration => "duration reached".into(),
-        StopReason::Done => "done".into(),
-    };
-    let written = o
-        .stats
-        .as_ref()
-        .map(|s| format!("{} events, {} bytes", s.events, s.bytes))
-        .unwrap_or_default();
-    format!(
-        "{why}; wrote {written} to {}; {lost} events lost in the kernel; {} divergences",
-        path.display(),
-        o.engine.divergences().len()
-    )
 }

@@ -8,10 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::engine::{Engine, EngineConfig, RuleTiming};
-use crate::report::{FailOn, Report};
-use crate::session::{DivergenceKey, LiveSummary};
-use crate::trace_file::{Record, TraceHeader, TraceReader};
+use crate::engine::RuleTiming;
+use crate::replayer::{DelayOverrides, replay_files};
+use crate::report::FailOn;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,117 +36,58 @@ pub struct FailOnArg {
     pub fail_on: FailOn,
 }
 
-/// The delays of the time-based rules, shared by record, verify and replay so that a replay
-/// can use what the live run used.
+/// The delays of the time-based rules, shared by record, verify, live and replay. A live run
+/// takes the defaults for what is not given; a replay takes the recording's.
 #[derive(clap::Args, Clone, Debug)]
 pub struct TimingArgs {
-    /// G5: seconds a vector that fired before suspend may stay silent after resume.
-    #[arg(long, value_name = "SECS", default_value_t = secs(RuleTiming::default().g5_silence_ns))]
-    pub silence: f64,
-    /// G1: seconds after resume a vector with an action may still be masked.
-    #[arg(long, value_name = "SECS", default_value_t = secs(RuleTiming::default().g1_grace_ns))]
-    pub grace: f64,
+    /// G5: seconds a vector that fired before suspend may stay silent after resume [default:
+    /// 10 when recording; a replay uses the recording's].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub silence: Option<f64>,
+    /// G1: seconds after resume a vector with an action may still be masked [default: 2 when
+    /// recording; a replay uses the recording's].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub grace: Option<f64>,
 }
 
-fn secs(ns: u64) -> f64 {
-    ns as f64 / 1e9
+/// Seconds of a rule delay: finite, not negative, and at most a day (a delay longer than any
+/// sleep cycle only hides findings, and larger values overflow the nanosecond clock).
+pub fn parse_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s} is not a number of seconds"))?;
+    if !(v.is_finite() && (0.0..=86_400.0).contains(&v)) {
+        return Err(format!("{s}: give a number of seconds from 0 to 86400"));
+    }
+    Ok(v)
 }
 
-fn ns(secs: f64, what: &str) -> anyhow::Result<u64> {
-    anyhow::ensure!(
-        secs.is_finite() && secs >= 0.0,
-        "--{what} must be a number of seconds >= 0, not {secs}"
-    );
-    Ok((secs * 1e9) as u64)
+fn ns(secs: f64) -> u64 {
+    (secs * 1e9) as u64
 }
 
 impl TimingArgs {
-    pub fn timing(&self) -> anyhow::Result<RuleTiming> {
-        Ok(RuleTiming {
-            g5_silence_ns: ns(self.silence, "silence")?,
-            g1_grace_ns: ns(self.grace, "grace")?,
-            ..RuleTiming::default()
-        })
-    }
-}
-
-/// The engine's configuration from a trace header: the kernel and what its BTF showed, the
-/// probes that attached and the seed the live run started from.
-pub fn engine_config(header: &TraceHeader, timing: RuleTiming) -> EngineConfig {
-    EngineConfig {
-        kernel_release: header.kernel_release.clone(),
-        probes: header.probes.clone(),
-        seed: header.seed.clone(),
-        timing,
-        btf_facts: header.btf_facts.clone(),
-    }
-}
-
-/// What a replay produced: the finished engine, the report, and the recorder's trailer.
-pub struct Replayed {
-    pub engine: Engine,
-    pub report: Report,
-    pub trailer: Option<serde_json::Value>,
-}
-
-/// Replay trace files through a fresh engine. Damage the reader stepped over goes into the
-/// report's input warnings; a file that cannot be read at all is an error.
-pub fn replay_files(files: &[PathBuf], timing: RuleTiming) -> anyhow::Result<Replayed> {
-    let files = crate::trace_file::rotate::expand(files)?;
-    let mut reader = TraceReader::open_many(&files)?;
-    let mut engine = Engine::new(engine_config(reader.header(), timing));
-    let mut trailer = None;
-    for rec in reader.by_ref() {
-        match rec? {
-            Record::Event(e) => {
-                engine.apply(&e);
-            }
-            Record::Trailer(t) => trailer = Some(t),
+    /// What the user asked for, for a replay.
+    pub fn overrides(&self) -> DelayOverrides {
+        DelayOverrides {
+            g5_silence_ns: self.silence.map(ns),
+            g1_grace_ns: self.grace.map(ns),
         }
     }
-    let end = engine.state().now_ns;
-    engine.finish(end);
-    let mut warnings: Vec<String> = reader.warnings().iter().map(|w| w.to_string()).collect();
-    if trailer.is_none() {
-        warnings.push(
-            "the recording has no trailer: it did not finish (killed, crashed or still running), \
-             so the trace may end early"
-                .into(),
-        );
-    }
-    // The recorder keeps its live verdict in the trailer; a replay that disagrees means the
-    // file lost something the live engine saw (or the rules changed since it was recorded).
-    if let Some(live) = trailer
-        .as_ref()
-        .and_then(|t| serde_json::from_value::<LiveSummary>(t.clone()).ok())
-    {
-        let replayed = DivergenceKey::all(engine.divergences());
-        if live.timing != timing {
-            warnings.push(format!(
-                "replayed with other rule delays than the live run (G5 silence {} s, G1 grace {} s live): \
-                 the verdicts may differ; pass --silence and --grace to compare",
-                secs(live.timing.g5_silence_ns),
-                secs(live.timing.g1_grace_ns)
-            ));
-        } else if replayed != live.divergences {
-            warnings.push(format!(
-                "the live run reported {} divergences and this replay finds {}: the file may have lost events, or it was recorded by another msitrace version",
-                live.divergences.len(),
-                replayed.len()
-            ));
+
+    /// The delays of a live run: the defaults where nothing was given.
+    pub fn timing(&self) -> RuleTiming {
+        let d = RuleTiming::default();
+        RuleTiming {
+            g5_silence_ns: self.silence.map_or(d.g5_silence_ns, ns),
+            g1_grace_ns: self.grace.map_or(d.g1_grace_ns, ns),
+            ..d
         }
     }
-    let report = Report::from_engine(&engine).with_input_warnings(warnings);
-    Ok(Replayed {
-        engine,
-        report,
-        trailer,
-    })
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let timing = args.timing.timing()?;
-    let replayed = replay_files(&args.files, timing)?;
+    let replayed = replay_files(&args.files, args.timing.overrides())?;
     let report = replayed.report;
     if args.json {
         let text = serde_json::to_string_pretty(&report.to_json())
@@ -162,61 +102,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::EngineConfig;
-    use crate::event::{Event, EventKind};
-    use crate::seed::Seed;
-    use crate::trace_file::TraceWriter;
-
-    fn temp(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("msitrace-{name}-{}.trace", std::process::id()))
-    }
 
     #[test]
-    fn replays_a_written_file_and_says_when_it_is_unusable() {
-        let path = temp("replay");
-        let header = TraceHeader {
-            kernel_release: "6.12.117+deb12-amd64".into(),
-            probes: EngineConfig::all_probes_attached(),
-            seed: Seed {
-                taken_ns: 1_000,
-                online_cpus: vec![0, 1],
-                vectors: Vec::new(),
-            },
-            ..Default::default()
-        };
-        let mut w = TraceWriter::create(&path, &header).unwrap();
-        let pm = |ts: u64, action: &str, start: bool| Event {
-            ts_ns: ts,
-            cpu: 0,
-            pid: 1,
-            kind: EventKind::SuspendResume {
-                action: action.into(),
-                val: 0x10,
-                start,
-            },
-        };
-        for ev in [
-            pm(2_000, "freeze_processes", true),
-            pm(3_000, "dpm_resume_noirq", true),
-            pm(4_000, "thaw_processes", true),
-        ] {
-            w.append(&ev).unwrap();
+    fn rejects_durations_out_of_range() {
+        for bad in ["-1", "1e19", "1e300", "NaN", "inf", "soon"] {
+            assert!(parse_secs(bad).is_err(), "{bad}");
         }
-        w.finish(&serde_json::json!({"divergences": []})).unwrap();
-        let r = replay_files(std::slice::from_ref(&path), RuleTiming::default()).unwrap();
-        assert_eq!(r.report.summary.resume_epochs, 1);
-        assert_eq!(r.report.exit_code(), 0);
-        assert!(r.trailer.is_some());
-        assert!(r.report.input_warnings.is_empty());
-        let _ = std::fs::remove_file(&path);
-
-        let missing = replay_files(&[temp("missing")], RuleTiming::default());
-        assert!(missing.is_err());
-    }
-
-    #[test]
-    fn rejects_negative_durations() {
-        assert!(ns(-1.0, "silence").is_err());
-        assert_eq!(ns(2.5, "grace").unwrap(), 2_500_000_000);
+        assert_eq!(ns(parse_secs("2.5").unwrap()), 2_500_000_000);
     }
 }

@@ -7,7 +7,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{Context, Result};
 
 use crate::{
-    engine::{Engine, Phase},
+    engine::Engine,
     report::Report,
     session::{Session, StopReason},
 };
@@ -25,7 +25,7 @@ pub struct Args {
     pub json: bool,
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = tracer_common::DEFAULT_RING_BYTES >> 20,
-          value_parser = super::record::parse_ring_mib)]
+          value_parser = crate::collector::parse_ring_mib)]
     pub ring_mib: u32,
     #[command(flatten)]
     pub timing: super::replay::TimingArgs,
@@ -34,29 +34,6 @@ pub struct Args {
     /// The command to run, e.g. `sh -c 'echo disk > /sys/power/state'`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
-}
-
-/// After the last resume, how long to keep recording so that the delayed rules (G1's grace,
-/// G5's silence window) can conclude.
-fn settle_ns(engine: &Engine) -> u64 {
-    let t = engine.timing();
-    t.g1_grace_ns.max(t.g5_silence_ns) + 1_000_000_000
-}
-
-/// A suspend began and its resume has settled, or none began at all.
-pub fn cycle_settled(engine: &Engine) -> bool {
-    let st = engine.state();
-    let suspended = st.suspend_ts_ns.is_some() || !st.epochs.is_empty();
-    if !suspended {
-        return true;
-    }
-    let Some(last) = st.epochs.last() else {
-        return false;
-    };
-    match (st.phase, last.resumed_ts_ns) {
-        (Phase::Resumed, Some(ts)) => st.now_ns >= ts + settle_ns(engine),
-        _ => false,
-    }
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -114,12 +91,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     tokio::time::sleep_until(deadline).await;
                     StopReason::Duration
                 };
-                session.run(settle, cycle_settled, print).await?
+                session.run(settle, Engine::cycle_settled, print).await?
             }
             Some(r) => r,
             None => StopReason::Duration,
         };
-        if reason == StopReason::Duration || !cycle_settled(session.engine()) {
+        if reason == StopReason::Duration || !session.engine().cycle_settled() {
             notes.push(format!(
                 "timed out after {} s waiting for the resume to settle: delayed rules may be unevaluated",
                 args.timeout

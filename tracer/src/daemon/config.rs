@@ -93,7 +93,7 @@ impl FileConfig {
             (1..=100_000).contains(&max_files),
             "max_files = {max_files}: keep from 1 to 100000 files"
         );
-        if let Err(e) = crate::cmd::record::parse_ring_mib(&ring_mib.to_string()) {
+        if let Err(e) = crate::collector::parse_ring_mib(&ring_mib.to_string()) {
             bail!("ring_mib = {ring_mib}: {e}");
         }
         let secs = |v: Option<f64>, key: &str, default: u64| -> Result<u64> {

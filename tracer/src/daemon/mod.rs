@@ -10,15 +10,15 @@ pub mod notify;
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cmd::replay::engine_config;
 use crate::collector::{Collector, CollectorOptions};
 use crate::engine::{DivergenceUpdate, Engine, Phase, Severity};
 use crate::event::Event;
+use crate::replayer::{DelayOverrides, Replayer, Step};
 use crate::session::{Observer, Output, Session, SessionOptions, StopReason};
-use crate::trace_file::{Record, TraceReader, rotate};
+use crate::trace_file::rotate;
 
 use config::{Config, LogTarget};
 use journal::{Context as Ctx, Entry, Level, Sink, Target};
@@ -74,10 +74,7 @@ impl Reporter {
     /// A resume's summary once its delayed rules (G1, G5) have had their time.
     fn maybe_summarize(&mut self, engine: &Engine) {
         let st = engine.state();
-        if st.epoch > self.summarized
-            && st.phase == Phase::Resumed
-            && crate::cmd::verify::cycle_settled(engine)
-        {
+        if st.epoch > self.summarized && st.phase == Phase::Resumed && engine.cycle_settled() {
             self.summarized = st.epoch;
             self.send(&journal::resume_summary(engine));
         }
@@ -201,28 +198,26 @@ pub async fn run(cfg: &Config) -> Result<()> {
 
 /// The same entries from recorded files instead of the kernel: for tests, for a log pipeline
 /// fed after the fact, and for the memory benchmark. No probes, no flight recorder.
-pub fn replay(files: &[PathBuf], cfg: &Config) -> Result<()> {
-    let files = rotate::expand(files).context("cannot open the traces to replay")?;
-    let mut reader = TraceReader::open_many(&files)?;
-    let header = reader.header().clone();
-    let mut engine = Engine::new(engine_config(&header, cfg.timing));
+pub fn replay(files: &[PathBuf], cfg: &Config, delays: DelayOverrides) -> Result<()> {
+    let replayer = Replayer::open(files, delays)?;
     let mut rep = Reporter::new(target(cfg.log_target));
-    rep.started(&header.probes, &engine);
-    for rec in reader.by_ref() {
-        if let Record::Event(ev) = rec? {
-            for u in engine.apply(&ev) {
-                rep.update(&u, &engine);
+    rep.started(&replayer.header().probes, replayer.engine());
+    let done = replayer.run(|step, engine| match step {
+        Step::Event(ev, updates) => {
+            for u in updates {
+                rep.update(u, engine);
             }
-            rep.event(&ev, &engine);
+            rep.event(ev, engine);
         }
-    }
-    let end = engine.state().now_ns;
-    for u in engine.finish(end) {
-        rep.update(&u, &engine);
-    }
-    for w in reader.warnings() {
+        Step::End(updates) => {
+            for u in updates {
+                rep.update(u, engine);
+            }
+        }
+    });
+    for w in &done.report.input_warnings {
         eprintln!("msitrace: {w}");
     }
-    rep.stopped(&engine, "end of the replayed files", None);
+    rep.stopped(&done.engine, "end of the replayed files", None);
     Ok(())
 }

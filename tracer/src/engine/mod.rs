@@ -201,7 +201,7 @@ pub struct Engine {
     /// CPU → start of its `irq_migrate_all_off_this_cpu` window.
     migration_windows: BTreeMap<u32, u64>,
     /// CPU → IRQs whose `irq_do_set_affinity` failed in its window (and did not succeed since).
-    affinity_failures: BTreeMap<u32, BTreeMap<u32, Evidence>>,
+    affinity_failures: BTreeMap<u32, BTreeMap<u32, (i32, Evidence)>>,
     /// CPU → the `irq_do_set_affinity` call in progress on it (IRQ, entry time).
     affinity_calls: BTreeMap<u32, (u32, u64)>,
     /// Message destination (APIC id) → CPU, as `vector_config` showed them side by side;
@@ -288,6 +288,30 @@ impl Engine {
 
     pub fn kernel_release(&self) -> &str {
         &self.gates.release
+    }
+
+    /// After the last resume, how long a run keeps going so that the delayed rules (G1's
+    /// grace, G5's silence window) can conclude.
+    pub fn settle_ns(&self) -> u64 {
+        let t = self.timing;
+        t.g1_grace_ns.max(t.g5_silence_ns) + 1_000_000_000
+    }
+
+    /// A suspend began and its resume has settled, or none began at all: a recording of a
+    /// sleep cycle can stop here without cutting a rule short.
+    pub fn cycle_settled(&self) -> bool {
+        let st = self.state();
+        let suspended = st.suspend_ts_ns.is_some() || !st.epochs.is_empty();
+        if !suspended {
+            return true;
+        }
+        let Some(last) = st.epochs.last() else {
+            return false;
+        };
+        match (st.phase, last.resumed_ts_ns) {
+            (Phase::Resumed, Some(ts)) => st.now_ns >= ts + self.settle_ns(),
+            _ => false,
+        }
     }
 
     pub fn timing(&self) -> RuleTiming {
@@ -748,7 +772,7 @@ impl Engine {
                     }
                     let fails = self.affinity_failures.entry(ev.cpu).or_default();
                     if *ret != 0 {
-                        fails.insert(*irq, Evidence::of(ev));
+                        fails.insert(*irq, (*ret, Evidence::of(ev)));
                     } else {
                         // migrate_one_irq retries -ENOSPC with every online CPU: a later
                         // success clears the failure.

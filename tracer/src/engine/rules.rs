@@ -855,7 +855,7 @@ impl Engine {
             return;
         }
         let cpu = ev.cpu;
-        for (irq, evidence) in fails {
+        for (irq, (ret, evidence)) in fails {
             if !self
                 .state
                 .vectors
@@ -865,13 +865,6 @@ impl Engine {
                 continue;
             }
             let (desc, _) = self.describe(irq);
-            let ret = evidence
-                .detail
-                .split_whitespace()
-                .skip_while(|w| *w != "ret")
-                .nth(1)
-                .and_then(|r| r.parse::<i32>().ok())
-                .unwrap_or(0);
             let meaning = format!(
                 "irq_do_set_affinity for irq {irq} ({desc}) returned {ret} ({}) in the CPU{cpu} \
                  offline migration at {}: the vector stays on the dying CPU and its interrupts \

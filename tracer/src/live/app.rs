@@ -393,7 +393,7 @@ impl App {
             ts_ns: ev.ts_ns,
             cpu: ev.cpu,
             irq,
-            text: crate::cmd::dump::describe(&ev.kind),
+            text: crate::event_text::describe(&ev.kind),
             gap,
         };
         if let Some(irq) = irq {

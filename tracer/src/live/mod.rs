@@ -17,7 +17,7 @@ use crossterm::event::{Event as TermEvent, KeyEventKind};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::engine::RuleTiming;
+use crate::replayer::DelayOverrides;
 use crate::session::{Session, SessionOptions, StopReason};
 
 use app::{Action, App, ReplayInfo, Source};
@@ -154,10 +154,7 @@ pub async fn run_live(opts: &SessionOptions, output: Option<&Path>) -> Result<()
         _ => "quit".into(),
     };
     match output {
-        Some(p) => eprintln!(
-            "msitrace: {}",
-            crate::cmd::record::closing_line(&outcome, &reason, p)
-        ),
+        Some(p) => eprintln!("msitrace: {}", outcome.closing_line(&reason, p)),
         None => eprintln!(
             "{}; {} divergences",
             ended(&why),
@@ -170,8 +167,8 @@ pub async fn run_live(opts: &SessionOptions, output: Option<&Path>) -> Result<()
 /// Replay: browse a recorded file in the same screen. It opens at the end of the file (the
 /// state a report would give) unless `from_start`; `r` rewinds, `p` plays, `n` steps, `d`
 /// goes to the next divergence.
-pub async fn run_replay(files: &[PathBuf], timing: RuleTiming, from_start: bool) -> Result<()> {
-    let mut player = Player::open(files, timing)?;
+pub async fn run_replay(files: &[PathBuf], delays: DelayOverrides, from_start: bool) -> Result<()> {
+    let mut player = Player::open(files, delays)?;
     terminal::check()?;
     let mut app = App::new(
         player.source.clone(),
@@ -310,12 +307,13 @@ mod tests {
     }
 
     fn opened(name: &str, from_start: bool) -> (Player, App) {
-        // The guests record G5's window of 4 s after the resume (tests/fixtures/traces/README.md).
-        let timing = RuleTiming {
-            g5_silence_ns: 4_000_000_000,
-            ..RuleTiming::default()
+        // The guests record about 5 s after the resume, so G5 is judged over 4 s
+        // (tests/fixtures/traces/README.md), not the live run's 10 s.
+        let silence = DelayOverrides {
+            g5_silence_ns: Some(4_000_000_000),
+            ..Default::default()
         };
-        let mut player = Player::open(&[fixture(name)], timing).unwrap();
+        let mut player = Player::open(&[fixture(name)], silence).unwrap();
         // As `run_replay` opens it: the header then names the file.
         let replay = ReplayInfo {
             file: name.to_string(),

@@ -7,12 +7,11 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::cmd::replay::engine_config;
 use crate::collector::Collector;
-use crate::engine::{Change, DivergenceUpdate, Engine, RuleTiming};
+use crate::engine::{Change, DivergenceUpdate, Engine};
 use crate::event::Event;
+use crate::replayer::{DelayOverrides, Replayer, Step};
 use crate::session::Observer;
-use crate::trace_file::{Record, TraceReader};
 
 use super::app::{App, Source};
 
@@ -41,37 +40,35 @@ impl Observer for LiveFeed<'_> {
 /// A recorded file, replayed through a fresh engine one event at a time.
 pub struct Player {
     files: Vec<PathBuf>,
-    timing: RuleTiming,
-    reader: TraceReader,
-    engine: Engine,
+    delays: DelayOverrides,
+    replayer: Replayer,
     pub source: Source,
     /// The end of the file was reached and the engine settled its pending rules there.
     pub ended: bool,
-    /// Damage the reader stepped over, and a read error that ended the file early.
+    /// Damage the reader stepped over, a read error that ended the file early, and what the
+    /// end of the file showed (no trailer, a live verdict not reproduced).
     pub warnings: Vec<String>,
 }
 
 impl Player {
-    pub fn open(files: &[PathBuf], timing: RuleTiming) -> Result<Player> {
-        let files = crate::trace_file::rotate::expand(files)?;
-        let reader = TraceReader::open_many(&files)?;
-        let header = reader.header().clone();
-        let engine = Engine::new(engine_config(&header, timing));
-        let name = files
+    pub fn open(files: &[PathBuf], delays: DelayOverrides) -> Result<Player> {
+        let replayer = Replayer::open(files, delays)?;
+        let header = replayer.header();
+        let name = replayer
+            .files()
             .iter()
             .map(|f| f.display().to_string())
             .collect::<Vec<_>>()
             .join(" ");
         Ok(Player {
-            files,
-            timing,
-            reader,
-            engine,
+            files: files.to_vec(),
+            delays,
             source: Source {
                 name,
                 kernel: header.kernel_release.clone(),
                 hooks: header.probes.clone(),
             },
+            replayer,
             ended: false,
             warnings: Vec::new(),
         })
@@ -79,12 +76,12 @@ impl Player {
 
     /// Back to the first event.
     pub fn rewind(&mut self) -> Result<()> {
-        *self = Player::open(&self.files, self.timing)?;
+        *self = Player::open(&self.files, self.delays)?;
         Ok(())
     }
 
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        self.replayer.engine()
     }
 
     /// Apply up to `n` events, each handed to `app`; returns the new divergences found.
@@ -116,36 +113,17 @@ impl Player {
 
     /// One event: `Some(new divergences)`, or `None` at the end.
     fn next(&mut self, app: &mut App) -> Option<usize> {
-        if self.ended {
-            return None;
-        }
-        loop {
-            match self.reader.next() {
-                Some(Ok(Record::Event(ev))) => {
-                    let updates = self.engine.apply(&ev);
-                    app.push_event(&ev);
-                    return Some(count_new(&updates));
-                }
-                Some(Ok(Record::Trailer(_))) => continue,
-                Some(Err(e)) => {
-                    self.warnings.push(format!("{e}"));
-                    return Some(self.settle());
-                }
-                None => {
-                    self.warnings
-                        .extend(self.reader.warnings().iter().map(|w| w.to_string()));
-                    return Some(self.settle());
-                }
+        match self.replayer.step()? {
+            Step::Event(ev, updates) => {
+                app.push_event(&ev);
+                Some(count_new(&updates))
+            }
+            Step::End(updates) => {
+                self.ended = true;
+                self.warnings = self.replayer.input_warnings();
+                Some(count_new(&updates))
             }
         }
-    }
-
-    /// The end of the recording: the delayed rules settle at the last event's time, as
-    /// `msitrace replay` settles them.
-    fn settle(&mut self) -> usize {
-        self.ended = true;
-        let end = self.engine.state().now_ns;
-        count_new(&self.engine.finish(end))
     }
 }
 

@@ -47,6 +47,11 @@ pub struct TraceHeader {
     pub seed: Seed,
     /// Size of the eBPF ring buffer: bounds the burst that survives a frozen reader.
     pub ring_bytes: u32,
+    /// The delays the live run's time-based rules used, so that a replay judges with the same
+    /// ones from the first event on. Files written before it was kept carry them only in the
+    /// trailer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule_timing: Option<crate::engine::RuleTiming>,
     /// Anything a later version wants to add without a format change.
     pub extra: BTreeMap<String, serde_json::Value>,
 }
@@ -99,6 +104,7 @@ impl TraceHeader {
             btf_facts: Vec::new(),
             seed,
             ring_bytes: DEFAULT_RING_BYTES,
+            rule_timing: None,
             extra: BTreeMap::new(),
         }
     }
