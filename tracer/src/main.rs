@@ -64,7 +64,18 @@ fn assets(out: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A value our parser refused (a duration out of range, a ring size) is one line like
+        // every other refusal; usage errors, help and version keep clap's own form.
+        Err(e) if e.kind() == clap::error::ErrorKind::ValueValidation => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default();
+            tracer::output::note(first.strip_prefix("error: ").unwrap_or(first));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Command::Probes(a) => cmd::probes::run(a),
         Command::Record(a) => cmd::record::run(a),
@@ -79,8 +90,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            // One line, the outermost context first: what failed and what to do.
-            eprintln!("msitrace: {e:#}");
+            // One line, the outermost context first: what failed and what to do. A message
+            // may quote a trace file or the kernel, hence terminal_safe.
+            tracer::output::note(&tracer::output::terminal_safe(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }

@@ -26,10 +26,12 @@ pub struct Args {
     #[arg(long, value_name = "MIB")]
     pub ring_mib: Option<u32>,
     /// G5: seconds a vector that fired before suspend may stay silent after resume (default 10).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true,
+          value_parser = super::duration::parse_delay_secs)]
     pub silence: Option<f64>,
     /// G1: seconds after resume a vector with an action may still be masked (default 2).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true,
+          value_parser = super::duration::parse_delay_secs)]
     pub grace: Option<f64>,
     /// Where entries go: the journal when stderr is connected to it (auto), or always one.
     #[arg(long, value_enum, value_name = "TARGET")]

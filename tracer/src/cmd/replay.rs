@@ -42,10 +42,12 @@ pub struct FailOnArg {
 #[derive(clap::Args, Clone, Debug)]
 pub struct TimingArgs {
     /// G5: seconds a vector that fired before suspend may stay silent after resume.
-    #[arg(long, value_name = "SECS", default_value_t = secs(RuleTiming::default().g5_silence_ns))]
+    #[arg(long, value_name = "SECS", default_value_t = secs(RuleTiming::default().g5_silence_ns),
+          allow_negative_numbers = true, value_parser = super::duration::parse_delay_secs)]
     pub silence: f64,
     /// G1: seconds after resume a vector with an action may still be masked.
-    #[arg(long, value_name = "SECS", default_value_t = secs(RuleTiming::default().g1_grace_ns))]
+    #[arg(long, value_name = "SECS", default_value_t = secs(RuleTiming::default().g1_grace_ns),
+          allow_negative_numbers = true, value_parser = super::duration::parse_delay_secs)]
     pub grace: f64,
 }
 
@@ -152,9 +154,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         let text = serde_json::to_string_pretty(&report.to_json())
             .context("cannot format the report as JSON")?;
-        println!("{text}");
+        crate::output::print_stdout(&format!("{text}\n"))?;
     } else {
-        print!("{}", report.to_text());
+        crate::output::print_stdout(&crate::output::terminal_safe(&report.to_text()))?;
     }
     Ok(ExitCode::from(report.exit_code_for(args.fail_on.fail_on)))
 }
