@@ -4,12 +4,10 @@
 //! divergences are instants on their vector's track and on a global track.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use serde_json::{Value, json};
 
 use super::replay::engine_config;
@@ -18,6 +16,8 @@ use crate::engine::{
     event_name,
 };
 use crate::event::{Event, EventKind};
+use crate::output;
+use crate::private_file::PrivateFile;
 use crate::trace_file::{Record, TraceReader};
 
 #[derive(clap::Args)]
@@ -259,29 +259,26 @@ fn pm_name(kind: &EventKind) -> Option<String> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut reader = TraceReader::open_many(&args.files)?;
     let cfg = engine_config(reader.header(), RuleTiming::default());
-    let file = File::create(&args.output).with_context(|| {
-        format!(
-            "cannot create {}: check the directory exists and is writable",
-            args.output.display()
-        )
-    })?;
+    // Never onto one of the inputs, and the old output stays whole until the new one is.
+    let mut out = PrivateFile::create(&args.output, &args.files)?;
     let events = reader.by_ref().filter_map(|r| match r {
         Ok(Record::Event(e)) => Some(Ok(e)),
         Ok(Record::Trailer(_)) => None,
         Err(e) => Some(Err(anyhow::Error::from(e))),
     });
-    let stats = chrome_trace(cfg, events, BufWriter::new(file))?;
+    let stats = chrome_trace(cfg, events, BufWriter::new(out.file_mut()))?;
+    out.persist()?;
     for w in reader.warnings() {
-        eprintln!("msitrace: warning: {w}");
+        output::note(&output::terminal_safe(&format!("warning: {w}")));
     }
-    eprintln!(
-        "msitrace: wrote {} trace events ({} input events, {} divergences) to {}: open it in \
+    output::note(&format!(
+        "wrote {} trace events ({} input events, {} divergences) to {}: open it in \
          ui.perfetto.dev or chrome://tracing",
         stats.trace_events,
         stats.events,
         stats.divergences,
         args.output.display()
-    );
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
