@@ -212,7 +212,9 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("not a regular file"), "{e}");
-        let e = PrivateFile::create(&victim, std::slice::from_ref(&link)).err().unwrap();
+        let e = PrivateFile::create(&victim, std::slice::from_ref(&link))
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("is the input"), "{e}");
         assert_eq!(fs::read(&victim).unwrap(), b"keep");
         fs::remove_dir_all(d).unwrap();
