@@ -169,7 +169,8 @@ fn crafted_trace(path: &Path) {
 #[test]
 fn every_duration_flag_refuses_values_that_would_overflow() {
     let fx = fixture();
-    let out = scratch("durations").join("out.msit");
+    let dir = scratch("durations");
+    let out = dir.join("out.msit");
     for value in ["1e19", "1e300", "NaN", "inf", "-1"] {
         let runs: Vec<Vec<String>> = vec![
             vec![
@@ -201,6 +202,7 @@ fn every_duration_flag_refuses_values_that_would_overflow() {
         }
     }
     assert!(!out.exists());
+    fs::remove_dir_all(dir).unwrap();
 }
 
 /// stdout as a pipe whose reader already left.
