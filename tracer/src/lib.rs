@@ -15,6 +15,8 @@ pub mod event_text;
 pub mod irq_counts;
 pub mod kernel;
 pub mod live;
+pub mod output;
+pub mod private_file;
 pub mod probe_manager;
 pub mod probes;
 pub mod replayer;

@@ -104,8 +104,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            // One line, the outermost context first: what failed and what to do.
-            eprintln!("msitrace: {e:#}");
+            // One line, the outermost context first: what failed and what to do. A message
+            // may quote a trace file or the kernel, hence terminal_safe.
+            tracer::output::note(&tracer::output::terminal_safe(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }

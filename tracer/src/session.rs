@@ -293,10 +293,8 @@ impl Session {
         header.ring_bytes = collector.ring_bytes();
         header.rule_timing = Some(opts.timing);
         let writer = match output {
-            Output::File(p) => Some(Writer::File(
-                TraceWriter::create(p, &header)
-                    .with_context(|| format!("cannot create trace file {}", p.display()))?,
-            )),
+            // The writer's error already names the file and what to do.
+            Output::File(p) => Some(Writer::File(TraceWriter::create(p, &header)?)),
             Output::Flight(cfg) => {
                 let dir = cfg.dir.clone();
                 // Each new file starts from what /proc and sysfs say at that moment, as a

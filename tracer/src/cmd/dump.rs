@@ -5,10 +5,9 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 use crate::event::Event;
 use crate::event_text::describe;
+use crate::output::terminal_safe;
 use crate::probes::Status;
 use crate::trace_file::{Record, TraceFileError, TraceHeader, TraceReader};
 
@@ -37,9 +36,10 @@ fn run_to(args: &Args, out: &mut impl Write) -> anyhow::Result<ExitCode> {
         dump(&mut reader, out, args.json).and_then(|()| out.flush().map_err(DumpError::Write));
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
-        // `| head` closed the pipe: the reader has what it asked for.
-        Err(DumpError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        Err(DumpError::Write(e)) => Err(e).context("cannot write to standard output"),
+        Err(DumpError::Write(e)) => {
+            crate::output::stdout_result(Err(e))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Err(DumpError::Read(e)) => Err(e.into()),
     }
 }
@@ -76,16 +76,18 @@ fn dump(reader: &mut TraceReader, out: &mut impl Write, json: bool) -> Result<()
             (Record::Trailer(t), true) => json_line(out, &JsonLine::Trailer(t))?,
             (Record::Event(e), false) => {
                 let base = *base.get_or_insert(e.ts_ns);
-                writeln!(
-                    out,
-                    "{} cpu{} pid {} {}",
+                let line = format!(
+                    "{} cpu{} pid {} {}\n",
                     relative(e.ts_ns, base),
                     e.cpu,
                     e.pid,
                     describe(&e.kind)
-                )?;
+                );
+                out.write_all(terminal_safe(&line).as_bytes())?;
             }
-            (Record::Trailer(t), false) => writeln!(out, "# trailer: {t}")?,
+            (Record::Trailer(t), false) => {
+                out.write_all(terminal_safe(&format!("# trailer: {t}\n")).as_bytes())?
+            }
         }
         match rec {
             Record::Event(_) => events += 1,
@@ -119,7 +121,7 @@ fn report_warnings(
     let mut err = io::stderr().lock();
     for w in new {
         // Not eprintln!: a closed stderr must not turn damage into a panic.
-        let _ = writeln!(err, "msitrace: warning: {w}");
+        let _ = writeln!(err, "{}", terminal_safe(&format!("msitrace: warning: {w}")));
     }
     *warned = reader.warnings().len();
     Ok(())
@@ -136,23 +138,51 @@ enum JsonLine<'a> {
 }
 
 fn json_line(out: &mut impl Write, line: &JsonLine<'_>) -> Result<(), DumpError> {
+    let mut value = serde_json::to_value(line).map_err(|e| DumpError::Write(e.into()))?;
+    hex_pointers(&mut value);
     // serde_json gives back the writer's own io::Error (EPIPE included) through `into`.
-    serde_json::to_writer(&mut *out, line).map_err(|e| DumpError::Write(e.into()))?;
+    serde_json::to_writer(&mut *out, &value).map_err(|e| DumpError::Write(e.into()))?;
     writeln!(out)?;
     Ok(())
 }
 
+/// Fields that hold kernel addresses. As JSON numbers, those above 2^53 (all of them on
+/// x86-64) lose their low bits in jq, Python's json.loads with floats, JavaScript and most
+/// other JSON tools; as "0x…" strings they survive and read as addresses.
+const POINTER_FIELDS: &[&str] = &["chip_data"];
+
+fn hex_pointers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            for (k, field) in map.iter_mut() {
+                match field.as_u64() {
+                    Some(p) if POINTER_FIELDS.contains(&k.as_str()) => {
+                        *field = Value::String(format!("{p:#x}"))
+                    }
+                    _ => hex_pointers(field),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(hex_pointers),
+        _ => {}
+    }
+}
+
 fn write_summary(out: &mut impl Write, reader: &TraceReader) -> io::Result<()> {
+    // Built first and written through terminal_safe: every header string is the file's.
+    let mut text = Vec::new();
     for (i, h) in reader.headers().iter().enumerate() {
         if i > 0 {
-            writeln!(out, "# --- next file ---")?;
+            writeln!(text, "# --- next file ---")?;
         }
-        write_header(out, h)?;
+        write_header(&mut text, h)?;
     }
     writeln!(
-        out,
+        text,
         "# times: seconds since the first event (CLOCK_MONOTONIC)"
-    )
+    )?;
+    out.write_all(terminal_safe(&String::from_utf8_lossy(&text)).as_bytes())
 }
 
 fn write_header(out: &mut impl Write, h: &TraceHeader) -> io::Result<()> {

@@ -4,18 +4,18 @@
 //! divergences are instants on their vector's track and on a global track.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use serde_json::{Value, json};
 
 use super::replay::TimingArgs;
 use crate::engine::{Divergence, Severity, event_irq, event_name};
 use crate::event::EventKind;
 use crate::event_text::detail as event_detail;
+use crate::output;
+use crate::private_file::PrivateFile;
 use crate::replayer::{Replayed, Replayer, Step};
 
 #[derive(clap::Args)]
@@ -257,24 +257,21 @@ fn pm_name(kind: &EventKind) -> Option<String> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let replayer = Replayer::open(&args.files, args.timing.overrides())?;
-    let file = File::create(&args.output).with_context(|| {
-        format!(
-            "cannot create {}: check the directory exists and is writable",
-            args.output.display()
-        )
-    })?;
-    let (stats, replayed) = chrome_trace(replayer, BufWriter::new(file))?;
+    // Never onto one of the inputs, and the old output stays whole until the new one is.
+    let mut out = PrivateFile::create(&args.output, replayer.files())?;
+    let (stats, replayed) = chrome_trace(replayer, BufWriter::new(out.file_mut()))?;
+    out.persist()?;
     for w in &replayed.report.input_warnings {
-        eprintln!("msitrace: warning: {w}");
+        output::note(&output::terminal_safe(&format!("warning: {w}")));
     }
-    eprintln!(
-        "msitrace: wrote {} trace events ({} input events, {} divergences) to {}: open it in \
+    output::note(&format!(
+        "wrote {} trace events ({} input events, {} divergences) to {}: open it in \
          ui.perfetto.dev or chrome://tracing",
         stats.trace_events,
         stats.events,
         stats.divergences,
         args.output.display()
-    );
+    ));
     Ok(ExitCode::SUCCESS)
 }
 

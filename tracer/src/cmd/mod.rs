@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod dump;
+pub mod duration;
 pub mod export;
 pub mod live;
 pub mod probes;

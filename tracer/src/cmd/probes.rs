@@ -49,10 +49,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         write!(out, "{}", table(&statuses, &missing))
     };
-    match r {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        r => r?,
-    }
+    crate::output::stdout_result(r.and_then(|()| out.flush()))?;
     Ok(ExitCode::SUCCESS)
 }
 

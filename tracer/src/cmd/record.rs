@@ -4,6 +4,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Result;
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     collector::CollectorOptions,
@@ -17,7 +18,8 @@ pub struct Args {
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
     /// Stop after this many seconds (default: until Ctrl-C or SIGTERM).
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", allow_negative_numbers = true,
+          value_parser = super::duration::parse_limit_secs)]
     pub duration: Option<f64>,
     /// Ring buffer size in MiB (a power of two): what survives while user space is frozen.
     #[arg(long, value_name = "MIB", default_value_t = tracer_common::DEFAULT_RING_BYTES >> 20,
@@ -57,11 +59,8 @@ pub fn print_update(u: &DivergenceUpdate) {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    if let Some(d) = args.duration
-        && !(d.is_finite() && d > 0.0)
-    {
-        anyhow::bail!("--duration {d}: give a positive number of seconds");
-    }
+    // A path that cannot be written is said before the probes are attached.
+    crate::private_file::check_target(&args.output, &[])?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -73,13 +72,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
             args.output.display()
         );
         let duration = args.duration;
+        // A closed terminal (SIGHUP) ends the recording as Ctrl-C does, with its trailer,
+        // instead of killing it with the last chunk unwritten.
+        let mut hup = signal(SignalKind::hangup())?;
         let stop = async move {
-            match duration {
-                Some(s) => {
-                    tokio::time::sleep(Duration::from_secs_f64(s)).await;
-                    StopReason::Duration
+            let limit = async {
+                match duration {
+                    Some(s) => {
+                        tokio::time::sleep(Duration::from_secs_f64(s)).await;
+                        StopReason::Duration
+                    }
+                    None => std::future::pending().await,
                 }
-                None => std::future::pending().await,
+            };
+            tokio::select! {
+                r = limit => r,
+                _ = hup.recv() => StopReason::Signal("SIGHUP"),
             }
         };
         let quiet = args.quiet;

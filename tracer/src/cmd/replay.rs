@@ -42,24 +42,14 @@ pub struct FailOnArg {
 pub struct TimingArgs {
     /// G5: seconds a vector that fired before suspend may stay silent after resume [default:
     /// 10 when recording; a replay uses the recording's].
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true,
+          value_parser = super::duration::parse_delay_secs)]
     pub silence: Option<f64>,
     /// G1: seconds after resume a vector with an action may still be masked [default: 2 when
     /// recording; a replay uses the recording's].
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true,
+          value_parser = super::duration::parse_delay_secs)]
     pub grace: Option<f64>,
-}
-
-/// Seconds of a rule delay: finite, not negative, and at most a day (a delay longer than any
-/// sleep cycle only hides findings, and larger values overflow the nanosecond clock).
-pub fn parse_secs(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("{s} is not a number of seconds"))?;
-    if !(v.is_finite() && (0.0..=86_400.0).contains(&v)) {
-        return Err(format!("{s}: give a number of seconds from 0 to 86400"));
-    }
-    Ok(v)
 }
 
 fn ns(secs: f64) -> u64 {
@@ -92,22 +82,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         let text = serde_json::to_string_pretty(&report.to_json())
             .context("cannot format the report as JSON")?;
-        println!("{text}");
+        crate::output::print_stdout(&format!("{text}\n"))?;
     } else {
-        print!("{}", report.to_text());
+        crate::output::print_stdout(&crate::output::terminal_safe(&report.to_text()))?;
     }
     Ok(ExitCode::from(report.exit_code_for(args.fail_on.fail_on)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rejects_durations_out_of_range() {
-        for bad in ["-1", "1e19", "1e300", "NaN", "inf", "soon"] {
-            assert!(parse_secs(bad).is_err(), "{bad}");
-        }
-        assert_eq!(ns(parse_secs("2.5").unwrap()), 2_500_000_000);
-    }
 }

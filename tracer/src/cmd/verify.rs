@@ -15,7 +15,8 @@ use crate::{
 #[derive(clap::Args)]
 pub struct Args {
     /// Give up waiting this many seconds after CMD started (the report is still printed).
-    #[arg(long, value_name = "S", default_value_t = 300.0)]
+    #[arg(long, value_name = "S", default_value_t = 300.0, allow_negative_numbers = true,
+          value_parser = super::duration::parse_limit_secs)]
     pub timeout: f64,
     /// Keep the trace in FILE (by default it is written to a temporary file and removed).
     #[arg(short, long, value_name = "FILE")]
@@ -36,12 +37,19 @@ pub struct Args {
     pub command: Vec<String>,
 }
 
+/// Removes the temporary trace however `run` ends, an error or a failed print included: a
+/// root-owned file per run must not pile up in /tmp.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        anyhow::bail!(
-            "--timeout {}: give a positive number of seconds",
-            args.timeout
-        );
+    if let Some(p) = &args.output {
+        crate::private_file::check_target(p, &[])?;
     }
     let (path, temporary) = match &args.output {
         Some(p) => (p.clone(), false),
@@ -50,6 +58,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             true,
         ),
     };
+    let _remove = temporary.then(|| RemoveOnDrop(path.clone()));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -123,14 +132,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
         notes.push(format!("{} exited with {s}", args.command[0]));
     }
     let report = Report::from_engine(&outcome.engine).with_input_warnings(notes.clone());
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    let printed = if args.json {
+        serde_json::to_string_pretty(&report.to_json())
+            .context("cannot format the report as JSON")
+            .and_then(|text| crate::output::print_stdout(&format!("{text}\n")))
     } else {
-        print!("{}", report.to_text());
-    }
-    if temporary {
-        let _ = std::fs::remove_file(&path);
-    } else {
+        crate::output::print_stdout(&crate::output::terminal_safe(&report.to_text()))
+    };
+    printed?;
+    if !temporary {
         eprintln!("msitrace: trace kept in {}", path.display());
     }
     // A command that failed or never finished proves nothing about the cycle it was to run.

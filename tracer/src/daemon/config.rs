@@ -49,6 +49,59 @@ pub struct Config {
     pub record: bool,
 }
 
+/// A settings file is a few hundred bytes; anything past this is not one.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The text of a settings file: a regular file of at most [`MAX_CONFIG_BYTES`], or /dev/null
+/// (the usual way to say "no settings file"). A FIFO would block the start forever, /dev/zero
+/// would fill the memory and opening some devices acts on them: none of these is opened.
+fn read_settings(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+    let not_regular = || {
+        Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file: give the path of a TOML settings file (or /dev/null for none)",
+        )
+    };
+    let meta = std::fs::metadata(path)?;
+    if meta.file_type().is_char_device() && meta.rdev() == libc::makedev(1, 3) {
+        return Ok(String::new());
+    }
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    // O_NONBLOCK and a second look: the path may have been swapped for a FIFO since.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} bytes, more than a settings file's limit of {MAX_CONFIG_BYTES}: give the path of a TOML settings file",
+                meta.len()
+            ),
+        ));
+    }
+    // The size can change between the check and the read (a file being written): the read
+    // is capped as well.
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("grew past {MAX_CONFIG_BYTES} bytes while being read"),
+        ));
+    }
+    Ok(text)
+}
+
 impl FileConfig {
     pub fn parse(text: &str, path: &Path) -> Result<FileConfig> {
         toml::from_str(text).map_err(|e| {
@@ -66,7 +119,7 @@ impl FileConfig {
             Some(p) => (p, true),
             None => (Path::new(DEFAULT_CONFIG), false),
         };
-        match std::fs::read_to_string(path) {
+        match read_settings(path) {
             Ok(text) => FileConfig::parse(&text, path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => {
                 Ok(FileConfig::default())
@@ -99,16 +152,23 @@ impl FileConfig {
         let secs = |v: Option<f64>, key: &str, default: u64| -> Result<u64> {
             match v {
                 None => Ok(default),
-                Some(s) if s.is_finite() && s >= 0.0 => Ok((s * 1e9) as u64),
-                Some(s) => bail!("{key} = {s}: give a number of seconds >= 0"),
+                Some(s) => match crate::cmd::duration::check_delay_secs(s) {
+                    Ok(s) => Ok((s * 1e9) as u64),
+                    Err(e) => bail!("{key} = {s}: {e}"),
+                },
             }
         };
         let d = RuleTiming::default();
+        let state_dir = over
+            .state_dir
+            .or(self.state_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        ensure!(
+            !state_dir.as_os_str().is_empty(),
+            "state_dir is empty: give the flight recorder's directory (default {DEFAULT_STATE_DIR})"
+        );
         Ok(Config {
-            state_dir: over
-                .state_dir
-                .or(self.state_dir)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            state_dir,
             max_file_bytes: max_file_mib << 20,
             max_files,
             ring_mib,

@@ -76,14 +76,21 @@ impl Entry {
             .map(|(_, v)| v.as_str())
     }
 
-    /// `msitrace: err H1 irq=38 device=0000:02:00.0 epoch=1: <message>`.
+    /// `msitrace: err H1 irq=38 device=0000:02:00.0 epoch=1: <message>`; the short form is
+    /// left out when the message already begins with it (`stopped (SIGTERM): …`), and what
+    /// came from the kernel or a file cannot act on the terminal.
     pub fn line(&self) -> String {
-        format!(
-            "msitrace: {} {}: {}",
-            self.level.name(),
-            self.short,
-            self.message
-        )
+        let text = if self.message.starts_with(&self.short) {
+            format!("msitrace: {} {}", self.level.name(), self.message)
+        } else {
+            format!(
+                "msitrace: {} {}: {}",
+                self.level.name(),
+                self.short,
+                self.message
+            )
+        };
+        crate::output::terminal_safe(&text).into_owned()
     }
 }
 

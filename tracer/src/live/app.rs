@@ -61,6 +61,11 @@ impl Remap {
     }
 }
 
+/// Strings from the kernel or a trace file as the screen may show them (`\x1b`, not ESC).
+fn safe(s: &str) -> String {
+    crate::output::terminal_safe(s).into_owned()
+}
+
 /// One row of the vector table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
@@ -120,8 +125,8 @@ impl Row {
         };
         Row {
             irq: v.irq,
-            device: v.device.clone().unwrap_or_else(|| "?".into()),
-            driver: v.driver.clone().unwrap_or_default(),
+            device: v.device.as_deref().map_or_else(|| "?".into(), safe),
+            driver: v.driver.as_deref().map(safe).unwrap_or_default(),
             kind: v.kind.to_string(),
             cpu: v.target.as_ref().and_then(|t| t.cpu),
             vector: v.target.as_ref().and_then(|t| t.vector),
@@ -326,7 +331,8 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(source: Source, replay: Option<ReplayInfo>) -> App {
+    pub fn new(mut source: Source, replay: Option<ReplayInfo>) -> App {
+        source.kernel = safe(&source.kernel);
         App {
             source,
             replay,
@@ -386,14 +392,14 @@ impl App {
         }
         let gap = matches!(ev.kind, EventKind::Gap { .. } | EventKind::Lost { .. });
         if let EventKind::Gap { reason } = &ev.kind {
-            self.gaps.push(reason.clone());
+            self.gaps.push(safe(reason));
         }
         let irq = crate::engine::event_irq(&ev.kind);
         let line = LogLine {
             ts_ns: ev.ts_ns,
             cpu: ev.cpu,
             irq,
-            text: crate::event_text::describe(&ev.kind),
+            text: safe(&crate::event_text::describe(&ev.kind)),
             gap,
         };
         if let Some(irq) = irq {
@@ -448,9 +454,9 @@ impl App {
                 rule: d.rule.to_string(),
                 severity: d.severity,
                 irq: d.irq,
-                device: d.device.clone().unwrap_or_default(),
+                device: d.device.as_deref().map(safe).unwrap_or_default(),
                 epoch: d.epoch,
-                meaning: d.meaning.clone(),
+                meaning: safe(&d.meaning),
                 first_ts_ns: d.first_ts_ns,
             })
             .collect();

@@ -168,6 +168,8 @@ pub async fn run_live(opts: &SessionOptions, output: Option<&Path>) -> Result<()
 /// state a report would give) unless `from_start`; `r` rewinds, `p` plays, `n` steps, `d`
 /// goes to the next divergence.
 pub async fn run_replay(files: &[PathBuf], delays: DelayOverrides, from_start: bool) -> Result<()> {
+    // Opening reads the headers only (a bad path says so first); the terminal is checked
+    // before the events are replayed, which would be wasted without one.
     let mut player = Player::open(files, delays)?;
     terminal::check()?;
     let mut app = App::new(

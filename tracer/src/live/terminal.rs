@@ -40,8 +40,19 @@ fn install_panic_hook() {
     });
 }
 
-/// Whether stdout is a terminal with a size, checked before anything is attached or recorded.
+/// Whether stdin and stdout are a terminal with a size, checked before anything is attached,
+/// created or read.
 pub fn check() -> Result<()> {
+    // crossterm's size() falls back to /dev/tty, `tput` or 80x24 when stdout is no terminal,
+    // so it cannot tell; isatty can.
+    // SAFETY: isatty only inspects the descriptor.
+    let ttys =
+        unsafe { libc::isatty(libc::STDIN_FILENO) == 1 && libc::isatty(libc::STDOUT_FILENO) == 1 };
+    if !ttys {
+        anyhow::bail!(
+            "msitrace live needs a terminal on stdin and stdout (use `msitrace record` or `msitrace replay` otherwise)"
+        );
+    }
     let (w, h) = crossterm::terminal::size().context(
         "msitrace live needs a terminal on stdin and stdout (use `msitrace record` otherwise)",
     )?;

@@ -14,6 +14,7 @@ use ratatui::{
 };
 
 use crate::engine::Severity;
+use crate::output::acts_on_terminal;
 use crate::probes::Status as HookStatus;
 
 use super::app::{App, Focus, LogLine, Mode, Remap, Row, Status};
@@ -213,6 +214,19 @@ pub fn draw(f: &mut Frame, app: &mut App) {
                 Mode::Coverage => draw_coverage(f, app, area),
                 _ => {}
             }
+        }
+    }
+    // ratatui writes a cell's symbol to the terminal as it is: an escape sequence in a device
+    // name or a crafted trace would act there. The App's strings are escaped where they come
+    // in (terminal_safe); this holds for every widget, whatever it was given. A cell is one
+    // character wide, so a tab or line break in one is as wrong as an escape.
+    for cell in f.buffer_mut().content.iter_mut() {
+        if cell
+            .symbol()
+            .chars()
+            .any(|c| c.is_control() || acts_on_terminal(c))
+        {
+            cell.set_symbol("?");
         }
     }
 }
@@ -691,6 +705,38 @@ fn draw_coverage(f: &mut Frame, app: &App, area: Rect) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_cell_carries_an_escape_from_the_kernel_or_a_file() {
+        use ratatui::{Terminal, backend::TestBackend};
+        let mut app = App::new(
+            crate::live::app::Source {
+                name: "replay".into(),
+                kernel: "6.12\x1b]0;owned\x07\x1b[2J".into(),
+                hooks: Vec::new(),
+            },
+            None,
+        );
+        app.push_event(&crate::event::Event {
+            ts_ns: 1,
+            cpu: 0,
+            pid: 1,
+            kind: crate::event::EventKind::Gap {
+                reason: "\x1b[31mred\t".into(),
+            },
+        });
+        let mut term = Terminal::new(TestBackend::new(120, 30)).unwrap();
+        term.draw(|f| draw(f, &mut app)).unwrap();
+        let buf = term.backend().buffer();
+        assert!(
+            buf.content
+                .iter()
+                .all(|c| !c.symbol().chars().any(char::is_control)),
+            "{buf:?}"
+        );
+        let screen: String = buf.content.iter().map(|c| c.symbol()).collect();
+        assert!(screen.contains("6.12\\x1b]0;owned"), "{screen}");
+    }
 
     #[test]
     fn narrow_terminals_keep_the_important_columns() {

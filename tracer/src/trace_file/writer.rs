@@ -2,14 +2,15 @@
 //! each with a single positioned write, so that whatever stops the recorder leaves a file
 //! that reads up to its last whole chunk.
 
-use std::fs::{File, OpenOptions, Permissions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::codec::ChunkEncoder;
 use super::{FLUSH_BYTES, FRAME_LEN, MAX_CHUNK_PAYLOAD, TraceHeader};
 use crate::event::Event;
+use crate::private_file::PrivateFile;
 
 /// What a writer has put on disk so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,77 +34,32 @@ pub struct TraceWriter {
     finished: bool,
 }
 
-/// Wrap an I/O error into one line naming the file and what to check; the kind is kept so
-/// that callers can still match on it (a full disk, say).
 fn with_path(path: &Path, what: &str) -> impl FnOnce(io::Error) -> io::Error {
-    let path = path.display().to_string();
+    let path = path.to_path_buf();
     let what = what.to_string();
-    move |e| {
-        let hint = match e.kind() {
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
-                "free space on its file system"
-            }
-            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
-                "choose a path you may write"
-            }
-            io::ErrorKind::NotFound => "create its directory first",
-            _ => "check the path and its file system",
-        };
-        io::Error::new(e.kind(), format!("cannot {what} {path}: {e}: {hint}"))
-    }
+    move |e| crate::private_file::io_error(&path, &what, e)
 }
 
 impl TraceWriter {
-    /// Create (or replace) `path` with mode 0600 and write the header. An existing file keeps
-    /// neither its content nor a more permissive mode; a symbolic link or anything but a
-    /// regular file is refused: the recorder often runs as root.
+    /// Create (or replace) `path` with mode 0600 and write the header, through
+    /// [`PrivateFile`]: a symbolic link or anything but a regular file is refused (the
+    /// recorder often runs as root), and an existing file is replaced only once the new one
+    /// has its header.
     pub fn create(path: impl AsRef<Path>, header: &TraceHeader) -> io::Result<TraceWriter> {
         let path = path.as_ref();
-        // No O_TRUNC: a FIFO or device must be refused before anything is done to it, and
-        // O_NONBLOCK keeps a FIFO without a reader from blocking the open.
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| {
-                if e.raw_os_error() == Some(libc::ELOOP) {
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!(
-                            "{} is a symbolic link: refusing to write a trace through it; give the real path",
-                            path.display()
-                        ),
-                    )
-                } else {
-                    with_path(path, "create trace file")(e)
-                }
-            })?;
-        let meta = file
-            .metadata()
-            .map_err(with_path(path, "inspect trace file"))?;
-        if !meta.file_type().is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "{} is not a regular file: give a file path for the trace",
-                    path.display()
-                ),
-            ));
-        }
-        file.set_permissions(Permissions::from_mode(0o600))
-            .map_err(with_path(path, "set mode 0600 on"))?;
-        file.set_len(0)
-            .map_err(with_path(path, "truncate trace file"))?;
         let bytes = header.encode().map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("cannot encode the trace header: {e}"),
             )
         })?;
-        file.write_all_at(&bytes, 0)
+        let new = PrivateFile::create(path, &[])?;
+        new.file()
+            .write_all_at(&bytes, 0)
             .map_err(with_path(path, "write the header of"))?;
+        // In place from the start: a recorder that is killed leaves a file that reads up to
+        // its last chunk, under the name the user gave.
+        let file = new.persist()?;
         Ok(TraceWriter {
             file,
             path: path.to_path_buf(),
