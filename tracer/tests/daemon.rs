@@ -2,6 +2,8 @@
 //! a private mount namespace with its own /run and journal), and its flight recorder after
 //! SIGTERM and after kill -9 on this machine's kernel. Root only; each test says why it skips.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,11 +12,6 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_msitrace");
 const JOURNALD: &str = "/lib/systemd/systemd-journald";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -29,16 +26,14 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 #[test]
+#[ignore = "root-only: journald in a private mount namespace; `cargo xtask test` runs it as root"]
 fn a_buggy_hibernation_gives_err_entries_in_a_real_journal() {
-    if !is_root() {
-        eprintln!("SKIP: journald in a private mount namespace needs root");
-        return;
-    }
+    support::require_root();
     for tool in [JOURNALD, "/usr/bin/journalctl", "/usr/bin/unshare"] {
-        if !Path::new(tool).exists() {
-            eprintln!("SKIP: {tool} is missing (`cargo xtask setup` installs systemd)");
-            return;
-        }
+        support::require(
+            (!Path::new(tool).exists())
+                .then(|| format!("{tool} is missing (`cargo xtask setup` installs systemd)")),
+        );
     }
     // journald gets a fresh /run (its sockets) and /var/log (so storage is volatile, under
     // /run/log/journal) that nobody else sees; the daemon's entries reach it over the native
@@ -121,13 +116,9 @@ kill $JPID"#,
     );
 }
 
-/// Start the daemon on this kernel with its flight recorder in `dir`; `None` (and why) when it
-/// cannot attach here.
-fn start_daemon(dir: &Path) -> Option<std::process::Child> {
-    if !is_root() {
-        eprintln!("SKIP: the daemon attaches eBPF programs, which needs root");
-        return None;
-    }
+/// Start the daemon on this kernel with its flight recorder in `dir`.
+fn start_daemon(dir: &Path) -> std::process::Child {
+    support::require_root();
     let mut child = Command::new(BIN)
         .args([
             "daemon",
@@ -150,7 +141,7 @@ fn start_daemon(dir: &Path) -> Option<std::process::Child> {
             panic!("the daemon exited ({st}) before its flight recorder began: {err}");
         }
         if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
-            return Some(child);
+            return child;
         }
         assert!(
             Instant::now() < deadline,
@@ -187,11 +178,10 @@ fn wait(child: &mut std::process::Child) -> std::process::ExitStatus {
 }
 
 #[test]
+#[ignore = "root-only: attaches eBPF programs; `cargo xtask test` runs it as root"]
 fn sigterm_leaves_a_finished_flight_recorder() {
     let dir = tmp("term");
-    let Some(mut child) = start_daemon(&dir) else {
-        return;
-    };
+    let mut child = start_daemon(&dir);
     std::thread::sleep(Duration::from_millis(1500));
     // SAFETY: kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
@@ -209,11 +199,10 @@ fn sigterm_leaves_a_finished_flight_recorder() {
 }
 
 #[test]
+#[ignore = "root-only: attaches eBPF programs; `cargo xtask test` runs it as root"]
 fn kill_9_leaves_a_file_readable_up_to_its_last_whole_record() {
     let dir = tmp("kill");
-    let Some(mut child) = start_daemon(&dir) else {
-        return;
-    };
+    let mut child = start_daemon(&dir);
     // Two flushes (every 250 ms) and a handler-count sample (every second) reach the file.
     std::thread::sleep(Duration::from_millis(1600));
     child.kill().expect("SIGKILL");

@@ -1,7 +1,9 @@
 //! On this host, as root: `msitrace probes` tells the truth (kprobes refused with the
 //! kernel's reason where the kernel has none, tracepoints attached), and `msitrace record`
-//! counts handler entries exactly as /proc/interrupts does. Skips, saying why, when not root
-//! or when the kernel has no BTF or BPF.
+//! counts handler entries exactly as /proc/interrupts does. Root-only: ignored without root
+//! (see support/mod.rs).
+
+mod support;
 
 use std::{collections::HashMap, path::Path, process::Command};
 
@@ -46,11 +48,9 @@ fn proc_interrupts() -> HashMap<u32, u64> {
 }
 
 #[test]
+#[ignore = "root-only: loads eBPF programs; `cargo xtask test` runs it as root"]
 fn probes_reports_kprobes_refused_and_tracepoints_attached() {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIP probes_reports_kprobes_refused_and_tracepoints_attached: {why}");
-        return;
-    }
+    support::require(skip_reason());
     let out = msitrace(&["probes", "--json"]);
     assert!(
         out.status.success(),
@@ -111,11 +111,9 @@ fn probes_reports_kprobes_refused_and_tracepoints_attached() {
 }
 
 #[test]
+#[ignore = "root-only: loads eBPF programs; `cargo xtask test` runs it as root"]
 fn record_counts_handler_entries_like_proc_interrupts() {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIP record_counts_handler_entries_like_proc_interrupts: {why}");
-        return;
-    }
+    support::require(skip_reason());
     // On the target dir's disk, not /tmp: a tmpfs write raises no block-device interrupt.
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("msitrace-host-{}", std::process::id()));

@@ -5,6 +5,8 @@
 //! of capabilities (root without CAP_DAC_OVERRIDE), no_new_privs, UMask=0077. Root only; skips, saying why,
 //! elsewhere.
 
+mod support;
+
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -200,11 +202,9 @@ fn assert_tracepoints_attached(rows: &[Value], whose: &str) {
 }
 
 #[test]
+#[ignore = "root-only: mount namespaces and eBPF programs; `cargo xtask test` runs it as root"]
 fn the_daemon_runs_under_the_units_restrictions() {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIP the_daemon_runs_under_the_units_restrictions: {why}");
-        return;
-    }
+    support::require(skip_reason());
     let work = tmp("daemon");
     let state = work.join("state");
     std::fs::create_dir(&state).expect("the state directory");
@@ -287,13 +287,9 @@ fn the_daemon_runs_under_the_units_restrictions() {
 }
 
 #[test]
+#[ignore = "root-only: mount namespaces and eBPF programs; `cargo xtask test` runs it as root"]
 fn probes_runs_under_the_units_restrictions_and_names_its_symbol_source() {
-    if let Some(why) = skip_reason() {
-        eprintln!(
-            "SKIP probes_runs_under_the_units_restrictions_and_names_its_symbol_source: {why}"
-        );
-        return;
-    }
+    support::require(skip_reason());
     let work = tmp("probes");
     let out: Output = restricted(&work, &["probes", "--json"])
         .output()
