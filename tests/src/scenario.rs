@@ -169,7 +169,7 @@ impl Scenario {
         self.events.push(Event {
             ts_ns: self.now,
             cpu: self.cpu,
-            pid: 1,
+            tgid: 1,
             kind,
         });
         self.now += 1_000;

@@ -119,3 +119,32 @@ fn the_test_vectors_moved_to_cpu0_during_the_hibernation_end_on_cpu0() {
     // The control vector was on CPU0 all along.
     assert_eq!(vector(37)["after_resume"]["cpu"], 0);
 }
+
+/// Issue #15: the text report printed Rust's debug form (`Hyper-V bus ?: state
+/// Some(Installed)`, `(Hibernation)`). Every line a person reads is in words.
+#[test]
+fn the_text_report_shows_no_debug_formatting() {
+    for name in [
+        "6.12-hibernate-buggy.msit",
+        "6.12-s3-fixed.msit",
+        "6.1-hibernate-buggy.msit",
+    ] {
+        let r = replay_files(&[fixture(name)], DelayOverrides::default()).unwrap();
+        let text = r.report.to_text();
+        assert!(text.contains("Hyper-V bus"), "{name}: no bus line:\n{text}");
+        for debug in [
+            "Some(",
+            "None",
+            "(Hibernation)",
+            "(Suspend)",
+            "Installed",
+            "[",
+            "{",
+        ] {
+            assert!(
+                !text.contains(debug),
+                "{name}: {debug:?} in the report:\n{text}"
+            );
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! Scenario tests of the state engine and its rules: kernel event sequences of the paths
-//! domain.md describes (Hyper-V hibernation before and after 915cff7f38c5, S3, CPU offline,
+//! README.md (Rules) describes (Hyper-V hibernation before and after 915cff7f38c5, S3, CPU offline,
 //! failed compose, multi-MSI, managed vectors, losses), and property tests that the engine
 //! never panics and is a deterministic function of its input.
 
@@ -92,7 +92,7 @@ fn a_clock_ahead_in_the_image_kernel_does_not_undo_the_resume() {
         Event {
             ts_ns: ring[end].ts_ns + 1_000,
             cpu: 0,
-            pid: 1,
+            tgid: 1,
             kind: EventKind::SuspendResume {
                 action: "syscore_resume".into(),
                 val: 0,
@@ -1261,7 +1261,7 @@ fn arb_events() -> impl Strategy<Value = Vec<Event>> {
                 Event {
                     ts_ns: ts,
                     cpu,
-                    pid: 0,
+                    tgid: 0,
                     kind,
                 }
             })

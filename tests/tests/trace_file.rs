@@ -391,7 +391,7 @@ fn events_of(kinds: Vec<EventKind>) -> Vec<Event> {
         .map(|(i, kind)| Event {
             ts_ns: 5_000_000_000_000 + (i as u64 * 7919) % 50_000,
             cpu: i as u32 % 3,
-            pid: if i % 5 == 0 { 0 } else { 1000 + i as u32 },
+            tgid: if i % 5 == 0 { 0 } else { 1000 + i as u32 },
             kind,
         })
         .collect()
@@ -896,7 +896,7 @@ impl Timeline {
         self.events.push(Event {
             ts_ns: self.ts,
             cpu,
-            pid,
+            tgid: pid,
             kind,
         });
     }

@@ -202,12 +202,11 @@ pub struct RawEvent {
     pub probe: u16,
     pub flags: u16,
     pub cpu: u32,
-    pub pid: u32,
+    /// `bpf_get_current_pid_tgid() >> 32`: the process, not the thread.
+    pub tgid: u32,
     pub irq: u32,
     pub hwirq: u64,
     pub msi_index: u32,
-    /// Raw mask cache word (msix_ctrl or msi_mask), valid with `flags::MASK_VALID`.
-    pub mask_raw: u32,
     pub a: [u64; 4],
     pub name: [u8; NAME_LEN],
     pub name2: [u8; NAME2_LEN],
@@ -220,11 +219,10 @@ impl RawEvent {
         probe: 0,
         flags: 0,
         cpu: 0,
-        pid: 0,
+        tgid: 0,
         irq: 0,
         hwirq: 0,
         msi_index: NO_INDEX,
-        mask_raw: 0,
         a: [0; 4],
         name: [0; NAME_LEN],
         name2: [0; NAME2_LEN],
@@ -420,24 +418,6 @@ impl Layout {
     };
 }
 
-/// Runtime switches userspace sets in the `CONFIG` global.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
-pub struct Config {
-    /// Only events of this tgid are dropped (the tracer itself); 0 = none.
-    pub self_tgid: u32,
-    /// Non-zero so the global lands in .rodata.
-    pub magic: u32,
-}
-
-impl Config {
-    pub const INIT: Config = Config {
-        self_tgid: 0,
-        magic: 0x4d53_4954,
-    };
-}
-
 /// Names of the maps and globals in the eBPF object.
 pub mod names {
     pub const EVENTS: &str = "EVENTS";
@@ -446,7 +426,6 @@ pub mod names {
     pub const IRQ_COUNTS: &str = "IRQ_COUNTS";
     pub const IRQ_SPILL: &str = "IRQ_SPILL";
     pub const LAYOUT: &str = "LAYOUT";
-    pub const CONFIG: &str = "CONFIG";
 }
 
 /// Default ring buffer size: 16 MiB holds about 110,000 records, the burst of a suspend
@@ -465,5 +444,4 @@ mod pod {
     // SAFETY: plain #[repr(C)] data, no padding-dependent invariants, every bit pattern valid.
     unsafe impl aya::Pod for super::RawEvent {}
     unsafe impl aya::Pod for super::Layout {}
-    unsafe impl aya::Pod for super::Config {}
 }

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use tracer_common::{NO_INDEX, ProbeId, RawEvent, flags};
 
-use crate::{CONFIG, EVENTS, HITS, LOST, MIGRATING};
+use crate::{EVENTS, HITS, LOST, MIGRATING};
 
 #[inline(always)]
 fn bump(counters: &PerCpuArray<u64>, probe: ProbeId) {
@@ -54,16 +54,12 @@ impl Record {
 }
 
 /// Reserve a record for `probe` with its header filled in. `None` when the ring buffer is
-/// full (counted in `LOST`) or the current task is the tracer itself (`CONFIG.self_tgid`).
+/// full (counted in `LOST`). The tracer's own process is not filtered out: probes that fire
+/// in interrupt context see whichever task they interrupted, so that would drop real events.
 #[inline(always)]
 pub fn reserve(probe: ProbeId) -> Option<Record> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: `CONFIG` is an immutable static; volatile so the loader's value is read.
-    let self_tgid = unsafe { core::ptr::read_volatile(&raw const CONFIG.self_tgid) };
-    if self_tgid != 0 && tgid == self_tgid {
-        return None;
-    }
     let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
         bump(&LOST, probe);
         return None;
@@ -76,7 +72,7 @@ pub fn reserve(probe: ProbeId) -> Option<Record> {
         (*p).ts_ns = bpf_ktime_get_ns();
         (*p).probe = probe as u16;
         (*p).cpu = bpf_get_smp_processor_id();
-        (*p).pid = tgid;
+        (*p).tgid = tgid;
         (*p).msi_index = NO_INDEX;
         if in_migration(pid_tgid) {
             (*p).flags = flags::IN_MIGRATION;

@@ -23,15 +23,10 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use tracer_common::{
-    Config, DEFAULT_RING_BYTES, IRQ_COUNT_ENTRIES, IRQ_SPILL_ENTRIES, Layout, NUM_PROBES,
-};
+use tracer_common::{DEFAULT_RING_BYTES, IRQ_COUNT_ENTRIES, IRQ_SPILL_ENTRIES, Layout, NUM_PROBES};
 
 #[unsafe(no_mangle)]
 static LAYOUT: Layout = Layout::ABSENT;
-
-#[unsafe(no_mangle)]
-static CONFIG: Config = Config::INIT;
 
 /// Userspace may resize it (`set_max_entries`) for the burst of a suspend.
 #[map]

@@ -62,7 +62,6 @@ pub fn from_msi_desc(ev: &mut RawEvent, desc: u64) {
         if msix != 0 {
             ev.flags |= flags::MSIX;
             if let Some(ctrl) = read::kernel(desc, layout!(msi_desc_msix_ctrl)) {
-                ev.mask_raw = ctrl as u32;
                 ev.flags |= flags::MASK_VALID;
                 if ctrl & 1 != 0 {
                     ev.flags |= flags::MASKED;
@@ -73,7 +72,6 @@ pub fn from_msi_desc(ev: &mut RawEvent, desc: u64) {
             read::kernel(desc, layout!(msi_desc_irq)),
         ) {
             let base = base as u32;
-            ev.mask_raw = mask as u32;
             if ev.irq >= base && ev.irq - base < 32 {
                 ev.flags |= flags::MASK_VALID;
                 if (mask >> (ev.irq - base)) & 1 != 0 {

@@ -45,7 +45,7 @@ fn app(engine: &Engine) -> App {
         app.push_event(&Event {
             ts_ns: i * 1000,
             cpu: 0,
-            pid: 0,
+            tgid: 0,
             kind: EventKind::MigrateOneIrq {
                 irq: 100 + (i as u32 % VECTORS),
             },

@@ -117,7 +117,7 @@ fn build() -> Workload {
         events.push(Event {
             ts_ns: ts,
             cpu,
-            pid: 1,
+            tgid: 1,
             kind,
         });
         if events.len().is_multiple_of(100_000) && events.len() < (VECTORS * 100) as usize {
@@ -128,7 +128,7 @@ fn build() -> Workload {
             events.push(Event {
                 ts_ns: ts,
                 cpu: 0,
-                pid: 1,
+                tgid: 1,
                 kind: EventKind::IrqCounts { counts },
             });
         }

@@ -9,7 +9,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
 };
 use tokio::io::unix::AsyncFd;
-use tracer_common::{Config, NUM_PROBES, ProbeId, names};
+use tracer_common::{NUM_PROBES, ProbeId, names};
 
 use crate::{
     btf_layout::{self, ResolvedLayout},
@@ -75,12 +75,8 @@ impl Collector {
         // RLIMIT_MEMLOCK only matters before 5.11 (memcg accounting replaced it); some
         // containers refuse to raise it, which is harmless on a newer kernel.
         raise_memlock();
-        // CONFIG.self_tgid stays 0: probes that fire in interrupt context see whichever task
-        // they interrupted, so filtering the tracer's own tgid would drop real events.
-        let config = Config::INIT;
         let mut ebpf = EbpfLoader::new()
             .override_global(names::LAYOUT, &layout.layout, true)
-            .override_global(names::CONFIG, &config, true)
             .map_max_entries(names::EVENTS, opts.ring_bytes)
             .load(crate::ebpf_object::bytes())
             .context("cannot load msitrace's eBPF object into this kernel")?;
@@ -202,7 +198,7 @@ impl Collector {
                 out.push(Event {
                     ts_ns: now_ns,
                     cpu: 0,
-                    pid: 0,
+                    tgid: 0,
                     kind: EventKind::Lost {
                         probe: p,
                         count: total - *prev,
@@ -220,7 +216,7 @@ impl Collector {
         Event {
             ts_ns: now_ns,
             cpu: 0,
-            pid: 0,
+            tgid: 0,
             kind: EventKind::IrqCounts {
                 counts: counts.into_iter().collect(),
             },

@@ -240,7 +240,9 @@ pub enum EventKind {
 pub struct Event {
     pub ts_ns: u64,
     pub cpu: u32,
-    pub pid: u32,
+    /// The process (thread group) the CPU was running, as user space calls a pid; in an
+    /// interrupt, whichever process it interrupted. 0 for the recorder's own records.
+    pub tgid: u32,
     pub kind: EventKind,
 }
 
@@ -317,7 +319,7 @@ impl Event {
             return Ok(Event {
                 ts_ns: raw.ts_ns,
                 cpu: raw.cpu,
-                pid: raw.pid,
+                tgid: raw.tgid,
                 kind: EventKind::ReturnWithoutEntry { probe },
             });
         }
@@ -452,7 +454,7 @@ impl Event {
         Ok(Event {
             ts_ns: raw.ts_ns,
             cpu: raw.cpu,
-            pid: raw.pid,
+            tgid: raw.tgid,
             kind,
         })
     }

@@ -302,7 +302,7 @@ mod tests {
         let pm = |ts: u64, action: &str| Event {
             ts_ns: ts,
             cpu: 0,
-            pid: 1,
+            tgid: 1,
             kind: EventKind::SuspendResume {
                 action: action.into(),
                 val: 0x10,

@@ -263,10 +263,10 @@ impl Report {
         for e in &self.epochs {
             let _ = writeln!(
                 s,
-                "  epoch {}: {} ({:?}), noirq resume at {}, resumed at {}",
+                "  epoch {}: {} ({}), noirq resume at {}, resumed at {}",
                 e.epoch,
                 e.kind.name(),
-                e.sleep,
+                e.sleep.name(),
                 self.t(e.start_ts_ns),
                 e.resumed_ts_ns
                     .map_or_else(|| "never".into(), |t| self.t(t))
@@ -275,8 +275,13 @@ impl Report {
         for (bus, b) in &self.hv_buses {
             let _ = writeln!(
                 s,
-                "  Hyper-V bus {bus}: state {:?}{}{}",
-                b.state,
+                "  Hyper-V bus {}: state {}{}{}",
+                if bus == "?" {
+                    "(name unread)"
+                } else {
+                    bus.as_str()
+                },
+                b.state.map_or_else(|| "not seen".into(), |s| s.name()),
                 if b.suspended { ", suspended" } else { "" },
                 b.last_error
                     .map_or_else(String::new, |e| format!(", last error {e}"))

@@ -457,7 +457,7 @@ impl Session {
             self.batch.push(Event {
                 ts_ns: now,
                 cpu: 0,
-                pid: 0,
+                tgid: 0,
                 kind: EventKind::Gap {
                     reason: format!(
                         "the system was suspended for {:.1} s (CLOCK_BOOTTIME ran ahead of CLOCK_MONOTONIC); the tracer was frozen with user space and drained the ring buffer after",

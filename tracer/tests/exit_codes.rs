@@ -52,7 +52,7 @@ fn with_only_warnings() -> PathBuf {
     let ev = |ts: u64, kind: EventKind| Event {
         ts_ns: ts,
         cpu: 0,
-        pid: 1,
+        tgid: 1,
         kind,
     };
     let pm = |ts: u64, action: &str, val: u32| {

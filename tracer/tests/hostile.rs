@@ -129,7 +129,7 @@ fn crafted_trace(path: &Path) {
     let ev = |ts_ns: u64, kind: EventKind| Event {
         ts_ns,
         cpu: 0,
-        pid: 1,
+        tgid: 1,
         kind,
     };
     let snap = VectorSnap {

@@ -80,7 +80,7 @@ fn dump(reader: &mut TraceReader, out: &mut impl Write, json: bool) -> Result<()
                     "{} cpu{} pid {} {}\n",
                     relative(e.ts_ns, base),
                     e.cpu,
-                    e.pid,
+                    e.tgid,
                     describe(&e.kind)
                 );
                 out.write_all(terminal_safe(&line).as_bytes())?;
@@ -310,7 +310,7 @@ mod tests {
             w.append(&Event {
                 ts_ns: 1_000_000_000 + i as u64 * 1_500_000,
                 cpu: 1,
-                pid: 7,
+                tgid: 7,
                 kind,
             })
             .unwrap();

@@ -89,7 +89,7 @@ pub fn chrome_trace(
         let o = *origin.get_or_insert_with(|| replayer.engine().origin_ns());
         let ts = us(ev.ts_ns, o);
         let name = event_name(&ev.kind);
-        let args = json!({ "detail": event_detail(&ev.kind), "cpu": ev.cpu, "pid": ev.pid });
+        let args = json!({ "detail": event_detail(&ev.kind), "cpu": ev.cpu, "tgid": ev.tgid });
         match &ev.kind {
             EventKind::MigrateAllOffEnter => {
                 windows.insert(ev.cpu, ev.ts_ns);
@@ -287,7 +287,7 @@ mod tests {
         Event {
             ts_ns: ts,
             cpu,
-            pid: 1,
+            tgid: 1,
             kind,
         }
     }

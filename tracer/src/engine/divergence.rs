@@ -9,7 +9,7 @@ use tracer_common::ProbeId;
 
 use crate::event::{Event, EventKind};
 
-/// The rules of domain.md §4 that the engine evaluates.
+/// The rules the engine evaluates (README.md, "Rules").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum RuleId {
     H1,

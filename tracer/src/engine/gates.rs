@@ -224,7 +224,7 @@ impl Gates {
             .map(|group| self.why_missing(group[0]))
     }
 
-    /// Kernel gates of domain.md §2/§4: `Some(why)` when the rule's input does not exist on
+    /// Kernel gates of the rules (README.md, "Rules" and "What it hooks"): `Some(why)` when the rule's input does not exist on
     /// this kernel.
     pub fn kernel_gate(&self, rule: RuleId) -> Option<String> {
         match rule {

@@ -1286,7 +1286,7 @@ mod tests {
         Event {
             ts_ns: ts,
             cpu: 0,
-            pid: 0,
+            tgid: 0,
             kind: EventKind::SuspendResume {
                 action: action.into(),
                 val: 0x10,
@@ -1335,7 +1335,7 @@ mod tests {
         let at = |ts, kind| Event {
             ts_ns: ts,
             cpu: 0,
-            pid: 0,
+            tgid: 0,
             kind,
         };
         let target = |e: &Engine| e.state().vectors[&30].target.clone().unwrap();

@@ -1,4 +1,4 @@
-//! The rules of domain.md §4, evaluated by the engine as events arrive (H1–H5, H9, G2) or when
+//! The rules of README.md ("Rules"), evaluated by the engine as events arrive (H1–H5, H9, G2) or when
 //! a deadline passes (G1, G3, G5). Each finding names the rule, the vector(s), the epoch and the
 //! evidence, and says in one sentence what a kernel engineer should look at.
 //!
@@ -447,7 +447,8 @@ impl Engine {
         }
         let (desc, _) = self.describe(irq);
         let block_note = if block.len() > 1 {
-            format!(" and its multi-MSI block {:?}", block)
+            let irqs: Vec<String> = block.iter().map(u32::to_string).collect();
+            format!(" and its multi-MSI block (irqs {})", irqs.join(", "))
         } else {
             String::new()
         };

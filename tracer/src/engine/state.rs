@@ -94,6 +94,16 @@ pub enum SleepKind {
     Unknown,
 }
 
+impl SleepKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SleepKind::Suspend => "suspend",
+            SleepKind::Hibernation => "hibernation",
+            SleepKind::Unknown => "sleep of unknown kind",
+        }
+    }
+}
+
 /// One resume epoch: it starts at `dpm_resume_noirq` and lasts until the next one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ResumeEpoch {
@@ -154,6 +164,17 @@ impl HvBusState {
             2 => HvBusState::Installed,
             3 => HvBusState::Removing,
             v => HvBusState::Other(v),
+        }
+    }
+
+    /// As pci-hyperv names them (`enum hv_pcibus_state`).
+    pub fn name(self) -> String {
+        match self {
+            HvBusState::Init => "init".into(),
+            HvBusState::Probed => "probed".into(),
+            HvBusState::Installed => "installed".into(),
+            HvBusState::Removing => "removing".into(),
+            HvBusState::Other(v) => format!("unknown ({v})"),
         }
     }
 }

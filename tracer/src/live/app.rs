@@ -968,7 +968,7 @@ mod tests {
             a.push_event(&Event {
                 ts_ns: i,
                 cpu: 0,
-                pid: 0,
+                tgid: 0,
                 kind: EventKind::MigrateOneIrq { irq: 40 },
             });
         }
@@ -977,7 +977,7 @@ mod tests {
         a.push_event(&Event {
             ts_ns: 1,
             cpu: 0,
-            pid: 0,
+            tgid: 0,
             kind: EventKind::Gap {
                 reason: "suspended".into(),
             },

@@ -720,7 +720,7 @@ mod tests {
         app.push_event(&crate::event::Event {
             ts_ns: 1,
             cpu: 0,
-            pid: 1,
+            tgid: 1,
             kind: crate::event::EventKind::Gap {
                 reason: "\x1b[31mred\t".into(),
             },

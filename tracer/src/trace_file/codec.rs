@@ -39,7 +39,7 @@ struct DiskEvent {
     /// `ts_ns` minus the previous event's in this chunk, wrapping.
     dts: i64,
     cpu: u32,
-    pid: u32,
+    tgid: u32,
     kind: DiskKind,
 }
 
@@ -289,7 +289,7 @@ impl ChunkEncoder {
         self.emit(&DiskRecord::Event(DiskEvent {
             dts,
             cpu: ev.cpu,
-            pid: ev.pid,
+            tgid: ev.tgid,
             kind,
         }))?;
         self.prev_ts = ev.ts_ns;
@@ -897,7 +897,7 @@ impl Iterator for ChunkDecoder<'_> {
                     Record::Event(Event {
                         ts_ns,
                         cpu: e.cpu,
-                        pid: e.pid,
+                        tgid: e.tgid,
                         kind,
                     })
                 }),
@@ -950,7 +950,7 @@ mod tests {
             .map(|i| Event {
                 ts_ns: 1_000_000_000 + i * 1500,
                 cpu: 1,
-                pid: 77,
+                tgid: 77,
                 kind: EventKind::ComposeEnter(snap()),
             })
             .collect();
@@ -969,7 +969,7 @@ mod tests {
         one.push_event(&Event {
             ts_ns: 1_000_000_000,
             cpu: 1,
-            pid: 77,
+            tgid: 77,
             kind: EventKind::ComposeEnter(snap()),
         })
         .unwrap();
@@ -985,7 +985,7 @@ mod tests {
             enc.push_event(&Event {
                 ts_ns: t,
                 cpu: u32::MAX,
-                pid: 0,
+                tgid: 0,
                 kind: EventKind::MigrateAllOffEnter,
             })
             .unwrap();
@@ -1006,7 +1006,7 @@ mod tests {
         let bad = DiskRecord::Event(DiskEvent {
             dts: 1,
             cpu: 0,
-            pid: 0,
+            tgid: 0,
             kind: DiskKind::Gap { reason: 9 },
         });
         postcard::to_io(&bad, &mut buf).unwrap();
@@ -1020,7 +1020,7 @@ mod tests {
         let bad = DiskRecord::Event(DiskEvent {
             dts: 1,
             cpu: 0,
-            pid: 0,
+            tgid: 0,
             kind: DiskKind::MaskEnter(DiskSnap {
                 irq: 1,
                 hwirq: 1,

@@ -231,7 +231,7 @@ mod tests {
         Event {
             ts_ns: 1_000 + u64::from(i),
             cpu: i % 2,
-            pid: 100 + i,
+            tgid: 100 + i,
             kind: EventKind::SuspendResume {
                 action: format!("phase{}", i % 3),
                 val: i,

@@ -210,7 +210,7 @@ mod tests {
         Event {
             ts_ns: i,
             cpu: 0,
-            pid: 0,
+            tgid: 0,
             kind: EventKind::MigrateOneIrq { irq: i as u32 },
         }
     }
