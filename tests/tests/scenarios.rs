@@ -1337,7 +1337,7 @@ fn record_then_replay(
     for ev in events {
         rec.push(ev).unwrap();
     }
-    let (live, _, _) = rec.finish(&[], 0).unwrap();
+    let live = rec.finish(&[], 0).unwrap().engine;
     let replayed = tracer::replayer::replay_files(
         std::slice::from_ref(&path),
         tracer::replayer::DelayOverrides::default(),

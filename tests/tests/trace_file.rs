@@ -189,9 +189,10 @@ fn variant_no(k: &EventKind) -> usize {
         E::PciIrqUnmask { .. } => 32,
         E::ComposeCompl { .. } => 33,
         E::ReturnWithoutEntry { .. } => 34,
+        E::Notice { .. } => 35,
     }
 }
-const VARIANTS: usize = 35;
+const VARIANTS: usize = 36;
 
 /// Every variant, with the optional fields both present and absent and values at the edges.
 fn every_kind() -> Vec<EventKind> {
@@ -380,6 +381,12 @@ fn every_kind() -> Vec<EventKind> {
         },
         E::ReturnWithoutEntry {
             probe: tracer_common::ProbeId::HvUnmaskExit,
+        },
+        E::Notice {
+            text: "a module appeared; hooks now attached: 29".into(),
+        },
+        E::Notice {
+            text: String::new(),
         },
     ]
 }

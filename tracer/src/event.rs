@@ -233,6 +233,11 @@ pub enum EventKind {
     ReturnWithoutEntry {
         probe: ProbeId,
     },
+    /// Something the recorder itself did or met (a module's hooks attached, silent return
+    /// probes re-attached), in the file at the moment it happened so a replay shows it too.
+    Notice {
+        text: String,
+    },
 }
 
 /// One event with its time (CLOCK_MONOTONIC ns), CPU and task.

@@ -155,6 +155,7 @@ pub fn describe(kind: &EventKind) -> String {
             format!("irq-counts {}", list.join(" "))
         }
         E::Gap { reason } => format!("--- GAP: not tracing ({reason}) ---"),
+        E::Notice { text } => format!("notice: {text}"),
         E::PciIrqMask { v, msix } => {
             format!(
                 "pci-irq-mask-{} {}",

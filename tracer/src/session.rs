@@ -80,6 +80,10 @@ pub struct Recorder {
     engine: Engine,
     writer: Option<Writer>,
     last_ts: u64,
+    /// Why the file stopped, when a write failed (a full disk): the engine goes on without it.
+    write_error: Option<String>,
+    /// `write_error`, once, for the front-end.
+    stopped_writing: Option<String>,
 }
 
 /// What the recorder leaves in the file's trailer: the live run's own conclusions, so a
@@ -136,7 +140,34 @@ impl Recorder {
             engine,
             writer: writer.map(Into::into),
             last_ts: 0,
+            write_error: None,
+            stopped_writing: None,
         }
+    }
+
+    /// A write failed: the file ends at its last whole chunk (readable, without trailer) and
+    /// recording stops, but the engine, the journal and the TUI go on. A full disk must not
+    /// take down the service whose job is to say what the kernel did.
+    fn stop_writing(&mut self, e: std::io::Error) {
+        if let Some(w) = self.writer.take() {
+            let text = format!(
+                "the trace file {} stopped after {} events: {e}; the engine goes on without it (free space, then restart to record again)",
+                w.path().display(),
+                self.engine.state().events
+            );
+            self.write_error = Some(text.clone());
+            self.stopped_writing = Some(text);
+        }
+    }
+
+    /// The file stopped since the last call: why.
+    pub fn take_stopped_writing(&mut self) -> Option<String> {
+        self.stopped_writing.take()
+    }
+
+    /// Why the file stopped early, if it did.
+    pub fn write_error(&self) -> Option<&str> {
+        self.write_error.as_deref()
     }
 
     pub fn engine(&self) -> &Engine {
@@ -145,29 +176,27 @@ impl Recorder {
 
     /// Write the event, then apply it: what the engine concludes from it is in the file.
     pub fn push(&mut self, ev: &Event) -> Result<Vec<DivergenceUpdate>> {
-        if let Some(w) = &mut self.writer {
-            w.append(ev)
-                .with_context(|| format!("cannot write to {}", w.path().display()))?;
+        if let Some(w) = &mut self.writer
+            && let Err(e) = w.append(ev)
+        {
+            self.stop_writing(e);
         }
         self.last_ts = self.last_ts.max(ev.ts_ns);
         Ok(self.engine.apply(ev))
     }
 
     pub fn flush(&mut self) -> Result<()> {
-        if let Some(w) = &mut self.writer {
-            w.flush()
-                .with_context(|| format!("cannot write to {}", w.path().display()))?;
+        if let Some(w) = &mut self.writer
+            && let Err(e) = w.flush()
+        {
+            self.stop_writing(e);
         }
         Ok(())
     }
 
     /// End of recording at the last event's time, the same instant a replay ends at, so both
     /// settle the pending rules alike.
-    pub fn finish(
-        mut self,
-        counters: &[ProbeCounters],
-        decode_errors: u64,
-    ) -> Result<(Engine, Vec<DivergenceUpdate>, Option<WriterStats>)> {
+    pub fn finish(mut self, counters: &[ProbeCounters], decode_errors: u64) -> Result<Finished> {
         let updates = self.engine.finish(self.last_ts);
         let summary = LiveSummary {
             events: self.engine.state().events,
@@ -185,15 +214,36 @@ impl Recorder {
         let stats = match self.writer.take() {
             Some(w) => {
                 let path = w.path().to_path_buf();
-                Some(
-                    w.finish(&serde_json::to_value(&summary)?)
-                        .with_context(|| format!("cannot finish {}", path.display()))?,
-                )
+                match w.finish(&serde_json::to_value(&summary)?) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        self.write_error = Some(format!(
+                            "cannot finish {} (its trailer is missing; it reads up to its last whole record): {e}",
+                            path.display()
+                        ));
+                        None
+                    }
+                }
             }
             None => None,
         };
-        Ok((self.engine, updates, stats))
+        Ok(Finished {
+            engine: self.engine,
+            updates,
+            stats,
+            write_error: self.write_error,
+        })
     }
+}
+
+/// What a finished [`Recorder`] hands back.
+pub struct Finished {
+    pub engine: Engine,
+    /// What the end of the recording settled (G1, G5 deadlines).
+    pub updates: Vec<DivergenceUpdate>,
+    pub stats: Option<WriterStats>,
+    /// The file stopped early (a write failed): why.
+    pub write_error: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -221,6 +271,24 @@ pub trait Observer {
     fn update(&mut self, _u: &DivergenceUpdate, _engine: &Engine) {}
     /// After the once-a-second sample of losses and IRQ counts.
     fn sampled(&mut self, _collector: &Collector, _engine: &Engine) {}
+    /// Something the session did that a person should know (a module's hooks attached late,
+    /// silent return probes re-attached); it is in the file too, as a `Notice` event.
+    fn notice(&mut self, _text: &str, _engine: &Engine) {}
+    /// A write to the trace file failed (a full disk): the file ends there, the engine and
+    /// the front-end go on.
+    fn file_stopped(&mut self, _why: &str, _engine: &Engine) {}
+}
+
+/// Keeps the divergences, for the last drain in `finish`.
+#[derive(Default)]
+struct Collect {
+    updates: Vec<DivergenceUpdate>,
+}
+
+impl Observer for Collect {
+    fn update(&mut self, u: &DivergenceUpdate, _engine: &Engine) {
+        self.updates.push(u.clone());
+    }
 }
 
 /// `run`'s plain form: divergences only.
@@ -229,6 +297,15 @@ struct OnUpdate<F>(F);
 impl<F: FnMut(&DivergenceUpdate)> Observer for OnUpdate<F> {
     fn update(&mut self, u: &DivergenceUpdate, _engine: &Engine) {
         (self.0)(u)
+    }
+
+    // Its users (record, verify) have no screen of their own: stderr is where a person looks.
+    fn notice(&mut self, text: &str, _engine: &Engine) {
+        crate::output::note(text);
+    }
+
+    fn file_stopped(&mut self, why: &str, _engine: &Engine) {
+        crate::output::note(why);
     }
 }
 
@@ -247,6 +324,8 @@ pub struct Outcome {
     pub stats: Option<WriterStats>,
     pub counters: Vec<ProbeCounters>,
     pub decode_errors: u64,
+    /// The trace file stopped early (a write failed): why.
+    pub write_error: Option<String>,
 }
 
 impl Outcome {
@@ -385,7 +464,7 @@ impl Session {
                 }
                 _ = flush.tick() => {
                     self.pump(obs)?;
-                    self.recorder.flush()?;
+                    self.flush(obs)?;
                 }
                 _ = sample.tick() => self.sample(obs)?,
                 _ = sigint.recv() => break StopReason::Signal("SIGINT"),
@@ -395,23 +474,40 @@ impl Session {
         };
         self.pump(obs)?;
         self.sample(obs)?;
-        self.recorder.flush()?;
+        self.flush(obs)?;
         Ok(reason)
     }
 
     /// Close the file (with the live summary in its trailer) and hand back the engine.
     pub fn finish(mut self) -> Result<Outcome> {
+        // What the ring still holds (a caller that stopped without `run`'s last pump, e.g.
+        // verify on its timeout) belongs to the recording too.
+        let mut late = Collect::default();
+        self.pump(&mut late)?;
         self.collector.refresh_counters(true);
         let counters = self.collector.counters().to_vec();
         let decode_errors = self.collector.decode_errors();
-        let (engine, final_updates, stats) = self.recorder.finish(&counters, decode_errors)?;
+        let mut done = self.recorder.finish(&counters, decode_errors)?;
+        late.updates.append(&mut done.updates);
         Ok(Outcome {
-            engine,
-            final_updates,
-            stats,
+            engine: done.engine,
+            final_updates: late.updates,
+            stats: done.stats,
             counters,
             decode_errors,
+            write_error: done.write_error,
         })
+    }
+
+    /// Tell the front-end, and the file while it is written: a session's notices are part of
+    /// what happened, so a replay shows them where they occurred.
+    fn notice(&mut self, text: String) {
+        self.batch.push(Event {
+            ts_ns: kernel::monotonic_ns(),
+            cpu: 0,
+            tgid: 0,
+            kind: EventKind::Notice { text },
+        });
     }
 
     fn push_all(&mut self, obs: &mut impl Observer) -> Result<()> {
@@ -424,6 +520,12 @@ impl Session {
                 obs.update(&u, self.recorder.engine());
             }
             obs.event(&ev, self.recorder.engine());
+            if let EventKind::Notice { text } = &ev.kind {
+                obs.notice(text, self.recorder.engine());
+            }
+        }
+        if let Some(why) = self.recorder.take_stopped_writing() {
+            obs.file_stopped(&why, self.recorder.engine());
         }
         Ok(())
     }
@@ -440,8 +542,12 @@ impl Session {
     }
 
     /// Push what the file has buffered to disk.
-    pub fn flush(&mut self) -> Result<()> {
-        self.recorder.flush()
+    pub fn flush(&mut self, obs: &mut impl Observer) -> Result<()> {
+        self.recorder.flush()?;
+        if let Some(why) = self.recorder.take_stopped_writing() {
+            obs.file_stopped(&why, self.recorder.engine());
+        }
+        Ok(())
     }
 
     /// The once-a-second work: losses, IRQ counts, a suspend the tracer slept through, new
@@ -473,12 +579,14 @@ impl Session {
 
         let changed = self.collector.rescan_modules();
         if !changed.is_empty() {
-            eprintln!(
-                "msitrace: a module appeared; hooks now attached: {}",
+            let text = format!(
+                "a module appeared; hooks now attached: {}",
                 self.collector.attached_count().0
             );
+            self.notice(text);
         }
         self.reattach_silent_returns();
+        self.push_all(obs)?;
         obs.sampled(&self.collector, self.recorder.engine());
         Ok(())
     }
@@ -506,10 +614,10 @@ impl Session {
         self.hits = hits;
         if !silent.is_empty() {
             let names: Vec<&str> = silent.iter().map(|p| p.program()).collect();
-            eprintln!(
-                "msitrace: return probes went silent while their entries fired ({}): re-attaching the kprobes",
+            self.notice(format!(
+                "return probes went silent while their entries fired ({}): re-attaching the kprobes",
                 names.join(", ")
-            );
+            ));
             self.collector.reattach_kprobes();
         }
     }

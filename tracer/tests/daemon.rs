@@ -231,3 +231,76 @@ fn kill_9_leaves_a_file_readable_up_to_its_last_whole_record() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue #15: a full disk under the flight recorder stopped the daemon (and `Restart=` then
+/// restarted it in a loop). Now the file stops, the journal says so, and the service goes on
+/// until it is told to stop. The state directory is a 1 MiB tmpfs in a private mount
+/// namespace, filled up once the daemon is recording.
+#[test]
+#[ignore = "root-only: a tmpfs in a private mount namespace and eBPF programs; `cargo xtask test` runs it as root"]
+fn a_full_disk_stops_the_flight_recorder_not_the_daemon() {
+    support::require_root();
+    let dir = tmp("full");
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let err = dir.join("daemon.err");
+    // A full tmpfs still takes writes into the file's last page, so the failure comes once
+    // the samples (one a second) have filled it: up to half a minute here.
+    let script = r#"
+        set -e
+        mount -t tmpfs -o size=1m,mode=0700 msitrace-test "$1"
+        mkdir -m 0700 "$1/state"
+        "$2" daemon --log-target stderr --config /dev/null --state-dir "$1/state" > /dev/null 2> "$3" &
+        pid=$!
+        trap 'kill -9 $pid 2> /dev/null || true' EXIT
+        i=0
+        until ls "$1/state" | grep -q '^msitrace-.*\.msit$'; do
+            i=$((i + 1)); [ $i -lt 300 ] || { echo "no flight-recorder file"; exit 1; }
+            sleep 0.1
+        done
+        dd if=/dev/zero of="$1/fill" bs=4k 2> /dev/null || true
+        i=0
+        until grep -q 'No space left' "$3"; do
+            i=$((i + 1)); [ $i -lt 1200 ] || { echo "no write failed in 120 s"; exit 1; }
+            sleep 0.1
+        done
+        sleep 2
+        kill -0 $pid || { echo "the daemon died with the disk"; exit 1; }
+        kill -TERM $pid
+        wait $pid
+    "#;
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&mnt)
+        .arg(BIN)
+        .arg(&err)
+        .output()
+        .expect("unshare runs");
+    let log = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{}{}\n{log}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = log.lines().collect();
+    let failed = lines
+        .iter()
+        .position(|l| l.starts_with("msitrace: warning recorder:") && l.contains("No space left"))
+        .unwrap_or_else(|| panic!("no warning that the file stopped:\n{log}"));
+    assert!(
+        lines[failed + 1..]
+            .iter()
+            .any(|l| l.starts_with("msitrace: notice stopped (SIGTERM)")),
+        "the journal did not go on to the end:\n{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -103,7 +103,10 @@ pub fn chrome_trace(
                     "pid": PID_CPUS, "tid": ev.cpu, "args": args,
                 }))?;
             }
-            EventKind::IrqCounts { .. } | EventKind::Lost { .. } | EventKind::Gap { .. } => {
+            EventKind::IrqCounts { .. }
+            | EventKind::Lost { .. }
+            | EventKind::Gap { .. }
+            | EventKind::Notice { .. } => {
                 w.push(&json!({
                     "name": name, "cat": "recorder", "ph": "i", "s": "p", "ts": ts,
                     "pid": PID_PHASES, "tid": 2, "args": args,

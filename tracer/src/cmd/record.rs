@@ -103,6 +103,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
             outcome.final_updates.iter().for_each(print_update);
         }
         eprintln!("msitrace: {}", outcome.closing_line(&reason, &args.output));
+        // The recording's whole point is the file: one that stopped early is a failure, even
+        // though the engine (and the lines above) went on to the end.
+        if let Some(e) = &outcome.write_error {
+            anyhow::bail!("{e}");
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -29,6 +29,7 @@ pub const PHASE_ID: &str = "0e975160c9314087a5539e9ee52e2012";
 pub const RESUME_ID: &str = "918795556d5c4389bbefd43da5312a7d";
 pub const COVERAGE_ID: &str = "9ee6fdb294f54c7b9c1d212b9c30272e";
 pub const STOPPED_ID: &str = "0993c13345bb41ec9e11a41677807da0";
+pub const RECORDER_ID: &str = "17dab4cdeea149dd82af3275626e9e1f";
 
 /// syslog priority, by the names journalctl shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,6 +217,20 @@ pub fn phase_change(from: Phase, ctx: &Context) -> Entry {
         ),
         fields,
         short: format!("phase epoch={}", ctx.epoch),
+    }
+}
+
+/// The recorder itself: a notice of the session (hooks attached late, return probes
+/// re-attached; `Notice`) or the flight recorder stopping on a failed write (`Warning`).
+pub fn recorder(level: Level, text: &str, ctx: &Context) -> Entry {
+    let mut fields = Vec::new();
+    ctx.common(&mut fields);
+    Entry {
+        level,
+        message_id: RECORDER_ID,
+        message: text.to_string(),
+        fields,
+        short: "recorder".into(),
     }
 }
 

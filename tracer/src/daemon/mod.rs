@@ -33,6 +33,8 @@ pub struct Reporter {
     summarized: u32,
     /// Coverage for STATUS=, e.g. `27/29 hooks`.
     coverage: String,
+    /// The flight recorder still writes (a failed write stops it, not the service).
+    recording: bool,
 }
 
 impl Reporter {
@@ -43,6 +45,7 @@ impl Reporter {
             phase: Phase::Running,
             summarized: 0,
             coverage: String::new(),
+            recording: true,
         }
     }
 
@@ -64,10 +67,15 @@ impl Reporter {
     fn status(&self, engine: &Engine, lost: u64) -> String {
         let (all, errors) = counts(engine);
         format!(
-            "{}, {} vectors, {all} divergences ({errors} errors), {lost} events lost, phase {}",
+            "{}, {} vectors, {all} divergences ({errors} errors), {lost} events lost, phase {}{}",
             self.coverage,
             engine.state().vectors.len(),
-            engine.state().phase.name()
+            engine.state().phase.name(),
+            if self.recording {
+                ""
+            } else {
+                ", NOT RECORDING (a write failed)"
+            }
         )
     }
 
@@ -125,6 +133,15 @@ impl Observer for Reporter {
 
     fn update(&mut self, u: &DivergenceUpdate, engine: &Engine) {
         self.send(&journal::divergence(u, engine));
+    }
+
+    fn notice(&mut self, text: &str, engine: &Engine) {
+        self.send(&journal::recorder(Level::Notice, text, &Ctx::of(engine)));
+    }
+
+    fn file_stopped(&mut self, why: &str, engine: &Engine) {
+        self.recording = false;
+        self.send(&journal::recorder(Level::Warning, why, &Ctx::of(engine)));
     }
 
     fn sampled(&mut self, collector: &Collector, engine: &Engine) {
@@ -190,6 +207,11 @@ pub async fn run(cfg: &Config) -> Result<()> {
     let outcome = session.finish()?;
     for u in &outcome.final_updates {
         rep.update(u, &outcome.engine);
+    }
+    // A write that failed during the run was reported then; one that failed closing the
+    // last file (its trailer) is reported here.
+    if let (true, Some(e)) = (rep.recording, &outcome.write_error) {
+        rep.file_stopped(e, &outcome.engine);
     }
     let dir = cfg.record.then(|| cfg.state_dir.display().to_string());
     rep.stopped(&outcome.engine, &why, dir.as_deref());

@@ -135,6 +135,7 @@ pub fn event_name(k: &EventKind) -> &'static str {
         K::Lost { .. } => "lost",
         K::IrqCounts { .. } => "irq counts",
         K::Gap { .. } => "gap",
+        K::Notice { .. } => "notice",
         K::PciIrqMask { msix: false, .. } => "pci_irq_mask_msi",
         K::PciIrqMask { msix: true, .. } => "pci_irq_mask_msix",
         K::PciIrqUnmask { msix: false, .. } => "pci_irq_unmask_msi",
@@ -184,7 +185,7 @@ pub fn event_probe(k: &EventKind) -> Option<ProbeId> {
         K::PciIrqUnmask { msix: true, .. } => P::PciIrqUnmaskMsix,
         K::ComposeCompl { .. } => P::HvComposeCompl,
         K::ReturnWithoutEntry { probe } => *probe,
-        K::Lost { .. } | K::Gap { .. } => return None,
+        K::Lost { .. } | K::Gap { .. } | K::Notice { .. } => return None,
     })
 }
 

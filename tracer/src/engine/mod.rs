@@ -566,7 +566,10 @@ impl Engine {
     fn note_cpu_alive(&mut self, ev: &Event) {
         let userspace = matches!(
             ev.kind,
-            EventKind::Lost { .. } | EventKind::IrqCounts { .. } | EventKind::Gap { .. }
+            EventKind::Lost { .. }
+                | EventKind::IrqCounts { .. }
+                | EventKind::Gap { .. }
+                | EventKind::Notice { .. }
         );
         if userspace
             || matches!(ev.kind, EventKind::MigrateAllOffExit)
@@ -630,6 +633,7 @@ impl Engine {
             EventKind::ReturnWithoutEntry { probe } => {
                 *self.orphan_returns.entry(*probe).or_default() += 1;
             }
+            EventKind::Notice { .. } => {}
             EventKind::ComposeEnter(v) => {
                 let irq = self.vector_for(v, ts, "hv_compose_msi_msg", false);
                 self.mark_hyperv(irq);

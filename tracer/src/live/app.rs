@@ -300,6 +300,8 @@ pub struct App {
     pub events_per_s: f64,
     pub lost: u64,
     pub gaps: Vec<String>,
+    /// Why the trace file stopped early (a write failed); the screen goes on without it.
+    pub not_recording: Option<String>,
     rows: Vec<Row>,
     /// Indices into `rows` that pass the filters, in display order.
     view: Vec<usize>,
@@ -344,6 +346,7 @@ impl App {
             events_per_s: 0.0,
             lost: 0,
             gaps: Vec::new(),
+            not_recording: None,
             rows: Vec::new(),
             view: Vec::new(),
             divergences: Vec::new(),
@@ -416,6 +419,22 @@ impl App {
         if !self.follow {
             self.log_back = (self.log_back + 1).min(self.log.len().saturating_sub(1));
         }
+    }
+
+    /// The trace file stopped (it cannot say so itself): in the log, highlighted, and in the
+    /// header from then on.
+    pub fn file_stopped(&mut self, text: &str, now_ns: u64) {
+        self.not_recording = Some(safe(text));
+        if self.log.len() == LOG_CAP {
+            self.log.pop_front();
+        }
+        self.log.push_back(LogLine {
+            ts_ns: now_ns,
+            cpu: 0,
+            irq: None,
+            text: safe(&format!("notice: {text}")),
+            gap: true,
+        });
     }
 
     /// Rebuild rows and divergences from the engine (at redraw time, not per event).

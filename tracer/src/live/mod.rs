@@ -105,7 +105,7 @@ pub async fn run_live(opts: &SessionOptions, output: Option<&Path>) -> Result<()
                 }
                 _ = flush.tick() => {
                     session.pump(&mut feed)?;
-                    session.flush()?;
+                    session.flush(&mut feed)?;
                 }
                 _ = sample.tick() => {
                     session.sample(&mut feed)?;
@@ -145,7 +145,9 @@ pub async fn run_live(opts: &SessionOptions, output: Option<&Path>) -> Result<()
         app: &mut app,
         dirty: false,
     };
-    let tail = session.pump(&mut feed).and_then(|()| session.flush());
+    let tail = session
+        .pump(&mut feed)
+        .and_then(|()| session.flush(&mut feed));
     let outcome = session.finish()?;
     let reason = result?;
     tail?;

@@ -35,6 +35,11 @@ impl Observer for LiveFeed<'_> {
     fn sampled(&mut self, _collector: &Collector, _engine: &Engine) {
         self.dirty = true;
     }
+
+    fn file_stopped(&mut self, why: &str, engine: &Engine) {
+        self.app.file_stopped(why, engine.state().now_ns);
+        self.dirty = true;
+    }
 }
 
 /// A recorded file, replayed through a fresh engine one event at a time.

@@ -315,6 +315,12 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
             },
         ),
     ];
+    if app.not_recording.is_some() {
+        spans.push(Span::styled(
+            "  NOT RECORDING",
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ));
+    }
     if !app.gaps.is_empty() {
         spans.push(Span::styled(
             format!("  GAP x{}", app.gaps.len()),

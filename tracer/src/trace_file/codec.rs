@@ -198,6 +198,9 @@ enum DiskKind {
     ReturnWithoutEntry {
         probe: u16,
     },
+    Notice {
+        text: StrRef,
+    },
 }
 
 /// Two bits per optional boolean (known, value), then `in_migration`.
@@ -562,6 +565,9 @@ impl ChunkEncoder {
             E::ReturnWithoutEntry { probe } => D::ReturnWithoutEntry {
                 probe: *probe as u16,
             },
+            E::Notice { text } => D::Notice {
+                text: self.str(text)?,
+            },
         })
     }
 }
@@ -858,6 +864,9 @@ impl<'a> ChunkDecoder<'a> {
             D::ReturnWithoutEntry { probe } => E::ReturnWithoutEntry {
                 probe: ProbeId::from_u16(probe)
                     .ok_or_else(|| format!("unknown probe id {probe}"))?,
+            },
+            D::Notice { text } => E::Notice {
+                text: self.s(text)?,
             },
         })
     }
