@@ -153,14 +153,18 @@ fn target(t: LogTarget) -> Target {
 
 /// The service: until SIGTERM or SIGINT.
 pub async fn run(cfg: &Config) -> Result<()> {
-    if cfg.record {
+    // SAFETY: geteuid has no preconditions.
+    if cfg.record && unsafe { libc::geteuid() } == 0 {
         // Before the probes are loaded: a state directory that cannot be used, or that
-        // another daemon holds, is said in one line at once. The flight recorder checks and
-        // locks it again for good when it opens its first file.
+        // another daemon holds, is said in one line at once. Not root, the probes' "needs
+        // root" says more, so it comes first; nothing is created here either: the flight
+        // recorder creates, checks and locks the directory for good at its first file.
         let dir = &cfg.state_dir;
         let said = |e: std::io::Error| anyhow::anyhow!("state directory {} {e}", dir.display());
-        rotate::check_state_dir(dir).map_err(said)?;
-        drop(rotate::lock_state_dir(dir).map_err(said)?);
+        rotate::check_state_dir(dir, false).map_err(said)?;
+        if dir.exists() {
+            drop(rotate::lock_state_dir(dir).map_err(said)?);
+        }
     }
     let opts = SessionOptions {
         collector: CollectorOptions {

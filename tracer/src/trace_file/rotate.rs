@@ -144,7 +144,7 @@ impl FlightRecorder {
                 "the flight recorder needs at least one file of at least one byte",
             ));
         }
-        check_state_dir(&cfg.dir)?;
+        check_state_dir(&cfg.dir, true)?;
         let lock = lock_state_dir(&cfg.dir)?;
         // Room for the new file first: what fails here (a file that cannot be deleted) then
         // fails before a file is created, not after, leaving one more behind at each try.
@@ -253,16 +253,18 @@ fn prune(dir: &Path, keep: usize, current: Option<&Path>) -> io::Result<()> {
 /// rotated or deleted. It holds the pid of the daemon that holds the lock.
 pub const LOCK_NAME: &str = "msitrace.lock";
 
-/// Check that `dir` is fit to hold root's flight recorder, creating it (0700) when missing:
+/// Check that `dir` is fit to hold root's flight recorder, creating it (0700) when missing
+/// and `create` says so (a missing one passes otherwise):
 /// a directory, not a link (a link can be re-pointed by whoever owns it), owned by this user
 /// and writable by no other (who could otherwise swap the files a root daemon writes and
 /// deletes). Refused, not repaired: tightening the mode of a shared directory such as /tmp
 /// would break everyone else. The messages do not name `dir`: the caller does.
-pub fn check_state_dir(dir: &Path) -> io::Result<()> {
+pub fn check_state_dir(dir: &Path, create: bool) -> io::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let refuse = |kind, msg: String| Err(io::Error::new(kind, msg));
     let meta = match fs::symlink_metadata(dir) {
         Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::DirBuilder::new()
                 .recursive(true)
