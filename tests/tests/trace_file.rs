@@ -859,19 +859,23 @@ fn several_files_read_as_one_stream() {
     assert_eq!(got, events);
     assert_eq!(r.warnings(), &[]);
 
-    // A file from another boot is read, with a warning.
+    // A file from another boot is refused: its times do not compare with the first's.
     let pc = dir.path("c.trace");
     let mut h = header();
     h.boot_id = Some("00000000-0000-0000-0000-000000000000".into());
     drop(TraceWriter::create(&pc, &h).unwrap());
-    let r = TraceReader::open_many([&pa, &pc]).unwrap();
     if header().boot_id.is_some() {
-        assert!(
-            matches!(r.warnings(), [TraceWarning::OtherBoot { .. }]),
-            "{:?}",
-            r.warnings()
-        );
+        let e = TraceReader::open_many([&pa, &pc]).err().expect("refused");
+        assert!(matches!(e, TraceFileError::OtherBoot { .. }), "{e}");
     }
+    // And the same file twice would play its events twice.
+    let e = TraceReader::open_many([&pa, &pb, &pa])
+        .err()
+        .expect("refused");
+    assert!(
+        e.to_string().ends_with("given twice: give each file once"),
+        "{e}"
+    );
 }
 
 /// Deterministic xorshift, so that a failure reproduces.

@@ -19,7 +19,7 @@ enum Command {
     Probes(cmd::probes::Args),
     /// Stream events to a trace file until Ctrl-C, SIGTERM or --duration.
     Record(cmd::record::Args),
-    /// Record while CMD runs, wait for the resume to settle, report; exit 0 clean, 1 error (--fail-on), 2 unusable.
+    /// Record while CMD runs, wait for the resume to settle, report; exit 0 clean, 1 error (--fail-on), 2 unusable input or nothing proven.
     Verify(cmd::verify::Args),
     /// The systemd service: journal entries per divergence, sd_notify, a flight recorder.
     Daemon(cmd::daemon::Args),
@@ -27,7 +27,7 @@ enum Command {
     Live(cmd::live::Args),
     /// Print the events of a trace file as text or JSON Lines.
     Dump(cmd::dump::Args),
-    /// Rebuild the state from a trace file and print the divergence report; exit 0 clean, 1 error (--fail-on), 2 unusable.
+    /// Rebuild the state from a trace file and print the divergence report; exit 0 clean, 1 error (--fail-on), 2 unusable input or nothing proven.
     Replay(cmd::replay::Args),
     /// Write a trace file as Chrome trace-event JSON for Perfetto or chrome://tracing.
     Export(cmd::export::Args),

@@ -85,13 +85,17 @@ pub struct Replayer {
     ended: bool,
     /// A read error that ended the files early.
     read_error: Option<String>,
+    /// What a directory held that was not read.
+    skipped: Vec<String>,
 }
 
 impl Replayer {
     /// Open trace files (a directory stands for the flight-recorder files in it, oldest
     /// first) as one stream.
     pub fn open(files: &[PathBuf], overrides: DelayOverrides) -> anyhow::Result<Replayer> {
-        let files = rotate::expand(files).context("cannot open the traces to replay")?;
+        let mut skipped = Vec::new();
+        let files = rotate::expand_noting(files, &mut skipped)
+            .context("cannot open the traces to replay")?;
         let reader = TraceReader::open_many(&files)?;
         let recorded = match reader.header().rule_timing {
             Some(t) => Some(t),
@@ -114,6 +118,7 @@ impl Replayer {
             trailer: None,
             ended: false,
             read_error: None,
+            skipped,
         })
     }
 
@@ -170,12 +175,8 @@ impl Replayer {
     /// reader stepped over, an early end, a missing trailer, and a live verdict that this
     /// replay does not reproduce.
     pub fn input_warnings(&self) -> Vec<String> {
-        let mut warnings: Vec<String> = self
-            .reader
-            .warnings()
-            .iter()
-            .map(|w| w.to_string())
-            .collect();
+        let mut warnings = self.skipped.clone();
+        warnings.extend(self.reader.warnings().iter().map(|w| w.to_string()));
         warnings.extend(self.read_error.clone());
         if !self.ended {
             return warnings;

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::engine::state::{
     CpuChange, GapMark, HvBus, HvEvidence, Migration, PhaseSpan, ResumeEpoch, Target, VectorView,
 };
-use crate::engine::{Divergence, Engine, Losses, NotEvaluated, RuleTiming, Severity};
+use crate::engine::{Divergence, Engine, Losses, NotEvaluated, RuleId, RuleTiming, Severity};
 use crate::event::MsiMsg;
 
 /// Which divergences make `replay` and `verify` exit 1. A test suite must be able to trust
@@ -89,6 +89,10 @@ pub struct Report {
     pub losses: Losses,
     /// `power:suspend_resume` actions the engine does not know (logged, not used).
     pub unknown_actions: BTreeMap<String, u64>,
+    /// Why this report proves nothing, when it cannot: no event read, no rule evaluable, or
+    /// (the caller's) no suspend seen by `verify`. Without a divergence this makes the exit
+    /// code 2, never the 0 that says "clean".
+    pub inconclusive: Vec<String>,
     /// Problems of the input: trace file damage and the like that the caller adds, then
     /// driver-private fields the engine saw contradict an observation (e.g. chip_data NULL
     /// after a compose that returned a good message).
@@ -141,6 +145,16 @@ impl Report {
             .filter(|d| d.severity == Severity::Error)
             .count();
         let warnings = divergences.len() - errors;
+        let mut inconclusive = Vec::new();
+        if st.events == 0 {
+            inconclusive.push("no event was read: the recording holds nothing to evaluate".into());
+        } else if RuleId::ALL.iter().all(|r| {
+            not_evaluated
+                .iter()
+                .any(|n| n.rule == *r && n.part.is_none() && n.epoch.is_none())
+        }) {
+            inconclusive.push("no rule could be evaluated (see \"Not evaluated\")".into());
+        }
         let verdict = if divergences.is_empty() {
             format!(
                 "no divergence in {} vectors across {} resume epochs",
@@ -156,7 +170,7 @@ impl Report {
                 st.epochs.len()
             )
         };
-        Report {
+        let mut report = Report {
             kernel_release: engine.kernel_release().to_string(),
             summary: Summary {
                 vectors: vectors.len(),
@@ -181,8 +195,23 @@ impl Report {
             not_evaluated,
             losses: engine.losses().clone(),
             unknown_actions: st.unknown_actions.clone(),
+            inconclusive: Vec::new(),
             input_warnings: engine.input_warnings(),
+        };
+        for reason in inconclusive {
+            report = report.inconclusive(reason);
         }
+        report
+    }
+
+    /// Say that this report proves nothing, and why: the verdict says so unless a
+    /// divergence was found anyway.
+    pub fn inconclusive(mut self, reason: String) -> Report {
+        if self.divergences.is_empty() {
+            self.summary.verdict = format!("nothing proven: {reason}");
+        }
+        self.inconclusive.push(reason);
+        self
     }
 
     /// Put the caller's warnings (file damage, a command that failed) before the engine's.
@@ -197,14 +226,21 @@ impl Report {
         self.exit_code_for(FailOn::default())
     }
 
-    /// 0 = nothing that `fail_on` counts, 1 = a divergence it counts. (2, unusable input, is
-    /// the caller's.)
+    /// 0 = nothing that `fail_on` counts, 1 = a divergence it counts, 2 = none, but the
+    /// report proves nothing ([`Report::inconclusive`]). (2 for unusable input is the
+    /// caller's.)
     pub fn exit_code_for(&self, fail_on: FailOn) -> u8 {
         let counts = |d: &Divergence| match fail_on {
             FailOn::Error => d.severity == Severity::Error,
             FailOn::Warning => true,
         };
-        u8::from(self.divergences.iter().any(counts))
+        if self.divergences.iter().any(counts) {
+            1
+        } else if !self.inconclusive.is_empty() {
+            2
+        } else {
+            0
+        }
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -233,6 +269,9 @@ impl Report {
         );
         for w in &self.input_warnings {
             let _ = writeln!(s, "input warning: {w}");
+        }
+        for why in &self.inconclusive {
+            let _ = writeln!(s, "nothing proven: {why}");
         }
 
         let _ = writeln!(s, "\nTimeline");

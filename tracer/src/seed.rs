@@ -17,7 +17,44 @@ pub struct Seed {
     /// CLOCK_MONOTONIC ns when the seed was read.
     pub taken_ns: u64,
     pub online_cpus: Vec<u32>,
+    #[serde(deserialize_with = "at_most_max_vectors")]
     pub vectors: Vec<SeedVector>,
+}
+
+/// More vectors than any machine has: Linux numbers IRQs below a few tens of thousands even
+/// on large hosts. A header read from a file is refused past this, while it is parsed: a few
+/// bytes of JSON per vector would otherwise become hundreds of bytes of memory each (and
+/// kilobytes in the engine), which is how a 49 MiB header took 700 MB to replay.
+pub const MAX_SEED_VECTORS: usize = 65_536;
+
+fn at_most_max_vectors<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<SeedVector>, D::Error> {
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<SeedVector>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a list of at most {MAX_SEED_VECTORS} vectors")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(v) = seq.next_element()? {
+                if out.len() == MAX_SEED_VECTORS {
+                    return Err(serde::de::Error::custom(format!(
+                        "the seed lists more than {MAX_SEED_VECTORS} vectors, more than any machine has"
+                    )));
+                }
+                out.push(v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Bounded)
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

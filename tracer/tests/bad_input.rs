@@ -144,7 +144,7 @@ fn empty_directory_missing_and_not_a_trace() {
     assert_one_line(
         &msitrace(&["replay", dir.to_str().unwrap()]),
         2,
-        "holds no msitrace-*.msit files",
+        "holds no readable msitrace-*.msit files",
     );
     assert_one_line(
         &msitrace(&["dump", "/nonexistent/x.msit"]),

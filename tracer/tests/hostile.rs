@@ -533,3 +533,417 @@ fn a_trace_file_that_cannot_be_created_is_named_once() {
     assert_eq!(stderr(&o).matches(s(&trace)).count(), 1, "{}", stderr(&o));
     fs::remove_dir_all(dir).unwrap();
 }
+
+/// A trace file's bytes with the header JSON given, checksummed, then `body`.
+fn raw_trace(json: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut out = b"MSITRACE".to_vec();
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(json).to_le_bytes());
+    out.extend_from_slice(json);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The fixture cut into its header JSON and its body (the chunks).
+fn fixture_parts() -> (Vec<u8>, Vec<u8>) {
+    let bytes = fs::read(fixture()).unwrap();
+    let hlen = u32::from_le_bytes(bytes[10..14].try_into().unwrap()) as usize;
+    (bytes[18..18 + hlen].to_vec(), bytes[18 + hlen..].to_vec())
+}
+
+/// Exit code, stderr and peak RSS (KiB) of a run. Read from the child's /proc status while
+/// it runs, once it is msitrace: wait4's ru_maxrss would count this test process too (the
+/// child shares or copies its memory until exec, and the kernel keeps that peak).
+fn run_measured(cmd: &mut Command, stderr_to: &Path) -> (i32, String, u64) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(stderr_to).unwrap())
+        .spawn()
+        .expect("msitrace runs");
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    let start = Instant::now();
+    let status = loop {
+        if let Ok(text) = fs::read_to_string(&status_file)
+            && text.lines().any(|l| l == "Name:\tmsitrace")
+            && let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        {
+            peak = peak.max(kib);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "still running");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let err = fs::read_to_string(stderr_to).unwrap_or_default();
+    (status.code().unwrap_or(-1), err.trim().to_string(), peak)
+}
+
+// Case 7: damage built to be slow, and a long tail after the trailer. Before, each of the
+// 200,000 tags below claimed a MiB of checksumming (hours), and a 4 GiB tail took 16 s.
+// The work is counted in a unit test (trace_file::tests); this bound only catches a return
+// of the quadratic reader, with room for a loaded machine.
+#[test]
+fn crafted_damage_and_a_long_tail_are_read_in_linear_time() {
+    let dir = scratch("linear");
+    let (json, body) = fixture_parts();
+    let mut crafted = Vec::new();
+    while crafted.len() < 2 << 20 {
+        crafted.push(0xC7);
+        crafted.extend_from_slice(&(1u32 << 20).to_le_bytes());
+        crafted.extend_from_slice(&0xdead_beef_u32.to_le_bytes());
+        crafted.push(0);
+    }
+    crafted.extend_from_slice(&body);
+    let trace = dir.join("crafted.msit");
+    fs::write(&trace, raw_trace(&json, &crafted)).unwrap();
+    // Sparse: a preallocated tail, as `truncate -s +4G` leaves it.
+    let f = fs::OpenOptions::new().write(true).open(&trace).unwrap();
+    f.set_len(f.metadata().unwrap().len() + (4 << 30)).unwrap();
+    drop(f);
+    let clean = msitrace(&["replay", s(&fixture())]);
+    let o = bounded(
+        Command::new(BIN).args(["replay", s(&trace)]),
+        Duration::from_secs(30),
+    );
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), clean.status.code(), "{e}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("fails its checksum: skipped, resynchronised at offset"),
+        "the damage is reported: {out}"
+    );
+    assert!(
+        out.contains(&format!("{} bytes after the trailer", 4u64 << 30)),
+        "the tail is reported once: {out}"
+    );
+    fs::remove_dir_all(dir).unwrap();
+}
+
+// Case 8: a header of 49 MiB (it took 590-761 MB to replay) is beyond any real one; one of
+// the largest allowed is read in memory a small multiple of its size.
+#[test]
+fn huge_headers_are_refused_or_read_in_bounded_memory() {
+    let dir = scratch("header-memory");
+    let mut json = b"{\"x\":[".to_vec();
+    while json.len() < 49 << 20 {
+        json.extend_from_slice(b"{\"irq\":1},");
+    }
+    json.extend_from_slice(b"1]}");
+    let trace = dir.join("huge.msit");
+    fs::write(&trace, raw_trace(&json, &[])).unwrap();
+    for args in [
+        vec!["replay", s(&trace)],
+        vec!["daemon", "--log-target", "stderr", "--replay", s(&trace)],
+    ] {
+        let (code, e, rss) = run_measured(Command::new(BIN).args(&args), &dir.join("err"));
+        assert_eq!(code, 2, "{args:?}: {e}");
+        assert!(e.contains("beyond any real header"), "{e}");
+        assert!(rss < 64 << 10, "{args:?}: {rss} KiB");
+    }
+    // The most vectors a seed may hold, each as small as JSON allows, and the rest of the
+    // largest header allowed in a string: memory follows the vectors, not the bytes.
+    let mut json =
+        b"{\"kernel_release\":\"6.12\",\"seed\":{\"taken_ns\":1,\"online_cpus\":[0],\"vectors\":["
+            .to_vec();
+    for irq in 0..tracer::seed::MAX_SEED_VECTORS {
+        json.extend_from_slice(
+            format!("{{\"irq\":{irq},\"count\":0,\"cpus_fired\":[]}},").as_bytes(),
+        );
+    }
+    json.pop();
+    json.extend_from_slice(b"]},\"hostname\":\"");
+    json.resize((31 << 20) - 2, b'h');
+    json.extend_from_slice(b"\"}");
+    fs::write(&trace, raw_trace(&json, &[])).unwrap();
+    let (code, e, rss) = run_measured(
+        Command::new(BIN).args(["replay", s(&trace)]),
+        &dir.join("err"),
+    );
+    assert_eq!(code, 2, "nothing proven: {e}");
+    eprintln!("largest header allowed: {rss} KiB peak");
+    assert!(rss < 256 << 10, "{rss} KiB");
+    // One vector more is refused as the header is parsed.
+    let at = json
+        .windows(13)
+        .position(|w| w == b"]},\"hostname\"")
+        .unwrap();
+    json.splice(
+        at..at,
+        b",{\"irq\":0,\"count\":0,\"cpus_fired\":[]}"
+            .iter()
+            .copied(),
+    );
+    json.truncate((31 << 20) - 2);
+    json.extend_from_slice(b"\"}");
+    fs::write(&trace, raw_trace(&json, &[])).unwrap();
+    let o = msitrace(&["replay", s(&trace)]);
+    assert_refused(&o, "more than 65536 vectors");
+    fs::remove_dir_all(dir).unwrap();
+}
+
+// Case 10: a report that could evaluate nothing says so and exits 2, never 0 ("clean").
+#[test]
+fn input_that_proves_nothing_exits_2() {
+    let dir = scratch("nothing");
+    let bare = dir.join("bare.msit");
+    fs::write(&bare, raw_trace(b"{\"x\":1}", &[])).unwrap();
+    let o = msitrace(&["replay", s(&bare)]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("nothing proven: no event was read"), "{out}");
+
+    // Every chunk damaged: the header stands, not one event does.
+    let (json, body) = fixture_parts();
+    let damaged: Vec<u8> = body.iter().map(|b| b ^ 0x5a).collect();
+    let all_damaged = dir.join("damaged.msit");
+    fs::write(&all_damaged, raw_trace(&json, &damaged)).unwrap();
+    let o = msitrace(&["replay", s(&all_damaged)]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("nothing proven"), "{out}");
+
+    // The daemon's entries claimed "every rule has its input" with 0 hooks, and exited 0.
+    let o = msitrace(&["daemon", "--log-target", "stderr", "--replay", s(&bare)]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(!e.contains("every rule has its input"), "{e}");
+    assert!(
+        e.contains("0 of 0 hooks attached; no hook was recorded"),
+        "{e}"
+    );
+    assert!(
+        e.lines()
+            .last()
+            .unwrap()
+            .starts_with("msitrace: nothing proven: "),
+        "{e}"
+    );
+    fs::remove_dir_all(dir).unwrap();
+
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIP input_that_proves_nothing_exits_2 (verify -- true): {why}");
+        return;
+    }
+    let o = bounded(
+        Command::new(BIN).args(["verify", "--timeout", "20", "--", "true"]),
+        Duration::from_secs(60),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(2), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("nothing proven: no suspend or resume was observed"),
+        "{out}"
+    );
+}
+
+// Case 11: two boots' traces, or one file twice, are not one timeline.
+#[test]
+fn traces_of_two_boots_or_one_file_twice_are_refused() {
+    let dir = scratch("two-boots");
+    let (json, body) = fixture_parts();
+    let mut header: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    header["kernel_release"] = "6.1.0-28-amd64".into();
+    let other = dir.join("other-kernel.msit");
+    fs::write(
+        &other,
+        raw_trace(&serde_json::to_vec(&header).unwrap(), &body),
+    )
+    .unwrap();
+    let fx = fixture();
+    let o = msitrace(&["replay", s(&fx), s(&other)]);
+    assert_refused(&o, "is from another boot than");
+    assert_refused(&o, "kernel 6.1.0-28-amd64 after kernel 6.12");
+
+    let o = msitrace(&["replay", s(&fx), s(&fx)]);
+    assert_refused(&o, "is given twice: give each file once");
+    let link = dir.join("link.msit");
+    std::os::unix::fs::symlink(&fx, &link).unwrap();
+    let o = msitrace(&["replay", s(&fx), s(&link)]);
+    assert_refused(&o, &format!("is the same file as {}", fx.display()));
+
+    // A flight-recorder directory after a reboot: the newest boot's files, the others named.
+    let recorder = dir.join("state");
+    fs::create_dir(&recorder).unwrap();
+    fs::copy(&fx, recorder.join("msitrace-00000000000000000001.msit")).unwrap();
+    fs::copy(&other, recorder.join("msitrace-00000000000000000002.msit")).unwrap();
+    let o = msitrace(&["replay", s(&recorder)]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("kernel 6.1.0-28-amd64"), "{out}");
+    assert!(
+        out.contains("holds 1 files of an earlier boot or kernel than its newest"),
+        "{out}"
+    );
+    fs::remove_dir_all(dir).unwrap();
+}
+
+// Cases 4 and 5: the state directory is checked before anything is written into it, and
+// one daemon holds it at a time.
+#[test]
+fn the_daemon_refuses_a_state_directory_it_cannot_trust() {
+    let dir = scratch("state-dir");
+    let daemon = |state: &Path| {
+        bounded(
+            Command::new(BIN).args([
+                "daemon",
+                "--config",
+                "/dev/null",
+                "--log-target",
+                "stderr",
+                "--state-dir",
+                s(state),
+            ]),
+            Duration::from_secs(20),
+        )
+    };
+    let open = dir.join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    assert_refused(
+        &daemon(&open),
+        &format!(
+            "state directory {} is writable by other users (mode 0777)",
+            open.display()
+        ),
+    );
+    let mode = fs::metadata(&open).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o777, "refused, not changed");
+
+    let file = dir.join("file");
+    fs::write(&file, "").unwrap();
+    assert_refused(&daemon(&file), "is a regular file, not a directory");
+    let dangling = dir.join("dangling");
+    std::os::unix::fs::symlink(dir.join("nowhere"), &dangling).unwrap();
+    assert_refused(&daemon(&dangling), "which does not exist");
+    let link = dir.join("link");
+    let real = dir.join("real");
+    fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    assert_refused(&daemon(&link), "is a symbolic link to");
+
+    // Held by another daemon (here, this test): refused before a file is created.
+    let held = dir.join("held");
+    fs::create_dir(&held).unwrap();
+    fs::set_permissions(&held, fs::Permissions::from_mode(0o700)).unwrap();
+    let lock = fs::File::create(held.join("msitrace.lock")).unwrap();
+    fs::write(held.join("msitrace.lock"), "4242\n").unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
+        0
+    );
+    assert_refused(
+        &daemon(&held),
+        &format!(
+            "state directory {} is in use by another msitrace daemon (pid 4242)",
+            held.display()
+        ),
+    );
+    let names: Vec<_> = fs::read_dir(&held)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["msitrace.lock"], "nothing created");
+    drop(lock);
+    fs::remove_dir_all(dir).unwrap();
+}
+
+// Case 5: what an older version left in a state directory (an empty file from a failed
+// start) and a directory named like a recorder file do not stop `replay DIR`: each is named.
+#[test]
+fn replay_of_a_state_directory_skips_what_it_cannot_read() {
+    let dir = scratch("leftovers");
+    fs::write(dir.join("msitrace-00000000000000000001.msit"), "").unwrap();
+    fs::create_dir(dir.join("msitrace-00000000000000000002.msit")).unwrap();
+    fs::copy(fixture(), dir.join("msitrace-00000000000000000003.msit")).unwrap();
+    let clean = msitrace(&["replay", s(&fixture())]);
+    let o = msitrace(&["replay", s(&dir)]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), clean.status.code(), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("msitrace-00000000000000000001.msit is empty"),
+        "{out}"
+    );
+    assert!(
+        out.contains("msitrace-00000000000000000002.msit is named like a flight-recorder file but is not a regular file"),
+        "{out}"
+    );
+    fs::remove_dir_all(dir).unwrap();
+}
+
+// Case 4, live: two daemons on one state directory. The second used to delete the first's
+// live file; now it stops at once, naming the first.
+#[test]
+fn a_second_daemon_on_one_state_directory_is_refused() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIP a_second_daemon_on_one_state_directory_is_refused: {why}");
+        return;
+    }
+    let dir = scratch("two-daemons");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let args = [
+        "daemon",
+        "--config",
+        "/dev/null",
+        "--log-target",
+        "stderr",
+        "--max-files",
+        "1",
+        "--state-dir",
+        s(&dir),
+    ];
+    let mut first = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let recorder = loop {
+        let files: Vec<PathBuf> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "msit"))
+            .collect();
+        if let [f] = &files[..] {
+            break f.clone();
+        }
+        if let Some(status) = first.try_wait().unwrap() {
+            let out = first.wait_with_output().unwrap();
+            panic!("the first daemon stopped ({status}): {}", stderr(&out));
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no recorder file"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let o = bounded(Command::new(BIN).args(args), Duration::from_secs(60));
+    assert_refused(
+        &o,
+        &format!("is in use by another msitrace daemon (pid {})", first.id()),
+    );
+    assert!(recorder.exists(), "the first daemon's file is still there");
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let contents = tracer::trace_file::TraceReader::open(&recorder)
+        .unwrap()
+        .read_to_end()
+        .unwrap();
+    assert!(
+        contents.trailer.is_some(),
+        "the first daemon finished its file"
+    );
+    fs::remove_dir_all(dir).unwrap();
+}

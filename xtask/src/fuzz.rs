@@ -1,7 +1,9 @@
 //! `cargo xtask fuzz`: the cargo-fuzz targets (fuzz/), each for a bounded time, seeded from
 //! tests/fuzz-corpus/<target>/ (kept in git) with the inputs libFuzzer finds going to
 //! fuzz/corpus/<target>/ (not kept). A crash leaves its input in fuzz/artifacts/<target>/ and
-//! fails the run. Not part of CI: it needs minutes to be worth anything.
+//! fails the run; so does an input that reads in more than linear work, more than 1 s per MiB
+//! or more than 64 MiB held (the targets assert these). Not part of CI: it needs minutes to
+//! be worth anything.
 
 use std::{
     path::{Path, PathBuf},
@@ -101,7 +103,16 @@ pub fn run(args: FuzzArgs) -> Result<()> {
             .arg(&seeds)
             .arg("--")
             .arg(format!("-max_total_time={}", args.seconds))
-            .args(["-timeout=10", "-rss_limit_mb=2048", "-print_final_stats=1"])
+            // The targets check time and memory per input themselves (issue #18: 1 s per
+            // MiB, 64 MiB held); these are the backstops for what they cannot see: a hang
+            // (libFuzzer's timeout) and a single allocation past 64 MiB. RSS includes the
+            // sanitizer's shadow memory, so its limit stays loose.
+            .args([
+                "-timeout=10",
+                "-rss_limit_mb=2048",
+                "-malloc_limit_mb=64",
+                "-print_final_stats=1",
+            ])
             .env("MSITRACE_EBPF_OBJECT", &object)
             .current_dir(&repo)
             .status()

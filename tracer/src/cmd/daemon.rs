@@ -56,7 +56,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if !args.replay.is_empty() {
         // The flags, not the settings file, override a replay's delays: the file configures
         // this machine's daemon, not the run that recorded the traces.
-        crate::daemon::replay(&args.replay, &cfg, args.timing.overrides())?;
+        let nothing = crate::daemon::replay(&args.replay, &cfg, args.timing.overrides())?;
+        // Entries that evaluated nothing must not pass for a clean run in a pipeline.
+        if let Some(why) = nothing.first() {
+            crate::output::note(&crate::output::terminal_safe(&format!(
+                "nothing proven: {why}"
+            )));
+            return Ok(ExitCode::from(2));
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -30,7 +30,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn run_to(args: &Args, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let files = crate::trace_file::rotate::expand(&args.files)?;
+    let mut skipped = Vec::new();
+    let files = crate::trace_file::rotate::expand_noting(&args.files, &mut skipped)?;
+    let mut err = io::stderr().lock();
+    for note in &skipped {
+        // Not eprintln!: a closed stderr must not turn a note into a panic.
+        let _ = writeln!(
+            err,
+            "{}",
+            terminal_safe(&format!("msitrace: warning: {note}"))
+        );
+    }
+    drop(err);
     let mut reader = TraceReader::open_many(&files)?;
     let result =
         dump(&mut reader, out, args.json).and_then(|()| out.flush().map_err(DumpError::Write));

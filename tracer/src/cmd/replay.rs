@@ -1,7 +1,7 @@
 //! `msitrace replay`: rebuild the state from a trace file with the same engine the live run
 //! used, and print the divergence report (text, or `--json`). Exit 0 when no divergence
 //! counts (by default: no error; `--fail-on warning`: none at all), 1 when one does, 2 on
-//! unusable input.
+//! unusable input or a report that proves nothing (no event read, no rule evaluable).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -112,26 +112,30 @@ pub fn run(args: Args) -> Result<ExitCode> {
             ));
         }
         let st = session.engine().state();
-        if st.suspend_ts_ns.is_none() && st.epochs.is_empty() {
-            notes.push(
-                "no suspend or resume was observed while the command ran: only the CPU and vector rules were checked"
-                    .into(),
-            );
-        }
+        // verify is there to check a sleep cycle: without one it proved nothing, whatever
+        // the CPU and vector rules found clean.
+        let no_cycle = (st.suspend_ts_ns.is_none() && st.epochs.is_empty()).then(|| {
+            "no suspend or resume was observed while the command ran: only the CPU and vector \
+             rules were checked; run a command that suspends (e.g. `systemctl suspend`)"
+                .to_string()
+        });
         let outcome = session.finish()?;
         outcome
             .final_updates
             .iter()
             .for_each(super::record::print_update);
-        anyhow::Ok((outcome, cmd_status, notes))
+        anyhow::Ok((outcome, cmd_status, notes, no_cycle))
     });
-    let (outcome, cmd_status, mut notes) = result?;
+    let (outcome, cmd_status, mut notes, no_cycle) = result?;
     if let Some(s) = cmd_status
         && !s.success()
     {
         notes.push(format!("{} exited with {s}", args.command[0]));
     }
-    let report = Report::from_engine(&outcome.engine).with_input_warnings(notes.clone());
+    let mut report = Report::from_engine(&outcome.engine).with_input_warnings(notes.clone());
+    if let Some(why) = no_cycle {
+        report = report.inconclusive(why);
+    }
     let printed = if args.json {
         serde_json::to_string_pretty(&report.to_json())
             .context("cannot format the report as JSON")

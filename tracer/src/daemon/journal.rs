@@ -312,7 +312,11 @@ pub fn coverage(probes: &[ProbeStatus], ctx: &Context) -> Entry {
         fields.push(("MSITRACE_SYMBOL_SOURCE", src.describe()));
     }
     ctx.common(&mut fields);
-    let mut tail = if losing.is_empty() {
+    // No hook at all (a header that lists none) leaves every rule without input, whatever
+    // the per-probe lists say.
+    let mut tail = if expected == 0 {
+        "no hook was recorded: no rule has its input".to_string()
+    } else if losing.is_empty() {
         "every rule has its input".to_string()
     } else {
         format!(

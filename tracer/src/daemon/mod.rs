@@ -170,6 +170,19 @@ fn target(t: LogTarget) -> Target {
 
 /// The service: until SIGTERM or SIGINT.
 pub async fn run(cfg: &Config) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if cfg.record && unsafe { libc::geteuid() } == 0 {
+        // Before the probes are loaded: a state directory that cannot be used, or that
+        // another daemon holds, is said in one line at once. Not root, the probes' "needs
+        // root" says more, so it comes first; nothing is created here either: the flight
+        // recorder creates, checks and locks the directory for good at its first file.
+        let dir = &cfg.state_dir;
+        let said = |e: std::io::Error| anyhow::anyhow!("state directory {} {e}", dir.display());
+        rotate::check_state_dir(dir, false).map_err(said)?;
+        if dir.exists() {
+            drop(rotate::lock_state_dir(dir).map_err(said)?);
+        }
+    }
     let opts = SessionOptions {
         collector: CollectorOptions {
             ring_bytes: cfg.ring_mib << 20,
@@ -219,8 +232,9 @@ pub async fn run(cfg: &Config) -> Result<()> {
 }
 
 /// The same entries from recorded files instead of the kernel: for tests, for a log pipeline
-/// fed after the fact, and for the memory benchmark. No probes, no flight recorder.
-pub fn replay(files: &[PathBuf], cfg: &Config, delays: DelayOverrides) -> Result<()> {
+/// fed after the fact, and for the memory benchmark. No probes, no flight recorder. Returns
+/// why the files proved nothing, if they did not (the caller exits 2).
+pub fn replay(files: &[PathBuf], cfg: &Config, delays: DelayOverrides) -> Result<Vec<String>> {
     let replayer = Replayer::open(files, delays)?;
     let mut rep = Reporter::new(target(cfg.log_target));
     rep.started(&replayer.header().probes, replayer.engine());
@@ -241,5 +255,5 @@ pub fn replay(files: &[PathBuf], cfg: &Config, delays: DelayOverrides) -> Result
         eprintln!("msitrace: {w}");
     }
     rep.stopped(&done.engine, "end of the replayed files", None);
-    Ok(())
+    Ok(done.report.inconclusive)
 }

@@ -260,6 +260,46 @@ impl Uname {
 mod tests {
     use super::*;
 
+    /// The header limit against the largest legitimate header: the most vectors a seed may
+    /// list, each with every field a real one fills, on a 64-CPU machine where it fired on
+    /// eight.
+    #[test]
+    fn the_largest_real_seed_stays_far_below_the_header_limit() {
+        use crate::seed::{IrqDebugfs, MAX_SEED_VECTORS, SeedVector};
+        let vectors = (0..MAX_SEED_VECTORS as u32)
+            .map(|irq| SeedVector {
+                irq,
+                device: Some("0000:3b:00.0".into()),
+                driver: Some("mlx5_core".into()),
+                kind: Some("MSI-X".into()),
+                chip: Some("PCI-MSIX-0000:3b:00.0".into()),
+                actions: Some(format!("mlx5_comp{irq}@pci:0000:3b:00.0")),
+                count: 123_456_789_012,
+                cpus_fired: (0..8).map(|c| c * 8).collect(),
+                effective_cpus: Some(vec![irq % 64]),
+                msi_index: Some(irq % 2048),
+                hv_bus: Some("c0ffee00-1234-5678-9abc-def012345678".into()),
+                debugfs: Some(IrqDebugfs {
+                    vector: Some(34),
+                    target_cpu: Some(3),
+                    ..IrqDebugfs::default()
+                }),
+            })
+            .collect();
+        let seed = Seed {
+            taken_ns: 1,
+            online_cpus: (0..64).collect(),
+            vectors,
+        };
+        let h = TraceHeader::for_this_host(Vec::new(), None, seed);
+        let len = h.encode().unwrap().len();
+        eprintln!("{MAX_SEED_VECTORS} vectors: {len} bytes of header");
+        assert!(
+            len < crate::trace_file::MAX_HEADER_LEN as usize / 10 * 9,
+            "{len} bytes: MAX_HEADER_LEN is too tight for a real seed"
+        );
+    }
+
     #[test]
     fn formats_rfc3339() {
         assert_eq!(rfc3339_ns(0), "1970-01-01T00:00:00.000000000Z");

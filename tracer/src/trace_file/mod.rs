@@ -33,6 +33,7 @@
 mod codec;
 mod header;
 mod reader;
+mod window;
 mod writer;
 
 use std::path::PathBuf;
@@ -60,8 +61,11 @@ pub(crate) const CHUNK_TAG: u8 = 0xC7;
 pub(crate) const FLUSH_BYTES: usize = 64 << 10;
 /// Larger lengths are damage, not data: bounds what a reader allocates for one chunk.
 pub(crate) const MAX_CHUNK_PAYLOAD: usize = 16 << 20;
-/// A seed of tens of thousands of vectors stays far below this.
-pub(crate) const MAX_HEADER_LEN: u32 = 64 << 20;
+/// Larger header lengths are damage or a crafted file. A seed of the most vectors a header may
+/// list ([`crate::seed::MAX_SEED_VECTORS`]), every field filled as on a large host, takes
+/// 28.8 MB (`header::tests` measures it); tens of thousands of real vectors, about half. It
+/// bounds what opening a file allocates.
+pub(crate) const MAX_HEADER_LEN: u32 = 32 << 20;
 
 /// One record of the body, in file order.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -138,6 +142,22 @@ pub enum TraceFileError {
     },
     #[error("no trace file given: name at least one file written by `msitrace record`")]
     NoFiles,
+    #[error(
+        "{} is {}: give each file once",
+        path.display(),
+        if path == first { "given twice".to_string() } else { format!("the same file as {}", first.display()) }
+    )]
+    Repeated { path: PathBuf, first: PathBuf },
+    #[error(
+        "{} is from another boot than {} ({what}): their times do not compare; replay each boot's files on their own",
+        path.display(),
+        first.display()
+    )]
+    OtherBoot {
+        path: PathBuf,
+        first: PathBuf,
+        what: String,
+    },
 }
 
 /// Damage the reader stepped over. Reading goes on; these say what was lost and where.
@@ -186,6 +206,15 @@ pub enum TraceWarning {
         detail: String,
     },
     #[error(
+        "{}: {bytes} bytes after the trailer at offset {offset} ignored: the recording ended there",
+        path.display()
+    )]
+    AfterTrailer {
+        path: PathBuf,
+        offset: u64,
+        bytes: u64,
+    },
+    #[error(
         "{}: the header says format v{in_header} but the file is marked v{in_preamble}: read as v{in_preamble}",
         path.display()
     )]
@@ -193,17 +222,6 @@ pub enum TraceWarning {
         path: PathBuf,
         in_preamble: u16,
         in_header: u16,
-    },
-    #[error(
-        "{} is from another boot (boot id {boot_id}) than {} ({first_boot_id}): timestamps do not compare across them",
-        path.display(),
-        first.display()
-    )]
-    OtherBoot {
-        path: PathBuf,
-        boot_id: String,
-        first: PathBuf,
-        first_boot_id: String,
     },
 }
 
@@ -319,5 +337,66 @@ mod tests {
             panic!("{:?}", got.warnings);
         };
         assert_eq!((offset, events_read), (starts[2], got.events.len() as u64));
+    }
+
+    /// Damage built to be slow: a tag, a plausible length of 1 MiB, a wrong checksum and a
+    /// plausible first payload byte, every 10 bytes for 2 MiB, then the whole chunks of a
+    /// real file. Each tag claimed up to a MiB of hashing: about 200 GB for this file.
+    #[test]
+    fn crafted_damage_is_read_in_linear_work_and_the_chunks_after_it_are_found() {
+        let path = temp("crafted");
+        let (bytes, starts) = three_chunks(&path);
+        let body = starts[0] as usize;
+        let mut crafted = bytes[..body].to_vec();
+        let decoy_len: u32 = 1 << 20;
+        while crafted.len() < body + (2 << 20) {
+            crafted.push(CHUNK_TAG);
+            crafted.extend_from_slice(&decoy_len.to_le_bytes());
+            crafted.extend_from_slice(&0xdead_beef_u32.to_le_bytes());
+            crafted.push(0);
+        }
+        crafted.extend_from_slice(&bytes[body..]);
+        std::fs::write(&path, &crafted).unwrap();
+        let mut reader = TraceReader::open(&path).unwrap();
+        let events = reader
+            .by_ref()
+            .filter(|r| matches!(r, Ok(Record::Event(_))))
+            .count();
+        let read = reader.bytes_read();
+        let warnings = reader.warnings().to_vec();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(events, 12, "{warnings:?}");
+        // Each byte from the disk once, give or take the header and a read-ahead block.
+        assert!(
+            read <= crafted.len() as u64 + (128 << 10),
+            "{read} bytes read for a file of {}",
+            crafted.len()
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+    }
+
+    #[test]
+    fn reading_stops_at_the_trailer_with_one_warning() {
+        let path = temp("tail");
+        let (mut bytes, _) = three_chunks(&path);
+        let end = bytes.len() as u64;
+        // A preallocated tail, as `fallocate` or `truncate -s +4G` leave it.
+        bytes.resize(bytes.len() + (8 << 20), 0);
+        std::fs::write(&path, &bytes).unwrap();
+        let mut reader = TraceReader::open(&path).unwrap();
+        let n = reader.by_ref().count();
+        let read = reader.bytes_read();
+        let warnings = reader.warnings().to_vec();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(n, 13);
+        assert!(read <= end + (64 << 10), "{read} bytes read");
+        assert_eq!(
+            warnings,
+            [TraceWarning::AfterTrailer {
+                path: path.clone(),
+                offset: end,
+                bytes: 8 << 20,
+            }]
+        );
     }
 }

@@ -4,10 +4,11 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::codec::ChunkDecoder;
+use super::window::Window;
 use super::{
     CHUNK_TAG, FORMAT_VERSION, FRAME_LEN, MAGIC, MAX_CHUNK_PAYLOAD, MAX_HEADER_LEN, PREAMBLE_LEN,
     Record, TraceFileError, TraceHeader, TraceWarning,
@@ -55,6 +56,9 @@ struct FileCursor {
     len: u64,
     pos: u64,
     events: u64,
+    window: Window,
+    /// Device and inode: the same file under two names is still one file.
+    id: (u64, u64),
 }
 
 impl TraceReader {
@@ -64,7 +68,7 @@ impl TraceReader {
     }
 
     /// Open several files to read as one stream, in the order given. Every header is checked
-    /// here; a file from another boot than the first gives a warning (its times do not compare).
+    /// here; a file from another boot or kernel than the first, or one given twice, is refused.
     pub fn open_many<P: AsRef<Path>>(
         paths: impl IntoIterator<Item = P>,
     ) -> Result<TraceReader, TraceFileError> {
@@ -77,17 +81,25 @@ impl TraceReader {
         };
         for path in paths {
             let (cursor, header) = open_one(path.as_ref(), &mut reader.warnings)?;
-            if let (Some(first), Some(first_boot), Some(boot)) = (
-                reader.files.first(),
-                reader.headers.first().and_then(|h| h.boot_id.as_ref()),
-                header.boot_id.as_ref(),
-            ) && first_boot != boot
-            {
-                reader.warnings.push(TraceWarning::OtherBoot {
-                    path: cursor.path.clone(),
-                    boot_id: boot.clone(),
+            // The same file twice (by another name, or a directory and a file in it) would
+            // play its events twice, silently.
+            if let Some(first) = reader.files.iter().find(|f| f.id == cursor.id) {
+                return Err(TraceFileError::Repeated {
+                    path: cursor.path,
                     first: first.path.clone(),
-                    first_boot_id: first_boot.clone(),
+                });
+            }
+            // Timestamps are CLOCK_MONOTONIC of one boot, and the rules judge one kernel's
+            // behaviour: another boot's events merged in would sit at meaningless times
+            // under the first file's kernel.
+            if let (Some(first), Some(first_header)) =
+                (reader.files.first(), reader.headers.first())
+                && let Some(what) = other_boot(first_header, &header)
+            {
+                return Err(TraceFileError::OtherBoot {
+                    path: cursor.path,
+                    first: first.path.clone(),
+                    what,
                 });
             }
             reader.files.push(cursor);
@@ -112,6 +124,12 @@ impl TraceReader {
     /// Damage skipped so far (and header oddities found at open).
     pub fn warnings(&self) -> &[TraceWarning] {
         &self.warnings
+    }
+
+    /// Bytes read from the disk so far, over all files: the reader's work, which is linear
+    /// in the files' sizes whatever they hold (tests and the fuzzer check it).
+    pub fn bytes_read(&self) -> u64 {
+        self.files.iter().map(|f| f.window.bytes_read).sum()
     }
 
     /// Read everything that is left.
@@ -154,6 +172,20 @@ impl Iterator for TraceReader {
     }
 }
 
+/// How `next`'s header says it comes from another boot or kernel than `first`, if it does.
+fn other_boot(first: &TraceHeader, next: &TraceHeader) -> Option<String> {
+    if first.kernel_release != next.kernel_release {
+        return Some(format!(
+            "kernel {} after kernel {}",
+            next.kernel_release, first.kernel_release
+        ));
+    }
+    match (&first.boot_id, &next.boot_id) {
+        (Some(a), Some(b)) if a != b => Some(format!("boot {b} after boot {a}")),
+        _ => None,
+    }
+}
+
 fn open_one(
     path: &Path,
     warnings: &mut Vec<TraceWarning>,
@@ -176,19 +208,19 @@ fn open_one(
         path: p(),
         source: e,
     })?;
-    let len = file
-        .metadata()
-        .map_err(|e| TraceFileError::Open {
-            path: p(),
-            source: e,
-        })?
-        .len();
+    let opened = file.metadata().map_err(|e| TraceFileError::Open {
+        path: p(),
+        source: e,
+    })?;
+    let len = opened.len();
     let mut cursor = FileCursor {
         path: p(),
         file,
         len,
         pos: 0,
         events: 0,
+        window: Window::new(),
+        id: (opened.dev(), opened.ino()),
     };
     if len == 0 {
         return Err(TraceFileError::Empty { path: p() });
@@ -213,7 +245,7 @@ fn open_one(
     let v1 = if pre.len() < PREAMBLE_LEN as usize {
         Err(truncated(len))
     } else {
-        read_v1_header(&cursor, &pre)
+        read_v1_header(&mut cursor, &pre)
     };
     if version > FORMAT_VERSION {
         // A damaged version field in a v1 file is not a newer file: say which it is.
@@ -248,8 +280,12 @@ fn open_one(
 }
 
 /// The v1 header after the 18-byte preamble; returns it and where the body starts.
-fn read_v1_header(cursor: &FileCursor, pre: &[u8]) -> Result<(TraceHeader, u64), TraceFileError> {
-    let path = || cursor.path.clone();
+fn read_v1_header(
+    cursor: &mut FileCursor,
+    pre: &[u8],
+) -> Result<(TraceHeader, u64), TraceFileError> {
+    let file_path = cursor.path.clone();
+    let path = || file_path.clone();
     let hlen = u32::from_le_bytes([pre[10], pre[11], pre[12], pre[13]]);
     let crc = u32::from_le_bytes([pre[14], pre[15], pre[16], pre[17]]);
     if hlen > MAX_HEADER_LEN {
@@ -308,11 +344,8 @@ impl Frame {
     }
 }
 
-/// How far a resynchronisation scan reads at a time.
-const SCAN_BLOCK: usize = 64 << 10;
-
 impl FileCursor {
-    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, TraceFileError> {
+    fn read_at(&mut self, offset: u64, len: usize) -> Result<Vec<u8>, TraceFileError> {
         let mut buf = vec![0; len];
         self.file
             .read_exact_at(&mut buf, offset)
@@ -321,7 +354,13 @@ impl FileCursor {
                 offset,
                 source: e,
             })?;
+        self.window.bytes_read += len as u64;
         Ok(buf)
+    }
+
+    /// Make `[from, to)` readable with [`Window::bytes`] and [`Window::crc`].
+    fn hold(&mut self, from: u64, to: u64) -> Result<(), TraceFileError> {
+        self.window.hold(&self.file, &self.path, from, to, self.len)
     }
 
     /// Decode the chunk at `pos` into `out` and move past it. `Ok(false)` at the end of the
@@ -347,7 +386,8 @@ impl FileCursor {
             self.pos = self.len;
             return Ok(true);
         }
-        let frame = Frame::parse(&self.read_at(pos, FRAME_LEN)?);
+        self.hold(pos, pos + FRAME_LEN as u64)?;
+        let frame = Frame::parse(self.window.bytes(pos, pos + FRAME_LEN as u64));
         if let Some(why) = frame.invalid() {
             let resync = self.find_chunk(pos + 1)?;
             warnings.push(TraceWarning::NotAChunk {
@@ -376,10 +416,10 @@ impl FileCursor {
             }
             // The checksum covers the whole chunk, so these records are unverified; a cut
             // record never decodes (postcard reads fields in order), so whole ones are kept.
-            let present = self.read_at(body, (self.len - body) as usize)?;
-            for rec in ChunkDecoder::new(&present) {
+            self.hold(body, self.len)?;
+            for rec in ChunkDecoder::new(self.window.bytes(body, self.len)) {
                 match rec {
-                    Ok(r) => self.keep(r, out),
+                    Ok(r) => keep(r, &mut self.events, out),
                     Err(_) => break,
                 }
             }
@@ -393,8 +433,8 @@ impl FileCursor {
             self.pos = self.len;
             return Ok(true);
         }
-        let payload = self.read_at(body, frame.len)?;
-        if crc32fast::hash(&payload) != frame.crc {
+        self.hold(pos, end)?;
+        if self.window.crc(body, end) != frame.crc {
             let resync = self.find_chunk(pos + 1)?;
             warnings.push(TraceWarning::BadChecksum {
                 path: self.path.clone(),
@@ -404,9 +444,13 @@ impl FileCursor {
             self.pos = resync.unwrap_or(self.len);
             return Ok(true);
         }
-        for rec in ChunkDecoder::new(&payload) {
+        let mut finished = false;
+        for rec in ChunkDecoder::new(self.window.bytes(body, end)) {
             match rec {
-                Ok(r) => self.keep(r, out),
+                Ok(r) => {
+                    finished |= matches!(r, Record::Trailer(_));
+                    keep(r, &mut self.events, out);
+                }
                 Err(e) => warnings.push(TraceWarning::BadRecord {
                     path: self.path.clone(),
                     offset: pos,
@@ -416,47 +460,70 @@ impl FileCursor {
             }
         }
         self.pos = end;
+        // The recording ended at its trailer: what follows (a preallocated tail of zeros, a
+        // file appended to by hand) is no part of it, and scanning it only costs time.
+        if finished && end < self.len {
+            warnings.push(TraceWarning::AfterTrailer {
+                path: self.path.clone(),
+                offset: end,
+                bytes: self.len - end,
+            });
+            self.pos = self.len;
+        }
         Ok(true)
     }
 
-    fn keep(&mut self, r: Record, out: &mut VecDeque<Record>) {
-        if matches!(r, Record::Event(_)) {
-            self.events += 1;
-        }
-        out.push_back(r);
-    }
-
-    /// The offset of the first whole, checksum-valid chunk at or after `from`.
-    fn find_chunk(&self, from: u64) -> Result<Option<u64>, TraceFileError> {
-        let mut base = from;
-        while base < self.len {
-            let n = (self.len - base).min(SCAN_BLOCK as u64) as usize;
-            let block = self.read_at(base, n)?;
-            for (i, _) in block.iter().enumerate().filter(|(_, b)| **b == CHUNK_TAG) {
-                let at = base + i as u64;
-                if self.valid_chunk_at(at)? {
-                    return Ok(Some(at));
-                }
+    /// The offset of the first whole, checksum-valid chunk at or after `from`. Linear: the
+    /// window reads each byte once and checks each candidate in constant time.
+    fn find_chunk(&mut self, from: u64) -> Result<Option<u64>, TraceFileError> {
+        let mut at = from;
+        while at < self.len {
+            let to = (at + SCAN_BLOCK as u64).min(self.len);
+            self.hold(at, to)?;
+            let Some(i) = self
+                .window
+                .bytes(at, to)
+                .iter()
+                .position(|b| *b == CHUNK_TAG)
+            else {
+                at = to;
+                continue;
+            };
+            let candidate = at + i as u64;
+            if self.valid_chunk_at(candidate)? {
+                return Ok(Some(candidate));
             }
-            base += n as u64;
+            at = candidate + 1;
         }
         Ok(None)
     }
 
-    fn valid_chunk_at(&self, at: u64) -> Result<bool, TraceFileError> {
-        if self.len - at < FRAME_LEN as u64 {
+    fn valid_chunk_at(&mut self, at: u64) -> Result<bool, TraceFileError> {
+        // A frame and at least one payload byte.
+        if self.len - at <= FRAME_LEN as u64 {
             return Ok(false);
         }
-        let frame = Frame::parse(&self.read_at(at, FRAME_LEN)?);
         let body = at + FRAME_LEN as u64;
-        if frame.invalid().is_some() || body + frame.len as u64 > self.len {
+        self.hold(at, body + 1)?;
+        let frame = Frame::parse(self.window.bytes(at, body));
+        if frame.invalid().is_some()
+            || body + frame.len as u64 > self.len
+            || !ChunkDecoder::plausible_start(self.window.bytes(body, body + 1))
+        {
             return Ok(false);
         }
-        let first = self.read_at(body, 1)?;
-        if !ChunkDecoder::plausible_start(&first) {
-            return Ok(false);
-        }
-        let payload = self.read_at(body, frame.len)?;
-        Ok(crc32fast::hash(&payload) == frame.crc)
+        let end = body + frame.len as u64;
+        self.hold(at, end)?;
+        Ok(self.window.crc(body, end) == frame.crc)
     }
 }
+
+fn keep(r: Record, events: &mut u64, out: &mut VecDeque<Record>) {
+    if matches!(r, Record::Event(_)) {
+        *events += 1;
+    }
+    out.push_back(r);
+}
+
+/// How far a resynchronisation scan looks for a tag at a time.
+const SCAN_BLOCK: usize = 64 << 10;

@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -39,47 +39,104 @@ pub struct FlightRecorder {
     /// Counters of the files already closed.
     closed: WriterStats,
     pub rotations: u64,
+    /// The state directory's lock, released when the recorder goes.
+    _lock: fs::File,
 }
 
-/// The files of a flight-recorder directory, oldest first.
+/// Whether a name is one the flight recorder gives its files.
+fn recorder_name(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(SUFFIX))
+}
+
+/// The files of a flight-recorder directory, oldest first. Only regular files: a directory or
+/// a link that happens to carry such a name is not the recorder's, and is neither read nor
+/// deleted ([`others_in`] names them).
 pub fn files_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(SUFFIX))
-        })
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .filter(|p| recorder_name(p))
         .collect();
     files.sort();
     Ok(files)
 }
 
+/// Entries of `dir` named like recorder files that are not regular files.
+pub fn others_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut others: Vec<PathBuf> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .filter(|p| recorder_name(p))
+        .collect();
+    others.sort();
+    Ok(others)
+}
+
 /// Trace paths as given, with a directory standing for its flight-recorder files.
 pub fn expand(paths: &[PathBuf]) -> io::Result<Vec<PathBuf>> {
+    expand_noting(paths, &mut Vec::new())
+}
+
+/// [`expand`], saying in `notes` what of a directory it left out. A directory is what the
+/// daemon left, not a list the user chose, so it is read as well as it can be: a file that
+/// cannot be read (an empty one an older version left at a failed start, a damaged header) is
+/// skipped, and of the files of several boots (the daemon ran before a reboot) only the newest
+/// boot's are read, since times of two boots do not compare. Files named one by one are read
+/// as given, and fail loudly.
+pub fn expand_noting(paths: &[PathBuf], notes: &mut Vec<String>) -> io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
-        if p.is_dir() {
-            let files = files_in(p)?;
-            if files.is_empty() {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!(
-                        "{} holds no {PREFIX}*{SUFFIX} files: give a trace file or a flight-recorder directory",
-                        p.display()
-                    ),
-                ));
-            }
-            out.extend(files);
-        } else {
+        if !p.is_dir() {
             out.push(p.clone());
+            continue;
         }
+        for other in others_in(p)? {
+            notes.push(format!(
+                "{} is named like a flight-recorder file but is not a regular file: skipped",
+                other.display()
+            ));
+        }
+        let mut readable = Vec::new();
+        for f in files_in(p)? {
+            match super::TraceReader::open(&f) {
+                Ok(r) => {
+                    let h = r.header();
+                    readable.push((f, (h.kernel_release.clone(), h.boot_id.clone())));
+                }
+                Err(e) => notes.push(format!("{e}: skipped")),
+            }
+        }
+        let Some((_, newest)) = readable.last().cloned() else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{} holds no readable {PREFIX}*{SUFFIX} files: give a trace file or a flight-recorder directory",
+                    p.display()
+                ),
+            ));
+        };
+        let (this_boot, earlier): (Vec<_>, Vec<_>) =
+            readable.into_iter().partition(|(_, b)| *b == newest);
+        if let Some((first, _)) = earlier.first() {
+            notes.push(format!(
+                "{} holds {} files of an earlier boot or kernel than its newest, from {}: read only the newest boot's; replay the others by name",
+                p.display(),
+                earlier.len(),
+                first.display()
+            ));
+        }
+        out.extend(this_boot.into_iter().map(|(f, _)| f));
     }
     Ok(out)
 }
 
 impl FlightRecorder {
-    /// Create the directory (0700) if needed and open the first file.
+    /// Check the state directory (creating it, 0700, when missing), take its lock and open
+    /// the first file. The lock is held until the recorder is finished or dropped.
     pub fn create(cfg: FlightConfig, header: TraceHeader, reseed: Reseed) -> io::Result<Self> {
         if cfg.max_files == 0 || cfg.max_file_bytes == 0 {
             return Err(io::Error::new(
@@ -87,20 +144,15 @@ impl FlightRecorder {
                 "the flight recorder needs at least one file of at least one byte",
             ));
         }
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&cfg.dir)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot create state directory {}: {e}", cfg.dir.display()),
-                )
-            })?;
+        check_state_dir(&cfg.dir, true)?;
+        let lock = lock_state_dir(&cfg.dir)?;
+        // Room for the new file first: what fails here (a file that cannot be deleted) then
+        // fails before a file is created, not after, leaving one more behind at each try.
+        prune(&cfg.dir, cfg.max_files - 1, None)?;
         let mut last_name_ns = 0;
         let path = next_name(&cfg.dir, &mut last_name_ns);
         let current = TraceWriter::create(&path, &header)?;
-        let mut fr = FlightRecorder {
+        Ok(FlightRecorder {
             cfg,
             header,
             current,
@@ -108,9 +160,8 @@ impl FlightRecorder {
             reseed,
             closed: WriterStats::default(),
             rotations: 0,
-        };
-        fr.prune()?;
-        Ok(fr)
+            _lock: lock,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -174,15 +225,160 @@ impl FlightRecorder {
 
     /// Delete the oldest files beyond the cap; never the one being written.
     fn prune(&mut self) -> io::Result<()> {
-        let files = files_in(&self.cfg.dir)?;
-        let excess = files.len().saturating_sub(self.cfg.max_files);
-        for f in files.iter().take(excess) {
-            if f != self.current.path() {
-                fs::remove_file(f)?;
-            }
-        }
-        Ok(())
+        prune(&self.cfg.dir, self.cfg.max_files, Some(self.current.path()))
     }
+}
+
+/// Delete the oldest recorder files of `dir` beyond `keep`, except `current`.
+fn prune(dir: &Path, keep: usize, current: Option<&Path>) -> io::Result<()> {
+    let files = files_in(dir)?;
+    let excess = files.len().saturating_sub(keep);
+    for f in files.iter().take(excess) {
+        if Some(f.as_path()) != current {
+            fs::remove_file(f).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot delete the old flight-recorder file {}: {e}",
+                        f.display()
+                    ),
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The lock file of a state directory: not named like a recorder file, so never read,
+/// rotated or deleted. It holds the pid of the daemon that holds the lock.
+pub const LOCK_NAME: &str = "msitrace.lock";
+
+/// Check that `dir` is fit to hold root's flight recorder, creating it (0700) when missing
+/// and `create` says so (a missing one passes otherwise):
+/// a directory, not a link (a link can be re-pointed by whoever owns it), owned by this user
+/// and writable by no other (who could otherwise swap the files a root daemon writes and
+/// deletes). Refused, not repaired: tightening the mode of a shared directory such as /tmp
+/// would break everyone else. The messages do not name `dir`: the caller does.
+pub fn check_state_dir(dir: &Path, create: bool) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let refuse = |kind, msg: String| Err(io::Error::new(kind, msg));
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot be created: {e}")))?;
+            fs::symlink_metadata(dir)?
+        }
+        Err(e) => return Err(e),
+    };
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        let target = fs::read_link(dir)
+            .map(|t| t.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        return if fs::metadata(dir).is_err() {
+            refuse(
+                io::ErrorKind::NotFound,
+                format!(
+                    "is a symbolic link to {target}, which does not exist: give the path of a real directory"
+                ),
+            )
+        } else {
+            refuse(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "is a symbolic link to {target}: give the real directory (a link can be re-pointed by whoever owns it)"
+                ),
+            )
+        };
+    }
+    if kind.is_file() {
+        return refuse(
+            io::ErrorKind::AlreadyExists,
+            "is a regular file, not a directory: move it away or give another state directory"
+                .into(),
+        );
+    }
+    if !kind.is_dir() {
+        return refuse(
+            io::ErrorKind::InvalidInput,
+            "is not a directory: give another state directory".into(),
+        );
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return refuse(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "is owned by uid {}, not by the daemon's user (uid {me}): chown it or give another state directory",
+                meta.uid()
+            ),
+        );
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return refuse(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "is writable by other users (mode {mode:04o}), who could swap the files the daemon writes and deletes: chmod 0700 it or give another state directory"
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Take the state directory's lock (flock on [`LOCK_NAME`]) for as long as the returned file
+/// is open: a second daemon on the same directory would delete the first one's live file as
+/// "old" while the first still reports it.
+pub fn lock_state_dir(dir: &Path) -> io::Result<fs::File> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(LOCK_NAME);
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open its lock file {}: {e}", path.display()),
+            )
+        })?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot lock {}: {e}", path.display()),
+            ));
+        }
+        let mut text = String::new();
+        let _ = (&file).take(32).read_to_string(&mut text);
+        let holder = match text.trim().parse::<u32>() {
+            Ok(pid) => format!(" (pid {pid})"),
+            Err(_) => String::new(),
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "is in use by another msitrace daemon{holder}: stop that one first, or give this one another state directory"
+            ),
+        ));
+    }
+    // Ours now: say who holds it, for the next one to name.
+    file.set_len(0)?;
+    file.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0)?;
+    Ok(file)
 }
 
 /// `msitrace-<ns since the epoch, 20 digits>.msit`: sorts by time, and a restarted daemon never
@@ -284,7 +480,8 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let e = expand(std::slice::from_ref(&dir)).unwrap_err();
         assert!(
-            e.to_string().contains("holds no msitrace-*.msit files"),
+            e.to_string()
+                .contains("holds no readable msitrace-*.msit files"),
             "{e}"
         );
         fs::remove_dir_all(&dir).unwrap();
