@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 /// The snapshot format. A reader refuses a newer one instead of guessing.
 pub const SNAPSHOT_FORMAT: u32 = 1;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Snapshot {
     pub format: u32,
     pub kernel_release: String,
@@ -27,6 +28,9 @@ pub struct Snapshot {
     pub proc_interrupts: Option<String>,
     pub proc_interrupts_later: Option<String>,
     pub window_ms: Option<u64>,
+    /// /proc/uptime's first field (seconds since boot, sleep included): with a count since
+    /// boot, the rate a vector usually fires at.
+    pub uptime_secs: Option<f64>,
     /// /sys/devices/system/cpu/online.
     pub online_cpus: Option<String>,
     /// Logical CPU → APIC id, from /proc/cpuinfo's `processor` and `apicid` lines.
@@ -159,6 +163,10 @@ impl Snapshot {
     pub fn from_json(text: &str) -> anyhow::Result<Snapshot> {
         let snap: Snapshot = serde_json::from_str(text)
             .map_err(|e| anyhow::anyhow!("not a msitrace check snapshot: {e}"))?;
+        anyhow::ensure!(
+            snap.format != 0,
+            "not a msitrace check snapshot: no format number (write one with `msitrace check --save FILE`)"
+        );
         anyhow::ensure!(
             snap.format <= SNAPSHOT_FORMAT,
             "snapshot format {} is newer than this msitrace reads ({SNAPSHOT_FORMAT}): use a newer msitrace",

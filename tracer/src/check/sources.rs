@@ -130,6 +130,9 @@ pub fn read_snapshot(opts: &ReadOptions) -> anyhow::Result<Snapshot> {
         Path::new("/proc/interrupts"),
         "no handler counts, chips or actions: nothing can be said about any vector",
     );
+    r.snap.uptime_secs = read_text(Path::new("/proc/uptime"))
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok());
     r.snap.online_cpus = r.text(
         Path::new("/sys/devices/system/cpu/online"),
         "destinations cannot be checked against the online CPUs",
