@@ -2,6 +2,7 @@
 //! the findings, exit like `replay`: 0 nothing that counts, 1 a finding that counts
 //! (`--fail-on`), 2 nothing essential could be read.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use anyhow::Context;
 use super::replay::FailOnArg;
 use crate::check::{ReadOptions, Snapshot, analyse, read_snapshot};
 use crate::output::{note, print_stdout, terminal_safe};
+use crate::private_file::{PrivateFile, io_error};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -36,6 +38,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // A path that cannot be written fails before a second is spent reading the machine.
+    if let Some(path) = &args.save {
+        crate::private_file::check_target(path, &[])?;
+    }
     let snapshot = match &args.from {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -50,12 +56,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.save {
         let text = serde_json::to_string_pretty(&snapshot)
             .context("cannot format the snapshot as JSON")?;
-        std::fs::write(path, format!("{text}\n")).with_context(|| {
-            format!(
-                "cannot write the snapshot to {} (check the directory)",
-                path.display()
-            )
-        })?;
+        // The shared creation path: never through a symlink, never half-written, 0600.
+        let mut out = PrivateFile::create(path, &[])?;
+        out.file_mut()
+            .write_all(format!("{text}\n").as_bytes())
+            .map_err(|e| io_error(path, "write the snapshot to", e))?;
+        out.persist()?;
     }
     let report = analyse(&snapshot);
     if args.json {
