@@ -985,7 +985,7 @@ impl CheckReport {
         let _ = writeln!(s, "\nVectors (genirq | device)");
         let _ = writeln!(
             s,
-            "  {:>5} {:<13} {:<5} {:>3} {:<24} {:>10} {:>7} {:<4} {:<7} | {:<6} {:<26} {}",
+            "  {:>5} {:<13} {:<5} {:>3} {:<24} {:>10} {:>7} {:<4} {:<7} | {:<6} {:<26} DESTINATION",
             "IRQ",
             "DEVICE",
             "KIND",
@@ -997,7 +997,6 @@ impl CheckReport {
             "ENABLED",
             "MASKED",
             "MESSAGE",
-            "DESTINATION"
         );
         for v in &self.vectors {
             let g = &v.genirq;

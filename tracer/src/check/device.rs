@@ -99,7 +99,7 @@ pub fn capabilities(config: &[u8]) -> Result<Capabilities, ConfigProblem> {
         if at == 0 {
             return Ok(caps);
         }
-        if at < 0x40 || at > 0xfc {
+        if !(0x40..=0xfc).contains(&at) {
             return Err(ConfigProblem::BadList(format!("pointer {at:#x}")));
         }
         if at + 2 > config.len() {

@@ -142,7 +142,7 @@ mod hex_bytes {
         };
         // Whitespace is allowed so that a hand-edited fixture can group bytes.
         let digits: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return Err(serde::de::Error::custom("odd number of hex digits"));
         }
         digits
