@@ -5,6 +5,7 @@
 //! file keeps it all for replay. Front-ends (`cmd::*`) are thin layers over these.
 
 pub mod btf_layout;
+pub mod check;
 pub mod cmd;
 pub mod collector;
 pub mod daemon;

@@ -25,6 +25,8 @@ enum Command {
     Daemon(cmd::daemon::Args),
     /// The TUI: every vector, its state and its divergences, live or (--replay) from a file.
     Live(cmd::live::Args),
+    /// Diagnose vectors now, with no trace: genirq's view against the device's masks and messages; exit 0 clean, 1 finding (--fail-on), 2 unreadable.
+    Check(cmd::check::Args),
     /// Print the events of a trace file as text or JSON Lines.
     Dump(cmd::dump::Args),
     /// Rebuild the state from a trace file and print the divergence report; exit 0 clean, 1 error (--fail-on), 2 unusable input or nothing proven.
@@ -93,6 +95,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Probes(a) => cmd::probes::run(a),
         Command::Record(a) => cmd::record::run(a),
+        Command::Check(a) => cmd::check::run(a),
         Command::Dump(a) => cmd::dump::run(a),
         Command::Replay(a) => cmd::replay::run(a),
         Command::Export(a) => cmd::export::run(a),

@@ -1,6 +1,7 @@
 //! The commands a user types. Each module has an `Args` (clap) and a `run` returning the
 //! process exit code; none of them holds logic the core does not.
 
+pub mod check;
 pub mod daemon;
 pub mod dump;
 pub mod duration;
