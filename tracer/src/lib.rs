@@ -9,6 +9,7 @@ pub mod check;
 pub mod cmd;
 pub mod collector;
 pub mod daemon;
+pub mod duration;
 pub mod ebpf_object;
 pub mod engine;
 pub mod event;

@@ -25,7 +25,7 @@ pub struct Args {
     /// Seconds between two readings of /proc/interrupts, to see which vectors fire (C4);
     /// 0 reads once.
     #[arg(long, value_name = "SECS", default_value = "1",
-          value_parser = super::duration::parse_delay_secs)]
+          value_parser = crate::duration::parse_delay_secs)]
     pub window: f64,
     /// Also write everything that was read to FILE (JSON), to attach to a bug report.
     #[arg(long, value_name = "FILE", conflicts_with = "from")]

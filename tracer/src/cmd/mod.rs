@@ -4,7 +4,6 @@
 pub mod check;
 pub mod daemon;
 pub mod dump;
-pub mod duration;
 pub mod export;
 pub mod live;
 pub mod probes;

@@ -19,7 +19,7 @@ pub struct Args {
     pub output: PathBuf,
     /// Stop after this many seconds (default: until Ctrl-C or SIGTERM).
     #[arg(long, value_name = "S", allow_negative_numbers = true,
-          value_parser = super::duration::parse_limit_secs)]
+          value_parser = crate::duration::parse_limit_secs)]
     pub duration: Option<f64>,
     /// Ring buffer size in MiB (a power of two): what survives while user space is frozen.
     #[arg(long, value_name = "MIB", default_value_t = tracer_common::DEFAULT_RING_BYTES >> 20,

@@ -43,12 +43,12 @@ pub struct TimingArgs {
     /// G5: seconds a vector that fired before suspend may stay silent after resume [default:
     /// 10 when recording; a replay uses the recording's].
     #[arg(long, value_name = "SECS", allow_negative_numbers = true,
-          value_parser = super::duration::parse_delay_secs)]
+          value_parser = crate::duration::parse_delay_secs)]
     pub silence: Option<f64>,
     /// G1: seconds after resume a vector with an action may still be masked [default: 2 when
     /// recording; a replay uses the recording's].
     #[arg(long, value_name = "SECS", allow_negative_numbers = true,
-          value_parser = super::duration::parse_delay_secs)]
+          value_parser = crate::duration::parse_delay_secs)]
     pub grace: Option<f64>,
 }
 

@@ -16,7 +16,7 @@ use crate::{
 pub struct Args {
     /// Give up waiting this many seconds after CMD started (the report is still printed).
     #[arg(long, value_name = "S", default_value_t = 300.0, allow_negative_numbers = true,
-          value_parser = super::duration::parse_limit_secs)]
+          value_parser = crate::duration::parse_limit_secs)]
     pub timeout: f64,
     /// Keep the trace in FILE (by default it is written to a temporary file and removed).
     #[arg(short, long, value_name = "FILE")]

@@ -152,7 +152,7 @@ impl FileConfig {
         let secs = |v: Option<f64>, key: &str, default: u64| -> Result<u64> {
             match v {
                 None => Ok(default),
-                Some(s) => match crate::cmd::duration::check_delay_secs(s) {
+                Some(s) => match crate::duration::check_delay_secs(s) {
                     Ok(s) => Ok((s * 1e9) as u64),
                     Err(e) => bail!("{key} = {s}: {e}"),
                 },
