@@ -3,8 +3,10 @@
 //! what to do, exit 2, or partial results that say what was not read), on saved snapshots, and
 //! with a device that does not exist.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn msitrace(args: &[&str]) -> Output {
@@ -19,11 +21,6 @@ fn fixture(name: &str) -> String {
         "{}/../tests/fixtures/check/{name}",
         env!("CARGO_MANIFEST_DIR")
     )
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// Every BDF with a non-empty msi_irqs directory, and its IRQs.
@@ -59,18 +56,15 @@ fn json(o: &Output) -> serde_json::Value {
 }
 
 #[test]
+#[ignore = "root-only: reads config space; `cargo xtask test` runs it as root"]
 fn as_root_it_reports_every_msi_device_of_this_host() {
-    if !is_root() {
-        eprintln!("SKIP as_root_it_reports_every_msi_device_of_this_host: not root");
-        return;
-    }
+    support::require_root();
     let expected = msi_devices();
-    if expected.is_empty() {
-        eprintln!(
-            "SKIP as_root_it_reports_every_msi_device_of_this_host: no PCI device with MSI/MSI-X vectors here"
-        );
-        return;
-    }
+    support::require(
+        expected
+            .is_empty()
+            .then(|| "no PCI device with MSI/MSI-X vectors here".to_string()),
+    );
     let o = msitrace(&["check", "--json", "--window", "0.3"]);
     let code = o.status.code();
     assert!(
@@ -115,19 +109,16 @@ fn as_root_it_reports_every_msi_device_of_this_host() {
 }
 
 #[test]
+#[ignore = "root-only: drops to uid 65534 with setpriv; `cargo xtask test` runs it as root"]
 fn without_privileges_it_says_what_it_could_not_read() {
-    if !is_root() {
-        eprintln!(
-            "SKIP without_privileges_it_says_what_it_could_not_read: needs root to drop to uid 65534"
-        );
-        return;
-    }
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!(
-            "SKIP without_privileges_it_says_what_it_could_not_read: no setpriv (util-linux)"
-        );
-        return;
-    }
+    support::require_root();
+    support::require(
+        Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_err()
+            .then(|| "no setpriv (util-linux)".to_string()),
+    );
     // The binary may sit under a directory uid 65534 cannot enter: run a copy.
     let dir = std::env::temp_dir().join(format!("msitrace-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -201,10 +192,6 @@ fn a_saved_snapshot_is_analysed_anywhere_with_the_same_exit_codes() {
 
 #[test]
 fn save_writes_what_from_reads_back() {
-    if !Path::new("/proc/interrupts").exists() {
-        eprintln!("SKIP save_writes_what_from_reads_back: no /proc/interrupts here");
-        return;
-    }
     let file = std::env::temp_dir().join(format!("msitrace-snapshot-{}.json", std::process::id()));
     let live = msitrace(&[
         "check",
