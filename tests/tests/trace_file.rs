@@ -64,7 +64,7 @@ fn header() -> TraceHeader {
             reason: (i % 3 == 0).then(|| "not in kallsyms (inlined?)".to_string()),
             module: h.module.map(str::to_string),
             rules_losing_input: if i % 3 == 0 {
-                h.feeds.iter().map(|s| s.to_string()).collect()
+                h.rules().iter().map(ToString::to_string).collect()
             } else {
                 Vec::new()
             },

@@ -540,7 +540,7 @@ impl ProbeManager {
                 _ => true,
             };
             s.rules_losing_input = if lost {
-                hook.feeds.iter().map(|r| r.to_string()).collect()
+                hook.rules().iter().map(ToString::to_string).collect()
             } else {
                 Vec::new()
             };
@@ -566,7 +566,7 @@ fn initial_status(hook: &Hook) -> ProbeStatus {
         status: Status::Pending,
         reason: None,
         module: hook.module.map(str::to_string),
-        rules_losing_input: hook.feeds.iter().map(|r| r.to_string()).collect(),
+        rules_losing_input: hook.rules().iter().map(ToString::to_string).collect(),
         probe: hook.probe,
         symbol_source: None,
     }

@@ -9,6 +9,8 @@
 use serde::{Deserialize, Serialize};
 use tracer_common::ProbeId;
 
+use crate::engine::RuleId;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
@@ -54,10 +56,38 @@ pub struct Hook {
     pub method: Method,
     /// Module that provides the symbol when it is not in vmlinux (attach when it appears).
     pub module: Option<&'static str>,
-    /// Rules that lose (part of) their input without this hook.
-    pub feeds: &'static [&'static str],
+    /// What each rule takes from this hook. The one place that says it: the rules' gates
+    /// (`engine::gates`) and the `feeds` that `probes` shows are read from here.
+    pub feeds: &'static [Feed],
     /// Part of the migration fallback window, used only when `migrate_one_irq` is absent.
     pub fallback_for: Option<&'static str>,
+}
+
+/// How a rule uses a hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feed {
+    /// Input the rule cannot be evaluated without. Hooks that give `rule` the same input
+    /// share a `group`: one of the group attached is enough.
+    Needs { rule: RuleId, group: u8 },
+    /// Evidence the rule uses when it is there (corroboration, a sharper verdict), and does
+    /// without when it is not.
+    Helps(RuleId),
+}
+
+impl Feed {
+    pub const fn rule(self) -> RuleId {
+        match self {
+            Feed::Needs { rule, .. } | Feed::Helps(rule) => rule,
+        }
+    }
+}
+
+const fn n(rule: RuleId, group: u8) -> Feed {
+    Feed::Needs { rule, group }
+}
+
+const fn h(rule: RuleId) -> Feed {
+    Feed::Helps(rule)
 }
 
 impl Hook {
@@ -65,6 +95,33 @@ impl Hook {
     pub const fn symbol(&self) -> &'static str {
         self.symbols[0]
     }
+
+    /// The rules that take something from this hook, needed or not, in rule order.
+    pub fn rules(&self) -> Vec<RuleId> {
+        let mut rules: Vec<RuleId> = self.feeds.iter().map(|f| f.rule()).collect();
+        rules.sort();
+        rules.dedup();
+        rules
+    }
+}
+
+/// A rule's needed inputs, grouped: every group must have at least one of its hooks.
+pub fn requirements(rule: RuleId) -> Vec<Vec<ProbeId>> {
+    let mut groups: Vec<(u8, Vec<ProbeId>)> = Vec::new();
+    for hook in CATALOGUE {
+        for feed in hook.feeds {
+            if let Feed::Needs { rule: r, group } = *feed
+                && r == rule
+            {
+                match groups.iter_mut().find(|(g, _)| *g == group) {
+                    Some((_, probes)) => probes.push(hook.probe),
+                    None => groups.push((group, vec![hook.probe])),
+                }
+            }
+        }
+    }
+    groups.sort_by_key(|(g, _)| *g);
+    groups.into_iter().map(|(_, probes)| probes).collect()
 }
 
 const fn hook(
@@ -72,7 +129,7 @@ const fn hook(
     hook: &'static str,
     symbols: &'static [&'static str],
     method: Method,
-    feeds: &'static [&'static str],
+    feeds: &'static [Feed],
 ) -> Hook {
     assert!(!symbols.is_empty(), "a hook needs a symbol");
     Hook {
@@ -98,6 +155,7 @@ const fn fallback(mut h: Hook) -> Hook {
 
 use Method::{Kprobe, Kretprobe, RawTracepoint, Tracepoint};
 use ProbeId as P;
+use RuleId::{G1, G2, G3, G5, H1, H2, H3, H4, H5, H9};
 
 /// hv_compose_msi_msg, and the name a pending upstream series gives it.
 const COMPOSE: &[&str] = &["hv_compose_msi_msg", "hv_vmbus_compose_msi_msg"];
@@ -105,40 +163,40 @@ const COMPOSE: &[&str] = &["hv_compose_msi_msg", "hv_vmbus_compose_msi_msg"];
 // One hook a line: the catalogue is a table and reads as one.
 #[rustfmt::skip]
 pub const CATALOGUE: &[Hook] = &[
-    hv(hook(P::HvComposeEnter, "hv_compose_msi_msg", COMPOSE, Kprobe, &["H1", "H2", "H3", "H5"])),
-    hv(hook(P::HvComposeExit, "hv_compose_msi_msg:return", COMPOSE, Kretprobe, &["H1", "H2", "H3", "H5"])),
-    hv(hook(P::HvUnmaskEnter, "hv_irq_unmask", &["hv_irq_unmask"], Kprobe, &["H4", "H5", "H9"])),
-    hv(hook(P::HvUnmaskExit, "hv_irq_unmask:return", &["hv_irq_unmask"], Kretprobe, &["H4"])),
-    hv(hook(P::HvMaskEnter, "hv_irq_mask", &["hv_irq_mask"], Kprobe, &["H4"])),
-    hv(hook(P::HvMaskExit, "hv_irq_mask:return", &["hv_irq_mask"], Kretprobe, &["H4"])),
-    hook(P::MigrateOneIrq, "migrate_one_irq", &["migrate_one_irq"], Kprobe, &["G2"]),
-    fallback(hook(P::MigrateAllOffEnter, "irq_migrate_all_off_this_cpu", &["irq_migrate_all_off_this_cpu"], Kprobe, &["G2", "H4"])),
-    fallback(hook(P::MigrateAllOffExit, "irq_migrate_all_off_this_cpu:return", &["irq_migrate_all_off_this_cpu"], Kretprobe, &["G2", "H4"])),
-    fallback(hook(P::SetAffinityEnter, "irq_do_set_affinity", &["irq_do_set_affinity"], Kprobe, &["G2"])),
-    fallback(hook(P::SetAffinityExit, "irq_do_set_affinity:return", &["irq_do_set_affinity"], Kretprobe, &["G2"])),
-    hook(P::RestoreMsiEnter, "pci_restore_msi_state", &["pci_restore_msi_state"], Kprobe, &["H1", "H2", "H4"]),
-    hook(P::RestoreMsiExit, "pci_restore_msi_state:return", &["pci_restore_msi_state"], Kretprobe, &["H1", "H2", "H4"]),
-    hook(P::WriteMsiMsg, "__pci_write_msi_msg", &["__pci_write_msi_msg"], Kprobe, &["H1", "H2", "H4", "G1"]),
-    hook(P::PciMsiMask, "pci_msi_mask_irq", &["pci_msi_mask_irq"], Kprobe, &["G1"]),
-    hook(P::PciMsiUnmask, "pci_msi_unmask_irq", &["pci_msi_unmask_irq"], Kprobe, &["G1", "H4"]),
-    hook(P::PciIrqMaskMsi, "pci_irq_mask_msi", &["pci_irq_mask_msi"], Kprobe, &["G1"]),
-    hook(P::PciIrqUnmaskMsi, "pci_irq_unmask_msi", &["pci_irq_unmask_msi"], Kprobe, &["G1"]),
-    hook(P::PciIrqMaskMsix, "pci_irq_mask_msix", &["pci_irq_mask_msix"], Kprobe, &["G1"]),
-    hook(P::PciIrqUnmaskMsix, "pci_irq_unmask_msix", &["pci_irq_unmask_msix"], Kprobe, &["G1"]),
-    hv(hook(P::HvComposeCompl, "hv_pci_compose_compl", &["hv_pci_compose_compl"], Kprobe, &["H1", "H3"])),
-    hv(hook(P::HvPciSuspendEnter, "hv_pci_suspend", &["hv_pci_suspend"], Kprobe, &["H9"])),
-    hv(hook(P::HvPciSuspendExit, "hv_pci_suspend:return", &["hv_pci_suspend"], Kretprobe, &["H9"])),
-    hv(hook(P::HvPciResumeEnter, "hv_pci_resume", &["hv_pci_resume"], Kprobe, &["H9"])),
-    hv(hook(P::HvPciResumeExit, "hv_pci_resume:return", &["hv_pci_resume"], Kretprobe, &["H9"])),
-    hook(P::SuspendResume, "power:suspend_resume", &["power:suspend_resume"], Tracepoint, &["H1", "H2", "H4", "H9", "G1", "G2", "G3", "G5"]),
-    hook(P::DevicePmStart, "power:device_pm_callback_start", &["power:device_pm_callback_start"], Tracepoint, &["H9"]),
-    hook(P::DevicePmEnd, "power:device_pm_callback_end", &["power:device_pm_callback_end"], Tracepoint, &["H9"]),
-    hook(P::VectorUpdate, "irq_vectors:vector_update", &["irq_vectors:vector_update"], Tracepoint, &["G2"]),
-    hook(P::VectorConfig, "irq_vectors:vector_config", &["irq_vectors:vector_config"], Tracepoint, &["G2"]),
-    hook(P::VectorClear, "irq_vectors:vector_clear", &["irq_vectors:vector_clear"], Tracepoint, &["G2"]),
-    hook(P::VectorActivate, "irq_vectors:vector_activate", &["irq_vectors:vector_activate"], Tracepoint, &["G3"]),
-    hook(P::VectorDeactivate, "irq_vectors:vector_deactivate", &["irq_vectors:vector_deactivate"], Tracepoint, &["G3"]),
-    hook(P::IrqHandlerEntry, "irq:irq_handler_entry", &["irq:irq_handler_entry"], RawTracepoint, &["G5"]),
+    hv(hook(P::HvComposeEnter, "hv_compose_msi_msg", COMPOSE, Kprobe, &[n(H1, 0), h(H2), h(H3), n(H5, 1)])),
+    hv(hook(P::HvComposeExit, "hv_compose_msi_msg:return", COMPOSE, Kretprobe, &[n(H1, 0), n(H2, 0), n(H3, 0), n(H5, 1)])),
+    hv(hook(P::HvUnmaskEnter, "hv_irq_unmask", &["hv_irq_unmask"], Kprobe, &[h(H4), n(H5, 0), h(H9)])),
+    hv(hook(P::HvUnmaskExit, "hv_irq_unmask:return", &["hv_irq_unmask"], Kretprobe, &[n(H4, 0)])),
+    hv(hook(P::HvMaskEnter, "hv_irq_mask", &["hv_irq_mask"], Kprobe, &[h(H4)])),
+    hv(hook(P::HvMaskExit, "hv_irq_mask:return", &["hv_irq_mask"], Kretprobe, &[h(H4)])),
+    hook(P::MigrateOneIrq, "migrate_one_irq", &["migrate_one_irq"], Kprobe, &[h(G2)]),
+    fallback(hook(P::MigrateAllOffEnter, "irq_migrate_all_off_this_cpu", &["irq_migrate_all_off_this_cpu"], Kprobe, &[h(G2), h(H4)])),
+    fallback(hook(P::MigrateAllOffExit, "irq_migrate_all_off_this_cpu:return", &["irq_migrate_all_off_this_cpu"], Kretprobe, &[n(G2, 1), n(G3, 2), h(H4)])),
+    fallback(hook(P::SetAffinityEnter, "irq_do_set_affinity", &["irq_do_set_affinity"], Kprobe, &[h(G2)])),
+    fallback(hook(P::SetAffinityExit, "irq_do_set_affinity:return", &["irq_do_set_affinity"], Kretprobe, &[h(G2)])),
+    hook(P::RestoreMsiEnter, "pci_restore_msi_state", &["pci_restore_msi_state"], Kprobe, &[n(H1, 2), n(H2, 2), h(H4)]),
+    hook(P::RestoreMsiExit, "pci_restore_msi_state:return", &["pci_restore_msi_state"], Kretprobe, &[h(H1), h(H2), h(H4)]),
+    hook(P::WriteMsiMsg, "__pci_write_msi_msg", &["__pci_write_msi_msg"], Kprobe, &[n(H1, 1), n(H2, 1), h(H4), n(G1, 0)]),
+    hook(P::PciMsiMask, "pci_msi_mask_irq", &["pci_msi_mask_irq"], Kprobe, &[h(G1)]),
+    hook(P::PciMsiUnmask, "pci_msi_unmask_irq", &["pci_msi_unmask_irq"], Kprobe, &[h(G1), h(H4)]),
+    hook(P::PciIrqMaskMsi, "pci_irq_mask_msi", &["pci_irq_mask_msi"], Kprobe, &[h(G1)]),
+    hook(P::PciIrqUnmaskMsi, "pci_irq_unmask_msi", &["pci_irq_unmask_msi"], Kprobe, &[h(G1)]),
+    hook(P::PciIrqMaskMsix, "pci_irq_mask_msix", &["pci_irq_mask_msix"], Kprobe, &[h(G1)]),
+    hook(P::PciIrqUnmaskMsix, "pci_irq_unmask_msix", &["pci_irq_unmask_msix"], Kprobe, &[h(G1)]),
+    hv(hook(P::HvComposeCompl, "hv_pci_compose_compl", &["hv_pci_compose_compl"], Kprobe, &[h(H1), h(H3)])),
+    hv(hook(P::HvPciSuspendEnter, "hv_pci_suspend", &["hv_pci_suspend"], Kprobe, &[h(H9)])),
+    hv(hook(P::HvPciSuspendExit, "hv_pci_suspend:return", &["hv_pci_suspend"], Kretprobe, &[n(H9, 0)])),
+    hv(hook(P::HvPciResumeEnter, "hv_pci_resume", &["hv_pci_resume"], Kprobe, &[h(H9)])),
+    hv(hook(P::HvPciResumeExit, "hv_pci_resume:return", &["hv_pci_resume"], Kretprobe, &[n(H9, 0)])),
+    hook(P::SuspendResume, "power:suspend_resume", &["power:suspend_resume"], Tracepoint, &[n(H1, 3), n(H2, 3), h(H4), n(H5, 2), h(H9), n(G1, 1), n(G2, 1), n(G3, 2), n(G5, 1)]),
+    hook(P::DevicePmStart, "power:device_pm_callback_start", &["power:device_pm_callback_start"], Tracepoint, &[h(H9)]),
+    hook(P::DevicePmEnd, "power:device_pm_callback_end", &["power:device_pm_callback_end"], Tracepoint, &[h(H9)]),
+    hook(P::VectorUpdate, "irq_vectors:vector_update", &["irq_vectors:vector_update"], Tracepoint, &[n(G2, 0)]),
+    hook(P::VectorConfig, "irq_vectors:vector_config", &["irq_vectors:vector_config"], Tracepoint, &[n(G2, 0)]),
+    hook(P::VectorClear, "irq_vectors:vector_clear", &["irq_vectors:vector_clear"], Tracepoint, &[h(G2)]),
+    hook(P::VectorActivate, "irq_vectors:vector_activate", &["irq_vectors:vector_activate"], Tracepoint, &[n(G3, 1)]),
+    hook(P::VectorDeactivate, "irq_vectors:vector_deactivate", &["irq_vectors:vector_deactivate"], Tracepoint, &[n(G3, 0)]),
+    hook(P::IrqHandlerEntry, "irq:irq_handler_entry", &["irq:irq_handler_entry"], RawTracepoint, &[n(G5, 0)]),
 ];
 
 pub fn hook_of(probe: ProbeId) -> &'static Hook {
@@ -285,5 +343,57 @@ mod tests {
             );
             assert_eq!(hook_of(p).symbol(), "hv_compose_msi_msg");
         }
+    }
+}
+
+#[cfg(test)]
+mod feed_tests {
+    use super::*;
+
+    /// The gates read their inputs from the catalogue: the groups are those the rules were
+    /// written against (a hook moved between groups changes a rule's verdict on a kernel).
+    #[test]
+    fn every_rule_needs_what_it_was_written_against() {
+        use ProbeId as P;
+        assert_eq!(
+            requirements(RuleId::H1),
+            vec![
+                vec![P::HvComposeEnter, P::HvComposeExit],
+                vec![P::WriteMsiMsg],
+                vec![P::RestoreMsiEnter],
+                vec![P::SuspendResume],
+            ]
+        );
+        assert_eq!(requirements(RuleId::H4), vec![vec![P::HvUnmaskExit]]);
+        assert_eq!(
+            requirements(RuleId::G2),
+            vec![
+                vec![P::VectorUpdate, P::VectorConfig],
+                vec![P::MigrateAllOffExit, P::SuspendResume],
+            ]
+        );
+        for rule in RuleId::ALL {
+            assert!(!requirements(rule).is_empty(), "{rule} needs nothing");
+        }
+    }
+
+    /// What `probes` shows a hook feeds is what the gates read: a hook the gates need for a
+    /// rule always lists it, and a hook that lists a rule is used by it.
+    #[test]
+    fn feeds_shown_and_gates_agree() {
+        for rule in RuleId::ALL {
+            for group in requirements(rule) {
+                for p in group {
+                    assert!(hook_of(p).rules().contains(&rule), "{p:?} {rule}");
+                }
+            }
+        }
+        assert_eq!(hook_of(ProbeId::HvMaskEnter).rules(), vec![RuleId::H4]);
+        assert!(
+            !requirements(RuleId::H4)
+                .concat()
+                .contains(&ProbeId::HvMaskEnter),
+            "hv_irq_mask only corroborates H4"
+        );
     }
 }

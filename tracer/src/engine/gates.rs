@@ -59,44 +59,6 @@ pub struct NotEvaluated {
     pub reason: String,
 }
 
-/// Inputs of a rule: every group must have at least one of its probes attached (or seen).
-fn requirements(rule: RuleId) -> &'static [&'static [ProbeId]] {
-    use ProbeId as P;
-    match rule {
-        RuleId::H1 => &[
-            &[P::HvComposeExit, P::HvComposeEnter],
-            &[P::WriteMsiMsg],
-            &[P::RestoreMsiEnter],
-            &[P::SuspendResume],
-        ],
-        RuleId::H2 => &[
-            &[P::HvComposeExit],
-            &[P::WriteMsiMsg],
-            &[P::RestoreMsiEnter],
-            &[P::SuspendResume],
-        ],
-        RuleId::H3 => &[&[P::HvComposeExit]],
-        RuleId::H4 => &[&[P::HvUnmaskExit]],
-        RuleId::H5 => &[
-            &[P::HvUnmaskEnter],
-            &[P::HvComposeExit, P::HvComposeEnter],
-            &[P::SuspendResume],
-        ],
-        RuleId::H9 => &[&[P::HvPciSuspendExit, P::HvPciResumeExit]],
-        RuleId::G1 => &[&[P::WriteMsiMsg], &[P::SuspendResume]],
-        RuleId::G2 => &[
-            &[P::VectorUpdate, P::VectorConfig],
-            &[P::SuspendResume, P::MigrateAllOffExit],
-        ],
-        RuleId::G3 => &[
-            &[P::VectorDeactivate],
-            &[P::VectorActivate],
-            &[P::SuspendResume, P::MigrateAllOffExit],
-        ],
-        RuleId::G5 => &[&[P::IrqHandlerEntry], &[P::SuspendResume]],
-    }
-}
-
 /// What the engine knows about the probes and the kernel, fixed at start.
 #[derive(Clone, Debug)]
 pub struct Gates {
@@ -218,7 +180,7 @@ impl Gates {
     }
 
     fn missing_input(&self, rule: RuleId, seen: &[u64; NUM_PROBES as usize]) -> Option<String> {
-        requirements(rule)
+        crate::probes::requirements(rule)
             .iter()
             .find(|group| !group.iter().any(|&p| self.available(p, seen)))
             .map(|group| self.why_missing(group[0]))
