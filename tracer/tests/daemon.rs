@@ -37,7 +37,16 @@ fn a_buggy_hibernation_gives_err_entries_in_a_real_journal() {
     }
     // journald gets a fresh /run (its sockets) and /var/log (so storage is volatile, under
     // /run/log/journal) that nobody else sees; the daemon's entries reach it over the native
-    // protocol socket as they would under systemd.
+    // protocol socket as they would under systemd. The package's catalog is installed over the
+    // namespace's catalog directories, and `journalctl -x` must explain an H4 entry with it.
+    let dir = tmp("catalog");
+    std::fs::create_dir_all(dir.join("catalog")).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/msitrace.catalog"),
+        dir.join("catalog/msitrace.catalog"),
+    )
+    .unwrap();
+    let explained = dir.join("explained.txt");
     let script = format!(
         r#"set -e
 mount -t tmpfs tmpfs /run
@@ -49,8 +58,15 @@ i=0; while [ ! -S /run/systemd/journal/socket ] && [ $i -lt 100 ]; do sleep 0.1;
 {BIN} daemon --replay {} --silence 4 --log-target journal --config /dev/null
 sleep 0.5
 journalctl -D /run/log/journal -o json --no-pager SYSLOG_IDENTIFIER=msitrace
+mkdir -p /var/lib/systemd/catalog
+mount -t tmpfs tmpfs /var/lib/systemd/catalog
+mount --bind {catalog} /usr/lib/systemd/catalog
+journalctl --update-catalog
+journalctl -D /run/log/journal -x --no-pager MESSAGE_ID=6400b5e883de416c81e374b0d2ed5a38 > {explained}
 kill $JPID"#,
-        fixture("6.12-hibernate-buggy.msit").display()
+        fixture("6.12-hibernate-buggy.msit").display(),
+        catalog = dir.join("catalog").display(),
+        explained = explained.display(),
     );
     let out = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
@@ -114,6 +130,14 @@ kill $JPID"#,
         Some("5"),
         "phase change"
     );
+    let text = std::fs::read_to_string(&explained).unwrap_or_default();
+    assert!(
+        text.contains("Subject: Unmask failed while CPUs went offline")
+            && text.contains("IRQ 38 of 0000:02:00.0")
+            && text.contains("915cff7f38c5"),
+        "journalctl -x does not explain the H4 entry with the catalog:\n{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Start the daemon on this kernel with its flight recorder in `dir`.

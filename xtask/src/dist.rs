@@ -88,6 +88,12 @@ pub fn build(out: Option<PathBuf>) -> Result<Built> {
         &stage.join("lib/systemd/system/msitrace.service"),
         0o644,
     )?;
+    // Debian's systemd rebuilds the catalog database by a dpkg trigger on this directory.
+    copy(
+        &repo.join("packaging/msitrace.catalog"),
+        &stage.join("usr/lib/systemd/catalog/msitrace.catalog"),
+        0o644,
+    )?;
     copy(
         &repo.join("packaging/msitrace.toml"),
         &stage.join("etc/msitrace/msitrace.toml"),

@@ -390,6 +390,30 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The package's journal catalog explains every MESSAGE_ID the daemon sends, and only
+    /// those: an ID added here without its text, or a text left for an ID gone, fails.
+    #[test]
+    fn the_catalog_explains_every_message_id() {
+        let catalog = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/msitrace.catalog"),
+        )
+        .expect("packaging/msitrace.catalog");
+        let mut listed: Vec<&str> = catalog
+            .lines()
+            .filter_map(|l| l.strip_prefix("-- "))
+            .map(str::trim)
+            .collect();
+        let mut sent: Vec<&str> = RuleId::ALL.iter().map(|r| rule_message_id(*r)).collect();
+        sent.extend([PHASE_ID, RESUME_ID, COVERAGE_ID, STOPPED_ID, RECORDER_ID]);
+        listed.sort();
+        sent.sort();
+        assert_eq!(listed, sent);
+        for id in sent {
+            let entry = catalog.split(&format!("-- {id}\n")).nth(1).unwrap();
+            assert!(entry.starts_with("Subject: "), "{id} has no Subject line");
+        }
+    }
     use crate::engine::EngineConfig;
     use crate::engine::{Divergence, Evidence};
     use crate::seed::{Seed, SeedVector};
