@@ -480,7 +480,7 @@ fn header_round_trips() {
     assert_eq!(r.header(), &h_with_version(h));
     assert_eq!(r.header().format_version, FORMAT_VERSION);
     assert_eq!(
-        r.header().attached_probes(),
+        r.header().coverage().0,
         CATALOGUE.len() - CATALOGUE.len().div_ceil(3)
     );
     assert_eq!(r.header().probes[0].method, Method::Kprobe);

@@ -17,7 +17,7 @@ use crate::{
     irq_counts::IrqCounters,
     kernel::{self, KernelSymbols},
     probe_manager::ProbeManager,
-    probes::{ProbeStatus, Status},
+    probes::ProbeStatus,
 };
 
 #[derive(Clone, Debug)]
@@ -248,11 +248,7 @@ impl Collector {
 
     /// Attached probes, for a one-line coverage summary.
     pub fn attached_count(&self) -> (usize, usize) {
-        let s = self.manager.statuses();
-        (
-            s.iter().filter(|s| s.status == Status::Attached).count(),
-            s.iter().filter(|s| s.status != Status::Unused).count(),
-        )
+        crate::probes::coverage(self.manager.statuses())
     }
 }
 

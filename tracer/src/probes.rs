@@ -208,6 +208,22 @@ pub fn hook_of(probe: ProbeId) -> &'static Hook {
 
 /// What happened to one hook on this kernel: a row of `msitrace probes`, of the trace
 /// header and of the replay report.
+/// Hooks attached, of the hooks this kernel uses (the ones left out as `Unused` — the direct
+/// `migrate_one_irq` where its fallback window runs — do not count): the one coverage count
+/// that `probes`, `dump`, the journal and `record` show.
+pub fn coverage(statuses: &[ProbeStatus]) -> (usize, usize) {
+    (
+        statuses
+            .iter()
+            .filter(|s| s.status == Status::Attached)
+            .count(),
+        statuses
+            .iter()
+            .filter(|s| s.status != Status::Unused)
+            .count(),
+    )
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeStatus {
     /// The hook's canonical name ([`Hook::hook`]).

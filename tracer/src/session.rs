@@ -116,10 +116,9 @@ pub struct DivergenceKey {
 
 impl DivergenceKey {
     pub fn of(d: &Divergence) -> DivergenceKey {
-        let text = |v: serde_json::Value| v.as_str().map(str::to_string).unwrap_or_default();
         DivergenceKey {
             rule: d.rule.to_string(),
-            severity: text(serde_json::to_value(d.severity).unwrap_or_default()),
+            severity: d.severity.name().to_string(),
             irq: d.irq,
             device: d.device.clone(),
             epoch: d.epoch,

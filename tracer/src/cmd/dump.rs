@@ -218,12 +218,8 @@ fn write_header(out: &mut impl Write, h: &TraceHeader) -> io::Result<()> {
         .filter(|p| !matches!(p.status, Status::Attached | Status::Unused))
         .map(|p| format!("{} ({})", p.hook, status_word(p.status)))
         .collect();
-    write!(
-        out,
-        "# probes: {} of {} attached",
-        h.attached_probes(),
-        h.probes.len()
-    )?;
+    let (attached, used) = h.coverage();
+    write!(out, "# probes: {attached} of {used} attached")?;
     if missing.is_empty() {
         writeln!(out)?;
     } else {

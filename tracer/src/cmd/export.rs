@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use serde_json::{Value, json};
 
 use super::replay::TimingArgs;
-use crate::engine::{Divergence, Severity, event_irq, event_name};
+use crate::engine::{Divergence, event_irq, event_name};
 use crate::event::EventKind;
 use crate::event_text::detail as event_detail;
 use crate::output;
@@ -238,7 +238,7 @@ fn offline_slice(cpu: u32, from: u64, to: u64, origin: u64) -> Value {
 fn divergence_args(d: &Divergence) -> Value {
     json!({
         "rule": d.rule,
-        "severity": match d.severity { Severity::Error => "error", Severity::Warning => "warning" },
+        "severity": d.severity.name(),
         "irq": d.irq,
         "irqs": d.irqs,
         "device": d.device,

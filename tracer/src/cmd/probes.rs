@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::{
     collector::{Collector, CollectorOptions},
-    probes::{ProbeStatus, Status},
+    probes::ProbeStatus,
 };
 
 #[derive(clap::Args)]
@@ -97,14 +97,7 @@ pub fn table(statuses: &[ProbeStatus], missing_fields: &[String]) -> String {
             s.reason.as_deref().unwrap_or("")
         ));
     }
-    let attached = statuses
-        .iter()
-        .filter(|s| s.status == Status::Attached)
-        .count();
-    let used = statuses
-        .iter()
-        .filter(|s| s.status != Status::Unused)
-        .count();
+    let (attached, used) = crate::probes::coverage(statuses);
     let rules: BTreeSet<&str> = statuses
         .iter()
         .flat_map(|s| s.rules_losing_input.iter().map(String::as_str))
@@ -135,6 +128,7 @@ pub fn table(statuses: &[ProbeStatus], missing_fields: &[String]) -> String {
 mod tests {
     use super::*;
     use crate::engine::EngineConfig;
+    use crate::probes::Status;
     use crate::probes::{SymbolSource, SymbolTable};
 
     #[test]

@@ -129,14 +129,7 @@ pub fn divergence(u: &DivergenceUpdate, engine: &Engine) -> Entry {
     let vector = d.irq.and_then(|irq| engine.state().vectors.get(&irq));
     let mut fields = vec![
         ("MSITRACE_RULE", d.rule.to_string()),
-        (
-            "MSITRACE_SEVERITY",
-            match d.severity {
-                Severity::Error => "error",
-                Severity::Warning => "warning",
-            }
-            .into(),
-        ),
+        ("MSITRACE_SEVERITY", d.severity.name().into()),
         (
             "MSITRACE_CHANGE",
             match u.change {
@@ -285,11 +278,7 @@ pub fn resume_summary(engine: &Engine) -> Entry {
 
 /// At start: which hooks attached, and which rules lose input because others did not.
 pub fn coverage(probes: &[ProbeStatus], ctx: &Context) -> Entry {
-    let attached = probes
-        .iter()
-        .filter(|p| p.status == Status::Attached)
-        .count();
-    let expected = probes.iter().filter(|p| p.status != Status::Unused).count();
+    let (attached, expected) = crate::probes::coverage(probes);
     let mut losing: Vec<&str> = probes
         .iter()
         .flat_map(|p| p.rules_losing_input.iter().map(String::as_str))

@@ -67,6 +67,16 @@ pub enum Severity {
     Error,
 }
 
+impl Severity {
+    /// As the JSON report, the journal's MSITRACE_SEVERITY and the trailer spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
 /// One event that supports a divergence, reduced to what a reader needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Evidence {

@@ -10,7 +10,7 @@ use tracer_common::{DEFAULT_RING_BYTES, Layout};
 
 use super::{FORMAT_VERSION, MAGIC};
 use crate::btf_layout::BtfFact;
-use crate::probes::{ProbeStatus, Status};
+use crate::probes::ProbeStatus;
 use crate::seed::Seed;
 
 /// The self-describing start of every trace file. Readers ignore fields they do not know and
@@ -109,12 +109,9 @@ impl TraceHeader {
         }
     }
 
-    /// Hooks that attached (including the fallback window).
-    pub fn attached_probes(&self) -> usize {
-        self.probes
-            .iter()
-            .filter(|p| p.status == Status::Attached)
-            .count()
+    /// Hooks attached, of those the kernel uses ([`crate::probes::coverage`]).
+    pub fn coverage(&self) -> (usize, usize) {
+        crate::probes::coverage(&self.probes)
     }
 
     /// Wall-clock time (ns since the Unix epoch) of a CLOCK_MONOTONIC timestamp of this boot.
