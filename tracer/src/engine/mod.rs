@@ -27,6 +27,7 @@
 pub mod divergence;
 pub mod gates;
 pub mod losses;
+pub mod phase;
 pub mod rules;
 pub mod state;
 
@@ -48,9 +49,9 @@ use crate::probes::{CATALOGUE, ProbeStatus, Status};
 use crate::seed::Seed;
 use divergence::{DivergenceLog, Key};
 use gates::Gates;
+use phase::PmStep;
 use state::{
-    HvBus, HvBusState, HvEvidence, ManagedShutdown, Migration, MigrationVia, ResumeEpoch,
-    ResumeKind, SleepKind, Target, TargetSource,
+    HvBus, HvBusState, HvEvidence, ManagedShutdown, Migration, MigrationVia, Target, TargetSource,
 };
 
 /// Delays of the rules that wait for time to pass.
@@ -432,25 +433,6 @@ impl Engine {
         self.enabled[RuleId::ALL.iter().position(|r| *r == rule).unwrap_or(0)]
     }
 
-    /// The epoch a finding belongs to: while suspending, the resume epoch about to come.
-    pub(crate) fn cycle_epoch(&self) -> u32 {
-        let suspending = matches!(
-            self.state.phase,
-            Phase::Suspending | Phase::CpusOffline | Phase::Sleeping | Phase::Image
-        );
-        if suspending {
-            self.state.epoch + 1
-        } else {
-            self.state.epoch
-        }
-    }
-
-    fn bump_cycle(&mut self, ts: u64) {
-        self.cycle += 1;
-        self.cycle_start_ts = ts;
-        self.cycle_bumped_since_suspend = true;
-    }
-
     fn schedule(&mut self, deadline: u64, p: Pending) {
         self.pending_seq += 1;
         self.pending.insert((deadline, self.pending_seq), p);
@@ -827,7 +809,7 @@ impl Engine {
                 }
             }
             EventKind::SuspendResume { action, val, start } => {
-                self.on_suspend_resume(ev, action, *val, *start, out);
+                self.on_suspend_resume(ev, PmStep::parse(action, *val, *start), out);
             }
             EventKind::DevicePmStart { .. } | EventKind::DevicePmEnd { .. } => {}
             EventKind::VectorUpdate {
@@ -1043,201 +1025,6 @@ impl Engine {
             k.last = Some(c);
             k.last_sample_ts_ns = ts;
         }
-    }
-
-    fn begin_suspend(&mut self, ts: u64, cause: &str) {
-        // A delayed rule of the previous resume that has not run yet cannot wait any more:
-        // the counts and masks it needs are about to change.
-        let due: Vec<((u64, u64), Pending)> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| matches!(p, Pending::G1 { .. } | Pending::G5 { .. }))
-            .map(|(k, p)| (*k, p.clone()))
-            .collect();
-        for ((deadline, seq), p) in due {
-            self.pending.remove(&(deadline, seq));
-            let (rule, epoch, need) = match p {
-                Pending::G1 { epoch } => (RuleId::G1, epoch, self.timing.g1_grace_ns),
-                Pending::G5 { epoch } => (RuleId::G5, epoch, self.timing.g5_silence_ns),
-                Pending::G3 { .. } => continue,
-            };
-            self.epoch_notes.push(NotEvaluated {
-                rule,
-                part: None,
-                epoch: Some(epoch),
-                reason: format!(
-                    "the next suspend began {} after resume of epoch {epoch}, needs {}",
-                    secs(ts.saturating_sub(deadline.saturating_sub(need))),
-                    secs(need)
-                ),
-            });
-        }
-        self.state.suspend_ts_ns = Some(ts);
-        self.state.sleep = SleepKind::Unknown;
-        self.cycle_bumped_since_suspend = false;
-        for v in self.state.vectors.values_mut() {
-            v.before_suspend = Some(v.view(ts));
-            v.counts.before_suspend = v.counts.last;
-            v.counts.fired_before_suspend = v.counts.last_increase_ts_ns.is_some_and(|t| t <= ts);
-        }
-        self.state.set_phase(Phase::Suspending, ts, cause);
-    }
-
-    fn on_suspend_resume(
-        &mut self,
-        ev: &Event,
-        action: &str,
-        val: u32,
-        start: bool,
-        out: &mut Vec<DivergenceUpdate>,
-    ) {
-        let ts = ev.ts_ns;
-        let phase = self.state.phase;
-        match action {
-            "suspend_enter"
-            | "sync_filesystems"
-            | "freeze_processes"
-            | "freeze_kernel_threads"
-            | "dpm_prepare"
-            | "dpm_suspend"
-            | "dpm_suspend_late"
-            | "dpm_suspend_noirq" => {
-                if start && !phase.in_transition() {
-                    self.begin_suspend(ts, action);
-                }
-                if start {
-                    match (action, val) {
-                        ("suspend_enter", _) => self.state.sleep = SleepKind::Suspend,
-                        ("dpm_suspend", 0x0001 | 0x0008) => {
-                            self.state.sleep = SleepKind::Hibernation
-                        }
-                        ("dpm_suspend", 0x0002) => self.state.sleep = SleepKind::Suspend,
-                        _ => {}
-                    }
-                }
-                if start && action == "dpm_suspend_noirq" {
-                    // vmbus's noirq suspend runs hv_pci_suspend: the host's remapping entries
-                    // may be gone from here on.
-                    self.bump_cycle(ts);
-                }
-            }
-            "CPU_OFF" => {
-                if start {
-                    if matches!(phase, Phase::Running | Phase::Resumed) {
-                        self.begin_suspend(ts, "CPU_OFF");
-                    }
-                    self.state.set_phase(Phase::CpusOffline, ts, "CPU_OFF");
-                    self.cpu_going_down = Some((val, ts));
-                    self.offline_checked.remove(&val);
-                } else {
-                    self.state.cpu_change(ts, val, false, "CPU_OFF");
-                    self.cpu_going_down = None;
-                    if !self.offline_checked.contains(&val) {
-                        self.g2_offline_cpu(val, ev, out);
-                    }
-                }
-            }
-            "machine_suspend" => {
-                if start {
-                    let (p, kind) = if val == 0x0004 {
-                        (Phase::Image, SleepKind::Hibernation)
-                    } else {
-                        (Phase::Sleeping, SleepKind::Suspend)
-                    };
-                    if !phase.in_transition() {
-                        self.begin_suspend(ts, "machine_suspend");
-                    }
-                    self.state.sleep = kind;
-                    self.state.set_phase(p, ts, "machine_suspend");
-                } else {
-                    // Woken, or the image kernel restored: composes before this do not count.
-                    self.bump_cycle(ts);
-                    self.state
-                        .set_phase(Phase::CpusOffline, ts, "machine_suspend end");
-                }
-            }
-            "CPU_ON" => {
-                if !start {
-                    self.state.cpu_change(ts, val, true, "CPU_ON");
-                    self.offline_checked.remove(&val);
-                    let epoch = self.cycle_epoch();
-                    self.schedule(
-                        ts.saturating_add(self.timing.g3_grace_ns),
-                        Pending::G3 {
-                            cpu: val,
-                            online_ts: ts,
-                            epoch,
-                        },
-                    );
-                }
-            }
-            "dpm_resume_noirq" => {
-                if start {
-                    if !self.cycle_bumped_since_suspend {
-                        self.bump_cycle(ts);
-                    }
-                    self.cycle_bumped_since_suspend = false;
-                    self.state.epoch += 1;
-                    let ep = ResumeEpoch {
-                        epoch: self.state.epoch,
-                        kind: ResumeKind::from_pm_event(val),
-                        sleep: self.state.sleep,
-                        suspend_ts_ns: self.state.suspend_ts_ns,
-                        start_ts_ns: ts,
-                        resumed_ts_ns: None,
-                    };
-                    self.state.epochs.push(ep);
-                    self.state
-                        .set_phase(Phase::ResumingNoirq, ts, "dpm_resume_noirq");
-                }
-            }
-            // syscore runs with one CPU left and interrupts off, between the noirq phases and
-            // the sleep itself: nothing a vector's state depends on changes there.
-            "dpm_resume_early" | "dpm_resume" | "syscore_suspend" | "syscore_resume" => {}
-            // 7.x renamed resume_console to console_resume_all.
-            "dpm_complete" | "thaw_processes" | "resume_console" | "console_resume_all" => {
-                let done = match action {
-                    "dpm_complete" => !start,
-                    _ => true,
-                };
-                if done && phase.in_transition() {
-                    self.resumed(ts, action);
-                }
-            }
-            other => {
-                let n = self
-                    .state
-                    .unknown_actions
-                    .entry(other.to_string())
-                    .or_default();
-                *n += 1;
-            }
-        }
-    }
-
-    fn resumed(&mut self, ts: u64, cause: &str) {
-        let suspend_ts = self.state.suspend_ts_ns.take();
-        self.state.set_phase(Phase::Resumed, ts, cause);
-        let Some(ep) = self.state.epochs.last_mut() else {
-            return;
-        };
-        // Only the epoch this cycle opened: an aborted suspend (pm_test freezer/devices) has
-        // no noirq resume and no new epoch.
-        let this_cycle =
-            ep.resumed_ts_ns.is_none() && suspend_ts.is_none_or(|s| ep.start_ts_ns >= s);
-        if !this_cycle {
-            return;
-        }
-        ep.resumed_ts_ns = Some(ts);
-        let epoch = ep.epoch;
-        self.schedule(
-            ts.saturating_add(self.timing.g1_grace_ns),
-            Pending::G1 { epoch },
-        );
-        self.schedule(
-            ts.saturating_add(self.timing.g5_silence_ns),
-            Pending::G5 { epoch },
-        );
     }
 }
 
