@@ -22,14 +22,22 @@
 //! - One divergence per rule, vector, cause and epoch ([`divergence::DivergenceLog`]); `apply`
 //!   returns only new or changed ones so a live front-end logs each once.
 //!
-//! The rules themselves are in [`rules`]; the gates deciding which can run in [`gates`].
+//! Where each part is: [`dispatch`] sends one event to the part it concerns; [`observe`]
+//! keeps the vector model ([`vector`], [`state`]) up to date; [`phase`] follows the
+//! suspend/resume phases, epochs and compose cycles; the rules are in [`rules`], one file per
+//! family; what they find goes through the sink in [`findings`] into the
+//! [`divergence::DivergenceLog`]; the gates deciding which rules can run are in [`gates`].
 
+mod dispatch;
 pub mod divergence;
+mod findings;
 pub mod gates;
 pub mod losses;
+mod observe;
 pub mod phase;
 pub mod rules;
 pub mod state;
+pub mod vector;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -44,15 +52,14 @@ pub use losses::{LossReport, Losses};
 pub use state::{EngineState, Phase, VectorKind, VectorState};
 
 use crate::btf_layout::BtfFact;
-use crate::event::{Event, EventKind, VectorSnap};
+use crate::event::{Event, EventKind};
 use crate::probes::{CATALOGUE, ProbeStatus, Status};
 use crate::seed::Seed;
-use divergence::{DivergenceLog, Key};
+use divergence::DivergenceLog;
+use findings::AbsenceClaim;
 use gates::Gates;
-use phase::PmStep;
-use state::{
-    HvBus, HvBusState, HvEvidence, ManagedShutdown, Migration, MigrationVia, Target, TargetSource,
-};
+use observe::OtherIrq;
+use rules::Pending;
 
 /// Delays of the rules that wait for time to pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -122,30 +129,6 @@ impl EngineConfig {
     }
 }
 
-/// A rule waiting for time to pass.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Pending {
-    G1 {
-        epoch: u32,
-    },
-    G5 {
-        epoch: u32,
-    },
-    G3 {
-        cpu: u32,
-        online_ts: u64,
-        epoch: u32,
-    },
-}
-
-/// irq_vectors facts about an IRQ not (yet) known as an MSI vector; merged when it becomes one.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct OtherIrq {
-    target: Option<Target>,
-    active: Option<bool>,
-    managed: Option<bool>,
-}
-
 /// A driver-private field that contradicted an observation (chip_data NULL after a good
 /// compose): said once per vector as an input warning, with how often it happened again.
 #[derive(Clone, Debug)]
@@ -176,17 +159,6 @@ pub(crate) enum HostSeen {
     },
     /// The reply hook was attached and the compose returned without a reply in that call.
     NoReply,
-}
-
-/// A divergence that rests on the absence of events from some probes in a time window: a loss
-/// of those probes in that window weakens it.
-#[derive(Clone, Debug)]
-pub(crate) struct AbsenceClaim {
-    key: Key,
-    probes: &'static [ProbeId],
-    from_ts: u64,
-    to_ts: u64,
-    meaning: String,
 }
 
 pub struct Engine {
@@ -221,7 +193,7 @@ pub struct Engine {
     last_counts_ts: Option<u64>,
     absence_claims: Vec<AbsenceClaim>,
     /// Rules (H1, H3, H4) with an open divergence per IRQ that later evidence revises.
-    open: BTreeMap<(RuleId, u32), rules::OpenFinding>,
+    open: BTreeMap<(RuleId, u32), findings::OpenFinding>,
     epoch_notes: Vec<NotEvaluated>,
     /// Contradictions between driver-private fields and observations, per (IRQ, generation).
     input_notes: BTreeMap<(u32, u32), InputNote>,
@@ -433,23 +405,6 @@ impl Engine {
         self.enabled[RuleId::ALL.iter().position(|r| *r == rule).unwrap_or(0)]
     }
 
-    fn schedule(&mut self, deadline: u64, p: Pending) {
-        self.pending_seq += 1;
-        self.pending.insert((deadline, self.pending_seq), p);
-    }
-
-    /// Settle every deadline at or before `ts`, in deadline order.
-    fn settle(&mut self, ts: u64, out: &mut Vec<DivergenceUpdate>) {
-        while let Some((&(deadline, seq), _)) = self.pending.first_key_value() {
-            if deadline > ts {
-                break;
-            }
-            if let Some(p) = self.pending.remove(&(deadline, seq)) {
-                self.run_pending(p, deadline, out);
-            }
-        }
-    }
-
     /// Feed one event. Returns the divergences it created or changed.
     pub fn apply(&mut self, ev: &Event) -> Vec<DivergenceUpdate> {
         let mut out = Vec::new();
@@ -542,490 +497,6 @@ impl Engine {
         self.finished = true;
         out
     }
-
-    /// Any event that ran on a CPU shows that CPU online (a CPU brought up outside a PM
-    /// transition has no `CPU_ON` event).
-    fn note_cpu_alive(&mut self, ev: &Event) {
-        let userspace = matches!(
-            ev.kind,
-            EventKind::Lost { .. }
-                | EventKind::IrqCounts { .. }
-                | EventKind::Gap { .. }
-                | EventKind::Notice { .. }
-        );
-        if userspace
-            || matches!(ev.kind, EventKind::MigrateAllOffExit)
-            || self.state.online_cpus.contains(&ev.cpu)
-        {
-            return;
-        }
-        self.state.cpu_change(ev.ts_ns, ev.cpu, true, "event on it");
-        self.offline_checked.remove(&ev.cpu);
-    }
-
-    /// Make sure the vector of a snapshot exists (retiring an older one on IRQ reuse), take
-    /// the snapshot and return its IRQ.
-    fn vector_for(&mut self, s: &VectorSnap, ts: u64, by: &'static str, pre_state: bool) -> u32 {
-        let irq = s.irq;
-        let mut created_msi = false;
-        match self.state.vectors.get_mut(&irq) {
-            Some(v) if v.conflicts_with(s) => {
-                let old = v.clone();
-                let mut fresh = VectorState::new(irq);
-                fresh.generation = old.generation + 1;
-                *v = fresh;
-                if self.state.retired.len() < MAX_RETIRED {
-                    self.state.retired.push(old);
-                }
-                self.open.retain(|(_, i), _| *i != irq);
-                created_msi = s.msix == Some(false);
-            }
-            Some(_) => {}
-            None => {
-                let mut v = VectorState::new(irq);
-                if let Some(o) = self.other_irqs.remove(&irq) {
-                    v.target = o.target;
-                    v.active = o.active;
-                    v.managed = o.managed;
-                }
-                self.state.vectors.insert(irq, v);
-                created_msi = s.msix == Some(false);
-            }
-        }
-        if let Some(v) = self.state.vectors.get_mut(&irq) {
-            v.observe(s, ts, by, pre_state);
-        }
-        if created_msi {
-            self.state.assign_multi_msi();
-        }
-        irq
-    }
-
-    fn mark_hyperv(&mut self, irq: u32) {
-        if let Some(v) = self.state.vectors.get_mut(&irq)
-            && v.hyperv.is_none()
-        {
-            v.hyperv = Some(HvEvidence::ChipCallback);
-        }
-    }
-
-    fn dispatch(&mut self, ev: &Event, out: &mut Vec<DivergenceUpdate>) {
-        let ts = ev.ts_ns;
-        match &ev.kind {
-            EventKind::ReturnWithoutEntry { probe } => {
-                *self.orphan_returns.entry(*probe).or_default() += 1;
-            }
-            EventKind::Notice { .. } => {}
-            EventKind::ComposeEnter(v) => {
-                let irq = self.vector_for(v, ts, "hv_compose_msi_msg", false);
-                self.mark_hyperv(irq);
-                self.composing.insert(irq, ComposeInFlight::default());
-                self.h9_removing_bus(ev, irq, "composed", out);
-            }
-            EventKind::ComposeExit { v, msg } => {
-                let irq = self.vector_for(v, ts, "hv_compose_msi_msg:return", false);
-                self.mark_hyperv(irq);
-                let in_flight = self.composing.remove(&irq);
-                let host = if !self.gates.available(ProbeId::HvComposeCompl, &self.seen) {
-                    HostSeen::Unknown
-                } else {
-                    match in_flight {
-                        Some(ComposeInFlight {
-                            reply: Some((status, evidence)),
-                            ..
-                        }) => HostSeen::Replied { status, evidence },
-                        Some(ComposeInFlight {
-                            reply: None,
-                            unattributed: false,
-                        }) => HostSeen::NoReply,
-                        _ => HostSeen::Unknown,
-                    }
-                };
-                self.on_compose_exit(ev, irq, v, *msg, host, out);
-            }
-            EventKind::UnmaskEnter(v) => {
-                let irq = self.vector_for(v, ts, "hv_irq_unmask", true);
-                self.mark_hyperv(irq);
-                if let Some(vs) = self.state.vectors.get_mut(&irq) {
-                    vs.unmasked_seen = true;
-                }
-                self.on_unmask_enter(ev, irq, v, out);
-            }
-            EventKind::UnmaskExit(v) => {
-                let irq = self.vector_for(v, ts, "hv_irq_unmask:return", false);
-                self.mark_hyperv(irq);
-                self.on_unmask_exit(ev, irq, v, out);
-            }
-            EventKind::MaskEnter(v) => {
-                let irq = self.vector_for(v, ts, "hv_irq_mask", true);
-                self.mark_hyperv(irq);
-            }
-            EventKind::MaskExit(v) => {
-                let irq = self.vector_for(v, ts, "hv_irq_mask:return", false);
-                self.mark_hyperv(irq);
-            }
-            EventKind::PciMsiMask(v) => {
-                // A kprobe on entry: the function is about to set the mask bit.
-                let irq = self.vector_for(v, ts, "pci_msi_mask_irq", true);
-                if let Some(vs) = self.state.vectors.get_mut(&irq) {
-                    vs.set_cache_masked(true, ts, "pci_msi_mask_irq");
-                }
-            }
-            EventKind::PciMsiUnmask(v) => {
-                let irq = self.vector_for(v, ts, "pci_msi_unmask_irq", true);
-                if let Some(vs) = self.state.vectors.get_mut(&irq) {
-                    vs.set_cache_masked(false, ts, "pci_msi_unmask_irq");
-                    vs.unmasked_seen = true;
-                }
-                self.on_unmasked(ev, irq, out);
-            }
-            // The per-device MSI domains' callbacks: the same device-level mask as
-            // pci_msi_(un)mask_irq, for the ordinary devices of 6.2 and later.
-            EventKind::PciIrqMask { v, .. } => {
-                let by = event_name(&ev.kind);
-                let irq = self.vector_for(v, ts, by, true);
-                if let Some(vs) = self.state.vectors.get_mut(&irq) {
-                    vs.set_cache_masked(true, ts, by);
-                }
-            }
-            EventKind::PciIrqUnmask { v, .. } => {
-                let by = event_name(&ev.kind);
-                let irq = self.vector_for(v, ts, by, true);
-                if let Some(vs) = self.state.vectors.get_mut(&irq) {
-                    vs.set_cache_masked(false, ts, by);
-                    vs.unmasked_seen = true;
-                }
-                self.on_unmasked(ev, irq, out);
-            }
-            // The host's reply: kept for the compose it belongs to, decided at its return.
-            EventKind::ComposeCompl { irq, status, .. } => match irq {
-                Some(irq) => {
-                    if let Some(c) = self.composing.get_mut(irq) {
-                        c.reply = Some((*status, Evidence::of(ev)));
-                    }
-                }
-                None => {
-                    for c in self.composing.values_mut() {
-                        c.unattributed = true;
-                    }
-                }
-            },
-            EventKind::MigrateOneIrq { irq } => {
-                if let Some(v) = self.state.vectors.get_mut(irq) {
-                    v.last_migration = Some(Migration {
-                        ts_ns: ts,
-                        from_cpu: ev.cpu,
-                        via: MigrationVia::MigrateOneIrq,
-                        ret: None,
-                    });
-                }
-            }
-            EventKind::MigrateAllOffEnter => {
-                self.migration_windows.insert(ev.cpu, ts);
-            }
-            EventKind::MigrateAllOffExit => {
-                self.migration_windows.remove(&ev.cpu);
-                self.g2_affinity_failures(ev, out);
-                self.state
-                    .cpu_change(ts, ev.cpu, false, "irq_migrate_all_off_this_cpu");
-                self.g2_offline_cpu(ev.cpu, ev, out);
-            }
-            EventKind::SetAffinityEnter { irq, .. } => {
-                self.affinity_calls.insert(ev.cpu, (*irq, ts));
-            }
-            EventKind::SetAffinityExit {
-                irq,
-                ret,
-                in_migration,
-            } => {
-                let call = self.affinity_calls.remove(&ev.cpu);
-                let in_window = *in_migration || self.migration_windows.contains_key(&ev.cpu);
-                if in_window {
-                    if *ret == 0 {
-                        let since = match call {
-                            Some((i, t)) if i == *irq => t,
-                            _ => self.migration_windows.get(&ev.cpu).copied().unwrap_or(ts),
-                        };
-                        self.target_after_migration(*irq, ev.cpu, since, ts);
-                    }
-                    if let Some(v) = self.state.vectors.get_mut(irq) {
-                        v.last_migration = Some(Migration {
-                            ts_ns: ts,
-                            from_cpu: ev.cpu,
-                            via: MigrationVia::SetAffinityInWindow,
-                            ret: Some(*ret),
-                        });
-                    }
-                    let fails = self.affinity_failures.entry(ev.cpu).or_default();
-                    if *ret != 0 {
-                        fails.insert(*irq, (*ret, Evidence::of(ev)));
-                    } else {
-                        // migrate_one_irq retries -ENOSPC with every online CPU: a later
-                        // success clears the failure.
-                        fails.remove(irq);
-                    }
-                }
-            }
-            EventKind::RestoreEnter { .. } | EventKind::RestoreExit { .. } => {}
-            EventKind::WriteMsiMsg {
-                v, msg, in_restore, ..
-            } => {
-                let irq = self.vector_for(v, ts, "__pci_write_msi_msg", false);
-                let managed = match self.state.vectors.get_mut(&irq) {
-                    Some(vs) => {
-                        vs.last_written = Some((*msg, ts));
-                        vs.managed == Some(true)
-                    }
-                    None => false,
-                };
-                // msi_domain_deactivate() writes a zeroed message: the vector was shut down
-                // (a managed vector with the last CPU of its mask). On 6.12's CPU-offline
-                // path no irq_vectors:vector_deactivate follows, so this is the only sign.
-                if msg.is_zero() && !*in_restore {
-                    self.on_activate(irq, managed, false, ev);
-                }
-                if !msg.is_zero() {
-                    self.target_from_message(irq, *msg, ts);
-                }
-                if *in_restore {
-                    self.on_restore_write(ev, irq, v, *msg, out);
-                }
-            }
-            EventKind::HvPciSuspendEnter { bus, state } => {
-                self.bus_update(bus, *state, None, ts, Some(true));
-            }
-            EventKind::HvPciSuspendExit { bus, ret, state } => {
-                let inferred = (*ret == 0).then_some(3);
-                self.bus_update(bus, state.or(inferred), Some(*ret), ts, None);
-            }
-            EventKind::HvPciResumeEnter { bus, state } => {
-                self.bus_update(bus, *state, None, ts, None);
-            }
-            EventKind::HvPciResumeExit { bus, ret, state } => {
-                let inferred = (*ret == 0).then_some(2);
-                self.bus_update(bus, state.or(inferred), Some(*ret), ts, Some(false));
-                if *ret != 0 {
-                    self.h9_resume_failed(ev, bus.as_deref().unwrap_or("?"), *ret, out);
-                }
-            }
-            EventKind::SuspendResume { action, val, start } => {
-                self.on_suspend_resume(ev, PmStep::parse(action, *val, *start), out);
-            }
-            EventKind::DevicePmStart { .. } | EventKind::DevicePmEnd { .. } => {}
-            EventKind::VectorUpdate {
-                irq, vector, cpu, ..
-            } => {
-                self.set_target(*irq, Some(*cpu), Some(*vector), ts, "vector_update");
-            }
-            EventKind::VectorConfig {
-                irq,
-                vector,
-                cpu,
-                apicdest,
-            } => {
-                // hw_irq_cfg.dest_apicid is what the kernel puts in the message's destination.
-                let known = self.apic_cpus.entry(*apicdest).or_insert(Some(*cpu));
-                if *known != Some(*cpu) {
-                    *known = None;
-                }
-                self.set_target(*irq, Some(*cpu), Some(*vector), ts, "vector_config");
-            }
-            EventKind::VectorClear { irq, .. } => {
-                // clear_irq_vector: the vector (and a move in progress) released; the IRQ has
-                // none until the vector_config that normally follows.
-                self.set_target(*irq, None, None, ts, "vector_clear");
-            }
-            EventKind::VectorActivate { irq, managed, .. } => {
-                self.on_activate(*irq, *managed, true, ev);
-            }
-            EventKind::VectorDeactivate { irq, managed, .. } => {
-                self.on_activate(*irq, *managed, false, ev);
-            }
-            EventKind::Lost { probe, count } => {
-                let origin = self.origin_ns();
-                let r = self.losses.record(
-                    *probe,
-                    *count,
-                    ts,
-                    origin,
-                    self.state.phase,
-                    self.state.epoch,
-                );
-                self.on_loss(&r, out);
-            }
-            EventKind::IrqCounts { counts } => self.on_counts(ts, counts),
-            EventKind::Gap { reason } => {
-                if self.state.gaps.len() < state::MAX_TIMELINE {
-                    self.state.gaps.push(state::GapMark {
-                        ts_ns: ts,
-                        reason: reason.clone(),
-                    });
-                }
-            }
-        }
-    }
-
-    fn bus_update(
-        &mut self,
-        bus: &Option<String>,
-        raw: Option<u32>,
-        ret: Option<i32>,
-        ts: u64,
-        suspended: Option<bool>,
-    ) {
-        let name = bus.clone().unwrap_or_else(|| "?".into());
-        let b = self.state.hv_buses.entry(name).or_insert(HvBus {
-            state: None,
-            state_ts_ns: ts,
-            suspended: false,
-            last_error: None,
-        });
-        if let Some(r) = raw {
-            b.state = Some(HvBusState::from_raw(r));
-            b.state_ts_ns = ts;
-        }
-        if let Some(s) = suspended {
-            b.suspended = s;
-        }
-        if let Some(r) = ret
-            && r != 0
-        {
-            b.last_error = Some(r);
-        }
-    }
-
-    /// The target an `irq_vectors` tracepoint shows.
-    fn set_target(
-        &mut self,
-        irq: u32,
-        cpu: Option<u32>,
-        vector: Option<u32>,
-        ts: u64,
-        via: &'static str,
-    ) {
-        let t = Target {
-            cpu,
-            vector,
-            ts_ns: ts,
-            source: TargetSource::VectorTracepoint,
-            via,
-        };
-        match self.state.vectors.get_mut(&irq) {
-            Some(v) => v.target = Some(t),
-            None => self.other_irqs.entry(irq).or_default().target = Some(t),
-        }
-    }
-
-    /// `irq_do_set_affinity` returned 0 for `irq` in the offline migration window of `dying`
-    /// (entered at `since`): the vector left `dying`. An exact observation made during the
-    /// call (a vector tracepoint, a decoded message) already says where it went; otherwise
-    /// the new CPU is one of those still online (migrate_one_irq falls back to any online CPU
-    /// when none of the affinity is), so it is known only when a single one is left. The new
-    /// vector is not known from the window.
-    fn target_after_migration(&mut self, irq: u32, dying: u32, since: u64, ts: u64) {
-        let mut left = self.state.online_cpus.iter().filter(|&&c| c != dying);
-        let cpu = match (left.next(), left.next()) {
-            (Some(&c), None) => Some(c),
-            _ => None,
-        };
-        let Some(v) = self.state.vectors.get_mut(&irq) else {
-            return;
-        };
-        if let Some(t) = &v.target
-            && t.source.exact()
-            && t.ts_ns >= since
-            && t.cpu.is_some_and(|c| c != dying)
-        {
-            return;
-        }
-        v.target = Some(Target {
-            cpu,
-            vector: None,
-            ts_ns: ts,
-            source: TargetSource::Migration,
-            via: "irq_do_set_affinity",
-        });
-    }
-
-    /// A message written to the device for `irq`: on x86 without remapping it names the CPU
-    /// (through the APIC id → CPU pairs `vector_config` showed) and the vector. Ignored where
-    /// the message is not a destination (Hyper-V, remapped; see
-    /// [`VectorState::message_names_target`]) or the APIC id was never seen with a CPU.
-    fn target_from_message(&mut self, irq: u32, msg: crate::event::MsiMsg, ts: u64) {
-        let Some((dest, vector)) = msg.x86_destination() else {
-            return;
-        };
-        let Some(&Some(cpu)) = self.apic_cpus.get(&dest) else {
-            return;
-        };
-        let Some(v) = self.state.vectors.get_mut(&irq) else {
-            return;
-        };
-        if !v.message_names_target() {
-            return;
-        }
-        v.target = Some(Target {
-            cpu: Some(cpu),
-            vector: Some(vector),
-            ts_ns: ts,
-            source: TargetSource::MessageWrite,
-            via: "__pci_write_msi_msg",
-        });
-    }
-
-    fn on_activate(&mut self, irq: u32, managed: bool, active: bool, ev: &Event) {
-        // A managed vector deactivated while its CPU goes down was shut down with it.
-        let dying = self
-            .migration_windows
-            .contains_key(&ev.cpu)
-            .then_some(ev.cpu)
-            .or(self.cpu_going_down.map(|(c, _)| c));
-        let Some(v) = self.state.vectors.get_mut(&irq) else {
-            let o = self.other_irqs.entry(irq).or_default();
-            o.active = Some(active);
-            o.managed = Some(managed);
-            return;
-        };
-        v.active = Some(active);
-        if managed {
-            v.managed = Some(true);
-        }
-        if active {
-            v.shutdown = None;
-        } else if managed && let Some(cpu) = dying {
-            v.shutdown = Some(ManagedShutdown {
-                cpu,
-                ts_ns: ev.ts_ns,
-            });
-        }
-    }
-
-    fn on_counts(&mut self, ts: u64, counts: &[(u32, u64)]) {
-        let baseline = !self.counts_baseline_taken;
-        self.counts_baseline_taken = true;
-        self.last_counts_ts = Some(ts);
-        for &(irq, c) in counts {
-            let Some(v) = self.state.vectors.get_mut(&irq) else {
-                continue;
-            };
-            let k = &mut v.counts;
-            if baseline {
-                k.first = Some(c);
-            } else {
-                // IRQs missing from the recorder's first sample had fired 0 times.
-                let prev = k.last.unwrap_or(0);
-                if k.first.is_none() {
-                    k.first = Some(0);
-                }
-                if c > prev {
-                    k.last_increase_ts_ns = Some(ts);
-                    k.last_growth = Some((k.last_sample_ts_ns, ts));
-                }
-            }
-            k.last = Some(c);
-            k.last_sample_ts_ns = ts;
-        }
-    }
 }
 
 /// Bound on retired vectors kept for the report.
@@ -1072,6 +543,7 @@ pub fn event_irq(k: &EventKind) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use state::TargetSource;
 
     fn pm(ts: u64, action: &str, start: bool) -> Event {
         Event {
