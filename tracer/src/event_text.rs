@@ -2,6 +2,7 @@
 //! the evidence under a divergence, the journal and the exported trace's arguments. One
 //! formatter, so that they cannot disagree (they did: evidence printed D3cold as "D4").
 
+use crate::engine::phase::PmEvent;
 use crate::event::{EventKind, VectorSnap};
 use crate::probes::hook_of;
 
@@ -227,17 +228,7 @@ fn pci_power(p: Option<u32>) -> String {
 
 /// The `PM_EVENT_*` value of a callback, named like the kernel's `pm_verb()`.
 fn pm_event(event: u32) -> String {
-    let name = match event & 0xff {
-        0x01 => Some("freeze"),
-        0x02 => Some("suspend"),
-        0x04 => Some("hibernate"),
-        0x08 => Some("quiesce"),
-        0x10 => Some("resume"),
-        0x20 => Some("thaw"),
-        0x40 => Some("restore"),
-        0x80 => Some("recover"),
-        _ => None,
-    };
+    let name = PmEvent::from_bits(event & 0xff).map(PmEvent::name);
     match name {
         Some(n) if event <= 0xff => n.to_string(),
         Some(n) => format!("{n}|{:#x}", event & !0xff),

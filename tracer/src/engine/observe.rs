@@ -1,0 +1,202 @@
+//! What the engine observes of each vector before any rule judges it: which vector an event
+//! is about (retiring a reused IRQ's old one), its target (CPU and vector), activation and
+//! handler counts.
+
+use super::state::{HvEvidence, ManagedShutdown, Target, TargetSource, VectorState};
+use super::{Engine, MAX_RETIRED};
+use crate::event::{Event, VectorSnap};
+
+/// irq_vectors facts about an IRQ not (yet) known as an MSI vector; merged when it becomes one.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct OtherIrq {
+    target: Option<Target>,
+    active: Option<bool>,
+    managed: Option<bool>,
+}
+
+impl Engine {
+    /// Make sure the vector of a snapshot exists (retiring an older one on IRQ reuse), take
+    /// the snapshot and return its IRQ.
+    pub(super) fn vector_for(
+        &mut self,
+        s: &VectorSnap,
+        ts: u64,
+        by: &'static str,
+        pre_state: bool,
+    ) -> u32 {
+        let irq = s.irq;
+        let mut created_msi = false;
+        match self.state.vectors.get_mut(&irq) {
+            Some(v) if v.conflicts_with(s) => {
+                let old = v.clone();
+                let mut fresh = VectorState::new(irq);
+                fresh.generation = old.generation + 1;
+                *v = fresh;
+                if self.state.retired.len() < MAX_RETIRED {
+                    self.state.retired.push(old);
+                }
+                self.open.retain(|(_, i), _| *i != irq);
+                created_msi = s.msix == Some(false);
+            }
+            Some(_) => {}
+            None => {
+                let mut v = VectorState::new(irq);
+                if let Some(o) = self.other_irqs.remove(&irq) {
+                    v.target = o.target;
+                    v.active = o.active;
+                    v.managed = o.managed;
+                }
+                self.state.vectors.insert(irq, v);
+                created_msi = s.msix == Some(false);
+            }
+        }
+        if let Some(v) = self.state.vectors.get_mut(&irq) {
+            v.observe(s, ts, by, pre_state);
+        }
+        if created_msi {
+            self.state.assign_multi_msi();
+        }
+        irq
+    }
+
+    pub(super) fn mark_hyperv(&mut self, irq: u32) {
+        if let Some(v) = self.state.vectors.get_mut(&irq)
+            && v.hyperv.is_none()
+        {
+            v.hyperv = Some(HvEvidence::ChipCallback);
+        }
+    }
+
+    /// The target an `irq_vectors` tracepoint shows.
+    pub(super) fn set_target(
+        &mut self,
+        irq: u32,
+        cpu: Option<u32>,
+        vector: Option<u32>,
+        ts: u64,
+        via: &'static str,
+    ) {
+        let t = Target {
+            cpu,
+            vector,
+            ts_ns: ts,
+            source: TargetSource::VectorTracepoint,
+            via,
+        };
+        match self.state.vectors.get_mut(&irq) {
+            Some(v) => v.target = Some(t),
+            None => self.other_irqs.entry(irq).or_default().target = Some(t),
+        }
+    }
+
+    /// `irq_do_set_affinity` returned 0 for `irq` in the offline migration window of `dying`
+    /// (entered at `since`): the vector left `dying`. An exact observation made during the
+    /// call (a vector tracepoint, a decoded message) already says where it went; otherwise
+    /// the new CPU is one of those still online (migrate_one_irq falls back to any online CPU
+    /// when none of the affinity is), so it is known only when a single one is left. The new
+    /// vector is not known from the window.
+    pub(super) fn target_after_migration(&mut self, irq: u32, dying: u32, since: u64, ts: u64) {
+        let mut left = self.state.online_cpus.iter().filter(|&&c| c != dying);
+        let cpu = match (left.next(), left.next()) {
+            (Some(&c), None) => Some(c),
+            _ => None,
+        };
+        let Some(v) = self.state.vectors.get_mut(&irq) else {
+            return;
+        };
+        if let Some(t) = &v.target
+            && t.source.exact()
+            && t.ts_ns >= since
+            && t.cpu.is_some_and(|c| c != dying)
+        {
+            return;
+        }
+        v.target = Some(Target {
+            cpu,
+            vector: None,
+            ts_ns: ts,
+            source: TargetSource::Migration,
+            via: "irq_do_set_affinity",
+        });
+    }
+
+    /// A message written to the device for `irq`: on x86 without remapping it names the CPU
+    /// (through the APIC id → CPU pairs `vector_config` showed) and the vector. Ignored where
+    /// the message is not a destination (Hyper-V, remapped; see
+    /// [`VectorState::message_names_target`]) or the APIC id was never seen with a CPU.
+    pub(super) fn target_from_message(&mut self, irq: u32, msg: crate::event::MsiMsg, ts: u64) {
+        let Some((dest, vector)) = msg.x86_destination() else {
+            return;
+        };
+        let Some(&Some(cpu)) = self.apic_cpus.get(&dest) else {
+            return;
+        };
+        let Some(v) = self.state.vectors.get_mut(&irq) else {
+            return;
+        };
+        if !v.message_names_target() {
+            return;
+        }
+        v.target = Some(Target {
+            cpu: Some(cpu),
+            vector: Some(vector),
+            ts_ns: ts,
+            source: TargetSource::MessageWrite,
+            via: "__pci_write_msi_msg",
+        });
+    }
+
+    pub(super) fn on_activate(&mut self, irq: u32, managed: bool, active: bool, ev: &Event) {
+        // A managed vector deactivated while its CPU goes down was shut down with it.
+        let dying = self
+            .migration_windows
+            .contains_key(&ev.cpu)
+            .then_some(ev.cpu)
+            .or(self.cpu_going_down.map(|(c, _)| c));
+        let Some(v) = self.state.vectors.get_mut(&irq) else {
+            let o = self.other_irqs.entry(irq).or_default();
+            o.active = Some(active);
+            o.managed = Some(managed);
+            return;
+        };
+        v.active = Some(active);
+        if managed {
+            v.managed = Some(true);
+        }
+        if active {
+            v.shutdown = None;
+        } else if managed && let Some(cpu) = dying {
+            v.shutdown = Some(ManagedShutdown {
+                cpu,
+                ts_ns: ev.ts_ns,
+            });
+        }
+    }
+
+    pub(super) fn on_counts(&mut self, ts: u64, counts: &[(u32, u64)]) {
+        let baseline = !self.counts_baseline_taken;
+        self.counts_baseline_taken = true;
+        self.last_counts_ts = Some(ts);
+        for &(irq, c) in counts {
+            let Some(v) = self.state.vectors.get_mut(&irq) else {
+                continue;
+            };
+            let k = &mut v.counts;
+            if baseline {
+                k.first = Some(c);
+            } else {
+                // IRQs missing from the recorder's first sample had fired 0 times.
+                let prev = k.last.unwrap_or(0);
+                if k.first.is_none() {
+                    k.first = Some(0);
+                }
+                if c > prev {
+                    k.last_increase_ts_ns = Some(ts);
+                    k.last_growth = Some((k.last_sample_ts_ns, ts));
+                }
+            }
+            k.last = Some(c);
+            k.last_sample_ts_ns = ts;
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The rules that wait for time to pass: G1 masked after resume, G3 managed vector never
+//! restarted, G5 silent after resume. Each is a deadline settled when a later event's
+//! timestamp passes it, or at end of input.
+
+use super::{ACTIVATE_PROBES, UNMASK_PROBES};
+use crate::engine::divergence::{DivergenceUpdate, Evidence, RuleId, Severity};
+use crate::engine::gates::NotEvaluated;
+use crate::engine::{Engine, secs};
+
+/// A rule waiting for time to pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Pending {
+    G1 {
+        epoch: u32,
+    },
+    G5 {
+        epoch: u32,
+    },
+    G3 {
+        cpu: u32,
+        online_ts: u64,
+        epoch: u32,
+    },
+}
+
+impl Engine {
+    pub(crate) fn schedule(&mut self, deadline: u64, p: Pending) {
+        self.pending_seq += 1;
+        self.pending.insert((deadline, self.pending_seq), p);
+    }
+
+    /// Settle every deadline at or before `ts`, in deadline order.
+    pub(crate) fn settle(&mut self, ts: u64, out: &mut Vec<DivergenceUpdate>) {
+        while let Some((&(deadline, seq), _)) = self.pending.first_key_value() {
+            if deadline > ts {
+                break;
+            }
+            if let Some(p) = self.pending.remove(&(deadline, seq)) {
+                self.run_pending(p, deadline, out);
+            }
+        }
+    }
+
+    pub(crate) fn run_pending(&mut self, p: Pending, now: u64, out: &mut Vec<DivergenceUpdate>) {
+        match p {
+            Pending::G1 { epoch } => self.g1_masked_after_resume(epoch, now, out),
+            Pending::G5 { epoch } => self.g5_silent_after_resume(epoch, now, out),
+            Pending::G3 {
+                cpu,
+                online_ts,
+                epoch,
+            } => self.g3_not_restarted(cpu, online_ts, epoch, now, out),
+        }
+    }
+
+    /// **G1 masked after resume.** Decided, at `resumed` + grace, by the device-level mask as
+    /// the kernel last set it: the last mask operation observed (`pci_msi_(un)mask_irq`, the
+    /// per-device domains' `pci_irq_(un)mask_msi(x)`, hv_irq_unmask's return) or the mask
+    /// cache the restore wrote into the device (`__pci_write_msi_msg`), for a vector with an
+    /// action that genirq believes enabled. Handler counts overrule it: an interrupt of the
+    /// vector counted between two samples taken after both this resume began and the last
+    /// masked observation proves the kernel delivered it, so it is not still masked (an unmask
+    /// went through a path msitrace does not see). Growth across the suspend (the first sample
+    /// after it against the last before) proves nothing: those interrupts may predate the
+    /// mask. A vector whose samples show no such growth only corroborates the finding (said in
+    /// it); without samples the mask observation decides alone.
+    fn g1_masked_after_resume(&mut self, epoch: u32, now: u64, out: &mut Vec<DivergenceUpdate>) {
+        if !self.enabled(RuleId::G1) {
+            return;
+        }
+        let grace = secs(self.timing.g1_grace_ns);
+        let epoch_start = self
+            .state
+            .epoch_info(epoch)
+            .map_or(u64::MAX, |e| e.start_ts_ns);
+        let masked: Vec<u32> = self
+            .state
+            .vectors
+            .values()
+            .filter(|v| {
+                let fired_since = v
+                    .counts
+                    .last_growth
+                    .is_some_and(|(from, _)| from >= v.cache_masked_ts_ns.max(epoch_start));
+                v.has_action()
+                    && v.genirq_enabled() == Some(true)
+                    && v.cache_masked == Some(true)
+                    && v.active != Some(false)
+                    && !fired_since
+            })
+            .map(|v| v.irq)
+            .collect();
+        for irq in masked {
+            let Some(v) = self.state.vectors.get(&irq) else {
+                continue;
+            };
+            let seen_at = v.cache_masked_ts_ns;
+            let seen_by = v.cache_masked_by;
+            let sampled_since = v.counts.last_sample_ts_ns > seen_at;
+            let note = Evidence::note(
+                now,
+                "deadline",
+                format!("still masked {grace} after resume of epoch {epoch}"),
+            );
+            let still = format!("it was still masked {grace} after resume epoch {epoch}");
+            if let Some((key, meaning)) = self.open_note(RuleId::H4, irq, still, true) {
+                self.revise(&key, Severity::Error, meaning, Some(note), out);
+                continue;
+            }
+            let (desc, _) = self.describe(irq);
+            let silent = if sampled_since {
+                ", and no interrupt of it was counted after that"
+            } else {
+                ""
+            };
+            let meaning = format!(
+                "irq {irq} ({desc}) has an action and genirq says it is enabled, but its \
+                 device-level mask was still set {grace} after resume epoch {epoch} (last seen \
+                 masked by {seen_by} at {}{silent}): the device cannot raise this interrupt; \
+                 look at what masked it before suspend and why resume did not unmask it",
+                self.t(seen_at)
+            );
+            let evidence = vec![
+                Evidence::note(seen_at, seen_by, format!("irq {irq} mask cache set")),
+                note,
+            ];
+            let f = self.vector_finding(
+                RuleId::G1,
+                irq,
+                "masked",
+                epoch,
+                Severity::Error,
+                now,
+                evidence,
+                meaning,
+            );
+            self.raise_absence(f, UNMASK_PROBES, seen_at, out);
+        }
+    }
+
+    fn g3_not_restarted(
+        &mut self,
+        cpu: u32,
+        online_ts: u64,
+        epoch: u32,
+        now: u64,
+        out: &mut Vec<DivergenceUpdate>,
+    ) {
+        if !self.enabled(RuleId::G3) {
+            return;
+        }
+        let down: Vec<(u32, u64)> = self
+            .state
+            .vectors
+            .values()
+            .filter_map(|v| {
+                let s = v.shutdown.as_ref()?;
+                (s.cpu == cpu && s.ts_ns <= online_ts && v.has_action()).then_some((v.irq, s.ts_ns))
+            })
+            .collect();
+        for (irq, down_ts) in down {
+            let (desc, _) = self.describe(irq);
+            let meaning = format!(
+                "managed irq {irq} ({desc}) was shut down when CPU{cpu} went offline at {} and \
+                 not restarted {} after CPU{cpu} came back at {}: the device's queue for that \
+                 CPU gets no interrupts; look at irq_affinity_online_cpu / irq_startup for this \
+                 vector",
+                self.t(down_ts),
+                secs(now.saturating_sub(online_ts)),
+                self.t(online_ts)
+            );
+            let evidence = vec![
+                Evidence::note(
+                    down_ts,
+                    "irq_vectors:vector_deactivate",
+                    format!("irq {irq} managed, CPU{cpu} going down"),
+                ),
+                Evidence::note(
+                    online_ts,
+                    "power:suspend_resume",
+                    format!("CPU_ON {cpu} end"),
+                ),
+            ];
+            let f = self.vector_finding(
+                RuleId::G3,
+                irq,
+                &format!("not-restarted-cpu{cpu}"),
+                epoch,
+                Severity::Error,
+                now,
+                evidence,
+                meaning,
+            );
+            self.raise_absence(f, ACTIVATE_PROBES, down_ts, out);
+        }
+    }
+
+    fn g5_silent_after_resume(&mut self, epoch: u32, now: u64, out: &mut Vec<DivergenceUpdate>) {
+        if !self.enabled(RuleId::G5) {
+            return;
+        }
+        let Some(resumed) = self.state.epoch_info(epoch).and_then(|e| e.resumed_ts_ns) else {
+            return;
+        };
+        if self.last_counts_ts.is_none_or(|t| t <= resumed) {
+            self.epoch_notes.push(NotEvaluated {
+                rule: RuleId::G5,
+                part: None,
+                epoch: Some(epoch),
+                reason: format!(
+                    "no handler-count sample between resume of epoch {epoch} and {} later",
+                    secs(self.timing.g5_silence_ns)
+                ),
+            });
+            return;
+        }
+        let window = secs(self.timing.g5_silence_ns);
+        let silent: Vec<(u32, u64, u64)> = self
+            .state
+            .vectors
+            .values()
+            .filter_map(|v| {
+                let before = v.counts.before_suspend?;
+                let quiet = v.counts.fired_before_suspend
+                    && v.counts.last == Some(before)
+                    && v.active != Some(false)
+                    && v.shutdown.is_none();
+                quiet.then_some((v.irq, before, v.counts.last_increase_ts_ns.unwrap_or(0)))
+            })
+            .collect();
+        for (irq, count, fired_at) in silent {
+            let (desc, _) = self.describe(irq);
+            let meaning = format!(
+                "irq {irq} ({desc}) fired before suspend (count {count}, last growth seen at {}) \
+                 but 0 times in the {window} after resume epoch {epoch}: the device looks silent \
+                 (heuristic, the check testers ran by hand on /proc/interrupts); check its MSI \
+                 state above and whether the device had work to do",
+                self.t(fired_at)
+            );
+            let evidence = vec![
+                Evidence::note(
+                    fired_at,
+                    "irq counts",
+                    format!("irq {irq} count grew to {count}"),
+                ),
+                Evidence::note(now, "deadline", format!("irq {irq} count still {count}")),
+            ];
+            let f = self.vector_finding(
+                RuleId::G5,
+                irq,
+                "silent",
+                epoch,
+                Severity::Warning,
+                now,
+                evidence,
+                meaning,
+            );
+            self.raise(f, out);
+        }
+    }
+}
