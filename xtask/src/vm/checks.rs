@@ -1378,10 +1378,8 @@ impl CheckJsonFinding {
             "{} {} on {} ({}): {}",
             self.severity,
             self.rule,
-            self.irq.map_or_else(
-                || format!("irqs {:?}", self.irqs),
-                |i| format!("irq {i}")
-            ),
+            self.irq
+                .map_or_else(|| format!("irqs {:?}", self.irqs), |i| format!("irq {i}")),
             self.device,
             self.cause
         )
@@ -1457,7 +1455,9 @@ fn check_check(
                     .collect();
                 v.failures.push(format!(
                     "msitrace check did not read the e1000e's MSI-X table ({}){}",
-                    d.msix_table.as_deref().unwrap_or("no MSI-X capability decoded"),
+                    d.msix_table
+                        .as_deref()
+                        .unwrap_or("no MSI-X capability decoded"),
                     if lost.is_empty() {
                         String::new()
                     } else {
@@ -1941,7 +1941,15 @@ vector=1 irq=38 role=test cpu=0 composes=1 masks=1 unmasks=1 retarget_failed=1 u
             failures: Vec::new(),
             facts: Vec::new(),
         };
-        check_check(&dir, step, Some("0000:00:02.0"), 37, &[38, 39], Some(40), &mut v);
+        check_check(
+            &dir,
+            step,
+            Some("0000:00:02.0"),
+            37,
+            &[38, 39],
+            Some(40),
+            &mut v,
+        );
         fs::remove_dir_all(&dir).unwrap();
         v
     }
@@ -1955,7 +1963,11 @@ vector=1 irq=38 role=test cpu=0 composes=1 masks=1 unmasks=1 retarget_failed=1 u
         assert_eq!(v.facts, ["check rc=1: C1 irq 38, C1 irq 39"]);
         // One test vector missed.
         let v = judge_check(buggy, "1\n", &check_report_json(true, &c1(38), 1));
-        assert!(v.failures.iter().any(|f| f.contains("missing") && f.contains("C1 irq 39")));
+        assert!(
+            v.failures
+                .iter()
+                .any(|f| f.contains("missing") && f.contains("C1 irq 39"))
+        );
         // A finding on the control vector, and the wrong exit code.
         let v = judge_check(
             buggy,
@@ -1964,7 +1976,11 @@ vector=1 irq=38 role=test cpu=0 composes=1 masks=1 unmasks=1 retarget_failed=1 u
         );
         assert!(v.failures.iter().any(|f| f.contains("control or plain")));
         assert!(v.failures.iter().any(|f| f.contains("beyond")));
-        assert!(v.failures.iter().any(|f| f.contains("exited 0, expected 1")));
+        assert!(
+            v.failures
+                .iter()
+                .any(|f| f.contains("exited 0, expected 1"))
+        );
     }
 
     #[test]
@@ -1974,7 +1990,11 @@ vector=1 irq=38 role=test cpu=0 composes=1 masks=1 unmasks=1 retarget_failed=1 u
         assert!(v.pass(), "{:?}", v.failures);
         // The device still masked: the report reads it and says nothing, which is wrong twice.
         let v = judge_check(fixed, "0\n", &check_report_json(true, "", 0));
-        assert!(v.failures.iter().any(|f| f.contains("test irq 38 as masked")));
+        assert!(
+            v.failures
+                .iter()
+                .any(|f| f.contains("test irq 38 as masked"))
+        );
         // A report that does not have the rig's fields fails the step instead of passing.
         let v = judge_check(fixed, "0\n", r#"{"summary": {}}"#);
         assert!(!v.pass());
