@@ -372,6 +372,20 @@ verify_cycle() {
 	probes_alive_check
 }
 
+# `msitrace check` once the sleep is over and the recorder has stopped: no BPF and no trace,
+# only what genirq believes and what the device holds (config space, the MSI-X table through
+# the BAR). After the buggy driver's sleep it must name exactly the test vectors it left masked
+# in the device; after the fixed one, nothing. One reading of /proc/interrupts (--window 0): the
+# step's fires are over, so the silent-vector heuristic has nothing to see. The snapshot is the
+# captured real device the host's fixtures come from.
+check_after() {
+	[ "$MSITRACE" = 1 ] || return 0
+	msitrace check --json --window 0 --save "$D/check.snapshot.json" \
+		> "$D/check.json" 2> "$D/check.err"
+	echo $? > "$D/check.rc"
+	say "check step=$ID rc=$(cat "$D/check.rc") $(tail -1 "$D/check.err" | tr '\n' ' ')"
+}
+
 step() {
 	NAME=$1 MODE=$2 FRONT=${3:-record} ID=$1.$2 D=/out/$1.$2
 	mkdir -p "$D"
@@ -423,6 +437,9 @@ step() {
 		[ -n "$REC" ] && sleep "$(awk -v t="$T_DONE" -v w="$G5_SILENCE" -v now="$(uptime_s)" 'BEGIN { r = t + w + 1 - now; print (r > 0) ? r : 0 }')" ;;
 	esac
 	rec_stop
+	case $NAME in
+	s3|hibernate) check_after ;;
+	esac
 	dmesg > "$D/dmesg"
 	out=$(rmmod hv_stub 2>&1) || say "error step=$ID rmmod: $out"
 	say "step $ID end uptime=$(uptime_s)"

@@ -308,10 +308,28 @@ fn bar_error(e: &io::Error) -> String {
             lockdown.unwrap_or_default().trim()
         ),
         (io::ErrorKind::PermissionDenied, _) => format!("{e} (needs root)"),
-        (_, Some(libc::EINVAL)) => format!(
-            "{e}: the kernel refuses to map this BAR (its driver claimed it exclusively, or CONFIG_IO_STRICT_DEVMEM)"
+        (_, Some(libc::EINVAL)) => einval_why(
+            e,
+            fs::read_to_string("/proc/cmdline")
+                .ok()
+                .is_some_and(|c| c.split_whitespace().any(|w| w == "iomem=relaxed")),
         ),
         _ => e.to_string(),
+    }
+}
+
+/// Why `mmap` of a BAR file says EINVAL. The kernel refuses it when the BAR's first page is
+/// claimed by a driver (busy) and strict iomem checks are on: CONFIG_IO_STRICT_DEVMEM, which
+/// Debian's and most distributions' kernels set, makes every BAR a bound driver requested
+/// unmappable — the usual case for the device `check` is asked about. `iomem=relaxed` lifts
+/// that, leaving only a region its driver requested exclusively.
+fn einval_why(e: &io::Error, relaxed: bool) -> String {
+    if relaxed {
+        format!("{e}: the kernel refuses to map this BAR: its driver claimed it exclusively")
+    } else {
+        format!(
+            "{e}: the kernel refuses to map a BAR its driver has claimed (CONFIG_IO_STRICT_DEVMEM, the default of Debian's kernels); boot with iomem=relaxed on the kernel command line to let check read it"
+        )
     }
 }
 
@@ -407,6 +425,14 @@ fn read_irq(r: &mut Reader, irq: u32) -> IrqSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_bar_mapping_names_the_way_out() {
+        let e = io::Error::from_raw_os_error(libc::EINVAL);
+        // As on Debian's 6.12 in the vm-test guest, hv_stub holding the e1000e's BARs.
+        assert!(einval_why(&e, false).contains("boot with iomem=relaxed"));
+        assert!(!einval_why(&e, true).contains("iomem=relaxed"));
+    }
 
     #[test]
     fn maps_cpus_to_apic_ids_from_cpuinfo() {
