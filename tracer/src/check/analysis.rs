@@ -153,6 +153,12 @@ pub struct CheckReport {
     pub privileged: bool,
     /// Set when nothing essential could be read: the one line saying what to do (exit 2).
     pub unusable: Option<String>,
+    /// Devices with vectors in use whose own mask state could not be read (C1 not evaluated
+    /// for them: a BAR the kernel would not map, a device not in D0). Without a finding that
+    /// counts, this is exit 2: "nothing found" would be said of a device nobody looked at —
+    /// on Debian's kernels (CONFIG_IO_STRICT_DEVMEM) every device with a driver bound, unless
+    /// booted with iomem=relaxed.
+    pub unchecked_devices: Vec<String>,
     pub summary: CheckSummary,
     pub findings: Vec<Finding>,
     pub devices: Vec<DeviceCheck>,
@@ -174,7 +180,13 @@ impl CheckReport {
             FailOn::Error => f.severity == Severity::Error,
             FailOn::Warning => true,
         };
-        u8::from(self.findings.iter().any(counts))
+        if self.findings.iter().any(counts) {
+            1
+        } else if !self.unchecked_devices.is_empty() {
+            2
+        } else {
+            0
+        }
     }
 }
 
@@ -295,8 +307,33 @@ pub fn analyse(snap: &Snapshot) -> CheckReport {
         .filter(|f| f.severity == Severity::Error)
         .count();
     let warnings = findings.len() - errors;
+    let mut unchecked_devices: Vec<String> = out
+        .not_evaluated
+        .iter()
+        .filter(|n| n.rule == CheckRule::C1)
+        .filter_map(|n| n.device.clone())
+        .filter(|bdf| {
+            devices
+                .iter()
+                .any(|d| &d.bdf == bdf && !d.vectors.is_empty())
+        })
+        .collect();
+    unchecked_devices.sort();
+    unchecked_devices.dedup();
     let verdict = if let Some(u) = &unusable {
         format!("could not check: {u}")
+    } else if findings.is_empty() && !unchecked_devices.is_empty() {
+        format!(
+            "nothing found in {} vectors of {} devices where the device could be read, but the masks of {} could not be read (see \"not evaluated\" above{}): those devices were not checked",
+            vectors.len(),
+            devices.len(),
+            unchecked_devices.join(", "),
+            if snap.privileged {
+                "; a bound device's BAR is mapped only with iomem=relaxed on kernels built with CONFIG_IO_STRICT_DEVMEM"
+            } else {
+                "; run it as root"
+            }
+        )
     } else if findings.is_empty() {
         format!(
             "nothing found in {} vectors of {} devices{}",
@@ -332,6 +369,7 @@ pub fn analyse(snap: &Snapshot) -> CheckReport {
             verdict,
         },
         unusable,
+        unchecked_devices,
         findings,
         devices,
         vectors,
@@ -1125,7 +1163,14 @@ mod tests {
     fn the_captured_host_decodes_every_msix_capability_and_says_why_no_table() {
         let r = analyse(&fixture("host-virtio-6.18.json"));
         assert_eq!(r.unusable, None);
-        assert_eq!(r.exit_code_for(FailOn::Error), 0, "{}", r.to_text());
+        // No table was read: "nothing found" would be said of devices nobody looked at.
+        assert_eq!(r.exit_code_for(FailOn::Error), 2, "{}", r.to_text());
+        assert_eq!(r.unchecked_devices.len(), 5);
+        assert!(
+            r.summary.verdict.contains("were not checked"),
+            "{}",
+            r.summary.verdict
+        );
         assert_eq!(r.summary.devices, 5);
         assert_eq!(r.summary.vectors, 16);
         let d = r.devices.iter().find(|d| d.bdf == "0000:00:03.0").unwrap();
@@ -1165,6 +1210,14 @@ mod tests {
         let r = analyse(&fixture("e1000e-6.12-hibernate-buggy-strict.json"));
         assert_eq!(r.unusable, None);
         assert_eq!(rules(&r), vec![], "{}", r.to_text());
+        // The dead device was not looked at: not "nothing found" (exit 0) but exit 2, naming it.
+        assert_eq!(r.unchecked_devices, vec!["0000:02:00.0".to_string()]);
+        assert_eq!(r.exit_code_for(FailOn::Error), 2);
+        assert!(
+            r.summary.verdict.contains("iomem=relaxed"),
+            "{}",
+            r.summary.verdict
+        );
         assert_eq!((r.summary.devices, r.summary.vectors), (8, 17));
         let d = r.devices.iter().find(|d| d.bdf == "0000:02:00.0").unwrap();
         assert_eq!(d.driver.as_deref(), Some("hv_stub"));
@@ -1379,7 +1432,8 @@ mod tests {
             "{}",
             r.to_text()
         );
-        assert_eq!(r.exit_code_for(FailOn::Error), 0);
+        // The warning counts under --fail-on warning; without it, the unread tables make 2.
+        assert_eq!(r.exit_code_for(FailOn::Error), 2);
         assert_eq!(r.exit_code_for(FailOn::Warning), 1);
         // At a rate that expects under 5 interrupts in the window, silence is no signal.
         s.uptime_secs = Some(1e9);
