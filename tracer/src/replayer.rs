@@ -139,10 +139,6 @@ impl Replayer {
         self.delays
     }
 
-    pub fn ended(&self) -> bool {
-        self.ended
-    }
-
     /// The next event applied, then once the end; `None` after that. A read error ends the
     /// stream there (the events before it stand) and becomes an input warning.
     pub fn step(&mut self) -> Option<Step> {
@@ -248,7 +244,7 @@ pub fn replay_files(files: &[PathBuf], overrides: DelayOverrides) -> anyhow::Res
     Ok(Replayer::open(files, overrides)?.run(|_, _| {}))
 }
 
-pub fn secs(ns: u64) -> f64 {
+fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 

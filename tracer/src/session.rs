@@ -164,11 +164,6 @@ impl Recorder {
         self.stopped_writing.take()
     }
 
-    /// Why the file stopped early, if it did.
-    pub fn write_error(&self) -> Option<&str> {
-        self.write_error.as_deref()
-    }
-
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
