@@ -433,6 +433,37 @@ fn refusals_say_what_is_wrong_once() {
     fs::remove_dir_all(dir).unwrap();
 }
 
+// Case 14: a record that does not decode is described by what is wrong with its bytes, not by
+// the decoding library's own words ("Serde Deserialization Error").
+#[test]
+fn an_undecodable_record_is_described_in_plain_words() {
+    let dir = scratch("undecodable");
+    // An event record (tag 0) whose kind tag (120) no version of the format has.
+    let payload = [0u8, 1, 0, 0, 120];
+    let mut chunk = vec![0xC7u8];
+    chunk.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    chunk.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    chunk.extend_from_slice(&payload);
+    let (json, body) = fixture_parts();
+    chunk.extend_from_slice(&body);
+    let trace = dir.join("undecodable.msit");
+    fs::write(&trace, raw_trace(&json, &chunk)).unwrap();
+    let o = msitrace(&["replay", s(&trace)]);
+    // Input warnings are part of the report, on stdout.
+    let e = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        e.contains("record 0 of the chunk at offset")
+            && e.contains(
+                "does not decode (a record kind or field value this version does not know)"
+            ),
+        "{e}"
+    );
+    assert!(!e.contains("Serde"), "{e}");
+    // The chunks after it are read as ever.
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    fs::remove_dir_all(dir).unwrap();
+}
+
 // Case 15: kernel pointers keep every bit in JSON.
 #[test]
 fn dump_json_prints_pointers_as_hex_strings() {

@@ -572,6 +572,23 @@ impl ChunkEncoder {
     }
 }
 
+/// What a postcard error means for a reader of a damaged file: its own texts name serde's
+/// machinery ("Serde Deserialization Error"), not the bytes.
+fn undecodable(e: &postcard::Error) -> &'static str {
+    use postcard::Error as P;
+    match e {
+        P::DeserializeUnexpectedEnd => "the chunk ends inside a record",
+        P::DeserializeBadVarint => "a number is longer than its type allows",
+        P::DeserializeBadBool => "a flag is neither 0 nor 1",
+        P::DeserializeBadChar | P::DeserializeBadUtf8 | P::CollectStrError => {
+            "a string is not valid UTF-8"
+        }
+        P::DeserializeBadOption => "an optional field has an invalid tag",
+        P::DeserializeBadEnum => "a record or field kind is unknown",
+        _ => "a record kind or field value this version does not know",
+    }
+}
+
 /// Why one record of a chunk does not decode.
 #[derive(Debug)]
 pub(super) struct RecordError {
@@ -887,7 +904,7 @@ impl Iterator for ChunkDecoder<'_> {
                     self.rest = rest;
                     rec
                 }
-                Err(e) => return self.fail(e.to_string()),
+                Err(e) => return self.fail(undecodable(&e).to_string()),
             };
             let out = match rec {
                 DiskRecord::Str(s) => {
