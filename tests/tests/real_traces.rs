@@ -148,3 +148,45 @@ fn the_text_report_shows_no_debug_formatting() {
         }
     }
 }
+
+// virtio frees its vectors at freeze and requests them again at restore; on 6.12 the numbers
+// come back shuffled between the three virtio devices. Each device's vector must keep its
+// identity (driver, actions, the view before the suspend) at its new IRQ, and the IRQ it left
+// must say where it went, or G5 and the before/after view compare nothing for them.
+#[test]
+fn a_vector_reallocated_across_the_hibernation_keeps_its_identity() {
+    let r = replay_files(
+        &[fixture("6.12-hibernate-buggy.msit")],
+        DelayOverrides::default(),
+    )
+    .unwrap();
+    let virtio: Vec<_> = r
+        .report
+        .vectors
+        .iter()
+        .filter(|v| {
+            v.device
+                .as_deref()
+                .is_some_and(|d| ["0000:01:00.0", "0000:03:00.0", "0000:04:00.0"].contains(&d))
+        })
+        .collect();
+    assert_eq!(virtio.len(), 9, "{virtio:#?}");
+    for v in &virtio {
+        assert_eq!(v.driver.as_deref(), Some("virtio-pci"), "irq {}", v.irq);
+        assert!(v.actions.is_some(), "irq {} lost its actions", v.irq);
+        assert!(v.before_suspend.is_some(), "irq {} has no before", v.irq);
+        assert!(v.previous_irq.is_some(), "irq {}", v.irq);
+    }
+    // Read from the fixture's seed and its restore: 0000:01:00.0's config vector was irq 34.
+    let irq28 = virtio.iter().find(|v| v.irq == 28).unwrap();
+    assert_eq!(irq28.device.as_deref(), Some("0000:01:00.0"));
+    assert_eq!(irq28.kind, "MSI-X 0");
+    assert_eq!(irq28.previous_irq, Some(34));
+    assert_eq!(irq28.actions.as_deref(), Some("virtio0-config"));
+    // The shuffle was a permutation: every number freed was taken again, by another vector.
+    let freed: BTreeSet<u32> = virtio.iter().filter_map(|v| v.previous_irq).collect();
+    let now: BTreeSet<u32> = virtio.iter().map(|v| v.irq).collect();
+    assert_eq!(freed, now);
+    let (found, _) = verdict("6.12-hibernate-buggy.msit");
+    assert_eq!(found, both_bugs());
+}

@@ -1384,3 +1384,42 @@ proptest! {
         prop_assert_eq!(&trailer.divergences, &live);
     }
 }
+
+// virtio frees its vectors at freeze and requests them again at restore, and the IRQ numbers
+// can come back swapped between devices. The device that stays silent after the resume must
+// be named at its new IRQ (G5 compares the device's vector, not the number), and the one that
+// fires must not be, although its new number's counter was flat before.
+#[test]
+fn vectors_swapped_by_a_free_and_re_request_are_judged_as_their_devices() {
+    const DISK: Vector = Vector::msix(30, "0000:00:04.0", 1);
+    const NIC: Vector = Vector::msix(31, "0000:00:05.0", 1);
+    let mut s = Scenario::new(K612)
+        .seed_vector(DISK, Some("virtio1-req.0"), Some(0), 2)
+        .seed_vector(NIC, Some("virtio2-input.0"), Some(0), 2);
+    s.counts(&[(30, 2), (31, 2)]);
+    s.tick_counts(&mut [(30, 2, 1), (31, 2, 1)], 2);
+    s.suspend_devices(Sleep::Hibernate);
+    s.sleep(Sleep::Hibernate);
+    s.gap("frozen for hibernation");
+    s.resume_noirq(Sleep::Hibernate, |_| {});
+    // The restore callbacks request the vectors again: the disk's gets 31, the NIC's 30.
+    let disk_now = Vector::msix(31, DISK.dev, DISK.index);
+    let nic_now = Vector::msix(30, NIC.dev, NIC.index);
+    s.pci_irq_unmask(disk_now).pci_irq_unmask(nic_now);
+    s.resume_devices(Sleep::Hibernate);
+    // The NIC fires at its new number (30); the disk's (31) stays where the counter was.
+    s.tick_counts(&mut [(30, 4, 1), (31, 4, 0)], 12);
+    let out = s.run();
+    assert_eq!(
+        out.fired(),
+        vec![(RuleId::G5, Some(31))],
+        "{}",
+        out.report.to_text()
+    );
+    let g5 = out.find(RuleId::G5, 31).unwrap();
+    assert_eq!(g5.device.as_deref(), Some(DISK.dev));
+    let disk = out.report.vectors.iter().find(|v| v.irq == 31).unwrap();
+    assert_eq!(disk.actions.as_deref(), Some("virtio1-req.0"));
+    assert_eq!(disk.previous_irq, Some(30));
+    assert!(disk.before_suspend.is_some());
+}

@@ -45,6 +45,10 @@ pub struct Summary {
 pub struct VectorReport {
     pub irq: u32,
     pub generation: u32,
+    /// The IRQ this device's vector had before its driver freed and re-requested it.
+    pub previous_irq: Option<u32>,
+    /// Freed: this device's vector now lives at that IRQ.
+    pub reallocated_to: Option<u32>,
     pub device: Option<String>,
     pub driver: Option<String>,
     pub kind: String,
@@ -116,6 +120,8 @@ impl Report {
             .map(|v| VectorReport {
                 irq: v.irq,
                 generation: v.generation,
+                previous_irq: v.previous_irq,
+                reallocated_to: v.reallocated_to,
                 device: v.device.clone(),
                 driver: v.driver.clone(),
                 kind: v.kind.to_string(),
@@ -355,7 +361,7 @@ impl Report {
                 .map_or_else(|| "-".into(), |m| m.to_string());
             let _ = writeln!(
                 s,
-                "  {:>5} {:<14} {:<13} {:<12} {:<3} {:<9} {:<17} {:<9} {:<17} {}{}",
+                "  {:>5} {:<14} {:<13} {:<12} {:<3} {:<9} {:<17} {:<9} {:<17} {}{}{}",
                 v.irq,
                 v.device.as_deref().unwrap_or("?"),
                 v.kind,
@@ -366,6 +372,12 @@ impl Report {
                 masked,
                 count,
                 msg,
+                match (v.previous_irq, v.reallocated_to) {
+                    (_, Some(now)) => format!("  (freed; this vector is irq {now} now)"),
+                    // The counts before and after are two IRQ numbers' counters.
+                    (Some(was), None) => format!("  (was irq {was} before suspend)"),
+                    (None, None) => String::new(),
+                },
                 if v.divergences > 0 {
                     "  <- divergence"
                 } else {

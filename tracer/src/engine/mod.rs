@@ -119,6 +119,8 @@ pub struct Engine {
     cycle_start_ts: u64,
     cycle_bumped_since_suspend: bool,
     other_irqs: BTreeMap<u32, OtherIrq>,
+    /// Where each device's vector is now, to follow it across a free and re-request.
+    identities: observe::Identities,
     counts_baseline_taken: bool,
     last_counts_ts: Option<u64>,
     absence_claims: Vec<AbsenceClaim>,
@@ -141,6 +143,7 @@ impl Engine {
         let gates = Gates::new(&cfg.kernel_release, &cfg.probes, &cfg.btf_facts);
         let mut state = EngineState::from_seed(&cfg.seed);
         state.set_phase(state::Phase::Running, cfg.seed.taken_ns, "trace start");
+        let identities = observe::identities(&state.vectors);
         let mut e = Engine {
             timing: cfg.timing,
             gates,
@@ -161,6 +164,7 @@ impl Engine {
             cycle_start_ts: cfg.seed.taken_ns,
             cycle_bumped_since_suspend: false,
             other_irqs: BTreeMap::new(),
+            identities,
             counts_baseline_taken: false,
             last_counts_ts: None,
             absence_claims: Vec::new(),

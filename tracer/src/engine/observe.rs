@@ -3,6 +3,8 @@
 //! handler counts.
 
 use super::state::{HvEvidence, ManagedShutdown, Target, TargetSource, VectorState};
+use std::collections::HashMap;
+
 use super::{Engine, MAX_RETIRED};
 use crate::event::{Event, VectorSnap};
 
@@ -12,6 +14,19 @@ pub(crate) struct OtherIrq {
     target: Option<Target>,
     active: Option<bool>,
     managed: Option<bool>,
+}
+
+/// Device, MSI-X or not, index → the IRQ that vector has now.
+pub(crate) type Identities = HashMap<(String, bool, u32), u32>;
+
+pub(crate) fn identities(vectors: &super::state::VectorMap) -> Identities {
+    vectors
+        .values()
+        .filter_map(|v| {
+            let (d, x, i) = v.identity()?;
+            Some(((d.to_owned(), x, i), v.irq))
+        })
+        .collect()
 }
 
 impl Engine {
@@ -26,12 +41,24 @@ impl Engine {
     ) -> u32 {
         let irq = s.irq;
         let mut created_msi = false;
+        let mut created = false;
+        let known = self
+            .state
+            .vectors
+            .get(&irq)
+            .map(|v| (v.device.is_some(), v.kind));
         match self.state.vectors.get_mut(&irq) {
             Some(v) if v.conflicts_with(s) => {
                 let old = v.clone();
                 let mut fresh = VectorState::new(irq);
                 fresh.generation = old.generation + 1;
+                // The handler counter belongs to the IRQ number and goes on counting: the new
+                // vector's baseline is where the old one left it.
+                fresh.counts.first = old.counts.last;
+                fresh.counts.last = old.counts.last;
+                fresh.counts.last_sample_ts_ns = old.counts.last_sample_ts_ns;
                 *v = fresh;
+                created = true;
                 if self.state.retired.len() < MAX_RETIRED {
                     self.state.retired.push(old);
                 }
@@ -47,16 +74,60 @@ impl Engine {
                     v.managed = o.managed;
                 }
                 self.state.vectors.insert(irq, v);
+                created = true;
                 created_msi = s.msix == Some(false);
             }
         }
+        let mut identified = false;
         if let Some(v) = self.state.vectors.get_mut(&irq) {
             v.observe(s, ts, by, pre_state);
+            identified = created || known != Some((v.device.is_some(), v.kind));
         }
         if created_msi {
             self.state.assign_multi_msi();
         }
+        if identified {
+            self.follow_identity(irq);
+        }
         irq
+    }
+
+    /// `irq` now shows its device and index: if that device's vector was at another IRQ, the
+    /// driver freed it and requested it again (virtio at every freeze/restore), and what was
+    /// known of it carries over.
+    fn follow_identity(&mut self, irq: u32) {
+        let Some(id) = self.state.vectors.get(&irq).and_then(|v| v.identity()) else {
+            return;
+        };
+        let key = (id.0.to_owned(), id.1, id.2);
+        let Some(old_irq) = self.identities.insert(key.clone(), irq) else {
+            return;
+        };
+        if old_irq == irq {
+            return;
+        }
+        let same = |v: &VectorState| {
+            v.irq == old_irq
+                && v.reallocated_to.is_none()
+                && v.identity() == Some((key.0.as_str(), key.1, key.2))
+        };
+        let old = match self.state.vectors.get_mut(&old_irq) {
+            Some(v) if same(v) => {
+                v.reallocated_to = Some(irq);
+                v.clone()
+            }
+            // Its number was taken by another vector since: the old one was retired then.
+            _ => match self.state.retired.iter_mut().rev().find(|v| same(v)) {
+                Some(v) => {
+                    v.reallocated_to = Some(irq);
+                    v.clone()
+                }
+                None => return,
+            },
+        };
+        if let Some(v) = self.state.vectors.get_mut(&irq) {
+            v.inherit(&old);
+        }
     }
 
     pub(super) fn mark_hyperv(&mut self, irq: u32) {

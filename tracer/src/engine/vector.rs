@@ -202,6 +202,11 @@ pub struct VectorState {
     pub irq: u32,
     /// Bumped when the IRQ number is seen reused by another device or MSI index.
     pub generation: u32,
+    /// The IRQ this device's vector had before its driver freed and re-requested it (virtio
+    /// does at every freeze/restore, and the numbers come back shuffled between devices).
+    pub previous_irq: Option<u32>,
+    /// This vector's device and index now live at that IRQ: this one was freed.
+    pub reallocated_to: Option<u32>,
     pub device: Option<String>,
     pub driver: Option<String>,
     pub kind: VectorKind,
@@ -251,6 +256,8 @@ impl VectorState {
         VectorState {
             irq,
             generation: 0,
+            previous_irq: None,
+            reallocated_to: None,
             device: None,
             driver: None,
             kind: VectorKind::Unknown,
@@ -447,6 +454,49 @@ impl VectorState {
         self.cache_masked = Some(masked);
         self.cache_masked_ts_ns = ts_ns;
         self.cache_masked_by = by;
+    }
+
+    /// The device and MSI index (or plain MSI) that name this vector across a free and
+    /// re-request, when both are known.
+    pub fn identity(&self) -> Option<(&str, bool, u32)> {
+        let device = self.device.as_deref()?;
+        match self.kind {
+            VectorKind::MsiX { index } => Some((device, true, index)),
+            VectorKind::Msi => Some((device, false, 0)),
+            VectorKind::MultiMsi { index, .. } => Some((device, false, index)),
+            VectorKind::Unknown => None,
+        }
+    }
+
+    /// Take over what `old` knew of this device's vector before the driver freed it and got
+    /// this IRQ: who owns it and how it looked before the suspend, so that the before/after
+    /// view and G5 compare the device's vector, not the IRQ number.
+    pub fn inherit(&mut self, old: &VectorState) {
+        self.previous_irq = Some(old.irq);
+        if self.driver.is_none() {
+            self.driver = old.driver.clone();
+        }
+        if self.actions.is_none() {
+            self.actions = old.actions.clone();
+        }
+        if self.chip.is_none() {
+            self.chip = old.chip.clone();
+        }
+        if self.hyperv.is_none() {
+            self.hyperv = old.hyperv.clone();
+        }
+        if self.hv_bus.is_none() {
+            self.hv_bus = old.hv_bus.clone();
+        }
+        if self.before_suspend.is_none() {
+            self.before_suspend = old.before_suspend.clone();
+        }
+        if old.counts.before_suspend.is_some() && self.counts.before_suspend.is_none() {
+            // The handler counter is per IRQ number and cumulative since the recorder started:
+            // its value when this vector took the number is this vector's "before".
+            self.counts.before_suspend = Some(self.counts.last.unwrap_or(0));
+            self.counts.fired_before_suspend = old.counts.fired_before_suspend;
+        }
     }
 
     /// The snapshot names another device or MSI index than the one this IRQ had: the IRQ

@@ -221,8 +221,11 @@ impl Engine {
             .values()
             .filter_map(|v| {
                 let before = v.counts.before_suspend?;
+                // A vector that took its number after the last sample has no count of its own
+                // yet: the counter is still where it was when the vector arrived.
                 let quiet = v.counts.fired_before_suspend
-                    && v.counts.last == Some(before)
+                    && v.reallocated_to.is_none()
+                    && v.counts.last.unwrap_or(before) == before
                     && v.active != Some(false)
                     && v.shutdown.is_none();
                 quiet.then_some((v.irq, before, v.counts.last_increase_ts_ns.unwrap_or(0)))
