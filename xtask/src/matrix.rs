@@ -42,8 +42,9 @@ pub struct MatrixArgs {
     #[arg(long)]
     pub check: bool,
     /// vm-test's work directory, whose out/ is read
-    /// [default: $MSITRACE_VM_WORK, else <repo>/vm-work].
-    #[arg(long, value_name = "DIR")]
+    /// [default: $MSITRACE_VM_WORK, else <repo>/vm-work]. `--work-dir`, as vm-test names it,
+    /// works too.
+    #[arg(long, alias = "work-dir", value_name = "DIR")]
     pub vm_work: Option<PathBuf>,
 }
 
@@ -944,6 +945,49 @@ mod tests {
         assert!(splice(&format!("{END}{BEGIN}"), "new\n").is_err());
         let body = render(&btf(), &vm());
         assert!(body.contains("runs read: 5.10.0-46-amd64 run-2 (hibernate.fixed, hotplug.buggy)"));
+    }
+
+    /// vm-test numbers its runs per kernel afresh each time, and `--only` reruns just one:
+    /// the newest probes.json decides, not the highest run number.
+    #[test]
+    fn the_newest_run_with_probes_is_read() {
+        let work = std::env::temp_dir().join(format!("xtask-matrix-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&work);
+        let kernel = work.join("out/6.1.0-57-amd64");
+        let probes = json!([probe("hv_irq_unmask", "kprobe", "attached", None)]).to_string();
+        let now = SystemTime::now();
+        for (run, age_s) in [("run-1", 0), ("run-2", 600)] {
+            let art = kernel.join(run).join("artifacts");
+            fs::create_dir_all(art.join("hibernate.buggy")).unwrap();
+            fs::write(
+                art.join("hibernate.buggy/replay.json"),
+                json!({"not_evaluated": [], "summary": {}}).to_string(),
+            )
+            .unwrap();
+            let path = art.join("probes.json");
+            fs::write(&path, &probes).unwrap();
+            fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(now - std::time::Duration::from_secs(age_s))
+                .unwrap();
+        }
+        // A run that died before `probes`, and the costs file beside the kernels.
+        fs::create_dir_all(kernel.join("run-3/artifacts")).unwrap();
+        fs::write(work.join("out/kprobe-costs.json"), "{}").unwrap();
+
+        let vm = read_vm(&work).unwrap();
+        let _ = fs::remove_dir_all(&work);
+        assert_eq!(vm.len(), 1);
+        assert_eq!(vm[0].release, "6.1.0-57-amd64");
+        assert_eq!(vm[0].run, "run-1");
+        assert_eq!(vm[0].probes[0].status, Status::Attached);
+        assert_eq!(vm[0].steps[0].0, "hibernate.buggy");
+        assert!(
+            read_vm(&work).is_err(),
+            "no output is an error, not an empty matrix"
+        );
     }
 
     #[test]
