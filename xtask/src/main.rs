@@ -1,6 +1,6 @@
 //! The jobs around the code: install what the build needs (`setup`), run every test (`test`,
-//! what CI runs), the QEMU rig (`vm-test`, `demo`), the package (`dist`), fuzzing (`fuzz`) and
-//! the benchmarks (`bench`).
+//! what CI runs), the QEMU rig (`vm-test`, `demo`), the package (`dist`), fuzzing (`fuzz`),
+//! the benchmarks (`bench`) and README.md's compatibility matrix (`matrix`).
 //!
 //! Every command that builds msitrace starts with the same idempotent setup: [`plan`] puts it
 //! first and [`main`] runs exactly the plan's steps, so `--dry-run` prints what a real run
@@ -10,6 +10,7 @@ mod bench;
 mod bench_host;
 mod dist;
 mod fuzz;
+mod matrix;
 mod setup;
 mod test;
 mod vm;
@@ -46,6 +47,8 @@ enum Command {
     Fuzz(fuzz::FuzzArgs),
     /// Replay throughput (events/s from the native file) and memory per vector; prints figures.
     Bench(bench::BenchArgs),
+    /// Write README.md's compatibility matrix from the BTF fixtures and the last vm-test.
+    Matrix(matrix::MatrixArgs),
 }
 
 impl Command {
@@ -58,6 +61,7 @@ impl Command {
             Command::Dist(_) => "dist",
             Command::Fuzz(_) => "fuzz",
             Command::Bench(_) => "bench",
+            Command::Matrix(_) => "matrix",
         }
     }
 
@@ -71,7 +75,9 @@ impl Command {
             | Command::Demo(_)
             | Command::Dist(_)
             | Command::Fuzz(_)
-            | Command::Bench(_) => true,
+            | Command::Bench(_)
+            // The layouts come from the tracer library, run on the fixtures.
+            | Command::Matrix(_) => true,
         }
     }
 }
@@ -103,6 +109,7 @@ fn work(command: Command) -> Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Dist(a) => dist::run(a),
         Command::Fuzz(a) => fuzz::run(a),
+        Command::Matrix(a) => matrix::run(a),
     }
 }
 

@@ -44,7 +44,7 @@ use msitrace::Msitrace;
 use plan::{Scenario, Step};
 use qemu::{End, RunOutcome, RunSpec};
 
-const WORK_ENV: &str = "MSITRACE_VM_WORK";
+pub(crate) const WORK_ENV: &str = "MSITRACE_VM_WORK";
 
 /// G5's window (`record`/`replay --silence`): how long a vector that fired before the suspend
 /// may stay silent after the resume. Shorter than msitrace's default (10 s) to keep CI fast;
@@ -80,6 +80,19 @@ pub struct DemoArgs {
 pub(crate) fn repo_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// The series of the matrix a kernel release belongs to (`6.1-cloud` for
+/// `6.1.0-57-cloud-amd64`), or `None` for a kernel vm-test does not boot.
+pub(crate) fn series_of(release: &str) -> Option<&'static str> {
+    let cloud = release.contains("-cloud-");
+    host::MATRIX
+        .iter()
+        .find(|s| {
+            release.starts_with(s.version_prefix)
+                && s.metas.iter().any(|m| m.contains("-cloud-")) == cloud
+        })
+        .map(|s| s.name)
 }
 
 fn work_dir(arg: Option<PathBuf>, repo: &Path) -> Result<PathBuf> {
