@@ -5,8 +5,9 @@ use tracer_common::ProbeId;
 
 use super::divergence::{DivergenceUpdate, Evidence, event_name};
 use super::phase::PmStep;
+use super::rules::ComposeInFlight;
 use super::state::{self, Migration, MigrationVia};
-use super::{ComposeInFlight, Engine, HostSeen};
+use super::{Engine, HostSeen};
 use crate::event::{Event, EventKind};
 
 impl Engine {
@@ -27,26 +28,28 @@ impl Engine {
             return;
         }
         self.state.cpu_change(ev.ts_ns, ev.cpu, true, "event on it");
-        self.offline_checked.remove(&ev.cpu);
+        self.migration.offline_checked.remove(&ev.cpu);
     }
 
     pub(super) fn dispatch(&mut self, ev: &Event, out: &mut Vec<DivergenceUpdate>) {
         let ts = ev.ts_ns;
         match &ev.kind {
             EventKind::ReturnWithoutEntry { probe } => {
-                *self.orphan_returns.entry(*probe).or_default() += 1;
+                *self.observed.orphan_returns.entry(*probe).or_default() += 1;
             }
             EventKind::Notice { .. } => {}
             EventKind::ComposeEnter(v) => {
                 let irq = self.vector_for(v, ts, "hv_compose_msi_msg", false);
                 self.mark_hyperv(irq);
-                self.composing.insert(irq, ComposeInFlight::default());
+                self.compose
+                    .composing
+                    .insert(irq, ComposeInFlight::default());
                 self.h9_removing_bus(ev, irq, "composed", out);
             }
             EventKind::ComposeExit { v, msg } => {
                 let irq = self.vector_for(v, ts, "hv_compose_msi_msg:return", false);
                 self.mark_hyperv(irq);
-                let in_flight = self.composing.remove(&irq);
+                let in_flight = self.compose.composing.remove(&irq);
                 let host = if !self.gates.available(ProbeId::HvComposeCompl, &self.seen) {
                     HostSeen::Unknown
                 } else {
@@ -121,12 +124,12 @@ impl Engine {
             // The host's reply: kept for the compose it belongs to, decided at its return.
             EventKind::ComposeCompl { irq, status, .. } => match irq {
                 Some(irq) => {
-                    if let Some(c) = self.composing.get_mut(irq) {
+                    if let Some(c) = self.compose.composing.get_mut(irq) {
                         c.reply = Some((*status, Evidence::of(ev)));
                     }
                 }
                 None => {
-                    for c in self.composing.values_mut() {
+                    for c in self.compose.composing.values_mut() {
                         c.unattributed = true;
                     }
                 }
@@ -142,30 +145,36 @@ impl Engine {
                 }
             }
             EventKind::MigrateAllOffEnter => {
-                self.migration_windows.insert(ev.cpu, ts);
+                self.migration.migration_windows.insert(ev.cpu, ts);
             }
             EventKind::MigrateAllOffExit => {
-                self.migration_windows.remove(&ev.cpu);
+                self.migration.migration_windows.remove(&ev.cpu);
                 self.g2_affinity_failures(ev, out);
                 self.state
                     .cpu_change(ts, ev.cpu, false, "irq_migrate_all_off_this_cpu");
                 self.g2_offline_cpu(ev.cpu, ev, out);
             }
             EventKind::SetAffinityEnter { irq, .. } => {
-                self.affinity_calls.insert(ev.cpu, (*irq, ts));
+                self.migration.affinity_calls.insert(ev.cpu, (*irq, ts));
             }
             EventKind::SetAffinityExit {
                 irq,
                 ret,
                 in_migration,
             } => {
-                let call = self.affinity_calls.remove(&ev.cpu);
-                let in_window = *in_migration || self.migration_windows.contains_key(&ev.cpu);
+                let call = self.migration.affinity_calls.remove(&ev.cpu);
+                let in_window =
+                    *in_migration || self.migration.migration_windows.contains_key(&ev.cpu);
                 if in_window {
                     if *ret == 0 {
                         let since = match call {
                             Some((i, t)) if i == *irq => t,
-                            _ => self.migration_windows.get(&ev.cpu).copied().unwrap_or(ts),
+                            _ => self
+                                .migration
+                                .migration_windows
+                                .get(&ev.cpu)
+                                .copied()
+                                .unwrap_or(ts),
                         };
                         self.target_after_migration(*irq, ev.cpu, since, ts);
                     }
@@ -177,7 +186,7 @@ impl Engine {
                             ret: Some(*ret),
                         });
                     }
-                    let fails = self.affinity_failures.entry(ev.cpu).or_default();
+                    let fails = self.migration.affinity_failures.entry(ev.cpu).or_default();
                     if *ret != 0 {
                         fails.insert(*irq, (*ret, Evidence::of(ev)));
                     } else {
@@ -245,7 +254,11 @@ impl Engine {
                 apicdest,
             } => {
                 // hw_irq_cfg.dest_apicid is what the kernel puts in the message's destination.
-                let known = self.apic_cpus.entry(*apicdest).or_insert(Some(*cpu));
+                let known = self
+                    .observed
+                    .apic_cpus
+                    .entry(*apicdest)
+                    .or_insert(Some(*cpu));
                 if *known != Some(*cpu) {
                     *known = None;
                 }

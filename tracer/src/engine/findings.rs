@@ -3,10 +3,15 @@
 //! is weakened when those events turn out lost. Every rule goes through here; only this
 //! file touches the [`super::divergence::DivergenceLog`].
 
+use std::collections::BTreeMap;
+
 use tracer_common::ProbeId;
 
 use super::Engine;
-use super::divergence::{DivergenceUpdate, Evidence, Finding, Key, RuleId, Severity};
+use super::divergence::{
+    Divergence, DivergenceLog, DivergenceUpdate, Evidence, Finding, Key, RuleId, Severity,
+};
+use super::gates::NotEvaluated;
 use super::losses::LossReport;
 use crate::event::Event;
 
@@ -47,9 +52,89 @@ impl OpenFinding {
     }
 }
 
+/// A driver-private field that contradicted an observation (chip_data NULL after a good
+/// compose): said once per vector as an input warning, with how often it happened again.
+#[derive(Clone, Debug)]
+pub(crate) struct InputNote {
+    ts_ns: u64,
+    text: String,
+    more: u64,
+}
+
+/// Everything the rules have said: the log of divergences, the findings later evidence may
+/// still revise, the ones resting on the absence of events, and what could not be evaluated
+/// or was contradicted. Rules add to it only through the methods below.
+#[derive(Default)]
+pub(crate) struct Findings {
+    log: DivergenceLog,
+    /// Rules (H1, H3, H4) with an open divergence per IRQ that later evidence revises.
+    open: BTreeMap<(RuleId, u32), OpenFinding>,
+    absence_claims: Vec<AbsenceClaim>,
+    epoch_notes: Vec<NotEvaluated>,
+    /// Contradictions between driver-private fields and observations, per (IRQ, generation).
+    input_notes: BTreeMap<(u32, u32), InputNote>,
+}
+
+impl Findings {
+    pub fn all(&self) -> &[Divergence] {
+        self.log.all()
+    }
+
+    pub fn is_open(&self, rule: RuleId, irq: u32) -> bool {
+        self.open.contains_key(&(rule, irq))
+    }
+
+    pub fn get_open(&self, rule: RuleId, irq: u32) -> Option<&OpenFinding> {
+        self.open.get(&(rule, irq))
+    }
+
+    pub fn is_logged(&self, key: &Key) -> bool {
+        self.log.get(key).is_some()
+    }
+
+    /// The IRQ's number went to another vector: nothing open on it can be revised any more.
+    pub fn close_irq(&mut self, irq: u32) {
+        self.open.retain(|(_, i), _| *i != irq);
+    }
+
+    pub fn not_evaluated(&mut self, note: NotEvaluated) {
+        self.epoch_notes.push(note);
+    }
+
+    pub fn not_evaluated_notes(&self) -> &[NotEvaluated] {
+        &self.epoch_notes
+    }
+
+    /// A driver-private field contradicted what the kernel observably did: one input warning
+    /// per vector (the first contradiction, then a count), never a divergence.
+    pub fn input_contradiction(&mut self, irq: u32, generation: u32, ts_ns: u64, text: String) {
+        self.input_notes
+            .entry((irq, generation))
+            .and_modify(|n| n.more += 1)
+            .or_insert(InputNote {
+                ts_ns,
+                text,
+                more: 0,
+            });
+    }
+
+    /// The input contradictions, in time order.
+    pub fn input_warnings(&self) -> Vec<String> {
+        let mut notes: Vec<&InputNote> = self.input_notes.values().collect();
+        notes.sort_by_key(|n| n.ts_ns);
+        notes
+            .into_iter()
+            .map(|n| match n.more {
+                0 => n.text.clone(),
+                k => format!("{} (and {k} more time(s) for this vector)", n.text),
+            })
+            .collect()
+    }
+}
+
 impl Engine {
     pub(super) fn raise(&mut self, f: Finding, out: &mut Vec<DivergenceUpdate>) {
-        if let Some(u) = self.log.raise(f) {
+        if let Some(u) = self.findings.log.raise(f) {
             out.push(u);
         }
     }
@@ -62,7 +147,7 @@ impl Engine {
         evidence: Option<Evidence>,
         out: &mut Vec<DivergenceUpdate>,
     ) {
-        if let Some(u) = self.log.revise(key, severity, meaning, evidence) {
+        if let Some(u) = self.findings.log.revise(key, severity, meaning, evidence) {
             out.push(u);
         }
     }
@@ -88,15 +173,16 @@ impl Engine {
             to_ts: f.ts_ns,
             meaning: base,
         };
-        let is_new = self.log.get(&f.key).is_none();
+        let is_new = self.findings.log.get(&f.key).is_none();
         self.raise(f, out);
         if is_new {
-            self.absence_claims.push(claim);
+            self.findings.absence_claims.push(claim);
         }
     }
 
     pub(crate) fn on_loss(&mut self, r: &LossReport, out: &mut Vec<DivergenceUpdate>) {
         let hits: Vec<(Key, String, &'static [ProbeId])> = self
+            .findings
             .absence_claims
             .iter()
             .filter(|c| {
@@ -126,11 +212,11 @@ impl Engine {
     }
 
     pub(super) fn open_finding(&mut self, rule: RuleId, irq: u32, f: &Finding, base: String) {
-        self.open.insert(
+        self.findings.open.insert(
             (rule, irq),
             OpenFinding {
                 key: f.key.clone(),
-                cycle: self.cycle,
+                cycle: self.compose.cycle,
                 base,
                 notes: Vec::new(),
                 escalated: false,
@@ -146,7 +232,7 @@ impl Engine {
         note: String,
         escalate: bool,
     ) -> Option<(Key, String)> {
-        let o = self.open.get_mut(&(rule, irq))?;
+        let o = self.findings.open.get_mut(&(rule, irq))?;
         if escalate {
             o.escalated = true;
         }
@@ -176,7 +262,7 @@ impl Engine {
     }
 
     pub(super) fn open_remove(&mut self, rule: RuleId, irq: u32) {
-        self.open.remove(&(rule, irq));
+        self.findings.open.remove(&(rule, irq));
     }
 }
 

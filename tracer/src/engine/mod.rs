@@ -40,7 +40,7 @@ pub mod rules;
 pub mod state;
 pub mod vector;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use tracer_common::{NUM_PROBES, ProbeId};
 
@@ -53,29 +53,8 @@ pub use losses::{LossReport, Losses};
 pub use state::{EngineState, Phase, VectorKind, VectorState};
 
 use crate::event::{Event, EventKind};
-use divergence::DivergenceLog;
-use findings::AbsenceClaim;
 use gates::Gates;
-use observe::OtherIrq;
 use rules::Pending;
-
-/// A driver-private field that contradicted an observation (chip_data NULL after a good
-/// compose): said once per vector as an input warning, with how often it happened again.
-#[derive(Clone, Debug)]
-pub(crate) struct InputNote {
-    ts_ns: u64,
-    text: String,
-    more: u64,
-}
-
-/// An `hv_compose_msi_msg` between its entry and its return, and what the host answered.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct ComposeInFlight {
-    /// The host's reply attributed to this compose: its status and the event.
-    reply: Option<(Option<i32>, Evidence)>,
-    /// A reply arrived that no compose could be told to own while this one was in flight.
-    unattributed: bool,
-}
 
 /// What the engine can tell about the host's answer to one compose.
 #[derive(Clone, Debug)]
@@ -91,50 +70,22 @@ pub(crate) enum HostSeen {
     NoReply,
 }
 
+/// The engine: the state it rebuilds, each rule family's own bookkeeping, and the one sink
+/// of what the rules say. An event goes state first (dispatch, observe, phase), then to the
+/// rule families, whose findings all go through [`findings::Findings`].
 pub struct Engine {
     timing: RuleTiming,
     gates: Gates,
     state: EngineState,
-    log: DivergenceLog,
     losses: Losses,
     seen: [u64; NUM_PROBES as usize],
     enabled: [bool; RuleId::ALL.len()],
-    pending: BTreeMap<(u64, u64), Pending>,
-    pending_seq: u64,
-    /// CPU → start of its `irq_migrate_all_off_this_cpu` window.
-    migration_windows: BTreeMap<u32, u64>,
-    /// CPU → IRQs whose `irq_do_set_affinity` failed in its window (and did not succeed since).
-    affinity_failures: BTreeMap<u32, BTreeMap<u32, (i32, Evidence)>>,
-    /// CPU → the `irq_do_set_affinity` call in progress on it (IRQ, entry time).
-    affinity_calls: BTreeMap<u32, (u32, u64)>,
-    /// Message destination (APIC id) → CPU, as `vector_config` showed them side by side;
-    /// `None` once two CPUs were seen with one id. The only way to read a CPU out of an x86
-    /// message without guessing that APIC ids are CPU numbers.
-    apic_cpus: BTreeMap<u32, Option<u32>>,
-    /// CPU in `CPU_OFF` (begin seen, end not yet), and when it began.
-    cpu_going_down: Option<(u32, u64)>,
-    /// CPUs whose "still targeted" check ran since they went offline.
-    offline_checked: BTreeSet<u32>,
-    cycle: u32,
-    cycle_start_ts: u64,
-    cycle_bumped_since_suspend: bool,
-    other_irqs: BTreeMap<u32, OtherIrq>,
-    /// Where each device's vector is now, to follow it across a free and re-request.
-    identities: observe::Identities,
-    counts_baseline_taken: bool,
-    last_counts_ts: Option<u64>,
-    absence_claims: Vec<AbsenceClaim>,
-    /// Rules (H1, H3, H4) with an open divergence per IRQ that later evidence revises.
-    open: BTreeMap<(RuleId, u32), findings::OpenFinding>,
-    epoch_notes: Vec<NotEvaluated>,
-    /// Contradictions between driver-private fields and observations, per (IRQ, generation).
-    input_notes: BTreeMap<(u32, u32), InputNote>,
-    /// Return probes that fired without their entry, by probe: used for nothing but saying so.
-    orphan_returns: BTreeMap<ProbeId, u64>,
-    /// IRQ → its hv_compose_msi_msg in flight.
-    composing: BTreeMap<u32, ComposeInFlight>,
-    compose_exits_readable: u64,
-    unmask_exits_with_cache: u64,
+    observed: observe::Observed,
+    compose: rules::ComposeWatch,
+    unmask: rules::UnmaskWatch,
+    migration: rules::MigrationWatch,
+    deadlines: rules::Deadlines,
+    findings: findings::Findings,
     finished: bool,
 }
 
@@ -143,38 +94,19 @@ impl Engine {
         let gates = Gates::new(&cfg.kernel_release, &cfg.probes, &cfg.btf_facts);
         let mut state = EngineState::from_seed(&cfg.seed);
         state.set_phase(state::Phase::Running, cfg.seed.taken_ns, "trace start");
-        let identities = observe::identities(&state.vectors);
         let mut e = Engine {
             timing: cfg.timing,
             gates,
+            observed: observe::Observed::new(&state.vectors),
+            compose: rules::ComposeWatch::new(cfg.seed.taken_ns),
+            unmask: rules::UnmaskWatch::default(),
+            migration: rules::MigrationWatch::default(),
+            deadlines: rules::Deadlines::default(),
+            findings: findings::Findings::default(),
             state,
-            log: DivergenceLog::default(),
             losses: Losses::default(),
             seen: [0; NUM_PROBES as usize],
             enabled: [false; RuleId::ALL.len()],
-            pending: BTreeMap::new(),
-            pending_seq: 0,
-            migration_windows: BTreeMap::new(),
-            affinity_failures: BTreeMap::new(),
-            affinity_calls: BTreeMap::new(),
-            apic_cpus: BTreeMap::new(),
-            cpu_going_down: None,
-            offline_checked: BTreeSet::new(),
-            cycle: 0,
-            cycle_start_ts: cfg.seed.taken_ns,
-            cycle_bumped_since_suspend: false,
-            other_irqs: BTreeMap::new(),
-            identities,
-            counts_baseline_taken: false,
-            last_counts_ts: None,
-            absence_claims: Vec::new(),
-            open: BTreeMap::new(),
-            epoch_notes: Vec::new(),
-            input_notes: BTreeMap::new(),
-            orphan_returns: BTreeMap::new(),
-            composing: BTreeMap::new(),
-            compose_exits_readable: 0,
-            unmask_exits_with_cache: 0,
             finished: false,
         };
         e.refresh_enabled();
@@ -186,7 +118,7 @@ impl Engine {
     }
 
     pub fn divergences(&self) -> &[Divergence] {
-        self.log.all()
+        self.findings.all()
     }
 
     pub fn losses(&self) -> &Losses {
@@ -242,16 +174,8 @@ impl Engine {
     /// Warnings about the input the engine found: driver-private fields that contradicted
     /// what the kernel observably did (the rules decided on the observation), in time order.
     pub fn input_warnings(&self) -> Vec<String> {
-        let mut notes: Vec<&InputNote> = self.input_notes.values().collect();
-        notes.sort_by_key(|n| n.ts_ns);
-        let mut out: Vec<String> = notes
-            .into_iter()
-            .map(|n| match n.more {
-                0 => n.text.clone(),
-                k => format!("{} (and {k} more time(s) for this vector)", n.text),
-            })
-            .collect();
-        out.extend(self.orphan_returns.iter().map(|(p, n)| {
+        let mut out = self.findings.input_warnings();
+        out.extend(self.observed.orphan_returns.iter().map(|(p, n)| {
             format!(
                 "{n} return(s) of {} without their entry: which vector, device or bus each \
                  concerned is unknown, so none was used",
@@ -289,7 +213,7 @@ impl Engine {
             }
         }
         let exits = self.seen[ProbeId::HvComposeExit as usize];
-        if exits > 0 && self.compose_exits_readable == 0 {
+        if exits > 0 && self.compose.compose_exits_readable == 0 {
             push(
                 RuleId::H3,
                 None,
@@ -300,7 +224,7 @@ impl Engine {
             );
         }
         let unmasks = self.seen[ProbeId::HvUnmaskExit as usize];
-        if unmasks > 0 && self.unmask_exits_with_cache == 0 {
+        if unmasks > 0 && self.unmask.unmask_exits_with_cache == 0 {
             push(
                 RuleId::H4,
                 None,
@@ -317,7 +241,7 @@ impl Engine {
                 "the trace has no handler-count sample".into(),
             );
         }
-        for n in &self.epoch_notes {
+        for n in self.findings.not_evaluated_notes() {
             if !skip.contains(&n.rule) {
                 out.push(n.clone());
             }
@@ -349,8 +273,8 @@ impl Engine {
         self.state.events += 1;
         if self.state.first_ts_ns.is_none() {
             self.state.first_ts_ns = Some(ev.ts_ns);
-            if self.cycle_start_ts == 0 {
-                self.cycle_start_ts = ev.ts_ns;
+            if self.compose.cycle_start_ts == 0 {
+                self.compose.cycle_start_ts = ev.ts_ns;
             }
         }
         self.state.now_ns = self.state.now_ns.max(ev.ts_ns);
@@ -375,12 +299,12 @@ impl Engine {
         }
         let end_ts = end_ts.max(self.state.now_ns);
         self.settle(end_ts, &mut out);
-        let rest = std::mem::take(&mut self.pending);
+        let rest = std::mem::take(&mut self.deadlines.pending);
         for ((deadline, _), p) in rest {
             match p {
                 // The restart happens inside CPU_ON: nothing later can bring it.
                 Pending::G3 { .. } => self.run_pending(p, end_ts, &mut out),
-                Pending::G1 { epoch } => self.epoch_notes.push(NotEvaluated {
+                Pending::G1 { epoch } => self.findings.not_evaluated(NotEvaluated {
                     rule: RuleId::G1,
                     part: None,
                     epoch: Some(epoch),
@@ -392,7 +316,7 @@ impl Engine {
                         secs(self.timing.g1_grace_ns)
                     ),
                 }),
-                Pending::G5 { epoch } => self.epoch_notes.push(NotEvaluated {
+                Pending::G5 { epoch } => self.findings.not_evaluated(NotEvaluated {
                     rule: RuleId::G5,
                     part: None,
                     epoch: Some(epoch),
@@ -410,7 +334,7 @@ impl Engine {
         for ep in &self.state.epochs {
             if ep.resumed_ts_ns.is_none() {
                 for rule in [RuleId::G1, RuleId::G5] {
-                    self.epoch_notes.push(NotEvaluated {
+                    self.findings.not_evaluated(NotEvaluated {
                         rule,
                         part: None,
                         epoch: Some(ep.epoch),

@@ -3,7 +3,9 @@
 //! handler counts.
 
 use super::state::{HvEvidence, ManagedShutdown, Target, TargetSource, VectorState};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+use tracer_common::ProbeId;
 
 use super::{Engine, MAX_RETIRED};
 use crate::event::{Event, VectorSnap};
@@ -19,7 +21,7 @@ pub(crate) struct OtherIrq {
 /// Device, MSI-X or not, index → the IRQ that vector has now.
 pub(crate) type Identities = HashMap<(String, bool, u32), u32>;
 
-pub(crate) fn identities(vectors: &super::state::VectorMap) -> Identities {
+fn identities(vectors: &super::state::VectorMap) -> Identities {
     vectors
         .values()
         .filter_map(|v| {
@@ -27,6 +29,36 @@ pub(crate) fn identities(vectors: &super::state::VectorMap) -> Identities {
             Some(((d.to_owned(), x, i), v.irq))
         })
         .collect()
+}
+
+/// What observation keeps beside the vectors: facts about IRQs not (yet) known as MSI
+/// vectors, the APIC ids seen with their CPUs, where each device's vector is now, the
+/// handler-count samples' clock, and return probes that came without their entry.
+pub(crate) struct Observed {
+    /// Message destination (APIC id) → CPU, as `vector_config` showed them side by side;
+    /// `None` once two CPUs were seen with one id. The only way to read a CPU out of an x86
+    /// message without guessing that APIC ids are CPU numbers.
+    pub apic_cpus: BTreeMap<u32, Option<u32>>,
+    pub other_irqs: BTreeMap<u32, OtherIrq>,
+    /// Where each device's vector is now, to follow it across a free and re-request.
+    pub identities: Identities,
+    pub counts_baseline_taken: bool,
+    pub last_counts_ts: Option<u64>,
+    /// Return probes that fired without their entry, by probe: used for nothing but saying so.
+    pub orphan_returns: BTreeMap<ProbeId, u64>,
+}
+
+impl Observed {
+    pub fn new(vectors: &super::state::VectorMap) -> Observed {
+        Observed {
+            apic_cpus: BTreeMap::new(),
+            other_irqs: BTreeMap::new(),
+            identities: identities(vectors),
+            counts_baseline_taken: false,
+            last_counts_ts: None,
+            orphan_returns: BTreeMap::new(),
+        }
+    }
 }
 
 impl Engine {
@@ -62,13 +94,13 @@ impl Engine {
                 if self.state.retired.len() < MAX_RETIRED {
                     self.state.retired.push(old);
                 }
-                self.open.retain(|(_, i), _| *i != irq);
+                self.findings.close_irq(irq);
                 created_msi = s.msix == Some(false);
             }
             Some(_) => {}
             None => {
                 let mut v = VectorState::new(irq);
-                if let Some(o) = self.other_irqs.remove(&irq) {
+                if let Some(o) = self.observed.other_irqs.remove(&irq) {
                     v.target = o.target;
                     v.active = o.active;
                     v.managed = o.managed;
@@ -100,7 +132,7 @@ impl Engine {
             return;
         };
         let key = (id.0.to_owned(), id.1, id.2);
-        let Some(old_irq) = self.identities.insert(key.clone(), irq) else {
+        let Some(old_irq) = self.observed.identities.insert(key.clone(), irq) else {
             return;
         };
         if old_irq == irq {
@@ -156,7 +188,7 @@ impl Engine {
         };
         match self.state.vectors.get_mut(&irq) {
             Some(v) => v.target = Some(t),
-            None => self.other_irqs.entry(irq).or_default().target = Some(t),
+            None => self.observed.other_irqs.entry(irq).or_default().target = Some(t),
         }
     }
 
@@ -199,7 +231,7 @@ impl Engine {
         let Some((dest, vector)) = msg.x86_destination() else {
             return;
         };
-        let Some(&Some(cpu)) = self.apic_cpus.get(&dest) else {
+        let Some(&Some(cpu)) = self.observed.apic_cpus.get(&dest) else {
             return;
         };
         let Some(v) = self.state.vectors.get_mut(&irq) else {
@@ -220,12 +252,13 @@ impl Engine {
     pub(super) fn on_activate(&mut self, irq: u32, managed: bool, active: bool, ev: &Event) {
         // A managed vector deactivated while its CPU goes down was shut down with it.
         let dying = self
+            .migration
             .migration_windows
             .contains_key(&ev.cpu)
             .then_some(ev.cpu)
-            .or(self.cpu_going_down.map(|(c, _)| c));
+            .or(self.migration.cpu_going_down.map(|(c, _)| c));
         let Some(v) = self.state.vectors.get_mut(&irq) else {
-            let o = self.other_irqs.entry(irq).or_default();
+            let o = self.observed.other_irqs.entry(irq).or_default();
             o.active = Some(active);
             o.managed = Some(managed);
             return;
@@ -245,9 +278,9 @@ impl Engine {
     }
 
     pub(super) fn on_counts(&mut self, ts: u64, counts: &[(u32, u64)]) {
-        let baseline = !self.counts_baseline_taken;
-        self.counts_baseline_taken = true;
-        self.last_counts_ts = Some(ts);
+        let baseline = !self.observed.counts_baseline_taken;
+        self.observed.counts_baseline_taken = true;
+        self.observed.last_counts_ts = Some(ts);
         for &(irq, c) in counts {
             let Some(v) = self.state.vectors.get_mut(&irq) else {
                 continue;

@@ -269,28 +269,29 @@ impl Engine {
     }
 
     fn bump_cycle(&mut self, ts: u64) {
-        self.cycle += 1;
-        self.cycle_start_ts = ts;
-        self.cycle_bumped_since_suspend = true;
+        self.compose.cycle += 1;
+        self.compose.cycle_start_ts = ts;
+        self.compose.cycle_bumped_since_suspend = true;
     }
 
     fn begin_suspend(&mut self, ts: u64, cause: &str) {
         // A delayed rule of the previous resume that has not run yet cannot wait any more:
         // the counts and masks it needs are about to change.
         let due: Vec<((u64, u64), Pending)> = self
+            .deadlines
             .pending
             .iter()
             .filter(|(_, p)| matches!(p, Pending::G1 { .. } | Pending::G5 { .. }))
             .map(|(k, p)| (*k, p.clone()))
             .collect();
         for ((deadline, seq), p) in due {
-            self.pending.remove(&(deadline, seq));
+            self.deadlines.pending.remove(&(deadline, seq));
             let (rule, epoch, need) = match p {
                 Pending::G1 { epoch } => (RuleId::G1, epoch, self.timing.g1_grace_ns),
                 Pending::G5 { epoch } => (RuleId::G5, epoch, self.timing.g5_silence_ns),
                 Pending::G3 { .. } => continue,
             };
-            self.epoch_notes.push(NotEvaluated {
+            self.findings.not_evaluated(NotEvaluated {
                 rule,
                 part: None,
                 epoch: Some(epoch),
@@ -303,7 +304,7 @@ impl Engine {
         }
         self.state.suspend_ts_ns = Some(ts);
         self.state.sleep = SleepKind::Unknown;
-        self.cycle_bumped_since_suspend = false;
+        self.compose.cycle_bumped_since_suspend = false;
         for v in self.state.vectors.values_mut() {
             v.before_suspend = Some(v.view(ts));
             v.counts.before_suspend = v.counts.last;
@@ -352,12 +353,12 @@ impl Engine {
                         self.begin_suspend(ts, "CPU_OFF");
                     }
                     self.state.set_phase(Phase::CpusOffline, ts, "CPU_OFF");
-                    self.cpu_going_down = Some((cpu, ts));
-                    self.offline_checked.remove(&cpu);
+                    self.migration.cpu_going_down = Some((cpu, ts));
+                    self.migration.offline_checked.remove(&cpu);
                 } else {
                     self.state.cpu_change(ts, cpu, false, "CPU_OFF");
-                    self.cpu_going_down = None;
-                    if !self.offline_checked.contains(&cpu) {
+                    self.migration.cpu_going_down = None;
+                    if !self.migration.offline_checked.contains(&cpu) {
                         self.g2_offline_cpu(cpu, ev, out);
                     }
                 }
@@ -383,7 +384,7 @@ impl Engine {
             PmAction::CpuOn(cpu) => {
                 if !start {
                     self.state.cpu_change(ts, cpu, true, "CPU_ON");
-                    self.offline_checked.remove(&cpu);
+                    self.migration.offline_checked.remove(&cpu);
                     let epoch = self.cycle_epoch();
                     self.schedule(
                         ts.saturating_add(self.timing.g3_grace_ns),
@@ -397,10 +398,10 @@ impl Engine {
             }
             PmAction::DpmResumeNoirq(kind) => {
                 if start {
-                    if !self.cycle_bumped_since_suspend {
+                    if !self.compose.cycle_bumped_since_suspend {
                         self.bump_cycle(ts);
                     }
-                    self.cycle_bumped_since_suspend = false;
+                    self.compose.cycle_bumped_since_suspend = false;
                     self.state.epoch += 1;
                     let ep = ResumeEpoch {
                         epoch: self.state.epoch,

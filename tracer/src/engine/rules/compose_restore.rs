@@ -1,11 +1,46 @@
 //! H1 restored without compose, H2 restored message differs, H3 compose failed: the
 //! Hyper-V remapping entry a vector's message needs, from compose to restore.
 
+use std::collections::BTreeMap;
+
 use super::COMPOSE_REPLY_PROBES;
 use crate::engine::divergence::{DivergenceUpdate, Evidence, RuleId, Severity};
 use crate::engine::state::{Compose, Restore};
 use crate::engine::{Engine, HostSeen};
 use crate::event::{Event, MsiMsg, VectorSnap};
+
+/// An `hv_compose_msi_msg` between its entry and its return, and what the host answered.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ComposeInFlight {
+    /// The host's reply attributed to this compose: its status and the event.
+    pub reply: Option<(Option<i32>, Evidence)>,
+    /// A reply arrived that no compose could be told to own while this one was in flight.
+    pub unattributed: bool,
+}
+
+/// The compose family's bookkeeping. The host's remapping entries live from one compose
+/// cycle boundary (a suspend's teardown) to the next; composes in flight wait for the host's
+/// reply to be attributed to them.
+pub(crate) struct ComposeWatch {
+    pub cycle: u32,
+    pub cycle_start_ts: u64,
+    pub cycle_bumped_since_suspend: bool,
+    /// IRQ → its hv_compose_msi_msg in flight.
+    pub composing: BTreeMap<u32, ComposeInFlight>,
+    pub compose_exits_readable: u64,
+}
+
+impl ComposeWatch {
+    pub fn new(start_ts: u64) -> ComposeWatch {
+        ComposeWatch {
+            cycle: 0,
+            cycle_start_ts: start_ts,
+            cycle_bumped_since_suspend: false,
+            composing: BTreeMap::new(),
+            compose_exits_readable: 0,
+        }
+    }
+}
 
 impl Engine {
     /// **H3 compose failed.** Decided by what the kernel observably got: the message
@@ -35,7 +70,7 @@ impl Engine {
         out: &mut Vec<DivergenceUpdate>,
     ) {
         let ts = ev.ts_ns;
-        let cycle = self.cycle;
+        let cycle = self.compose.cycle;
         let epoch = self.state.epoch;
         let msg_failed = msg.is_some_and(|m| m.is_zero());
         let (host_status, reply_evidence) = match &host {
@@ -51,7 +86,7 @@ impl Engine {
             HostSeen::NoReply => Some(false),
         };
         if msg.is_some() || host_status.is_some() {
-            self.compose_exits_readable += 1;
+            self.compose.compose_exits_readable += 1;
         }
         // chip_data corroborates: NULL after a good message, or set after a zeroed one, is
         // the driver keeping its descriptor somewhere else (or a read gone wrong).
@@ -155,8 +190,8 @@ impl Engine {
         // and closes H3; for H1 only one that was not seen to skip the host.
         if reached_host != Some(false)
             && self
-                .open
-                .get(&(RuleId::H1, irq))
+                .findings
+                .get_open(RuleId::H1, irq)
                 .is_some_and(|o| o.cycle == cycle)
         {
             let note = format!(
@@ -168,8 +203,8 @@ impl Engine {
             self.settle_as_warning(RuleId::H1, irq, note, ev, out);
         }
         if let Some(escalated) = self
-            .open
-            .get(&(RuleId::H3, irq))
+            .findings
+            .get_open(RuleId::H3, irq)
             .filter(|o| o.cycle == cycle)
             .map(|o| o.escalated)
         {
@@ -194,7 +229,7 @@ impl Engine {
         what: &str,
         out: &mut Vec<DivergenceUpdate>,
     ) -> bool {
-        let cycle = self.cycle;
+        let cycle = self.compose.cycle;
         let failed = self
             .state
             .vectors
@@ -252,7 +287,7 @@ impl Engine {
         if !vs.is_hyperv() || epoch == 0 {
             return;
         }
-        let cycle = self.cycle;
+        let cycle = self.compose.cycle;
         let compose_cycle = vs.compose_cycle;
         let host_compose_cycle = vs.host_compose_cycle;
         let composed = vs.composed_msg;
@@ -326,7 +361,7 @@ impl Engine {
             );
             f.irqs = block.clone();
             self.open_finding(RuleId::H1, irq, &f, meaning);
-            let from = self.cycle_start_ts;
+            let from = self.compose.cycle_start_ts;
             self.raise_absence(f, COMPOSE_REPLY_PROBES, from, out);
         } else if let Some((c, m, cts)) = composed
             && c == cycle

@@ -2,6 +2,8 @@
 //! restarted, G5 silent after resume. Each is a deadline settled when a later event's
 //! timestamp passes it, or at end of input.
 
+use std::collections::BTreeMap;
+
 use super::{ACTIVATE_PROBES, UNMASK_PROBES};
 use crate::engine::divergence::{DivergenceUpdate, Evidence, RuleId, Severity};
 use crate::engine::gates::NotEvaluated;
@@ -23,19 +25,28 @@ pub(crate) enum Pending {
     },
 }
 
+/// Rules waiting for time to pass, by deadline (and order of scheduling).
+#[derive(Default)]
+pub(crate) struct Deadlines {
+    pub pending: BTreeMap<(u64, u64), Pending>,
+    pub pending_seq: u64,
+}
+
 impl Engine {
     pub(crate) fn schedule(&mut self, deadline: u64, p: Pending) {
-        self.pending_seq += 1;
-        self.pending.insert((deadline, self.pending_seq), p);
+        self.deadlines.pending_seq += 1;
+        self.deadlines
+            .pending
+            .insert((deadline, self.deadlines.pending_seq), p);
     }
 
     /// Settle every deadline at or before `ts`, in deadline order.
     pub(crate) fn settle(&mut self, ts: u64, out: &mut Vec<DivergenceUpdate>) {
-        while let Some((&(deadline, seq), _)) = self.pending.first_key_value() {
+        while let Some((&(deadline, seq), _)) = self.deadlines.pending.first_key_value() {
             if deadline > ts {
                 break;
             }
-            if let Some(p) = self.pending.remove(&(deadline, seq)) {
+            if let Some(p) = self.deadlines.pending.remove(&(deadline, seq)) {
                 self.run_pending(p, deadline, out);
             }
         }
@@ -202,8 +213,8 @@ impl Engine {
         let Some(resumed) = self.state.epoch_info(epoch).and_then(|e| e.resumed_ts_ns) else {
             return;
         };
-        if self.last_counts_ts.is_none_or(|t| t <= resumed) {
-            self.epoch_notes.push(NotEvaluated {
+        if self.observed.last_counts_ts.is_none_or(|t| t <= resumed) {
+            self.findings.not_evaluated(NotEvaluated {
                 rule: RuleId::G5,
                 part: None,
                 epoch: Some(epoch),

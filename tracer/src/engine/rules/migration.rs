@@ -1,14 +1,32 @@
 //! G2: a vector left on a CPU that went offline, or whose move off it failed.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::{TARGET_PROBES, errno_name};
 use crate::engine::Engine;
 use crate::engine::divergence::{DivergenceUpdate, Evidence, RuleId, Severity};
 use crate::engine::state::VectorState;
 use crate::event::Event;
 
+/// The migration family's bookkeeping: the CPU-offline windows in progress and what failed
+/// in them.
+#[derive(Default)]
+pub(crate) struct MigrationWatch {
+    /// CPU → start of its `irq_migrate_all_off_this_cpu` window.
+    pub migration_windows: BTreeMap<u32, u64>,
+    /// CPU → IRQs whose `irq_do_set_affinity` failed in its window (and did not succeed since).
+    pub affinity_failures: BTreeMap<u32, BTreeMap<u32, (i32, Evidence)>>,
+    /// CPU → the `irq_do_set_affinity` call in progress on it (IRQ, entry time).
+    pub affinity_calls: BTreeMap<u32, (u32, u64)>,
+    /// CPU in `CPU_OFF` (begin seen, end not yet), and when it began.
+    pub cpu_going_down: Option<(u32, u64)>,
+    /// CPUs whose "still targeted" check ran since they went offline.
+    pub offline_checked: BTreeSet<u32>,
+}
+
 impl Engine {
     pub(crate) fn g2_affinity_failures(&mut self, ev: &Event, out: &mut Vec<DivergenceUpdate>) {
-        let Some(fails) = self.affinity_failures.remove(&ev.cpu) else {
+        let Some(fails) = self.migration.affinity_failures.remove(&ev.cpu) else {
             return;
         };
         if !self.enabled(RuleId::G2) {
@@ -49,7 +67,7 @@ impl Engine {
     }
 
     pub(crate) fn g2_offline_cpu(&mut self, cpu: u32, ev: &Event, out: &mut Vec<DivergenceUpdate>) {
-        self.offline_checked.insert(cpu);
+        self.migration.offline_checked.insert(cpu);
         if !self.enabled(RuleId::G2) {
             return;
         }
@@ -74,6 +92,7 @@ impl Engine {
             .map(|v| v.irq)
             .collect();
         let from = self
+            .migration
             .cpu_going_down
             .map(|(_, t)| t)
             .unwrap_or(ev.ts_ns)

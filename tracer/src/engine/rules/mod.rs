@@ -23,7 +23,10 @@ use tracer_common::ProbeId;
 use super::Engine;
 use super::divergence::{Evidence, Finding, Key, RuleId, Scope, Severity};
 
-pub(crate) use deadlines::Pending;
+pub(crate) use compose_restore::{ComposeInFlight, ComposeWatch};
+pub(crate) use deadlines::{Deadlines, Pending};
+pub(crate) use migration::MigrationWatch;
+pub(crate) use unmask::UnmaskWatch;
 
 const COMPOSE_PROBES: &[ProbeId] = &[ProbeId::HvComposeEnter, ProbeId::HvComposeExit];
 /// H1 also rests on the absence of the host's reply in a compose.
@@ -98,18 +101,10 @@ impl Engine {
         }
     }
 
-    /// A driver-private field contradicted what the kernel observably did: one input warning
-    /// per vector (the first contradiction, then a count), never a divergence.
+    /// See [`super::findings::Findings::input_contradiction`].
     fn input_contradiction(&mut self, irq: u32, ts: u64, text: String) {
         let generation = self.state.vectors.get(&irq).map_or(0, |v| v.generation);
-        self.input_notes
-            .entry((irq, generation))
-            .and_modify(|n| n.more += 1)
-            .or_insert(super::InputNote {
-                ts_ns: ts,
-                text,
-                more: 0,
-            });
+        self.findings.input_contradiction(irq, generation, ts, text);
     }
 }
 

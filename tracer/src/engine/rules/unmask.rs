@@ -6,6 +6,13 @@ use crate::engine::divergence::{DivergenceUpdate, Evidence, RuleId, Severity};
 use crate::engine::state::{HvBusState, Phase};
 use crate::event::{Event, VectorSnap};
 
+/// The unmask family's bookkeeping.
+#[derive(Default)]
+pub(crate) struct UnmaskWatch {
+    /// hv_irq_unmask returns whose mask cache could be read: H4's input is there.
+    pub unmask_exits_with_cache: u64,
+}
+
 impl Engine {
     /// **H5 unmask without compose.** Decided by the compose events observed: an unmask in the
     /// resume half of an epoch with no successful `hv_compose_msi_msg` of that vector in the
@@ -26,7 +33,7 @@ impl Engine {
         let ts = ev.ts_ns;
         let epoch = self.state.epoch;
         let null = v.chip_data == Some(0);
-        let cycle = self.cycle;
+        let cycle = self.compose.cycle;
         let vs = self.state.vectors.get(&irq);
         // A compose this cycle whose message was good or unreadable: H5 is not for it.
         let composed = vs.is_some_and(|vs| vs.compose_cycle == Some(cycle));
@@ -57,9 +64,8 @@ impl Engine {
             return;
         }
         let h1_open = self
-            .log
-            .get(&self.key(RuleId::H1, irq, "no-compose", epoch))
-            .is_some();
+            .findings
+            .is_logged(&self.key(RuleId::H1, irq, "no-compose", epoch));
         if !h1_open {
             let (desc, _) = self.describe(irq);
             let corroborated = if null {
@@ -84,7 +90,7 @@ impl Engine {
                 vec![Evidence::of(ev)],
                 meaning,
             );
-            let from = self.cycle_start_ts;
+            let from = self.compose.cycle_start_ts;
             self.raise_absence(f, COMPOSE_PROBES, from, out);
         }
     }
@@ -97,7 +103,7 @@ impl Engine {
         out: &mut Vec<DivergenceUpdate>,
     ) {
         if v.cache_masked.is_some() {
-            self.unmask_exits_with_cache += 1;
+            self.unmask.unmask_exits_with_cache += 1;
         }
         if !self.gates.kernel_allows(RuleId::H4) {
             return;
@@ -119,7 +125,7 @@ impl Engine {
         }
         let ts = ev.ts_ns;
         let (desc, _) = self.describe(irq);
-        let in_migration = v.in_migration || self.migration_windows.contains_key(&ev.cpu);
+        let in_migration = v.in_migration || self.migration.migration_windows.contains_key(&ev.cpu);
         let mut ctx = String::new();
         if in_migration {
             ctx.push_str(&format!(" inside the CPU{} offline migration", ev.cpu));
@@ -161,8 +167,8 @@ impl Engine {
             meaning,
         );
         if self
-            .open
-            .get(&(RuleId::H4, irq))
+            .findings
+            .get_open(RuleId::H4, irq)
             .is_none_or(|o| o.key != f.key)
         {
             self.open_finding(RuleId::H4, irq, &f, base);
@@ -172,7 +178,7 @@ impl Engine {
 
     /// The mask cache was seen cleared: an open H4 was transient.
     pub(crate) fn on_unmasked(&mut self, ev: &Event, irq: u32, out: &mut Vec<DivergenceUpdate>) {
-        if !self.open.contains_key(&(RuleId::H4, irq)) {
+        if !self.findings.is_open(RuleId::H4, irq) {
             return;
         }
         let note = format!(
@@ -188,7 +194,7 @@ impl Engine {
         irq: u32,
         out: &mut Vec<DivergenceUpdate>,
     ) {
-        if !self.open.contains_key(&(RuleId::H4, irq)) {
+        if !self.findings.is_open(RuleId::H4, irq) {
             return;
         }
         let Some(r) = self
