@@ -188,12 +188,25 @@ fn try_hv_compose_enter(ctx: &ProbeContext) -> Result<u32, u32> {
     Ok(0)
 }
 
-/// The compose in flight whose frame holds `context`, if any.
+/// The compose in flight whose frame holds `context`; all zero when there is none. Not an
+/// `Option`, for the reason given at [`take`]: 5.10's verifier refused hv_pci_compose_compl
+/// (`invalid read from stack R10 off=-32`) when `None` left the payload unwritten.
 #[inline(always)]
-fn composing_owner(context: u64) -> Option<Composing> {
+fn composing_owner(context: u64) -> Composing {
+    let none = Composing {
+        pid_tgid: 0,
+        irq_data: 0,
+        sp: 0,
+    };
     // SAFETY: the value is copied out at once.
-    let o = unsafe { COMPOSING.get(context >> PAGE_SHIFT) }.copied()?;
-    (context < o.sp && o.sp - context <= COMPOSE_FRAME_MAX).then_some(o)
+    let o = unsafe { COMPOSING.get(context >> PAGE_SHIFT) }
+        .copied()
+        .unwrap_or(none);
+    if o.irq_data != 0 && context < o.sp && o.sp - context <= COMPOSE_FRAME_MAX {
+        o
+    } else {
+        none
+    }
 }
 
 #[kretprobe]
@@ -250,10 +263,12 @@ fn try_hv_compose_compl(ctx: &ProbeContext) -> Result<u32, u32> {
         ev.a[2] = i64::from(status as i32) as u64;
         ev.flags |= flags::A2_VALID;
     }
-    let irq = owner.and_then(|o| {
-        ev.a[3] = o.pid_tgid;
-        read::kernel(o.irq_data, layout!(irq_data_irq))
-    });
+    let irq = if owner.irq_data != 0 {
+        ev.a[3] = owner.pid_tgid;
+        read::kernel(owner.irq_data, layout!(irq_data_irq))
+    } else {
+        None
+    };
     match irq {
         Some(irq) => ev.irq = irq as u32,
         None => ev.flags |= flags::NO_ENTRY,
