@@ -1,6 +1,8 @@
-//! Seconds as a user gives them (flags and the daemon's settings file): one range check for
-//! every duration, so that no value reaches `Duration` or nanosecond arithmetic that could
-//! overflow or panic there (1e19, 1e300, NaN, inf).
+//! Time as people give it and as msitrace shows it, in one place. Given: seconds from flags and
+//! the daemon's settings file, with one range check for every duration, so that no value
+//! reaches `Duration` or nanosecond arithmetic that could overflow or panic there (1e19, 1e300,
+//! NaN, inf). Shown: durations (`1.5 s`), instants as offsets from the trace's origin
+//! (`+1.234 s`; `+1.234567` in dumps), and ages on the live screen (`12.0s`, `3m`).
 
 /// The longest duration accepted: a week. Far beyond any suspend cycle or rule delay, and far
 /// below what overflows an `Instant` or a nanosecond `u64` once added to a timestamp.
@@ -41,6 +43,47 @@ pub fn check_delay_secs(v: f64) -> Result<f64, String> {
     checked(v, true)
 }
 
+/// A duration for sentences: `1.5 s`, `12 s`.
+pub fn secs(ns: u64) -> String {
+    let s = ns as f64 / 1e9;
+    if s >= 10.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
+/// An instant as an offset from `origin`, to the millisecond: `+1.234 s` (never negative: an
+/// instant before the origin shows as `+0.000 s`).
+pub fn offset(ts: u64, origin: u64) -> String {
+    format!("+{:.3} s", ts.saturating_sub(origin) as f64 / 1e9)
+}
+
+/// An instant as a signed offset from `base`, to the microsecond, for event dumps:
+/// `+0.500000`, `-0.000001` (an event that precedes the first one).
+pub fn offset_us(ts: u64, base: u64) -> String {
+    let d = i128::from(ts) - i128::from(base);
+    let sign = if d < 0 { '-' } else { '+' };
+    let d = d.unsigned_abs();
+    format!(
+        "{sign}{}.{:06}",
+        d / 1_000_000_000,
+        d % 1_000_000_000 / 1000
+    )
+}
+
+/// How long ago, compact for a table cell: `12.0s`, `3m`, `2h`.
+pub fn age(ns: u64) -> String {
+    let s = ns as f64 / 1e9;
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else if s < 3600.0 {
+        format!("{:.0}m", s / 60.0)
+    } else {
+        format!("{:.0}h", s / 3600.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +99,17 @@ mod tests {
         assert_eq!(parse_limit_secs("2.5"), Ok(2.5));
         assert_eq!(parse_limit_secs("604800"), Ok(MAX_SECS));
         assert!(parse_limit_secs("604800.1").is_err());
+    }
+
+    #[test]
+    fn offsets_have_a_sign_and_their_precision() {
+        assert_eq!(offset_us(1_500_000_000, 1_000_000_000), "+0.500000");
+        assert_eq!(offset_us(1_000_000_000, 1_000_001_000), "-0.000001");
+        assert_eq!(offset_us(u64::MAX, 0), "+18446744073.709551");
+        assert_eq!(offset(2_234_000_000, 1_000_000_000), "+1.234 s");
+        assert_eq!(offset(0, 1_000_000_000), "+0.000 s");
+        assert_eq!(secs(1_500_000_000), "1.5 s");
+        assert_eq!(secs(12_400_000_000), "12 s");
+        assert_eq!(age(180_000_000_000), "3m");
     }
 }

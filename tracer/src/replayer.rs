@@ -6,6 +6,7 @@
 //! kept them only there): a replay that used other delays would report other verdicts than
 //! the run it replays, and say nothing about why.
 
+use crate::duration::secs;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -188,7 +189,7 @@ impl Replayer {
         if self.delays == DelaySource::Default {
             warnings.push(format!(
                 "the file does not say which rule delays the live run used: judged with the \
-                 defaults (G5 silence {} s, G1 grace {} s); pass --silence and --grace to change them",
+                 defaults (G5 silence {}, G1 grace {}); pass --silence and --grace to change them",
                 secs(timing.g5_silence_ns),
                 secs(timing.g1_grace_ns)
             ));
@@ -204,7 +205,7 @@ impl Replayer {
             let replayed = DivergenceKey::all(self.engine.divergences());
             if live.timing != timing {
                 warnings.push(format!(
-                    "replayed with other rule delays than the live run (G5 silence {} s, G1 grace {} s live): \
+                    "replayed with other rule delays than the live run (G5 silence {}, G1 grace {} live): \
                      the verdicts may differ from the live run's",
                     secs(live.timing.g5_silence_ns),
                     secs(live.timing.g1_grace_ns)
@@ -242,10 +243,6 @@ impl Replayer {
 /// Replay trace files to their end.
 pub fn replay_files(files: &[PathBuf], overrides: DelayOverrides) -> anyhow::Result<Replayed> {
     Ok(Replayer::open(files, overrides)?.run(|_, _| {}))
-}
-
-fn secs(ns: u64) -> f64 {
-    ns as f64 / 1e9
 }
 
 /// The live run's delays from the last trailer of the set, for files whose header predates

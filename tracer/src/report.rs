@@ -256,7 +256,7 @@ impl Report {
     }
 
     fn t(&self, ts: u64) -> String {
-        format!("+{:.3}s", ts.saturating_sub(self.origin_ns) as f64 / 1e9)
+        crate::duration::offset(ts, self.origin_ns)
     }
 
     pub fn to_text(&self) -> String {

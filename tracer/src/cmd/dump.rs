@@ -89,7 +89,7 @@ fn dump(reader: &mut TraceReader, out: &mut impl Write, json: bool) -> Result<()
                 let base = *base.get_or_insert(e.ts_ns);
                 let line = format!(
                     "{} cpu{} pid {} {}\n",
-                    relative(e.ts_ns, base),
+                    crate::duration::offset_us(e.ts_ns, base),
                     e.cpu,
                     e.tgid,
                     describe(&e.kind)
@@ -272,18 +272,6 @@ fn status_word(s: Status) -> &'static str {
     }
 }
 
-/// `+S.ssssss` (microseconds) from `base`; `-` when an event precedes the first one.
-fn relative(ts: u64, base: u64) -> String {
-    let d = i128::from(ts) - i128::from(base);
-    let sign = if d < 0 { '-' } else { '+' };
-    let d = d.unsigned_abs();
-    format!(
-        "{sign}{}.{:06}",
-        d / 1_000_000_000,
-        d % 1_000_000_000 / 1000
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,12 +415,5 @@ mod tests {
         let code = run_to(&args, &mut ClosedPipe).unwrap();
         let _ = std::fs::remove_file(&path);
         assert_eq!(code, ExitCode::SUCCESS);
-    }
-
-    #[test]
-    fn relative_times_have_a_sign_and_microseconds() {
-        assert_eq!(relative(1_500_000_000, 1_000_000_000), "+0.500000");
-        assert_eq!(relative(1_000_000_000, 1_000_001_000), "-0.000001");
-        assert_eq!(relative(u64::MAX, 0), "+18446744073.709551");
     }
 }

@@ -52,6 +52,8 @@ pub use gates::{KernelVersion, NotEvaluated};
 pub use losses::{LossReport, Losses};
 pub use state::{EngineState, Phase, VectorKind, VectorState};
 
+use crate::duration::secs;
+
 use crate::event::{Event, EventKind};
 use gates::Gates;
 use rules::Pending;
@@ -359,16 +361,6 @@ impl Engine {
 
 /// Bound on retired vectors kept for the report.
 pub const MAX_RETIRED: usize = 1_000;
-
-/// `1.5 s` style duration.
-pub fn secs(ns: u64) -> String {
-    let s = ns as f64 / 1e9;
-    if s >= 10.0 {
-        format!("{s:.0} s")
-    } else {
-        format!("{s:.1} s")
-    }
-}
 
 /// The IRQ an event is about, when it is about one (for per-vector tracks).
 pub fn event_irq(k: &EventKind) -> Option<u32> {

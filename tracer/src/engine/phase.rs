@@ -7,7 +7,8 @@ use serde::Serialize;
 use super::divergence::DivergenceUpdate;
 use super::gates::NotEvaluated;
 use super::state::ResumeEpoch;
-use super::{Engine, Pending, RuleId, secs};
+use super::{Engine, Pending, RuleId};
+use crate::duration::secs;
 use crate::event::Event;
 
 /// `PM_EVENT_*` of include/linux/pm.h: the `event` of a `pm_message_t`, as `dpm_*` actions

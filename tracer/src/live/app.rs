@@ -6,7 +6,8 @@ use std::collections::{HashMap, VecDeque};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::engine::{Divergence, Engine, Phase, Severity, VectorState, secs};
+use crate::duration::secs;
+use crate::engine::{Divergence, Engine, Phase, Severity, VectorState};
 use crate::event::{Event, EventKind};
 use crate::probes::{ProbeStatus, Status as HookStatus};
 

@@ -154,7 +154,7 @@ impl Col {
             }
             Col::Age => Cell::from(
                 r.last_event_ns
-                    .map(|t| age(app.now_ns.saturating_sub(t)))
+                    .map(|t| crate::duration::age(app.now_ns.saturating_sub(t)))
                     .unwrap_or_else(|| "-".into()),
             ),
             Col::Delta => Cell::from(
@@ -164,17 +164,6 @@ impl Col {
             ),
             Col::Rules => Cell::from(r.rules.clone()).style(Style::new().fg(Color::Red)),
         }
-    }
-}
-
-fn age(ns: u64) -> String {
-    let s = ns as f64 / 1e9;
-    if s < 60.0 {
-        format!("{s:.1}s")
-    } else if s < 3600.0 {
-        format!("{:.0}m", s / 60.0)
-    } else {
-        format!("{:.0}h", s / 3600.0)
     }
 }
 

@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 
 use super::{ACTIVATE_PROBES, UNMASK_PROBES};
+use crate::duration::secs;
+use crate::engine::Engine;
 use crate::engine::divergence::{DivergenceUpdate, Evidence, RuleId, Severity};
 use crate::engine::gates::NotEvaluated;
-use crate::engine::{Engine, secs};
 
 /// A rule waiting for time to pass.
 #[derive(Clone, Debug, PartialEq, Eq)]

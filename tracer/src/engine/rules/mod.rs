@@ -56,7 +56,7 @@ const UNMASK_PROBES: &[ProbeId] = &[
 impl Engine {
     /// `+1.234 s` from the start of the trace.
     pub(crate) fn t(&self, ts: u64) -> String {
-        format!("+{:.3} s", ts.saturating_sub(self.origin_ns()) as f64 / 1e9)
+        crate::duration::offset(ts, self.origin_ns())
     }
 
     fn key(&self, rule: RuleId, irq: u32, cause: &str, epoch: u32) -> Key {
