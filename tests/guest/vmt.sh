@@ -403,7 +403,7 @@ step() {
 	sleep 0.2
 	awk '$1 ~ /^vector=/ { split($2, i, "="); split($3, r, "="); if (r[2] == "control") c = i[2]; else if (r[2] == "plain") p = i[2]; else t = t (t ? "," : "") i[2] }
 	     END { printf "VMT vectors step=%s control=%s test=%s plain=%s\n", step, c, t, p }' step="$ID" $STUB/state
-	[ "$MSITRACE" = 1 ] && [ ! -e /out/probes.json ] && msitrace probes --json > /out/probes.json 2> /out/probes.err
+	[ "$MSITRACE" = 1 ] && [ ! -e /out/probes.json ] && msitrace probes --json --timings > /out/probes.json 2> /out/probes.err
 	snap "$D/s0"
 	rec_start
 	# An affinity write, as irqbalance makes them: x86 moves an MSI vector at its next

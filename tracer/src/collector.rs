@@ -3,6 +3,8 @@
 //! per-CPU loss counters and the per-IRQ handler counts into in-band events, so that what a
 //! trace file holds is everything the live engine saw.
 
+use std::time::{Duration, Instant};
+
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
@@ -34,7 +36,43 @@ impl Default for CollectorOptions {
     }
 }
 
+/// Where the time of starting went. On an emulated guest starting takes seconds (15-19 s
+/// under QEMU TCG) where it takes one on real hardware; `probes --timings` says which part.
+#[derive(Clone, Debug, Default)]
+pub struct StartupTimes {
+    /// Resolving the programs' struct layout from the kernel's BTF (vmlinux and modules).
+    pub btf: Duration,
+    /// Parsing the eBPF object and creating its maps.
+    pub object: Duration,
+    /// Reading the kernel's symbol table (/proc/kallsyms or its stand-ins).
+    pub symbols: Duration,
+    /// The kernel's verifier, over `programs` program loads.
+    pub verify: Duration,
+    /// Attaching (kprobe and tracepoint creation), without the verifier.
+    pub attach: Duration,
+    pub programs: usize,
+}
+
+impl std::fmt::Display for StartupTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = |d: Duration| format!("{:.2} s", d.as_secs_f64());
+        let total = self.btf + self.object + self.symbols + self.verify + self.attach;
+        write!(
+            f,
+            "started in {}: BTF layout {}, eBPF object {}, kernel symbols {}, verifier {} ({} programs), attaching {}",
+            s(total),
+            s(self.btf),
+            s(self.object),
+            s(self.symbols),
+            s(self.verify),
+            self.programs,
+            s(self.attach)
+        )
+    }
+}
+
 pub struct Collector {
+    startup: StartupTimes,
     ebpf: Ebpf,
     manager: ProbeManager,
     layout: ResolvedLayout,
@@ -71,17 +109,34 @@ impl Collector {
                 "loading eBPF programs needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN for tracepoints): run msitrace with sudo"
             );
         }
+        let t0 = Instant::now();
         let layout = btf_layout::resolve_running()?;
+        let t_btf = t0.elapsed();
         // RLIMIT_MEMLOCK only matters before 5.11 (memcg accounting replaced it); some
         // containers refuse to raise it, which is harmless on a newer kernel.
         raise_memlock();
+        let t1 = Instant::now();
         let mut ebpf = EbpfLoader::new()
             .override_global(names::LAYOUT, &layout.layout, true)
             .map_max_entries(names::EVENTS, opts.ring_bytes)
             .load(crate::ebpf_object::bytes())
             .context("cannot load msitrace's eBPF object into this kernel")?;
+        let t_object = t1.elapsed();
         let mut manager = ProbeManager::new(&layout);
-        manager.attach_all(&mut ebpf, &KernelSymbols::read());
+        let t2 = Instant::now();
+        let symbols = KernelSymbols::read();
+        let t_symbols = t2.elapsed();
+        let t3 = Instant::now();
+        manager.attach_all(&mut ebpf, &symbols);
+        let (programs, verify) = manager.verified();
+        let startup = StartupTimes {
+            btf: t_btf,
+            object: t_object,
+            symbols: t_symbols,
+            verify,
+            attach: t3.elapsed().saturating_sub(verify),
+            programs,
+        };
 
         let ring = RingBuf::try_from(take(&mut ebpf, names::EVENTS)?)?;
         // SAFETY: the ring buffer's fd is owned by `ring`, which the AsyncFd owns for its whole
@@ -108,7 +163,13 @@ impl Collector {
             modules: kernel::loaded_modules().unwrap_or_default(),
             decode_errors: 0,
             ring_bytes: opts.ring_bytes,
+            startup,
         })
+    }
+
+    /// How long each part of [`Collector::start`] took.
+    pub fn startup(&self) -> &StartupTimes {
+        &self.startup
     }
 
     pub fn statuses(&self) -> &[ProbeStatus] {

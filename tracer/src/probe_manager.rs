@@ -138,6 +138,8 @@ pub struct ProbeManager {
     statuses: Vec<ProbeStatus>,
     links: HashMap<ProbeId, Link>,
     loaded: HashMap<ProbeId, Result<(), String>>,
+    /// Time spent in the kernel's verifier (program loads), all programs together.
+    verify_time: std::time::Duration,
     tracefs: Result<PathBuf, String>,
     kprobes_denied: Option<String>,
     missing_fields: Vec<(String, String)>,
@@ -158,6 +160,7 @@ impl ProbeManager {
             statuses: CATALOGUE.iter().map(initial_status).collect(),
             links: HashMap::new(),
             loaded: HashMap::new(),
+            verify_time: std::time::Duration::ZERO,
             tracefs: kernel::ensure_tracefs().map_err(|e| format!("{e:#}")),
             kprobes_denied: kernel::kprobes_unavailable(),
             missing_fields,
@@ -295,6 +298,7 @@ impl ProbeManager {
             return r.clone();
         }
         let name = probe.program();
+        let started = std::time::Instant::now();
         let r = match ebpf.program_mut(name) {
             None => Err(format!(
                 "program {name} is not in the eBPF object (build mismatch)"
@@ -310,8 +314,14 @@ impl ProbeManager {
                 "program {name} has an unexpected type (build mismatch)"
             )),
         };
+        self.verify_time += started.elapsed();
         self.loaded.insert(probe, r.clone());
         r
+    }
+
+    /// Programs loaded so far (verified or refused), and the time the verifier took for them.
+    pub fn verified(&self) -> (usize, std::time::Duration) {
+        (self.loaded.len(), self.verify_time)
     }
 
     /// The probe's program, loaded (once) and typed, or why it cannot be.

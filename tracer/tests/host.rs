@@ -208,3 +208,26 @@ fn record_counts_handler_entries_like_proc_interrupts() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// Starting takes 15-19 s in the emulated guests: `--timings` says where it goes, and its parts
+// add up to what it says in total.
+#[test]
+#[ignore = "root-only: loads eBPF programs; `cargo xtask test` runs it as root"]
+fn probes_says_where_the_start_up_time_goes() {
+    support::require(skip_reason());
+    let out = msitrace(&["probes", "--json", "--timings"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("msitrace: started in "))
+        .unwrap_or_else(|| panic!("no timings line: {err}"));
+    let secs: Vec<f64> = line
+        .split(" s")
+        .filter_map(|p| p.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(secs.len(), 6, "{line}");
+    let parts: f64 = secs[1..].iter().sum();
+    assert!((parts - secs[0]).abs() < 0.05, "{line}");
+    assert!(line.contains("programs), attaching"), "{line}");
+}

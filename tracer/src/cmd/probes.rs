@@ -18,6 +18,10 @@ pub struct Args {
     /// why better tables were not used).
     #[arg(long)]
     json: bool,
+    /// Say on stderr where the time of starting went (BTF, eBPF object, kernel symbols, the
+    /// verifier, attaching): seconds on an emulated machine.
+    #[arg(long)]
+    timings: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -38,9 +42,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 )
             })
             .collect();
-        anyhow::Ok((s, missing))
+        anyhow::Ok((s, missing, collector.startup().clone()))
     })?;
-    let (statuses, missing) = statuses;
+    let (statuses, missing, startup) = statuses;
+    if args.timings {
+        eprintln!("msitrace: {startup}");
+    }
     let mut out = std::io::stdout().lock();
     let r = if args.json {
         serde_json::to_writer_pretty(&mut out, &statuses)
