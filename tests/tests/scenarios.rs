@@ -1,7 +1,8 @@
 //! Scenario tests of the state engine and its rules: kernel event sequences of the paths
 //! README.md (Rules) describes (Hyper-V hibernation before and after 915cff7f38c5, S3, CPU offline,
 //! failed compose, multi-MSI, managed vectors, losses), and property tests that the engine
-//! never panics and is a deterministic function of its input.
+//! never panics, is a deterministic function of its input, and reports only what
+//! docs/schema/report.schema.json describes.
 
 use msitrace_tests::{Scenario, Sleep, Vector, x86_msg};
 use proptest::prelude::*;
@@ -12,6 +13,34 @@ use tracer::report::Report;
 use tracer_common::ProbeId;
 
 const K612: &str = "6.12.117+deb12-amd64";
+
+/// docs/schema/report.schema.json, compiled once (draft 2020-12).
+fn report_schema() -> &'static jsonschema::Validator {
+    static V: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/schema/report.schema.json"
+        );
+        let text = std::fs::read_to_string(path).expect("the report schema");
+        let schema = serde_json::from_str(&text).expect("the report schema is JSON");
+        jsonschema::draft202012::new(&schema).expect("the report schema is a schema")
+    })
+}
+
+/// Why `report` does not follow the report schema, one error a line; empty when it does.
+fn schema_errors(report: &serde_json::Value) -> String {
+    report_schema()
+        .iter_errors(report)
+        .map(|e| format!("at {}: {e}\n", e.instance_path))
+        .collect()
+}
+
+#[track_caller]
+fn assert_follows_schema(report: &serde_json::Value) {
+    let errors = schema_errors(report);
+    assert!(errors.is_empty(), "{errors}");
+}
 const DEV: &str = "0000:00:02.0";
 /// The stand-in's vectors: the control one stays on CPU0 with the original chip, the other
 /// two sit on CPU1 behind the module's hv_* callbacks.
@@ -555,6 +584,8 @@ fn losses_in_the_middle_of_a_resume_weaken_h1_to_a_warning() {
             .to_text()
             .contains("3 lost from hv_compose_msi_msg:return")
     );
+    // Per-probe losses and loss reports, which no trace fixture has.
+    assert_follows_schema(&out.report.to_json());
 }
 
 #[test]
@@ -804,6 +835,8 @@ fn h9_resume_failed_names_the_bus_and_its_vectors() {
     s.compose(v, x86_msg(0, 0x20));
     let out = s.run();
     assert!(out.divergences().iter().any(|d| d.cause == "removing-bus"));
+    // A bus-level finding, a named Hyper-V bus with its state and error.
+    assert_follows_schema(&out.report.to_json());
 }
 
 #[test]
@@ -1096,6 +1129,9 @@ fn the_json_report_has_the_documented_fields() {
     assert_eq!(d["rule"], "H4");
     assert_eq!(d["severity"], "error");
     assert!(d["evidence"][0].get("ts_ns").is_some());
+    assert_follows_schema(&j);
+    assert_follows_schema(&standin_cycle(Sleep::Hibernate, true).run().report.to_json());
+    assert_follows_schema(&standin_cycle(Sleep::S3, false).run().report.to_json());
 }
 
 #[test]
@@ -1302,6 +1338,8 @@ proptest! {
             prop_assert!(d["evidence"].as_array().unwrap().len() <= 8);
             prop_assert!(!d["meaning"].as_str().unwrap().is_empty());
         }
+        let errors = schema_errors(&a);
+        prop_assert!(errors.is_empty(), "{}", errors);
         let _ = replay(&events, "not a version");
     }
 }

@@ -27,6 +27,12 @@ pub enum FailOn {
     Warning,
 }
 
+/// `schema_version` of the report `replay --json` and `verify --json` print, described by
+/// docs/schema/report.schema.json. Bumped when a field is removed, renamed, retyped or changes
+/// meaning, or an enum value goes away; a new field or enum value keeps it (and goes into the
+/// schema in the same change).
+pub const SCHEMA_VERSION: u32 = 1;
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     pub vectors: usize,
@@ -76,6 +82,8 @@ pub struct VectorReport {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// [`SCHEMA_VERSION`]: which docs/schema/report.schema.json describes this object.
+    pub schema_version: u32,
     pub kernel_release: String,
     pub summary: Summary,
     /// Times in the report count from here (CLOCK_MONOTONIC ns).
@@ -177,6 +185,7 @@ impl Report {
             )
         };
         let mut report = Report {
+            schema_version: SCHEMA_VERSION,
             kernel_release: engine.kernel_release().to_string(),
             summary: Summary {
                 vectors: vectors.len(),

@@ -57,9 +57,11 @@ fn probes_reports_kprobes_refused_and_tracepoints_attached() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["schema_version"], 1);
+    let rows = report["probes"].as_array().expect("a probes array");
     assert_eq!(rows.len(), 34, "every hook of the catalogue has a row");
-    for r in &rows {
+    for r in rows {
         for key in [
             "hook",
             "symbol",

@@ -296,7 +296,8 @@ fn probes_runs_under_the_units_restrictions_and_names_its_symbol_source() {
         .expect("unshare runs");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "probes --json failed: {err}");
-    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("a JSON array");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON object");
+    let rows: Vec<Value> = serde_json::from_value(report["probes"].clone()).expect("an array");
     assert_tracepoints_attached(&rows, "probes --json");
     assert_fallback_source(&rows, "probes --json");
 

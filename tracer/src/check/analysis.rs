@@ -147,8 +147,15 @@ pub struct CheckSummary {
     pub verdict: String,
 }
 
+/// `schema_version` of the report `check --json` prints, described by
+/// docs/schema/check.schema.json; bumped on the same terms as [`crate::report::SCHEMA_VERSION`]
+/// (a field removed, renamed, retyped or changing meaning; an enum value gone).
+pub const SCHEMA_VERSION: u32 = 1;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CheckReport {
+    /// [`SCHEMA_VERSION`]: which docs/schema/check.schema.json describes this object.
+    pub schema_version: u32,
     pub kernel_release: String,
     pub privileged: bool,
     /// Set when nothing essential could be read: the one line saying what to do (exit 2).
@@ -357,6 +364,7 @@ pub fn analyse(snap: &Snapshot) -> CheckReport {
         )
     };
     CheckReport {
+        schema_version: SCHEMA_VERSION,
         kernel_release: snap.kernel_release.clone(),
         privileged: snap.privileged,
         summary: CheckSummary {

@@ -12,16 +12,37 @@ use crate::{
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A JSON array of objects (hook, symbol, candidates: the symbols tried in order,
-    /// attached_symbol: the one attached, method, status, reason, module, rules_losing_input,
-    /// and for kprobes symbol_source: the table their symbol was looked up in, its limits and
-    /// why better tables were not used).
+    /// A JSON object: schema_version, and probes, an array of objects (hook, symbol,
+    /// candidates: the symbols tried in order, attached_symbol: the one attached, method,
+    /// status, reason, module, rules_losing_input, and for kprobes symbol_source: the table
+    /// their symbol was looked up in, its limits and why better tables were not used).
     #[arg(long)]
     json: bool,
     /// Say on stderr where the time of starting went (BTF, eBPF object, kernel symbols, the
     /// verifier, attaching): seconds on an emulated machine.
     #[arg(long)]
     timings: bool,
+}
+
+/// `schema_version` of `probes --json`, described by docs/schema/probes.schema.json; bumped
+/// on the same terms as [`crate::report::SCHEMA_VERSION`].
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What `probes --json` prints: an object rather than the bare array, so that it can say which
+/// schema it follows.
+#[derive(serde::Serialize)]
+pub struct ProbesJson<'a> {
+    pub schema_version: u32,
+    pub probes: &'a [ProbeStatus],
+}
+
+impl<'a> ProbesJson<'a> {
+    pub fn new(probes: &'a [ProbeStatus]) -> Self {
+        ProbesJson {
+            schema_version: SCHEMA_VERSION,
+            probes,
+        }
+    }
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -50,7 +71,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let mut out = std::io::stdout().lock();
     let r = if args.json {
-        serde_json::to_writer_pretty(&mut out, &statuses)
+        serde_json::to_writer_pretty(&mut out, &ProbesJson::new(&statuses))
             .map_err(std::io::Error::from)
             .and_then(|_| writeln!(out))
     } else {
