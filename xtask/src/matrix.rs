@@ -48,6 +48,23 @@ pub struct MatrixArgs {
     pub vm_work: Option<PathBuf>,
 }
 
+/// `msitrace probes --json`: an object with `schema_version` and `probes` since the output was
+/// versioned; a bare array before (older vm-test outputs).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ProbesJson {
+    Versioned { probes: Vec<ProbeRow> },
+    Bare(Vec<ProbeRow>),
+}
+
+impl ProbesJson {
+    fn rows(self) -> Vec<ProbeRow> {
+        match self {
+            ProbesJson::Versioned { probes } | ProbesJson::Bare(probes) => probes,
+        }
+    }
+}
+
 // ---- What the tracer side prints (examples/btf_layouts.rs) ----
 
 #[derive(Debug, Deserialize)]
@@ -276,7 +293,7 @@ fn read_vm(work: &Path) -> Result<Vec<VmKernel>> {
             continue;
         };
         let art = run.join("artifacts");
-        let probes: Vec<ProbeRow> = read_json(&art.join("probes.json"))?;
+        let probes = read_json::<ProbesJson>(&art.join("probes.json"))?.rows();
         let mut steps = Vec::new();
         for entry in fs::read_dir(&art).with_context(|| format!("cannot read {}", art.display()))? {
             let step = entry?.path();
