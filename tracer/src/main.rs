@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tracer::cmd;
 
 #[derive(Parser)]
@@ -33,7 +33,12 @@ enum Command {
     Replay(cmd::replay::Args),
     /// Write a trace file as Chrome trace-event JSON for Perfetto or chrome://tracing.
     Export(cmd::export::Args),
-    /// Write the man pages and shell completions into a directory (`cargo xtask dist` packs them).
+    /// Print the completion script for SHELL, e.g. `msitrace completions fish > ~/.config/fish/completions/msitrace.fish`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages into a directory (`cargo xtask dist` packs them).
     #[command(hide = true)]
     Assets {
         #[arg(long, value_name = "DIR")]
@@ -41,27 +46,23 @@ enum Command {
     },
 }
 
-/// man/msitrace.1 and man/msitrace-<command>.1, and completions for bash, zsh and fish, from
-/// the same clap definition the binary parses with: they cannot drift from it.
+/// man/msitrace.1 and man/msitrace-<command>.1, from the same clap definition the binary
+/// parses with: they cannot drift from it. The package's completions come from
+/// `msitrace completions`, so that they are the ones a user would generate.
 fn assets(out: &std::path::Path) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
-    use clap::CommandFactory;
     let man = out.join("man");
-    let comp = out.join("completions");
-    for d in [&man, &comp] {
-        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
-    }
-    let cmd = Cli::command();
-    clap_mangen::generate_to(cmd.clone(), &man)
+    std::fs::create_dir_all(&man).with_context(|| format!("cannot create {}", man.display()))?;
+    clap_mangen::generate_to(Cli::command(), &man)
         .with_context(|| format!("cannot write man pages to {}", man.display()))?;
-    for shell in [
-        clap_complete::Shell::Bash,
-        clap_complete::Shell::Zsh,
-        clap_complete::Shell::Fish,
-    ] {
-        clap_complete::generate_to(shell, &mut cmd.clone(), "msitrace", &comp)
-            .with_context(|| format!("cannot write {shell} completions to {}", comp.display()))?;
-    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The completion script for `shell`, from the clap definition the binary parses with.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "msitrace", &mut script);
+    tracer::output::print_stdout(&String::from_utf8_lossy(&script))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -102,6 +103,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => cmd::verify::run(a),
         Command::Live(a) => cmd::live::run(a),
         Command::Daemon(a) => cmd::daemon::run(a),
+        Command::Completions { shell } => completions(shell),
         Command::Assets { out } => assets(&out),
     };
     match result {
