@@ -3,12 +3,17 @@
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracer::cmd;
+use tracer::color::ColorChoice;
 
 #[derive(Parser)]
 #[command(name = "msitrace", version, about, long_about = None)]
 struct Cli {
+    /// Colour in the TUI and in --help: auto (a terminal, NO_COLOR unset or empty, TERM not
+    /// dumb), always or never. The text reports have none.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +71,20 @@ fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The command line, parsed. `--color` is looked for first: clap styles `--help` (bold
+/// headings and flags) as it parses, and `--color never` or NO_COLOR must reach it too.
+fn parse() -> Result<Cli, clap::Error> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let choice = ColorChoice::from_args(args.get(1..).unwrap_or_default()).unwrap_or_default();
+    let styled = if choice.for_stdout() {
+        clap::ColorChoice::Always
+    } else {
+        clap::ColorChoice::Never
+    };
+    let mut matches = Cli::command().color(styled).try_get_matches_from(args)?;
+    Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut Cli::command()))
+}
+
 /// A wrong flag gets one line, like every other error: clap's own message, its indented
 /// continuation (the missing arguments) folded in, and where to look.
 fn usage_error(e: &clap::Error) -> String {
@@ -85,7 +104,7 @@ fn usage_error(e: &clap::Error) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
@@ -101,7 +120,7 @@ fn main() -> ExitCode {
         Command::Replay(a) => cmd::replay::run(a),
         Command::Export(a) => cmd::export::run(a),
         Command::Verify(a) => cmd::verify::run(a),
-        Command::Live(a) => cmd::live::run(a),
+        Command::Live(a) => cmd::live::run(a, cli.color.for_stdout()),
         Command::Daemon(a) => cmd::daemon::run(a),
         Command::Completions { shell } => completions(shell),
         Command::Assets { out } => assets(&out),
