@@ -1,6 +1,6 @@
-//! Drawing only: one frame from an [`App`]. Sixteen colours (the named ANSI ones), and every
-//! status is also a word, so the screen reads on a 16-colour terminal, in a capture, or to
-//! someone who does not see the colours.
+//! Drawing only: one frame from an [`App`]. Sixteen colours (the named ANSI ones) or none
+//! (`--color never`, NO_COLOR), and every status is also a word, so the screen reads on a
+//! 16-colour terminal, in a capture, without colour, or to someone who does not see the colours.
 
 use ratatui::{
     Frame,
