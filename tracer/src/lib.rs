@@ -8,6 +8,7 @@ pub mod btf_layout;
 pub mod check;
 pub mod cmd;
 pub mod collector;
+pub mod color;
 pub mod daemon;
 pub mod duration;
 pub mod ebpf_object;

@@ -3,12 +3,17 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracer::cmd;
+use tracer::color::ColorChoice;
 
 #[derive(Parser)]
 #[command(name = "msitrace", version, about, long_about = None)]
 struct Cli {
+    /// Colour in the TUI and in --help: auto (a terminal, NO_COLOR unset or empty, TERM not
+    /// dumb), always or never. The text reports have none.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,7 +38,12 @@ enum Command {
     Replay(cmd::replay::Args),
     /// Write a trace file as Chrome trace-event JSON for Perfetto or chrome://tracing.
     Export(cmd::export::Args),
-    /// Write the man pages and shell completions into a directory (`cargo xtask dist` packs them).
+    /// Print the completion script for SHELL, e.g. `msitrace completions fish > ~/.config/fish/completions/msitrace.fish`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages into a directory (`cargo xtask dist` packs them).
     #[command(hide = true)]
     Assets {
         #[arg(long, value_name = "DIR")]
@@ -41,28 +51,38 @@ enum Command {
     },
 }
 
-/// man/msitrace.1 and man/msitrace-<command>.1, and completions for bash, zsh and fish, from
-/// the same clap definition the binary parses with: they cannot drift from it.
+/// man/msitrace.1 and man/msitrace-<command>.1, from the same clap definition the binary
+/// parses with: they cannot drift from it. The package's completions come from
+/// `msitrace completions`, so that they are the ones a user would generate.
 fn assets(out: &std::path::Path) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
-    use clap::CommandFactory;
     let man = out.join("man");
-    let comp = out.join("completions");
-    for d in [&man, &comp] {
-        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
-    }
-    let cmd = Cli::command();
-    clap_mangen::generate_to(cmd.clone(), &man)
+    std::fs::create_dir_all(&man).with_context(|| format!("cannot create {}", man.display()))?;
+    clap_mangen::generate_to(Cli::command(), &man)
         .with_context(|| format!("cannot write man pages to {}", man.display()))?;
-    for shell in [
-        clap_complete::Shell::Bash,
-        clap_complete::Shell::Zsh,
-        clap_complete::Shell::Fish,
-    ] {
-        clap_complete::generate_to(shell, &mut cmd.clone(), "msitrace", &comp)
-            .with_context(|| format!("cannot write {shell} completions to {}", comp.display()))?;
-    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The completion script for `shell`, from the clap definition the binary parses with.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "msitrace", &mut script);
+    tracer::output::print_stdout(&String::from_utf8_lossy(&script))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The command line, parsed. `--color` is looked for first: clap styles `--help` (bold
+/// headings and flags) as it parses, and `--color never` or NO_COLOR must reach it too.
+fn parse() -> Result<Cli, clap::Error> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let choice = ColorChoice::from_args(args.get(1..).unwrap_or_default()).unwrap_or_default();
+    let styled = if choice.for_stdout() {
+        clap::ColorChoice::Always
+    } else {
+        clap::ColorChoice::Never
+    };
+    let mut matches = Cli::command().color(styled).try_get_matches_from(args)?;
+    Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut Cli::command()))
 }
 
 /// A wrong flag gets one line, like every other error: clap's own message, its indented
@@ -84,7 +104,7 @@ fn usage_error(e: &clap::Error) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
@@ -100,8 +120,9 @@ fn main() -> ExitCode {
         Command::Replay(a) => cmd::replay::run(a),
         Command::Export(a) => cmd::export::run(a),
         Command::Verify(a) => cmd::verify::run(a),
-        Command::Live(a) => cmd::live::run(a),
+        Command::Live(a) => cmd::live::run(a, cli.color.for_stdout()),
         Command::Daemon(a) => cmd::daemon::run(a),
+        Command::Completions { shell } => completions(shell),
         Command::Assets { out } => assets(&out),
     };
     match result {

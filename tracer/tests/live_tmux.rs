@@ -51,6 +51,15 @@ impl Tmux {
         }
     }
 
+    /// The screen with its attributes, as SGR escape sequences (`capture-pane -e`).
+    fn styled_screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p", "-e"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn screen(&self) -> String {
         let out = Command::new("tmux")
             .args(["-L", &self.socket, "capture-pane", "-p"])
@@ -177,4 +186,57 @@ fn the_end_of_file_screen_shows_the_dead_vectors_and_sigterm_restores_the_termin
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let end = t.wait_for("EXIT=0");
     assert_restored(&end);
+}
+
+/// The SGR attributes a styled capture uses: (any colour, reverse video, bold). 39 and 49 are
+/// the terminal's default colours, i.e. none.
+fn attributes(styled: &str) -> (bool, bool, bool) {
+    let (mut colour, mut reverse, mut bold) = (false, false, false);
+    for seq in styled.split('\x1b').skip(1) {
+        let Some(params) = seq.strip_prefix('[').and_then(|p| p.split('m').next()) else {
+            continue;
+        };
+        let mut it = params.split(';').map(|p| p.parse::<u32>().unwrap_or(0));
+        while let Some(p) = it.next() {
+            match p {
+                1 => bold = true,
+                7 => reverse = true,
+                30..=37 | 40..=47 | 90..=97 | 100..=107 => colour = true,
+                38 | 48 | 58 => {
+                    colour = true;
+                    // 5;n or 2;r;g;b
+                    if it.next() == Some(2) {
+                        it.nth(2);
+                    } else {
+                        it.next();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    (colour, reverse, bold)
+}
+
+#[test]
+fn no_color_and_color_never_keep_bold_and_the_reverse_cursor_but_no_colour() {
+    for (name, env, flag, want_colour) in [
+        ("colour", "unset NO_COLOR; ", "", true),
+        ("nocolor", "NO_COLOR=1 ", "", false),
+        ("never", "", "--color never", false),
+    ] {
+        let Some(t) = Tmux::start(name, &format!("{env}{}", command(flag))) else {
+            return;
+        };
+        t.wait_for("end of file");
+        let styled = t.styled_screen();
+        let (colour, reverse, bold) = attributes(&styled);
+        assert_eq!(colour, want_colour, "{name}:\n{styled:?}");
+        assert!(
+            reverse && bold,
+            "{name}: the cursor or bold is gone:\n{styled:?}"
+        );
+        t.keys(&["q"]);
+        t.wait_for("EXIT=0");
+    }
 }

@@ -1,8 +1,9 @@
-//! `cargo xtask dist`: the Debian package. A release build of msitrace, its man pages and shell
-//! completions (generated from its own clap definition by the hidden `msitrace assets`), the
-//! hardened systemd unit and the commented default settings, laid out as Debian installs them
-//! and packed by dpkg-deb (Debian's own tool: nothing to build or download). Then the unit is
-//! checked in the staged tree with `systemd-analyze verify` and its exposure scored offline.
+//! `cargo xtask dist`: the Debian package. A release build of msitrace, its man pages (generated
+//! from its own clap definition by the hidden `msitrace assets`) and shell completions (by
+//! `msitrace completions`, from the same definition), the hardened systemd unit and the
+//! commented default settings, laid out as Debian installs them and packed by dpkg-deb (Debian's
+//! own tool: nothing to build or download). Then the unit is checked in the staged tree with
+//! `systemd-analyze verify` and its exposure scored offline.
 
 use std::{
     fs,
@@ -123,22 +124,23 @@ pub fn build(out: Option<PathBuf>) -> Result<Built> {
         }
         fs::write(&to, gz.stdout)?;
     }
-    let comp = assets.join("completions");
-    copy(
-        &comp.join("msitrace.bash"),
-        &stage.join("usr/share/bash-completion/completions/msitrace"),
-        0o644,
-    )?;
-    copy(
-        &comp.join("_msitrace"),
-        &stage.join("usr/share/zsh/vendor-completions/_msitrace"),
-        0o644,
-    )?;
-    copy(
-        &comp.join("msitrace.fish"),
-        &stage.join("usr/share/fish/vendor_completions.d/msitrace.fish"),
-        0o644,
-    )?;
+    // What `msitrace completions SHELL` prints, byte for byte: one generator for the package
+    // and for a user installing the script by hand.
+    for (shell, to) in [
+        ("bash", "usr/share/bash-completion/completions/msitrace"),
+        ("zsh", "usr/share/zsh/vendor-completions/_msitrace"),
+        ("fish", "usr/share/fish/vendor_completions.d/msitrace.fish"),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let script = run_output(Command::new(&bin).args(["completions", shell]))?;
+        if script.is_empty() {
+            bail!("`msitrace completions {shell}` printed nothing");
+        }
+        let to = stage.join(to);
+        fs::create_dir_all(to.parent().unwrap_or(&stage))?;
+        fs::write(&to, script).with_context(|| format!("cannot write {}", to.display()))?;
+        fs::set_permissions(&to, fs::Permissions::from_mode(0o644))?;
+    }
     let doc = stage.join("usr/share/doc/msitrace");
     fs::create_dir_all(&doc)?;
     fs::write(

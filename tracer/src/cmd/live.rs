@@ -27,16 +27,24 @@ pub struct Args {
     pub timing: TimingArgs,
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+/// `color`: whether the screen uses colours (`--color`, NO_COLOR); without, it keeps bold and
+/// reverse video.
+pub fn run(args: Args, color: bool) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         if args.replay.is_empty() {
             let opts = super::record::session_options(args.ring_mib, &args.timing)?;
-            crate::live::run_live(&opts, args.output.as_deref()).await
+            crate::live::run_live(&opts, args.output.as_deref(), color).await
         } else {
-            crate::live::run_replay(&args.replay, args.timing.overrides(), args.from_start).await
+            crate::live::run_replay(
+                &args.replay,
+                args.timing.overrides(),
+                args.from_start,
+                color,
+            )
+            .await
         }
     })?;
     Ok(ExitCode::SUCCESS)

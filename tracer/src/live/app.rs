@@ -331,6 +331,8 @@ pub struct App {
     /// Rows of the table on screen (set by the renderer, for page keys).
     pub page: usize,
     pub error: Option<String>,
+    /// Colours on screen (`--color`, NO_COLOR); without, styles keep only their modifiers.
+    pub color: bool,
 }
 
 impl App {
@@ -368,6 +370,7 @@ impl App {
             focus: Focus::Vectors,
             page: 10,
             error: None,
+            color: true,
         }
     }
 

@@ -55,7 +55,7 @@ fn input_action(app: &mut App, ev: TermEvent) -> Option<Action> {
 
 /// Live: attach, then run the TUI until q, SIGTERM, SIGINT or SIGHUP; the file (if any) is
 /// finished with its trailer in every case.
-pub async fn run_live(opts: &SessionOptions, output: Option<&Path>) -> Result<()> {
+pub async fn run_live(opts: &SessionOptions, output: Option<&Path>, color: bool) -> Result<()> {
     terminal::check()?;
     // Attaching first: root, BTF and kernel errors print as one plain line, before the
     // terminal is touched.
@@ -68,6 +68,7 @@ pub async fn run_live(opts: &SessionOptions, output: Option<&Path>) -> Result<()
         },
         None,
     );
+    app.color = color;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -169,7 +170,12 @@ pub async fn run_live(opts: &SessionOptions, output: Option<&Path>) -> Result<()
 /// Replay: browse a recorded file in the same screen. It opens at the end of the file (the
 /// state a report would give) unless `from_start`; `r` rewinds, `p` plays, `n` steps, `d`
 /// goes to the next divergence.
-pub async fn run_replay(files: &[PathBuf], delays: DelayOverrides, from_start: bool) -> Result<()> {
+pub async fn run_replay(
+    files: &[PathBuf],
+    delays: DelayOverrides,
+    from_start: bool,
+    color: bool,
+) -> Result<()> {
     // Opening reads the headers only (a bad path says so first); the terminal is checked
     // before the events are replayed, which would be wasted without one.
     let mut player = Player::open(files, delays)?;
@@ -191,6 +197,7 @@ pub async fn run_replay(files: &[PathBuf], delays: DelayOverrides, from_start: b
             speed: 64,
         }),
     );
+    app.color = color;
     if !from_start {
         player.run_to_end(&mut app);
     }
@@ -414,6 +421,88 @@ mod tests {
         app.clear_log();
         app.refresh(player.engine());
         assert!(app.divergences.is_empty() && !player.ended);
+    }
+
+    /// Every screen a user can reach, each as the buffer ratatui would send.
+    fn every_screen(app: &mut App) -> Vec<ratatui::buffer::Buffer> {
+        let mut frames = Vec::new();
+        let mut draw = |app: &mut App| {
+            let mut term = Terminal::new(TestBackend::new(100, 30)).unwrap();
+            term.draw(|f| ui::draw(f, app)).unwrap();
+            frames.push(term.backend().buffer().clone());
+        };
+        draw(app);
+        for k in ['/', 'h', 'v'] {
+            key(app, KeyCode::Char(k));
+        }
+        draw(app);
+        key(app, KeyCode::Esc);
+        key(app, KeyCode::Tab);
+        draw(app);
+        key(app, KeyCode::Tab);
+        for overlay in ['?', 'c'] {
+            key(app, KeyCode::Char(overlay));
+            draw(app);
+            key(app, KeyCode::Esc);
+        }
+        key(app, KeyCode::Enter);
+        assert!(matches!(app.mode, app::Mode::Detail(_)));
+        draw(app);
+        key(app, KeyCode::Esc);
+        frames
+    }
+
+    #[test]
+    fn without_colour_no_cell_has_one_and_the_cursor_stays_visible() {
+        use ratatui::style::{Color, Modifier};
+        let coloured = |b: &ratatui::buffer::Buffer| {
+            b.content
+                .iter()
+                .any(|c| c.fg != Color::Reset || c.bg != Color::Reset)
+        };
+        let (_, mut app) = opened("6.12-hibernate-buggy.msit", false);
+        // The same screens with colour have some: the check below is not vacuous.
+        assert!(every_screen(&mut app).iter().all(coloured));
+
+        app.color = false;
+        let frames = every_screen(&mut app);
+        for (i, b) in frames.iter().enumerate() {
+            let bad: Vec<_> = b
+                .content
+                .iter()
+                .filter(|c| c.fg != Color::Reset || c.bg != Color::Reset)
+                .take(3)
+                .collect();
+            assert!(bad.is_empty(), "screen {i}: {bad:?}");
+            assert!(
+                b.content
+                    .iter()
+                    .any(|c| c.modifier.contains(Modifier::BOLD)),
+                "screen {i} lost its bold"
+            );
+        }
+        // The cursor's row is reverse video from edge to edge of the table; a DIVERGED status
+        // elsewhere (white on red with colour) is reverse video too, on its own.
+        let table = &frames[0];
+        let row = |y: u16| (1..99).map(move |x| &table[(x, y)]);
+        let cursor = (0..30)
+            .find(|&y| row(y).all(|c| c.modifier.contains(Modifier::REVERSED)))
+            .expect("a reversed cursor row");
+        let line = |y: u16| row(y).map(|c| c.symbol()).collect::<String>();
+        assert!(line(cursor).contains("DIVERGED"), "{}", line(cursor));
+        let other = (cursor + 1..30)
+            .find(|&y| line(y).contains("DIVERGED"))
+            .expect("a second DIVERGED row");
+        assert!(!row(other).all(|c| c.modifier.contains(Modifier::REVERSED)));
+        assert!(row(other).any(|c| c.modifier.contains(Modifier::REVERSED)));
+        // And the footer, grey with colour, is still a bar.
+        assert!(
+            (0..100).all(|x| frames[0][(x, 29)].modifier.contains(Modifier::REVERSED)),
+            "{}",
+            (0..100)
+                .map(|x| frames[0][(x, 29)].symbol())
+                .collect::<String>()
+        );
     }
 
     #[test]

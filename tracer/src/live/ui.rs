@@ -1,6 +1,6 @@
-//! Drawing only: one frame from an [`App`]. Sixteen colours (the named ANSI ones), and every
-//! status is also a word, so the screen reads on a 16-colour terminal, in a capture, or to
-//! someone who does not see the colours.
+//! Drawing only: one frame from an [`App`]. Sixteen colours (the named ANSI ones) or none
+//! (`--color never`, NO_COLOR), and every status is also a word, so the screen reads on a
+//! 16-colour terminal, in a capture, without colour, or to someone who does not see the colours.
 
 use ratatui::{
     Frame,
@@ -217,6 +217,23 @@ pub fn draw(f: &mut Frame, app: &mut App) {
         {
             cell.set_symbol("?");
         }
+    }
+    if !app.color {
+        monochrome(f.buffer_mut());
+    }
+}
+
+/// The frame without colours (`--color never`, NO_COLOR), decided here once for every widget.
+/// Bold, underline and reverse stay: the cursor is reverse video. A background colour marks
+/// something that must stand out (a DIVERGED status, the footer, the filter prompt), so it
+/// becomes reverse video; the status words carry the rest.
+fn monochrome(buf: &mut ratatui::buffer::Buffer) {
+    for cell in buf.content.iter_mut() {
+        if cell.bg != Color::Reset {
+            cell.modifier.insert(Modifier::REVERSED);
+        }
+        cell.fg = Color::Reset;
+        cell.bg = Color::Reset;
     }
 }
 
