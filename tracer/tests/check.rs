@@ -5,16 +5,11 @@
 
 mod support;
 
+use support::msitrace;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-
-fn msitrace(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_msitrace"))
-        .args(args)
-        .output()
-        .expect("msitrace runs")
-}
 
 fn fixture(name: &str) -> String {
     format!(

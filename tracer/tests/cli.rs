@@ -2,16 +2,11 @@
 //! `--color`/NO_COLOR, which only the TUI and `--help` have anything to act on (the text reports
 //! print no colour).
 
+mod support;
+
+use support::{BIN, msitrace};
+
 use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_msitrace");
-
-fn msitrace(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("msitrace runs")
-}
 
 fn has_escape(bytes: &[u8]) -> bool {
     bytes.contains(&0x1b)

@@ -2,22 +2,16 @@
 //! error-level divergence; a run with only warnings (G5's heuristic silence) lists them and
 //! exits 0; `--fail-on warning` makes warnings count, like -Werror.
 
+mod support;
+
+use support::msitrace;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use tracer::engine::EngineConfig;
 use tracer::event::{Event, EventKind};
 use tracer::seed::{Seed, SeedVector};
 use tracer::trace_file::{TraceHeader, TraceWriter};
-
-const BIN: &str = env!("CARGO_BIN_EXE_msitrace");
-
-fn msitrace(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("msitrace runs")
-}
 
 /// A recording with errors: the buggy stand-in's hibernation (H1 and H4 errors, G5 warnings).
 fn with_errors() -> PathBuf {

@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::msitrace;
+
 use std::{collections::HashMap, path::Path, process::Command};
 
 fn skip_reason() -> Option<String> {
@@ -16,13 +18,6 @@ fn skip_reason() -> Option<String> {
         return Some("this kernel has no BTF (/sys/kernel/btf/vmlinux)".into());
     }
     None
-}
-
-fn msitrace(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_msitrace"))
-        .args(args)
-        .output()
-        .expect("msitrace runs")
 }
 
 /// Handler counts of the MSI/MSI-X lines of /proc/interrupts, summed over CPUs. Only MSI

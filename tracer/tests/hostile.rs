@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::{BIN, msitrace};
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -15,16 +17,6 @@ use tracer::engine::EngineConfig;
 use tracer::event::{Event, EventKind, VectorSnap};
 use tracer::seed::{Seed, SeedVector};
 use tracer::trace_file::{TraceHeader, TraceWriter};
-
-const BIN: &str = env!("CARGO_BIN_EXE_msitrace");
-
-fn msitrace(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("msitrace runs")
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).trim().to_string()

@@ -5,6 +5,26 @@
 
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_msitrace");
+
+/// The real binary with `args`, its output collected (stdin closed).
+pub fn msitrace(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("msitrace runs")
+}
+
+/// A recorded trace under tests/fixtures/traces/.
+pub fn trace_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/traces")
+        .join(name)
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
