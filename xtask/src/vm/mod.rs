@@ -25,6 +25,8 @@ mod module;
 mod msitrace;
 mod plan;
 mod qemu;
+#[cfg(test)]
+mod recorded;
 mod rootfs;
 
 use crate::run_output;
