@@ -1,0 +1,116 @@
+//! `msitrace probes --json`, once per kernel.
+
+use std::{fs, path::Path};
+
+use serde_json::Value;
+
+use super::Verdict;
+
+/// The per-run check of `msitrace probes --json`: the hooks the rules need are attached, and
+/// `migrate_one_irq` is, or is replaced by its fallback window with the reason said.
+pub fn check_probes(path: &Path) -> Verdict {
+    let mut v = Verdict {
+        failures: Vec::new(),
+        facts: Vec::new(),
+    };
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(_) => {
+            v.failures
+                .push("the guest brought back no `msitrace probes --json` output".into());
+            return v;
+        }
+    };
+    let json: Value = match serde_json::from_str(&text) {
+        Ok(j) => j,
+        Err(e) => {
+            v.failures
+                .push(format!("`msitrace probes --json` is not JSON: {e}"));
+            return v;
+        }
+    };
+    let rows: Vec<&Value> = match &json {
+        Value::Array(a) => a.iter().collect(),
+        Value::Object(o) => o
+            .values()
+            .find_map(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let row = |hook: &str| {
+        rows.iter()
+            .find(|r| r.get("hook").and_then(Value::as_str) == Some(hook))
+            .copied()
+    };
+    let status = |hook: &str| {
+        row(hook)
+            .and_then(|r| r.get("status"))
+            .and_then(Value::as_str)
+            .unwrap_or("missing")
+    };
+    for hook in [
+        "hv_compose_msi_msg",
+        "hv_compose_msi_msg:return",
+        "hv_irq_unmask",
+        "hv_irq_unmask:return",
+        "pci_restore_msi_state",
+        "__pci_write_msi_msg",
+    ] {
+        if status(hook) != "attached" {
+            let reason = row(hook)
+                .and_then(|r| r.get("reason"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            v.failures
+                .push(format!("{hook} is {} {reason}", status(hook)));
+        }
+    }
+    // A hook attached to another candidate than its own name (a renamed function such as
+    // hv_vmbus_compose_msi_msg) is a fact worth reading, not a failure. Older msitrace builds
+    // have no attached_symbol: nothing to say then.
+    if let Some(on) = row("hv_compose_msi_msg")
+        .and_then(|r| r.get("attached_symbol"))
+        .and_then(Value::as_str)
+        .filter(|on| *on != "hv_compose_msi_msg")
+    {
+        v.facts.push(format!("hv_compose_msi_msg attached to {on}"));
+    }
+    match status("migrate_one_irq") {
+        "attached" => v.facts.push("migrate_one_irq attached".into()),
+        s => {
+            let reason = row("migrate_one_irq")
+                .and_then(|r| r.get("reason"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let fallback = [
+                "irq_migrate_all_off_this_cpu",
+                "irq_migrate_all_off_this_cpu:return",
+            ]
+            .iter()
+            .all(|h| status(h) == "attached");
+            if reason.is_empty() {
+                v.failures
+                    .push(format!("migrate_one_irq is {s} and the reason is not said"));
+            }
+            if !fallback {
+                v.failures.push(format!(
+                    "migrate_one_irq is {s} and its fallback window is not attached"
+                ));
+            }
+            if !reason.is_empty() && fallback {
+                v.facts.push(format!(
+                    "migrate_one_irq {s} ({reason}), fallback window attached"
+                ));
+            }
+        }
+    }
+    if v.failures.is_empty() {
+        v.facts.insert(
+            0,
+            "hv_compose_msi_msg, hv_irq_unmask, pci_restore_msi_state, __pci_write_msi_msg attached"
+                .into(),
+        );
+    }
+    v
+}
