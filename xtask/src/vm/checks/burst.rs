@@ -1,46 +1,38 @@
 //! The burst: every record the kernel produced is in the file or counted lost.
 
-use serde_json::Value;
-
-use super::Verdict;
+use super::{
+    Verdict,
+    json::{Event, Trailer},
+};
 
 /// Events user space adds to a recording (samples, gaps, loss records): not kernel events.
 const USERSPACE_KINDS: [&str; 3] = ["IrqCounts", "Gap", "Lost"];
-
-pub(super) fn kind_name(e: &Value) -> Option<&str> {
-    let k = e.get("kind")?;
-    k.as_str().or_else(|| {
-        k.as_object()
-            .and_then(|o| o.keys().next())
-            .map(String::as_str)
-    })
-}
 
 /// Nothing silent under a burst: every time a streaming program ran (its hit counter), its
 /// record is in the file or was counted as lost — exactly, per the trailer's counters. The
 /// handler-count program only counts in a map and writes no records. What fit in the ring is
 /// what the file holds between the last handler-count sample before the stop and the first
 /// after it (the recorder samples every second while it runs).
-pub(super) fn check_burst(events: &[Value], trailer: &Value, v: &mut Verdict) {
+pub(super) fn check_burst(events: &[Event], trailer: &Trailer, v: &mut Verdict) {
     let kernel: Vec<u64> = events
         .iter()
-        .filter(|e| kind_name(e).is_some_and(|k| !USERSPACE_KINDS.contains(&k)))
-        .filter_map(|e| e.get("ts_ns").and_then(Value::as_u64))
+        .filter(|e| !USERSPACE_KINDS.contains(&e.kind()))
+        .map(|e| e.ts_ns)
         .collect();
     let in_file = kernel.len() as u64;
     let (mut hits, mut lost) = (0u64, 0u64);
-    for row in trailer["counters"].as_array().into_iter().flatten() {
-        if row[0].as_str() == Some("IrqHandlerEntry") {
+    for (probe, h, l) in &trailer.counters {
+        if probe == "IrqHandlerEntry" {
             continue;
         }
-        hits += row[1].as_u64().unwrap_or(0);
-        lost += row[2].as_u64().unwrap_or(0);
+        hits += h;
+        lost += l;
     }
-    let decode_errors = trailer["decode_errors"].as_u64().unwrap_or(0);
+    let decode_errors = trailer.decode_errors;
     let mut samples: Vec<u64> = events
         .iter()
-        .filter(|e| kind_name(e) == Some("IrqCounts"))
-        .filter_map(|e| e.get("ts_ns").and_then(Value::as_u64))
+        .filter(|e| e.kind() == "IrqCounts")
+        .map(|e| e.ts_ns)
         .collect();
     samples.sort_unstable();
     let stop = samples
@@ -72,6 +64,14 @@ pub(super) fn check_burst(events: &[Value], trailer: &Value, v: &mut Verdict) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    fn typed(events: &[Value], trailer: &Value) -> (Vec<Event>, Trailer) {
+        (
+            serde_json::from_value(Value::Array(events.to_vec())).unwrap(),
+            serde_json::from_value(trailer.clone()).unwrap(),
+        )
+    }
 
     #[test]
     fn a_burst_must_account_for_every_record() {
@@ -101,7 +101,8 @@ mod tests {
                 failures: Vec::new(),
                 facts: Vec::new(),
             };
-            check_burst(&events, &trailer(hits, lost), &mut v);
+            let (events, trailer) = typed(&events, &trailer(hits, lost));
+            check_burst(&events, &trailer, &mut v);
             v
         };
         let v = burst(9, 3);

@@ -1,59 +1,17 @@
 //! `msitrace dump --json`: the kernel events the step must have left in the recording.
 
-use serde_json::Value;
-
-use super::Verdict;
+use super::{Verdict, json::Event};
 use crate::vm::plan::{Mode, Scenario, Step};
-
-/// An event of `dump --json`: `{"ts_ns", "cpu", "pid", "kind": "Unit" | {"Variant": payload}}`.
-struct Ev<'a> {
-    ts: u64,
-    kind: &'a str,
-    payload: Option<&'a Value>,
-}
-
-impl<'a> Ev<'a> {
-    fn of(e: &'a Value) -> Option<Ev<'a>> {
-        let ts = e.get("ts_ns")?.as_u64()?;
-        let k = e.get("kind")?;
-        if let Some(s) = k.as_str() {
-            return Some(Ev {
-                ts,
-                kind: s,
-                payload: None,
-            });
-        }
-        let (name, payload) = k.as_object()?.iter().next()?;
-        Some(Ev {
-            ts,
-            kind: name.as_str(),
-            payload: Some(payload),
-        })
-    }
-
-    fn field(&self, k: &str) -> Option<&'a Value> {
-        let p = self.payload?;
-        p.get(k).or_else(|| p.get("v").and_then(|v| v.get(k)))
-    }
-
-    fn irq(&self) -> Option<u32> {
-        self.field("irq").and_then(Value::as_u64).map(|i| i as u32)
-    }
-
-    fn device(&self) -> Option<&'a str> {
-        self.field("device").and_then(Value::as_str)
-    }
-}
 
 /// The ordinary vector hv_stub disables across every sleep: its mask before the sleep and its
 /// unmask after the resume were seen, through whichever path this kernel masks ordinary
 /// devices with (the per-device MSI domains' callbacks from 6.2), and nothing was raised on
 /// it (the report checks already fail on any divergence beyond the test vectors).
-pub(super) fn check_plain_vector(step: Step, events: &[Value], irq: u32, v: &mut Verdict) {
+pub(super) fn check_plain_vector(step: Step, events: &[Event], irq: u32, v: &mut Verdict) {
     if !step.scenario.resumes() {
         return;
     }
-    let evs: Vec<Ev> = events.iter().filter_map(Ev::of).collect();
+    let evs = events;
     let kinds = |mask: bool| -> Vec<(u64, &str)> {
         let names: &[&str] = if mask {
             &["PciIrqMask", "PciMsiMask"]
@@ -61,8 +19,8 @@ pub(super) fn check_plain_vector(step: Step, events: &[Value], irq: u32, v: &mut
             &["PciIrqUnmask", "PciMsiUnmask"]
         };
         evs.iter()
-            .filter(|e| names.contains(&e.kind) && e.irq() == Some(irq))
-            .map(|e| (e.ts, e.kind))
+            .filter(|e| names.contains(&e.kind()) && e.irq() == Some(irq))
+            .map(|e| (e.ts_ns, e.kind()))
             .collect()
     };
     let masks = kinds(true);
@@ -82,31 +40,32 @@ pub(super) fn check_plain_vector(step: Step, events: &[Value], irq: u32, v: &mut
 
 pub(super) fn check_events(
     step: Step,
-    events: &[Value],
+    events: &[Event],
     bdf: Option<&str>,
     control: u32,
     tests: &[u32],
     v: &mut Verdict,
 ) {
-    let evs: Vec<Ev> = events.iter().filter_map(Ev::of).collect();
+    let evs = events;
     if evs.is_empty() {
         v.failures.push("the trace holds no events".into());
         return;
     }
     let has = |kind: &str, irq: Option<u32>, after: u64| {
         evs.iter()
-            .any(|e| e.kind == kind && e.ts > after && (irq.is_none() || e.irq() == irq))
+            .any(|e| e.kind() == kind && e.ts_ns > after && (irq.is_none() || e.irq() == irq))
     };
     let restore_of_device = |kind: &str, after: u64| {
-        evs.iter()
-            .any(|e| e.kind == kind && e.ts > after && (bdf.is_none() || e.device() == bdf))
+        evs.iter().any(|e| {
+            e.kind() == kind && e.ts_ns > after && (bdf.is_none() || e.device().as_deref() == bdf)
+        })
     };
     let restored = |irq: u32, after: u64| {
         evs.iter().any(|e| {
-            e.kind == "WriteMsiMsg"
-                && e.ts > after
+            e.kind() == "WriteMsiMsg"
+                && e.ts_ns > after
                 && e.irq() == Some(irq)
-                && e.field("in_restore").and_then(Value::as_bool) == Some(true)
+                && e.in_restore() == Some(true)
         })
     };
     let mut missing = Vec::new();
@@ -165,8 +124,8 @@ pub(super) fn check_events(
         // kretprobes and the migration window must still fire.
         let resumed = evs
             .iter()
-            .filter(|e| e.kind == "SuspendResume")
-            .map(|e| e.ts)
+            .filter(|e| e.kind() == "SuspendResume")
+            .map(|e| e.ts_ns)
             .max()
             .unwrap_or(0);
         let mut dead = Vec::new();
@@ -195,23 +154,5 @@ pub(super) fn check_events(
     if !missing.is_empty() {
         v.failures
             .push(format!("not recorded: {}", missing.join(", ")));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_of_dump_json() {
-        let e = serde_json::json!({"ts_ns": 5, "cpu": 0, "pid": 1, "kind": {"ComposeExit": {"v": {"irq": 38, "device": "0000:02:00.0"}, "msg": null}}});
-        let ev = Ev::of(&e).unwrap();
-        assert_eq!(
-            (ev.kind, ev.irq(), ev.device()),
-            ("ComposeExit", Some(38), Some("0000:02:00.0"))
-        );
-        let u = serde_json::json!({"ts_ns": 6, "cpu": 1, "pid": 0, "kind": "MigrateAllOffEnter"});
-        let ev = Ev::of(&u).unwrap();
-        assert_eq!((ev.kind, ev.irq()), ("MigrateAllOffEnter", None));
     }
 }

@@ -22,6 +22,7 @@ mod burst;
 mod common;
 mod daemon;
 mod events;
+pub mod json;
 mod live;
 mod module;
 mod msitrace_check;
@@ -213,6 +214,15 @@ fn check_msitrace(
         dir.join("replay.json"),
         serde_json::to_string_pretty(&report).unwrap_or_default(),
     );
+    let report: json::Report = match serde_json::from_value(report) {
+        Ok(r) => r,
+        Err(e) => {
+            v.failures.push(format!(
+                "msitrace replay --json exited {code} with a report the rig cannot read: {e}"
+            ));
+            return;
+        }
+    };
     replay::check_report(
         step,
         &report,

@@ -2,67 +2,13 @@
 
 use std::{collections::BTreeSet, fs, path::Path};
 
-use serde::Deserialize;
-
-use super::Verdict;
+use super::{
+    Verdict,
+    json::{CheckFinding, CheckReport},
+};
 use crate::vm::plan::Step;
 
-/// The parts of `msitrace check --json` the rig judges, typed: a field renamed or retyped in
-/// the report fails the step here instead of reading as absent.
-#[derive(Debug, Deserialize)]
-struct CheckJson {
-    unusable: Option<String>,
-    summary: CheckJsonSummary,
-    findings: Vec<CheckJsonFinding>,
-    devices: Vec<CheckJsonDevice>,
-    vectors: Vec<CheckJsonVector>,
-    unreadable: Vec<CheckJsonUnreadable>,
-}
-
-#[derive(Debug, Deserialize)]
-struct CheckJsonSummary {
-    errors: usize,
-    warnings: usize,
-    verdict: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct CheckJsonFinding {
-    rule: String,
-    severity: String,
-    irq: Option<u32>,
-    irqs: Vec<u32>,
-    device: String,
-    cause: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct CheckJsonDevice {
-    bdf: String,
-    /// `read`, or why the MSI-X table was not.
-    msix_table: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct CheckJsonVector {
-    irq: u32,
-    device: String,
-    device_state: CheckJsonDeviceView,
-}
-
-#[derive(Debug, Deserialize)]
-struct CheckJsonDeviceView {
-    masked: Option<bool>,
-    unknown: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct CheckJsonUnreadable {
-    what: String,
-    why: String,
-}
-
-impl CheckJsonFinding {
+impl CheckFinding {
     fn describe(&self) -> String {
         format!(
             "{} {} on {} ({}): {}",
@@ -100,7 +46,7 @@ pub(super) fn check_check(
         return;
     };
     let rc = rc.trim().to_string();
-    let report: CheckJson = match fs::read_to_string(dir.join("check.json"))
+    let report: CheckReport = match fs::read_to_string(dir.join("check.json"))
         .map_err(|e| e.to_string())
         .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
     {
@@ -196,7 +142,7 @@ pub(super) fn check_check(
         .filter(|f| {
             f.irq.is_some_and(|i| quiet.contains(&i)) || f.irqs.iter().any(|i| quiet.contains(i))
         })
-        .map(CheckJsonFinding::describe)
+        .map(CheckFinding::describe)
         .collect();
     if !on_quiet.is_empty() {
         v.failures.push(format!(
@@ -226,7 +172,7 @@ pub(super) fn check_check(
         .findings
         .iter()
         .filter(|f| f.severity == "error" && !want.contains(&(f.rule.as_str(), f.irq)))
-        .map(CheckJsonFinding::describe)
+        .map(CheckFinding::describe)
         .collect();
     if !missing.is_empty() {
         v.failures.push(format!(

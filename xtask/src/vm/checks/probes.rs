@@ -2,9 +2,7 @@
 
 use std::{fs, path::Path};
 
-use serde_json::Value;
-
-use super::Verdict;
+use super::{Verdict, json::Probes};
 
 /// The per-run check of `msitrace probes --json`: the hooks the rules need are attached, and
 /// `migrate_one_irq` is, or is replaced by its fallback window with the reason said.
@@ -21,32 +19,18 @@ pub fn check_probes(path: &Path) -> Verdict {
             return v;
         }
     };
-    let json: Value = match serde_json::from_str(&text) {
-        Ok(j) => j,
+    let rows = match serde_json::from_str::<Probes>(&text).and_then(Probes::rows) {
+        Ok(r) => r,
         Err(e) => {
             v.failures
                 .push(format!("`msitrace probes --json` is not JSON: {e}"));
             return v;
         }
     };
-    let rows: Vec<&Value> = match &json {
-        Value::Array(a) => a.iter().collect(),
-        Value::Object(o) => o
-            .values()
-            .find_map(Value::as_array)
-            .map(|a| a.iter().collect())
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    };
-    let row = |hook: &str| {
-        rows.iter()
-            .find(|r| r.get("hook").and_then(Value::as_str) == Some(hook))
-            .copied()
-    };
+    let row = |hook: &str| rows.iter().find(|r| r.hook.as_deref() == Some(hook));
     let status = |hook: &str| {
         row(hook)
-            .and_then(|r| r.get("status"))
-            .and_then(Value::as_str)
+            .and_then(|r| r.status.as_deref())
             .unwrap_or("missing")
     };
     for hook in [
@@ -58,10 +42,7 @@ pub fn check_probes(path: &Path) -> Verdict {
         "__pci_write_msi_msg",
     ] {
         if status(hook) != "attached" {
-            let reason = row(hook)
-                .and_then(|r| r.get("reason"))
-                .and_then(Value::as_str)
-                .unwrap_or("");
+            let reason = row(hook).and_then(|r| r.reason.as_deref()).unwrap_or("");
             v.failures
                 .push(format!("{hook} is {} {reason}", status(hook)));
         }
@@ -70,8 +51,7 @@ pub fn check_probes(path: &Path) -> Verdict {
     // hv_vmbus_compose_msi_msg) is a fact worth reading, not a failure. Older msitrace builds
     // have no attached_symbol: nothing to say then.
     if let Some(on) = row("hv_compose_msi_msg")
-        .and_then(|r| r.get("attached_symbol"))
-        .and_then(Value::as_str)
+        .and_then(|r| r.attached_symbol.as_deref())
         .filter(|on| *on != "hv_compose_msi_msg")
     {
         v.facts.push(format!("hv_compose_msi_msg attached to {on}"));
@@ -80,8 +60,7 @@ pub fn check_probes(path: &Path) -> Verdict {
         "attached" => v.facts.push("migrate_one_irq attached".into()),
         s => {
             let reason = row("migrate_one_irq")
-                .and_then(|r| r.get("reason"))
-                .and_then(Value::as_str)
+                .and_then(|r| r.reason.as_deref())
                 .unwrap_or("");
             let fallback = [
                 "irq_migrate_all_off_this_cpu",

@@ -3,11 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
-
 use super::{
     Verdict,
     common::{describe_divergence, divergence_irqs, join, not_evaluated_reason},
+    json::{Divergence, Report},
 };
 use crate::vm::plan::{Mode, Scenario, Step};
 
@@ -15,10 +14,10 @@ use crate::vm::plan::{Mode, Scenario, Step};
 /// error-level divergence: a buggy run (H1/H4 errors) exits 1, a run whose only findings are
 /// warnings (G5's heuristic silence) exits 0. A divergence without a severity counts as an
 /// error, the stricter reading.
-pub(super) fn exit_code_mismatch(code: i32, divs: &[&Value]) -> Option<String> {
+pub(super) fn exit_code_mismatch(code: i32, divs: &[Divergence]) -> Option<String> {
     let errors = divs
         .iter()
-        .filter(|d| d.get("severity").and_then(Value::as_str).unwrap_or("error") == "error")
+        .filter(|d| d.severity.as_deref().unwrap_or("error") == "error")
         .count();
     let expected = i32::from(errors > 0);
     (code != expected).then(|| {
@@ -33,7 +32,7 @@ pub(super) fn exit_code_mismatch(code: i32, divs: &[&Value]) -> Option<String> {
 #[allow(clippy::too_many_arguments)]
 pub(super) fn check_report(
     step: Step,
-    report: &Value,
+    report: &Report,
     code: i32,
     control: u32,
     tests: &[u32],
@@ -41,12 +40,8 @@ pub(super) fn check_report(
     h4_gated_off: bool,
     v: &mut Verdict,
 ) {
-    let divs: Vec<&Value> = report
-        .get("divergences")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    let lost = report.pointer("/losses/total").and_then(Value::as_u64);
+    let divs = &report.divergences;
+    let lost = report.losses.as_ref().and_then(|l| l.total);
     match lost {
         Some(0) => {}
         // The burst is meant to overflow the ring: its losses are checked in check_burst.
@@ -54,16 +49,10 @@ pub(super) fn check_report(
         Some(n) => v.failures.push(format!("msitrace lost {n} events")),
         None => v.failures.push("the report has no losses.total".into()),
     }
-    if let Some(why) = exit_code_mismatch(code, &divs) {
+    if let Some(why) = exit_code_mismatch(code, divs) {
         v.failures.push(why);
     }
-    let in_report: BTreeSet<u32> = report
-        .get("vectors")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|x| x.get("irq").and_then(Value::as_u64).map(|i| i as u32))
-        .collect();
+    let in_report: BTreeSet<u32> = report.vectors.iter().filter_map(|x| x.irq).collect();
     for irq in std::iter::once(&control).chain(tests) {
         if !in_report.contains(irq) {
             v.failures.push(format!(
@@ -73,7 +62,7 @@ pub(super) fn check_report(
     }
     if !step.expects_dead_test_vectors() {
         if !divs.is_empty() {
-            let d: Vec<String> = divs.iter().map(|d| describe_divergence(d)).collect();
+            let d: Vec<String> = divs.iter().map(describe_divergence).collect();
             v.failures.push(format!(
                 "expected no divergence, the report has: {}",
                 d.join("; ")
@@ -85,11 +74,9 @@ pub(super) fn check_report(
             // The driver's private field contradicts what the kernel did: said as input, for
             // the test vectors it composed.
             let warnings: Vec<&str> = report
-                .get("input_warnings")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
+                .input_warnings
+                .iter()
+                .map(String::as_str)
                 .filter(|w| w.contains("chip_data"))
                 .collect();
             if warnings.is_empty() {
@@ -113,7 +100,7 @@ pub(super) fn check_report(
             let irqs = divergence_irqs(d);
             irqs.is_empty() || !irqs.is_subset(&test_set)
         })
-        .map(|d| describe_divergence(d))
+        .map(describe_divergence)
         .collect();
     if !strays.is_empty() {
         v.failures.push(format!(
@@ -143,8 +130,8 @@ pub(super) fn check_report(
     for rule in &required {
         let on: BTreeSet<u32> = divs
             .iter()
-            .filter(|d| d.get("rule").and_then(Value::as_str) == Some(rule))
-            .flat_map(|d| divergence_irqs(d))
+            .filter(|d| d.rule.as_deref() == Some(rule))
+            .flat_map(divergence_irqs)
             .collect();
         let missing: Vec<String> = test_set.difference(&on).map(u32::to_string).collect();
         if missing.is_empty() {
@@ -154,8 +141,9 @@ pub(super) fn check_report(
         let mut why = format!("no {rule} for irq {}", missing.join(","));
         if *rule == "G5" {
             let silence = report
-                .pointer("/timing/g5_silence_ns")
-                .and_then(Value::as_u64)
+                .timing
+                .as_ref()
+                .and_then(|t| t.g5_silence_ns)
                 .map(|n| n / 1_000_000_000);
             if let Some(s) = silence.filter(|s| *s > g5_silence_s) {
                 why.push_str(&format!(
@@ -164,12 +152,10 @@ pub(super) fn check_report(
             }
         }
         let not_eval: Vec<String> = report
-            .get("not_evaluated")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|n| n.get("rule").and_then(Value::as_str) == Some(rule))
-            .filter_map(|n| n.get("reason").and_then(Value::as_str).map(str::to_string))
+            .not_evaluated
+            .iter()
+            .filter(|n| n.rule.as_deref() == Some(rule))
+            .filter_map(|n| n.reason.clone())
             .collect();
         if !not_eval.is_empty() {
             why.push_str(&format!(" (not evaluated: {})", not_eval.join("; ")));
@@ -178,7 +164,7 @@ pub(super) fn check_report(
     }
     let others: BTreeSet<&str> = divs
         .iter()
-        .filter_map(|d| d.get("rule").and_then(Value::as_str))
+        .filter_map(|d| d.rule.as_deref())
         .filter(|r| !required.contains(r))
         .collect();
     if !others.is_empty() {
@@ -194,6 +180,11 @@ pub(super) fn check_report(
 mod tests {
     use super::*;
     use crate::vm::plan::{Mode, Scenario};
+    use serde_json::Value;
+
+    fn typed(v: &Value) -> Report {
+        serde_json::from_value(v.clone()).unwrap()
+    }
 
     #[test]
     fn where_h4_is_gated_off_the_report_must_say_so() {
@@ -214,7 +205,7 @@ mod tests {
                 failures: vec![],
                 facts: vec![],
             };
-            check_report(step, report, 1, 37, &[38, 39], 4, gated, &mut v);
+            check_report(step, &typed(report), 1, 37, &[38, 39], 4, gated, &mut v);
             v
         };
         // Before 6.17 H4 is required; from 6.17 its absence must be explained, never silent.
@@ -245,7 +236,7 @@ mod tests {
             failures: vec![],
             facts: vec![],
         };
-        check_report(step, &report, 1, 37, &[38, 39], 4, false, &mut v);
+        check_report(step, &typed(&report), 1, 37, &[38, 39], 4, false, &mut v);
         assert!(v.pass(), "{:?}", v.failures);
 
         let mut wrong = report.clone();
@@ -257,7 +248,7 @@ mod tests {
             failures: vec![],
             facts: vec![],
         };
-        check_report(step, &wrong, 1, 37, &[38, 39], 11, false, &mut v);
+        check_report(step, &typed(&wrong), 1, 37, &[38, 39], 11, false, &mut v);
         assert!(!v.pass());
 
         let mut v = Verdict {
@@ -266,7 +257,7 @@ mod tests {
         };
         check_report(
             Step::new(Scenario::PmTestCore, Mode::Fixed),
-            &report,
+            &typed(&report),
             1,
             37,
             &[38, 39],
@@ -279,14 +270,19 @@ mod tests {
 
     #[test]
     fn replay_exits_1_on_errors_and_0_on_warnings_alone() {
-        let h1 = serde_json::json!({"rule": "H1", "severity": "error", "irq": 38});
-        let g5 = serde_json::json!({"rule": "G5", "severity": "warning", "irq": 38});
+        let d = |rule: &str, severity: &str| Divergence {
+            rule: Some(rule.into()),
+            severity: Some(severity.into()),
+            irq: Some(38),
+            ..Divergence::default()
+        };
+        let (h1, g5) = (d("H1", "error"), d("G5", "warning"));
         // A buggy run: errors (and the G5 warnings that follow them) exit 1.
-        assert_eq!(exit_code_mismatch(1, &[&h1, &g5]), None);
-        assert!(exit_code_mismatch(0, &[&h1, &g5]).is_some());
+        assert_eq!(exit_code_mismatch(1, &[h1.clone(), g5.clone()]), None);
+        assert!(exit_code_mismatch(0, &[h1.clone(), g5.clone()]).is_some());
         // Only heuristic warnings: listed, exit 0.
-        assert_eq!(exit_code_mismatch(0, &[&g5]), None);
-        assert!(exit_code_mismatch(1, &[&g5]).is_some());
+        assert_eq!(exit_code_mismatch(0, std::slice::from_ref(&g5)), None);
+        assert!(exit_code_mismatch(1, std::slice::from_ref(&g5)).is_some());
         // Clean, and unusable input.
         assert_eq!(exit_code_mismatch(0, &[]), None);
         assert!(exit_code_mismatch(2, &[]).is_some());

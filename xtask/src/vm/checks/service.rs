@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::{
     Verdict,
     common::{error_findings, join},
+    json::Report,
     probes::check_probes,
 };
 use crate::vm::{
@@ -170,12 +171,12 @@ pub(super) fn check_service_step(
 }
 
 /// The flight recorder, replayed on the host, gives the verdict the service gave live.
-pub(super) fn check_journal_matches_replay(dir: &Path, report: &Value, v: &mut Verdict) {
+pub(super) fn check_journal_matches_replay(dir: &Path, report: &Report, v: &mut Verdict) {
     let Ok(entries) = journal_entries(&dir.join("journal.json")) else {
         return;
     };
     let live = journal_errors(&entries);
-    let replayed = error_findings(report.get("divergences"));
+    let replayed = error_findings(&report.divergences);
     if live == replayed {
         v.facts
             .push("flight recorder replays to the journal's verdict".into());

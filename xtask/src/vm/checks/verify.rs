@@ -2,11 +2,10 @@
 
 use std::{collections::BTreeSet, fs, path::Path};
 
-use serde_json::Value;
-
 use super::{
     Verdict,
     common::{describe_divergence, divergence_irqs, error_findings, join, not_evaluated_reason},
+    json::Report,
 };
 use crate::vm::plan::Step;
 
@@ -35,7 +34,7 @@ pub(super) fn check_verify(
             err.lines().last().unwrap_or_default()
         ));
     }
-    let report: Value = match fs::read_to_string(dir.join("verify.json"))
+    let report: Report = match fs::read_to_string(dir.join("verify.json"))
         .map_err(|e| e.to_string())
         .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
     {
@@ -46,16 +45,12 @@ pub(super) fn check_verify(
             return;
         }
     };
-    let divs: Vec<&Value> = report
-        .get("divergences")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    let errors = error_findings(report.get("divergences"));
-    let on_control: Vec<String> = divs
+    let errors = error_findings(&report.divergences);
+    let on_control: Vec<String> = report
+        .divergences
         .iter()
         .filter(|d| divergence_irqs(d).contains(&control))
-        .map(|d| describe_divergence(d))
+        .map(describe_divergence)
         .collect();
     if !on_control.is_empty() {
         v.failures.push(format!(
