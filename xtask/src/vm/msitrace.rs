@@ -55,7 +55,7 @@ impl Msitrace {
 
 pub fn build(repo: &Path) -> Result<Msitrace> {
     println!("vm: building msitrace (cargo build --release -p tracer)");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = crate::util::cargo();
     let ok = run_status(
         Command::new(&cargo)
             .args(["build", "--release", "-p", "tracer"])

@@ -21,6 +21,7 @@ use std::{
 use super::{
     G5_SILENCE_S,
     checks::{self, StepInput, Verdict},
+    kernel::abi_at_least,
     msitrace::Msitrace,
     plan::{Front, Mode, Scenario, Step},
 };
@@ -54,14 +55,6 @@ fn planned(cmdline: &str) -> Vec<Step> {
             Some(Step::new(scenario, mode).with(front))
         })
         .collect()
-}
-
-/// [`super::kernel::Kernel::at_least`] on the run's directory name (the ABI).
-fn at_least(abi: &str, major: u32, minor: u32) -> bool {
-    let mut it = abi
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse::<u32>().unwrap_or(0));
-    (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (major, minor)
 }
 
 fn show(out: &mut String, what: &str, v: &Verdict) {
@@ -111,7 +104,7 @@ fn judge_recorded_run(run: &Path, abi: &str, m: &Msitrace, scratch: &Path) -> St
             msitrace: Some(m),
             g5_silence_s: G5_SILENCE_S,
             tty1: &scratch.join("tty1.log"),
-            h4_gated_off: at_least(abi, 6, 17),
+            h4_gated_off: abi_at_least(abi, 6, 17),
         });
         show(&mut out, &step.plan_item(), &v);
     }
