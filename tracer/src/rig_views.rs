@@ -156,11 +156,16 @@ fn events_and_trailer_read_back() {
                 in_restore: true,
                 power_state: None,
             }),
-            ("WriteMsiMsg", Some(38), Some("0000:02:00.0"), Some(true)),
+            (
+                views::Kind::WriteMsiMsg,
+                Some(38),
+                Some("0000:02:00.0"),
+                Some(true),
+            ),
         ),
         (
             ev(EventKind::MaskEnter(snap.clone())),
-            ("MaskEnter", Some(38), Some("0000:02:00.0"), None),
+            (views::Kind::MaskEnter, Some(38), Some("0000:02:00.0"), None),
         ),
         (
             ev(EventKind::RestoreEnter {
@@ -169,15 +174,23 @@ fn events_and_trailer_read_back() {
                 msix_enabled: Some(true),
                 power_state: None,
             }),
-            ("RestoreEnter", None, Some("0000:02:00.0"), None),
+            (views::Kind::RestoreEnter, None, Some("0000:02:00.0"), None),
         ),
         (
             ev(EventKind::MigrateAllOffEnter),
-            ("MigrateAllOffEnter", None, None, None),
+            (views::Kind::MigrateAllOffEnter, None, None, None),
         ),
     ];
     for (event, want) in cases {
         let view: views::Event = through(&event);
+        // The name the rig matches is the variant's as serde writes it.
+        let name = serde_json::to_value(&event.kind).unwrap();
+        let name = name
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| name.as_object()?.keys().next().cloned())
+            .unwrap();
+        assert_eq!(view.kind().to_string(), name);
         assert_eq!(view.ts_ns, 7);
         assert_eq!(
             (

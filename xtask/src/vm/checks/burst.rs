@@ -2,11 +2,8 @@
 
 use super::{
     Verdict,
-    json::{Event, Trailer},
+    json::{Event, Kind, Trailer},
 };
-
-/// Events user space adds to a recording (samples, gaps, loss records): not kernel events.
-const USERSPACE_KINDS: [&str; 3] = ["IrqCounts", "Gap", "Lost"];
 
 /// Nothing silent under a burst: every time a streaming program ran (its hit counter), its
 /// record is in the file or was counted as lost — exactly, per the trailer's counters. The
@@ -16,7 +13,7 @@ const USERSPACE_KINDS: [&str; 3] = ["IrqCounts", "Gap", "Lost"];
 pub(super) fn check_burst(events: &[Event], trailer: &Trailer, v: &mut Verdict) {
     let kernel: Vec<u64> = events
         .iter()
-        .filter(|e| !USERSPACE_KINDS.contains(&e.kind()))
+        .filter(|e| !e.kind().userspace())
         .map(|e| e.ts_ns)
         .collect();
     let in_file = kernel.len() as u64;
@@ -31,7 +28,7 @@ pub(super) fn check_burst(events: &[Event], trailer: &Trailer, v: &mut Verdict) 
     let decode_errors = trailer.decode_errors;
     let mut samples: Vec<u64> = events
         .iter()
-        .filter(|e| e.kind() == "IrqCounts")
+        .filter(|e| e.kind() == Kind::IrqCounts)
         .map(|e| e.ts_ns)
         .collect();
     samples.sort_unstable();
@@ -97,10 +94,7 @@ mod tests {
         ));
         let trailer = |hits: u64, lost: u64| serde_json::json!({"counters": [["HvMaskEnter", hits - 1, lost], ["MigrateAllOffEnter", 1, 0], ["IrqHandlerEntry", 99, 0]], "decode_errors": 0});
         let burst = |hits: u64, lost: u64| {
-            let mut v = Verdict {
-                failures: Vec::new(),
-                facts: Vec::new(),
-            };
+            let mut v = Verdict::default();
             let (events, trailer) = typed(&events, &trailer(hits, lost));
             check_burst(&events, &trailer, &mut v);
             v

@@ -1,6 +1,9 @@
 //! `msitrace dump --json`: the kernel events the step must have left in the recording.
 
-use super::{Verdict, json::Event};
+use super::{
+    Verdict,
+    json::{Event, Kind},
+};
 use crate::vm::plan::{Mode, Scenario, Step};
 
 /// The ordinary vector hv_stub disables across every sleep: its mask before the sleep and its
@@ -12,11 +15,11 @@ pub(super) fn check_plain_vector(step: Step, events: &[Event], irq: u32, v: &mut
         return;
     }
     let evs = events;
-    let kinds = |mask: bool| -> Vec<(u64, &str)> {
-        let names: &[&str] = if mask {
-            &["PciIrqMask", "PciMsiMask"]
+    let kinds = |mask: bool| -> Vec<(u64, Kind)> {
+        let names: &[Kind] = if mask {
+            &[Kind::PciIrqMask, Kind::PciMsiMask]
         } else {
-            &["PciIrqUnmask", "PciMsiUnmask"]
+            &[Kind::PciIrqUnmask, Kind::PciMsiUnmask]
         };
         evs.iter()
             .filter(|e| names.contains(&e.kind()) && e.irq() == Some(irq))
@@ -51,18 +54,18 @@ pub(super) fn check_events(
         v.failures.push("the trace holds no events".into());
         return;
     }
-    let has = |kind: &str, irq: Option<u32>, after: u64| {
+    let has = |kind: Kind, irq: Option<u32>, after: u64| {
         evs.iter()
             .any(|e| e.kind() == kind && e.ts_ns > after && (irq.is_none() || e.irq() == irq))
     };
-    let restore_of_device = |kind: &str, after: u64| {
+    let restore_of_device = |kind: Kind, after: u64| {
         evs.iter().any(|e| {
             e.kind() == kind && e.ts_ns > after && (bdf.is_none() || e.device().as_deref() == bdf)
         })
     };
     let restored = |irq: u32, after: u64| {
         evs.iter().any(|e| {
-            e.kind() == "WriteMsiMsg"
+            e.kind() == Kind::WriteMsiMsg
                 && e.ts_ns > after
                 && e.irq() == Some(irq)
                 && e.in_restore() == Some(true)
@@ -73,15 +76,15 @@ pub(super) fn check_events(
         .chain(tests.iter().copied())
         .collect();
     let migration = |after: u64| {
-        (has("MigrateAllOffEnter", None, after) && has("MigrateAllOffExit", None, after))
-            || has("MigrateOneIrq", None, after)
+        (has(Kind::MigrateAllOffEnter, None, after) && has(Kind::MigrateAllOffExit, None, after))
+            || has(Kind::MigrateOneIrq, None, after)
     };
     if step.scenario.offlines_cpus() {
         if !migration(0) {
             missing.push("migration window".to_string());
         }
         for &t in tests {
-            for k in ["MaskEnter", "UnmaskEnter", "UnmaskExit"] {
+            for k in [Kind::MaskEnter, Kind::UnmaskEnter, Kind::UnmaskExit] {
                 if !has(k, Some(t), 0) {
                     missing.push(format!("{k} irq {t}"));
                 }
@@ -89,7 +92,7 @@ pub(super) fn check_events(
         }
     }
     if step.scenario == Scenario::Reset || step.scenario.resumes() {
-        for k in ["RestoreEnter", "RestoreExit"] {
+        for k in [Kind::RestoreEnter, Kind::RestoreExit] {
             if !restore_of_device(k, 0) {
                 missing.push(format!("{k} of {}", bdf.unwrap_or("the e1000e")));
             }
@@ -101,16 +104,16 @@ pub(super) fn check_events(
         }
     }
     if step.scenario.resumes() {
-        if !has("SuspendResume", None, 0) {
+        if !has(Kind::SuspendResume, None, 0) {
             missing.push("phase transitions (power:suspend_resume)".into());
         }
-        for k in ["HvPciSuspendEnter", "HvPciResumeEnter"] {
+        for k in [Kind::HvPciSuspendEnter, Kind::HvPciResumeEnter] {
             if !has(k, None, 0) {
                 missing.push(k.to_string());
             }
         }
         for &i in &all {
-            let composed = has("ComposeExit", Some(i), 0);
+            let composed = has(Kind::ComposeExit, Some(i), 0);
             let should = step.mode != Mode::Buggy || i == control;
             if should && !composed {
                 missing.push(format!("ComposeExit irq {i}"));
@@ -124,7 +127,7 @@ pub(super) fn check_events(
         // kretprobes and the migration window must still fire.
         let resumed = evs
             .iter()
-            .filter(|e| e.kind() == "SuspendResume")
+            .filter(|e| e.kind() == Kind::SuspendResume)
             .map(|e| e.ts_ns)
             .max()
             .unwrap_or(0);
@@ -132,16 +135,16 @@ pub(super) fn check_events(
         if !migration(resumed) {
             dead.push("migration window");
         }
-        for k in ["RestoreEnter", "RestoreExit"] {
+        for k in [Kind::RestoreEnter, Kind::RestoreExit] {
             if !restore_of_device(k, resumed) {
-                dead.push(if k == "RestoreEnter" {
+                dead.push(if k == Kind::RestoreEnter {
                     "pci_restore_msi_state"
                 } else {
                     "pci_restore_msi_state:return"
                 });
             }
         }
-        if !has("WriteMsiMsg", None, resumed) {
+        if !has(Kind::WriteMsiMsg, None, resumed) {
             dead.push("__pci_write_msi_msg");
         }
         if dead.is_empty() {

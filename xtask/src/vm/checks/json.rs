@@ -170,12 +170,60 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-/// The event's variant by name, and the fields of its payload the checks read.
+/// The event's variant, and the fields of its payload the checks read.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(from = "KindRepr")]
 pub struct EventKind {
-    pub name: String,
+    pub kind: Kind,
     pub payload: Option<Payload>,
+}
+
+/// The tracer's `EventKind` variants the checks look for, named as serde names them; any
+/// other is `Other`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum Kind {
+    ComposeExit,
+    MaskEnter,
+    UnmaskEnter,
+    UnmaskExit,
+    PciMsiMask,
+    PciMsiUnmask,
+    PciIrqMask,
+    PciIrqUnmask,
+    MigrateOneIrq,
+    MigrateAllOffEnter,
+    MigrateAllOffExit,
+    RestoreEnter,
+    RestoreExit,
+    WriteMsiMsg,
+    HvPciSuspendEnter,
+    HvPciResumeEnter,
+    SuspendResume,
+    /// User space's own records (samples, gaps, losses), not kernel events.
+    IrqCounts,
+    Gap,
+    Lost,
+    #[serde(other)]
+    Other,
+}
+
+/// The variant's name, as the tracer spells it.
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+impl Kind {
+    fn of(name: &str) -> Kind {
+        use serde::de::{IntoDeserializer, value::Error};
+        Kind::deserialize(IntoDeserializer::<Error>::into_deserializer(name)).unwrap_or(Kind::Other)
+    }
+
+    /// Written by the recorder, not by a probe in the kernel.
+    pub fn userspace(self) -> bool {
+        matches!(self, Kind::IrqCounts | Kind::Gap | Kind::Lost)
+    }
 }
 
 /// serde's external tagging: a unit variant is its name, any other a one-member object.
@@ -190,13 +238,13 @@ impl From<KindRepr> for EventKind {
     fn from(k: KindRepr) -> EventKind {
         match k {
             KindRepr::Unit(name) => EventKind {
-                name,
+                kind: Kind::of(&name),
                 payload: None,
             },
             KindRepr::Tagged(m) => {
                 let (name, payload) = m.into_iter().next().unwrap_or_default();
                 EventKind {
-                    name,
+                    kind: Kind::of(&name),
                     payload: Some(payload),
                 }
             }
@@ -248,9 +296,8 @@ impl Event {
         self.kind.payload.as_ref()?.get(|p| &p.in_restore)
     }
 
-    /// The variant's name, as the tracer's `EventKind` spells it.
-    pub fn kind(&self) -> &str {
-        &self.kind.name
+    pub fn kind(&self) -> Kind {
+        self.kind.kind
     }
 }
 
@@ -266,13 +313,13 @@ mod tests {
         .unwrap();
         assert_eq!(
             (e.kind(), e.irq(), e.device().as_deref()),
-            ("ComposeExit", Some(38), Some("0000:02:00.0"))
+            (Kind::ComposeExit, Some(38), Some("0000:02:00.0"))
         );
         let u: Event = serde_json::from_str(
             r#"{"ts_ns": 6, "cpu": 1, "tgid": 0, "kind": "MigrateAllOffEnter"}"#,
         )
         .unwrap();
-        assert_eq!((u.kind(), u.irq()), ("MigrateAllOffEnter", None));
+        assert_eq!((u.kind(), u.irq()), (Kind::MigrateAllOffEnter, None));
         let line: DumpLine =
             serde_json::from_str(r#"{"trailer": {"counters": [["HvMaskEnter", 9, 3]], "decode_errors": 1, "events": 5}}"#)
                 .unwrap();
