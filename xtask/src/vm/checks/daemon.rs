@@ -84,23 +84,14 @@ msitrace: err G5 irq=39: silent after resume\n";
         assert_eq!(m.keys().copied().collect::<Vec<_>>(), [38, 39]);
         assert!(m[&38].contains("H1") && m[&39].contains("G5"));
         let buggy = Step::new(Scenario::S3, Mode::Buggy).with(Front::Daemon);
-        let mut v = Verdict {
-            failures: Vec::new(),
-            facts: Vec::new(),
-        };
+        let mut v = Verdict::default();
         check_daemon_log(log, buggy, 37, &[38, 39], &mut v);
         assert!(v.pass(), "{:?}", v.failures);
-        let mut v = Verdict {
-            failures: Vec::new(),
-            facts: Vec::new(),
-        };
+        let mut v = Verdict::default();
         check_daemon_log(log, buggy, 37, &[38, 39, 40], &mut v);
         assert!(!v.pass());
         let fixed = Step::new(Scenario::S3, Mode::Fixed).with(Front::Daemon);
-        let mut v = Verdict {
-            failures: Vec::new(),
-            facts: Vec::new(),
-        };
+        let mut v = Verdict::default();
         check_daemon_log(log, fixed, 37, &[38, 39], &mut v);
         assert!(!v.pass());
     }

@@ -37,7 +37,7 @@ pub use service::check_service;
 use module::ModuleState;
 
 /// One row of the final table.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Verdict {
     pub failures: Vec<String>,
     /// What was seen, in a few words (shown for passes too).
@@ -68,10 +68,7 @@ pub struct StepInput<'a> {
 }
 
 pub fn check_step(input: &StepInput) -> Verdict {
-    let mut v = Verdict {
-        failures: Vec::new(),
-        facts: Vec::new(),
-    };
+    let mut v = Verdict::default();
     let step = input.step;
     let dir = input.dir;
     if !dir.exists() {
@@ -250,6 +247,8 @@ fn check_msitrace(
             if let Some(p) = plain {
                 events::check_plain_vector(step, &events, p, v);
             }
+            // A new check of the recorded events: its own file under checks/, declared above,
+            // and one call here.
         }
         Err(e) => v.failures.push(format!("msitrace dump: {e:#}")),
     }

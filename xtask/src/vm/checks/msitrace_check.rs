@@ -264,10 +264,7 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("check.rc"), rc).unwrap();
         fs::write(dir.join("check.json"), json).unwrap();
-        let mut v = Verdict {
-            failures: Vec::new(),
-            facts: Vec::new(),
-        };
+        let mut v = Verdict::default();
         check_check(
             &dir,
             step,

@@ -7,10 +7,7 @@ use super::{Verdict, json::Probes};
 /// The per-run check of `msitrace probes --json`: the hooks the rules need are attached, and
 /// `migrate_one_irq` is, or is replaced by its fallback window with the reason said.
 pub fn check_probes(path: &Path) -> Verdict {
-    let mut v = Verdict {
-        failures: Vec::new(),
-        facts: Vec::new(),
-    };
+    let mut v = Verdict::default();
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(_) => {

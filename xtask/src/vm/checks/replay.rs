@@ -201,10 +201,7 @@ mod tests {
             "not_evaluated": [],
         });
         let verdict = |report: &Value, gated: bool| {
-            let mut v = Verdict {
-                failures: vec![],
-                facts: vec![],
-            };
+            let mut v = Verdict::default();
             check_report(step, &typed(report), 1, 37, &[38, 39], 4, gated, &mut v);
             v
         };
@@ -232,10 +229,7 @@ mod tests {
             ],
             "not_evaluated": [],
         });
-        let mut v = Verdict {
-            failures: vec![],
-            facts: vec![],
-        };
+        let mut v = Verdict::default();
         check_report(step, &typed(&report), 1, 37, &[38, 39], 4, false, &mut v);
         assert!(v.pass(), "{:?}", v.failures);
 
@@ -244,17 +238,11 @@ mod tests {
             .as_array_mut()
             .unwrap()
             .push(serde_json::json!({"rule": "G5", "irq": 25, "irqs": [25], "cause": "silent"}));
-        let mut v = Verdict {
-            failures: vec![],
-            facts: vec![],
-        };
+        let mut v = Verdict::default();
         check_report(step, &typed(&wrong), 1, 37, &[38, 39], 11, false, &mut v);
         assert!(!v.pass());
 
-        let mut v = Verdict {
-            failures: vec![],
-            facts: vec![],
-        };
+        let mut v = Verdict::default();
         check_report(
             Step::new(Scenario::PmTestCore, Mode::Fixed),
             &typed(&report),

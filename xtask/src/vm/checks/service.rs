@@ -200,10 +200,7 @@ pub(super) fn check_journal_matches_replay(dir: &Path, report: &Report, v: &mut 
 /// kprobes, and after a `kill -9` systemd restarted it and the new instance ran and stopped
 /// cleanly with a trailer.
 pub fn check_service(dir: &Path, m: &Msitrace) -> Verdict {
-    let mut v = Verdict {
-        failures: Vec::new(),
-        facts: Vec::new(),
-    };
+    let mut v = Verdict::default();
     if !dir.exists() {
         v.failures
             .push("the systemd guest brought back no service/ directory".into());
