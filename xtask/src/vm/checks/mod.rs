@@ -253,3 +253,80 @@ fn check_msitrace(
         Err(e) => v.failures.push(format!("msitrace dump: {e:#}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::plan::Mode;
+
+    /// A real step's outputs (tests/fixtures/vm/README.md): the buggy hibernation on 6.12,
+    /// recorded by `msitrace verify`. hv_stub's control vector is irq 37, its test vectors 38
+    /// and 39, the plain one 40.
+    fn fixture() -> PathBuf {
+        crate::util::repo_root().join("tests/fixtures/vm/6.12-hibernate.buggy.verify")
+    }
+
+    fn judge(step: Step) -> Verdict {
+        let run = fixture();
+        let dir = run.join("hibernate.buggy");
+        let e1000e = fs::read_to_string(run.join("e1000e")).unwrap();
+        let e1000e = Some(e1000e.trim());
+        let mut v = check_step(&StepInput {
+            step,
+            dir: &dir,
+            e1000e,
+            msitrace: None,
+            g5_silence_s: 4,
+            tty1: Path::new("/nonexistent"),
+            h4_gated_off: false,
+        });
+        let (control, tests, plain) = (37, [38, 39], Some(40));
+        verify::check_verify(&dir, step, control, &tests, false, &mut v);
+        let report: json::Report =
+            serde_json::from_str(&fs::read_to_string(dir.join("verify.json")).unwrap()).unwrap();
+        replay::check_report(step, &report, 1, control, &tests, 4, false, &mut v);
+        msitrace_check::check_check(&dir, step, e1000e, control, &tests, plain, &mut v);
+        v
+    }
+
+    #[test]
+    fn a_recorded_buggy_hibernation_passes_as_it_did_in_the_rig() {
+        let probes = check_probes(&fixture().join("probes.json"));
+        assert!(probes.pass(), "{:?}", probes.failures);
+        assert_eq!(
+            probes.facts[0],
+            "hv_compose_msi_msg, hv_irq_unmask, pci_restore_msi_state, __pci_write_msi_msg attached"
+        );
+        let step = Step::new(Scenario::Hibernate, Mode::Buggy).with(Front::Verify);
+        let v = judge(step);
+        assert!(v.pass(), "{:?}", v.failures);
+        assert_eq!(
+            v.facts,
+            [
+                "irqs delivered/fired after: 37:11/6 38:0/6 39:0/6 40:11/6",
+                "verify: exit 1, H1 and H4 on irqs 38,39",
+                "H1 38,39; G5 38,39; H4 38,39",
+                "check rc=1: C1 irq 38, C1 irq 39",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_same_outputs_fail_a_step_that_must_stay_clean() {
+        let v = judge(Step::new(Scenario::Hibernate, Mode::Fixed).with(Front::Verify));
+        assert!(!v.pass());
+        for want in [
+            "hv_stub ran in mode buggy instead of fixed",
+            "msitrace verify exited 1 instead of 0",
+            "verify reports errors after the fixed cycle",
+            "expected no divergence",
+            "msitrace check exited 1, expected 0",
+        ] {
+            assert!(
+                v.failures.iter().any(|f| f.contains(want)),
+                "{want}: {:?}",
+                v.failures
+            );
+        }
+    }
+}
