@@ -120,7 +120,20 @@ fn probe_rows_read_back() {
         probe: ProbeId::HvComposeEnter,
         symbol_source: None,
     };
-    let rows = through::<_, views::Probes>(&vec![row]).rows().unwrap();
+    // As `probes --json` prints it now (an object with its schema_version), and as the
+    // recorded runs hold it (the bare array).
+    let rows = through::<_, views::Probes>(&crate::cmd::probes::ProbesJson::new(
+        std::slice::from_ref(&row),
+    ))
+    .rows()
+    .unwrap();
+    assert_eq!(
+        through::<_, views::Probes>(&vec![row.clone()])
+            .rows()
+            .unwrap()[0]
+            .hook,
+        rows[0].hook
+    );
     assert_eq!(rows[0].hook.as_deref(), Some("hv_compose_msi_msg"));
     assert_eq!(rows[0].status.as_deref(), Some("absent"));
     assert_eq!(rows[0].reason.as_deref(), Some("not in /proc/kallsyms"));
