@@ -24,6 +24,8 @@ pub mod probe_manager;
 pub mod probes;
 pub mod replayer;
 pub mod report;
+#[cfg(test)]
+mod rig_views;
 pub mod seed;
 pub mod session;
 pub mod trace_file;

@@ -28,7 +28,7 @@ pub struct BenchArgs {
 const BENCHES: [&str; 2] = ["replay", "render"];
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let repo = crate::vm::repo_root();
+    let repo = crate::util::repo_root();
     let out = repo.join("target/bench");
     std::fs::create_dir_all(&out)?;
     let workload = out.join("workload-10000-vectors.msit");
@@ -41,7 +41,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         figures.extend(found);
     }
 
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = crate::util::cargo();
     println!("xtask: cargo build --release -p tracer");
     if !Command::new(cargo)
         .args(["build", "--release", "-p", "tracer"])
@@ -168,7 +168,7 @@ fn guest_costs(repo: &Path) -> Option<(Vec<(String, String)>, Value)> {
 }
 
 fn run_bench(bench: &str, figures_only: bool, keep: &Path) -> Result<Vec<String>> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = crate::util::cargo();
     let mut cmd = Command::new(cargo);
     cmd.args(["bench", "-p", "tracer", "--bench", bench, "--"])
         .env("MSITRACE_BENCH_KEEP", keep);

@@ -13,14 +13,11 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+
+use crate::util::is_root;
 use serde_json::{Value, json};
 
 const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// Turns the kernel's BPF run-time accounting on, and back to what it was when dropped.
 struct StatsOn(String);

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{run_output, vm::repo_root};
+use crate::util::{repo_root, run_output};
 
 #[derive(clap::Args)]
 pub struct DistArgs {

@@ -49,7 +49,7 @@ fn ensure_cargo_fuzz() -> Result<()> {
 /// The eBPF object the last build of tracer made: the fuzz build embeds it rather than
 /// building it again under the sanitizer's flags.
 fn ebpf_object(repo: &Path) -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = crate::util::cargo();
     if !Command::new(cargo)
         .args(["build", "-p", "tracer"])
         .current_dir(repo)
@@ -79,7 +79,7 @@ fn ebpf_object(repo: &Path) -> Result<PathBuf> {
 }
 
 pub fn run(args: FuzzArgs) -> Result<()> {
-    let repo = crate::vm::repo_root();
+    let repo = crate::util::repo_root();
     ensure_cargo_fuzz()?;
     let object = ebpf_object(&repo)?;
     let targets: Vec<&str> = match &args.target {

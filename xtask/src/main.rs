@@ -13,11 +13,12 @@ mod fuzz;
 mod matrix;
 mod setup;
 mod test;
+mod util;
 mod vm;
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
 use clap::{Parser, Subcommand};
 
@@ -139,19 +140,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Run and return stdout; an error with stderr when it exits non-zero.
-pub(crate) fn run_output(cmd: &mut std::process::Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
-    if !out.status.success() {
-        bail!(
-            "{:?} failed: {}",
-            cmd,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

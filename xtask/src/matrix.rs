@@ -27,7 +27,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::run_output;
+use crate::util::{cargo, repo_root, run_output};
 use crate::vm::{self, series_of};
 
 pub const BEGIN: &str = "<!-- matrix:begin -->";
@@ -225,9 +225,8 @@ fn btf_input(repo: &Path) -> Result<BtfInput> {
         "xtask: cargo run -p msitrace-tests --example btf_layouts (msitrace's layout resolver on {})",
         fixtures.display()
     );
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = run_output(
-        Command::new(cargo)
+        Command::new(cargo())
             .current_dir(repo)
             .args([
                 "run",
@@ -733,7 +732,7 @@ fn splice(readme: &str, body: &str) -> Result<String> {
 }
 
 pub fn run(args: MatrixArgs) -> Result<()> {
-    let repo = vm::repo_root();
+    let repo = repo_root();
     let work = args
         .vm_work
         .or_else(|| std::env::var_os(vm::WORK_ENV).map(PathBuf::from))

@@ -108,7 +108,7 @@ fn ensure_tools() -> Result<()> {
 fn nightly_sysroot() -> Result<PathBuf> {
     // A toolchain cannot be fetched on these machines, so a missing nightly is a hard stop
     // with the one command that fixes it where the network allows.
-    let out = crate::run_output(Command::new("rustc").args([
+    let out = crate::util::run_output(Command::new("rustc").args([
         &format!("+{NIGHTLY}"),
         "--print",
         "sysroot",
@@ -121,7 +121,7 @@ fn nightly_sysroot() -> Result<PathBuf> {
 }
 
 fn ensure_rust_src() -> Result<()> {
-    let installed = crate::run_output(Command::new("rustup").args([
+    let installed = crate::util::run_output(Command::new("rustup").args([
         "component",
         "list",
         "--installed",
@@ -145,7 +145,7 @@ fn ensure_rust_src() -> Result<()> {
 }
 
 fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
-    if let Ok(v) = crate::run_output(Command::new("bpf-linker").arg("--version")) {
+    if let Ok(v) = crate::util::run_output(Command::new("bpf-linker").arg("--version")) {
         let v = v.trim();
         if !v.contains(BPF_LINKER_VERSION) {
             // Never replace a linker the user chose; say what we expected instead.
@@ -178,7 +178,7 @@ fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
                 lib.display()
             )
         })?;
-    let vv = crate::run_output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "-vV"]))?;
+    let vv = crate::util::run_output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "-vV"]))?;
     let major = vv
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
@@ -220,7 +220,7 @@ fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
             "could not build bpf-linker {BPF_LINKER_VERSION}: see cargo's output above; it needs crates.io and a C toolchain"
         );
     }
-    crate::run_output(Command::new("bpf-linker").arg("--version"))
+    crate::util::run_output(Command::new("bpf-linker").arg("--version"))
         .context("bpf-linker was installed but does not start (see its error above)")?;
     Ok(())
 }

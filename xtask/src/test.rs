@@ -18,9 +18,7 @@ pub struct TestArgs {
 
 fn cargo(args: &[&str]) -> Result<()> {
     println!("xtask: cargo {}", args.join(" "));
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(args)
-        .status()?;
+    let status = Command::new(crate::util::cargo()).args(args).status()?;
     if !status.success() {
         bail!("`cargo {}` failed", args.join(" "));
     }
@@ -34,8 +32,7 @@ pub fn run(args: TestArgs) -> Result<()> {
     cargo(&["test"])?;
     // Root-only tests are ignored in a plain `cargo test`, so that without root they show as
     // ignored rather than passed; as root (CI) they run here, and fail if they cannot.
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if crate::util::is_root() {
         cargo(&["test", "--", "--ignored"])?;
     } else {
         println!(

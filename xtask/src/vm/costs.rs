@@ -8,7 +8,11 @@ use std::{collections::BTreeMap, path::Path};
 
 use serde_json::{Value, json};
 
-use super::{checks, msitrace::Msitrace, plan::Step};
+use super::{
+    checks::{self, json::Trailer},
+    msitrace::Msitrace,
+    plan::Step,
+};
 
 /// Per program: (run_ns, runs).
 pub type Costs = BTreeMap<String, (u64, u64)>;
@@ -28,21 +32,9 @@ pub fn add_steps(m: &Msitrace, steps: &[Step], artifacts: &Path, into: &mut Cost
     }
 }
 
-fn add_trailer(trailer: &Value, into: &mut Costs) {
-    for row in trailer
-        .get("bpf_stats")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let (Some(probe), Some(ns), Some(runs)) = (
-            row.get(0).and_then(Value::as_str),
-            row.get(1).and_then(Value::as_u64),
-            row.get(2).and_then(Value::as_u64),
-        ) else {
-            continue;
-        };
-        let e = into.entry(probe.to_string()).or_default();
+fn add_trailer(trailer: &Trailer, into: &mut Costs) {
+    for (probe, ns, runs) in &trailer.bpf_stats {
+        let e = into.entry(probe.clone()).or_default();
         e.0 += ns;
         e.1 += runs;
     }
@@ -105,7 +97,10 @@ mod tests {
     #[test]
     fn sums_trailers_and_renders_per_event() {
         let mut c = Costs::new();
-        let t = json!({"bpf_stats": [["HvUnmaskEnter", 3000, 3], ["WriteMsiMsg", 500, 5]]});
+        let t: Trailer = serde_json::from_value(
+            json!({"bpf_stats": [["HvUnmaskEnter", 3000, 3], ["WriteMsiMsg", 500, 5]]}),
+        )
+        .unwrap();
         add_trailer(&t, &mut c);
         add_trailer(&t, &mut c);
         assert_eq!(c["HvUnmaskEnter"], (6000, 6));

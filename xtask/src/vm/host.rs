@@ -18,6 +18,7 @@ use anyhow::{Context, Result, bail};
 
 use super::plan::Plan;
 use super::{run_output, run_status};
+use crate::util::is_root;
 
 /// Packages the rig runs or builds with, and the suite to take them from when not the default.
 const PACKAGES: &[(&str, Option<&str>)] = &[
@@ -485,15 +486,6 @@ fn write_conf(dir: &Path, extra: &str) -> Result<PathBuf> {
         ),
     )?;
     Ok(conf)
-}
-
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|u| u.split_whitespace().nth(1))
-            == Some("0")
-    })
 }
 
 fn installed(pkg: &str) -> Result<bool> {

@@ -44,11 +44,7 @@ impl Kernel {
     /// The ABI's version is `major.minor` or later. For what the rig itself mirrors of a
     /// kernel's pci-hyperv (its unmask path changed in 6.17), not for msitrace's own gates.
     pub fn at_least(&self, major: u32, minor: u32) -> bool {
-        let mut it = self
-            .abi
-            .split(|c: char| !c.is_ascii_digit())
-            .map(|n| n.parse::<u32>().unwrap_or(0));
-        (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (major, minor)
+        abi_at_least(&self.abi, major, minor)
     }
 
     /// `boot/vmlinuz-<abi>`, or where Debian's 7.x puts it: beside the modules.
@@ -281,6 +277,14 @@ pub fn copy_module(kernel: &Kernel, rel: &Path, dest_dir: &Path) -> Result<PathB
         );
     }
     Ok(dest)
+}
+
+/// The ABI (`uname -r`, e.g. `6.12.117+deb12-amd64`) is `major.minor` or later.
+pub fn abi_at_least(abi: &str, major: u32, minor: u32) -> bool {
+    let mut it = abi
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (major, minor)
 }
 
 #[cfg(test)]

@@ -25,14 +25,15 @@ mod module;
 mod msitrace;
 mod plan;
 mod qemu;
+#[cfg(test)]
+mod recorded;
 mod rootfs;
 
-use crate::run_output;
+use crate::util::{repo_root, run_checked, run_output, run_status};
 use std::{
     fmt::Write as _,
     fs,
     path::{Path, PathBuf},
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -77,11 +78,6 @@ pub struct DemoArgs {
     pub work_dir: Option<PathBuf>,
 }
 
-pub(crate) fn repo_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
 /// The series of the matrix a kernel release belongs to (`6.1-cloud` for
 /// `6.1.0-57-cloud-amd64`), or `None` for a kernel vm-test does not boot.
 pub(crate) fn series_of(release: &str) -> Option<&'static str> {
@@ -101,18 +97,6 @@ fn work_dir(arg: Option<PathBuf>, repo: &Path) -> Result<PathBuf> {
         .unwrap_or_else(|| repo.join("vm-work"));
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)
-}
-
-/// Run with the terminal attached; false when it exits non-zero.
-fn run_status(cmd: &mut Command) -> Result<bool> {
-    Ok(cmd
-        .status()
-        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?
-        .success())
-}
-
-fn run_checked(cmd: &mut Command) -> Result<()> {
-    run_output(cmd).map(drop)
 }
 
 /// What msitrace can do in this tree.

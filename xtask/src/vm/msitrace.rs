@@ -12,7 +12,10 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use super::{run_output, run_status};
+use super::{
+    checks::json::{DumpLine, Event, Trailer},
+    run_output, run_status,
+};
 
 pub struct Msitrace {
     pub bin: PathBuf,
@@ -52,7 +55,7 @@ impl Msitrace {
 
 pub fn build(repo: &Path) -> Result<Msitrace> {
     println!("vm: building msitrace (cargo build --release -p tracer)");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = crate::util::cargo();
     let ok = run_status(
         Command::new(&cargo)
             .args(["build", "--release", "-p", "tracer"])
@@ -183,7 +186,7 @@ pub fn replay_text(m: &Msitrace, trace: &Path, silence_s: u64) -> Result<(i32, S
 }
 
 /// `msitrace dump FILE... --json`: the events (the header and trailer lines are left out).
-pub fn dump_events(m: &Msitrace, traces: &[PathBuf]) -> Result<Vec<Value>> {
+pub fn dump_events(m: &Msitrace, traces: &[PathBuf]) -> Result<Vec<Event>> {
     let out = Command::new(&m.bin)
         .arg("dump")
         .args(traces)
@@ -198,13 +201,13 @@ pub fn dump_events(m: &Msitrace, traces: &[PathBuf]) -> Result<Vec<Value>> {
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v.get("event").cloned())
+        .filter_map(|l| serde_json::from_str::<DumpLine>(l).ok())
+        .filter_map(|l| l.event)
         .collect())
 }
 
 /// The trailer of a recording (`msitrace dump --json`'s last line), if it has one.
-pub fn trailer(m: &Msitrace, traces: &[PathBuf]) -> Result<Option<Value>> {
+pub fn trailer(m: &Msitrace, traces: &[PathBuf]) -> Result<Option<Trailer>> {
     let out = Command::new(&m.bin)
         .arg("dump")
         .args(traces)
@@ -214,8 +217,8 @@ pub fn trailer(m: &Msitrace, traces: &[PathBuf]) -> Result<Option<Value>> {
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .rev()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find_map(|v| v.get("trailer").cloned()))
+        .filter_map(|l| serde_json::from_str::<DumpLine>(l).ok())
+        .find_map(|l| l.trailer))
 }
 
 #[cfg(test)]

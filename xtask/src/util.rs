@@ -1,0 +1,55 @@
+//! What several xtask commands need: running a command and judging its exit, the repository
+//! root, the cargo that runs xtask, and whether we are root.
+
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+/// Run and return stdout; an error with stderr when it exits non-zero.
+pub fn run_output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed: {}",
+            cmd,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Run with the terminal attached; false when it exits non-zero.
+pub fn run_status(cmd: &mut Command) -> Result<bool> {
+    Ok(cmd
+        .status()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?
+        .success())
+}
+
+/// Run and discard stdout; an error with stderr when it exits non-zero.
+pub fn run_checked(cmd: &mut Command) -> Result<()> {
+    run_output(cmd).map(drop)
+}
+
+/// The workspace root (xtask's parent).
+pub fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// The cargo that runs xtask (`$CARGO`), else the one on PATH.
+pub fn cargo() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// Effective uid 0.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

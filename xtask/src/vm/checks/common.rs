@@ -1,0 +1,56 @@
+//! What the checks share: how a divergence of msitrace's report is read and named, and sets
+//! of irqs in words. Every check imports from here; this imports no check.
+
+use std::collections::BTreeSet;
+
+use super::json::{Divergence, Report};
+
+/// A report's error-level findings as (rule, irq), one per vector a divergence names.
+pub(super) fn error_findings(divergences: &[Divergence]) -> BTreeSet<(String, u32)> {
+    divergences
+        .iter()
+        .filter(|d| d.severity.as_deref() == Some("error"))
+        .flat_map(|d| {
+            let rule = d.rule.clone().unwrap_or_default();
+            divergence_irqs(d)
+                .into_iter()
+                .map(move |i| (rule.clone(), i))
+        })
+        .collect()
+}
+
+/// The IRQs a divergence is about.
+pub(super) fn divergence_irqs(d: &Divergence) -> BTreeSet<u32> {
+    let mut s: BTreeSet<u32> = d.irqs.iter().copied().collect();
+    if let Some(i) = d.irq {
+        s.insert(i);
+    }
+    s
+}
+
+pub(super) fn describe_divergence(d: &Divergence) -> String {
+    let irqs: Vec<String> = divergence_irqs(d).iter().map(u32::to_string).collect();
+    format!(
+        "{} on irq {} ({})",
+        d.rule.as_deref().unwrap_or("?"),
+        if irqs.is_empty() {
+            "-".into()
+        } else {
+            irqs.join(",")
+        },
+        d.cause.as_deref().unwrap_or("")
+    )
+}
+
+/// Whether the report says, with a reason, that `rule` was not evaluated.
+pub(super) fn not_evaluated_reason(report: &Report, rule: &str) -> Option<String> {
+    report
+        .not_evaluated
+        .iter()
+        .find(|n| n.rule.as_deref() == Some(rule))
+        .and_then(|n| n.reason.clone())
+}
+
+pub(super) fn join(s: &BTreeSet<u32>) -> String {
+    s.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}

@@ -1,0 +1,92 @@
+//! `msitrace probes --json`, once per kernel.
+
+use std::{fs, path::Path};
+
+use super::{Verdict, json::Probes};
+
+/// The per-run check of `msitrace probes --json`: the hooks the rules need are attached, and
+/// `migrate_one_irq` is, or is replaced by its fallback window with the reason said.
+pub fn check_probes(path: &Path) -> Verdict {
+    let mut v = Verdict::default();
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(_) => {
+            v.failures
+                .push("the guest brought back no `msitrace probes --json` output".into());
+            return v;
+        }
+    };
+    let rows = match serde_json::from_str::<Probes>(&text).and_then(Probes::rows) {
+        Ok(r) => r,
+        Err(e) => {
+            v.failures
+                .push(format!("`msitrace probes --json` is not JSON: {e}"));
+            return v;
+        }
+    };
+    let row = |hook: &str| rows.iter().find(|r| r.hook.as_deref() == Some(hook));
+    let status = |hook: &str| {
+        row(hook)
+            .and_then(|r| r.status.as_deref())
+            .unwrap_or("missing")
+    };
+    for hook in [
+        "hv_compose_msi_msg",
+        "hv_compose_msi_msg:return",
+        "hv_irq_unmask",
+        "hv_irq_unmask:return",
+        "pci_restore_msi_state",
+        "__pci_write_msi_msg",
+    ] {
+        if status(hook) != "attached" {
+            let reason = row(hook).and_then(|r| r.reason.as_deref()).unwrap_or("");
+            v.failures
+                .push(format!("{hook} is {} {reason}", status(hook)));
+        }
+    }
+    // A hook attached to another candidate than its own name (a renamed function such as
+    // hv_vmbus_compose_msi_msg) is a fact worth reading, not a failure. Older msitrace builds
+    // have no attached_symbol: nothing to say then.
+    if let Some(on) = row("hv_compose_msi_msg")
+        .and_then(|r| r.attached_symbol.as_deref())
+        .filter(|on| *on != "hv_compose_msi_msg")
+    {
+        v.facts.push(format!("hv_compose_msi_msg attached to {on}"));
+    }
+    match status("migrate_one_irq") {
+        "attached" => v.facts.push("migrate_one_irq attached".into()),
+        s => {
+            let reason = row("migrate_one_irq")
+                .and_then(|r| r.reason.as_deref())
+                .unwrap_or("");
+            let fallback = [
+                "irq_migrate_all_off_this_cpu",
+                "irq_migrate_all_off_this_cpu:return",
+            ]
+            .iter()
+            .all(|h| status(h) == "attached");
+            if reason.is_empty() {
+                v.failures
+                    .push(format!("migrate_one_irq is {s} and the reason is not said"));
+            }
+            if !fallback {
+                v.failures.push(format!(
+                    "migrate_one_irq is {s} and its fallback window is not attached"
+                ));
+            }
+            if !reason.is_empty() && fallback {
+                v.facts.push(format!(
+                    "migrate_one_irq {s} ({reason}), fallback window attached"
+                ));
+            }
+        }
+    }
+    if v.failures.is_empty() {
+        v.facts.insert(
+            0,
+            "hv_compose_msi_msg, hv_irq_unmask, pci_restore_msi_state, __pci_write_msi_msg attached"
+                .into(),
+        );
+    }
+    v
+}
