@@ -1461,3 +1461,29 @@ fn vectors_swapped_by_a_free_and_re_request_are_judged_as_their_devices() {
     assert_eq!(disk.previous_irq, Some(30));
     assert!(disk.before_suspend.is_some());
 }
+
+// The IRQ a vector left when its driver freed it keeps whatever was last seen of it (here the
+// mask the free set). Nothing is delivered there any more: no rule may judge it as a live
+// vector of that device.
+#[test]
+fn the_irq_a_freed_vector_left_is_not_judged() {
+    const DISK: Vector = Vector::msix(30, "0000:00:04.0", 1);
+    let mut s = Scenario::new(K612).seed_vector(DISK, Some("virtio1-req.0"), Some(0), 2);
+    s.counts(&[(30, 2)]);
+    s.tick_counts(&mut [(30, 2, 1)], 2);
+    s.suspend_devices(Sleep::Hibernate);
+    // The freeze callback frees the vector: masked in the device on the way.
+    s.pci_irq_mask(DISK);
+    s.sleep(Sleep::Hibernate);
+    s.gap("frozen for hibernation");
+    s.resume_noirq(Sleep::Hibernate, |_| {});
+    // Requested again at restore, at a number nobody had.
+    let now = Vector::msix(33, DISK.dev, DISK.index);
+    s.pci_irq_unmask(now);
+    s.resume_devices(Sleep::Hibernate);
+    s.tick_counts(&mut [(30, 4, 0), (33, 0, 1)], 12);
+    let out = s.run();
+    assert_eq!(out.fired(), vec![], "{}", out.report.to_text());
+    let old = out.report.vectors.iter().find(|v| v.irq == 30).unwrap();
+    assert_eq!(old.reallocated_to, Some(33));
+}

@@ -94,7 +94,10 @@ impl Engine {
                     .counts
                     .last_growth
                     .is_some_and(|(from, _)| from >= v.cache_masked_ts_ns.max(epoch_start));
-                v.has_action()
+                // A vector whose device and index moved to another IRQ was freed: the kernel
+                // delivers nothing there any more, masked or not.
+                v.reallocated_to.is_none()
+                    && v.has_action()
                     && v.genirq_enabled() == Some(true)
                     && v.cache_masked == Some(true)
                     && v.active != Some(false)
@@ -167,7 +170,11 @@ impl Engine {
             .values()
             .filter_map(|v| {
                 let s = v.shutdown.as_ref()?;
-                (s.cpu == cpu && s.ts_ns <= online_ts && v.has_action()).then_some((v.irq, s.ts_ns))
+                (s.cpu == cpu
+                    && s.ts_ns <= online_ts
+                    && v.has_action()
+                    && v.reallocated_to.is_none())
+                .then_some((v.irq, s.ts_ns))
             })
             .collect();
         for (irq, down_ts) in down {

@@ -85,6 +85,7 @@ impl Engine {
                             m.from_cpu == cpu && m.ret == Some(0) && m.ts_ns >= t.ts_ns
                         })
                 }) && v.has_action()
+                    && v.reallocated_to.is_none()
                     && v.active != Some(false)
                     && v.shutdown.is_none()
                     && v.managed_shutdown != Some(true)
