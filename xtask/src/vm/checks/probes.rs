@@ -44,6 +44,16 @@ pub fn check_probes(path: &Path) -> Verdict {
                 .push(format!("{hook} is {} {reason}", status(hook)));
         }
     }
+    // `error` is msitrace's own fault on this kernel (the verifier refused one of its
+    // programs, as 5.10's did hv_pci_compose_compl's for a day unnoticed): any hook, not only
+    // the ones the rules need most.
+    for r in rows.iter().filter(|r| r.status.as_deref() == Some("error")) {
+        v.failures.push(format!(
+            "{} failed to load: {}",
+            r.hook.as_deref().unwrap_or("a hook"),
+            r.reason.as_deref().unwrap_or("no reason given")
+        ));
+    }
     // A hook attached to another candidate than its own name (a renamed function such as
     // hv_vmbus_compose_msi_msg) is a fact worth reading, not a failure. Older msitrace builds
     // have no attached_symbol: nothing to say then.
@@ -89,4 +99,55 @@ pub fn check_probes(path: &Path) -> Verdict {
         );
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(extra: &str) -> String {
+        let attached = [
+            "hv_compose_msi_msg",
+            "hv_compose_msi_msg:return",
+            "hv_irq_unmask",
+            "hv_irq_unmask:return",
+            "pci_restore_msi_state",
+            "__pci_write_msi_msg",
+            "migrate_one_irq",
+        ]
+        .map(|h| format!(r#"{{"hook":"{h}","status":"attached"}}"#))
+        .join(",");
+        format!(r#"{{"schema_version":1,"probes":[{attached}{extra}]}}"#)
+    }
+
+    fn judge(json: &str) -> Verdict {
+        let dir = std::env::temp_dir().join(format!("xtask-probes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}.json", json.len()));
+        std::fs::write(&path, json).unwrap();
+        let v = check_probes(&path);
+        let _ = std::fs::remove_file(&path);
+        v
+    }
+
+    #[test]
+    fn a_program_the_verifier_refused_fails_the_run_whatever_its_hook() {
+        assert!(judge(&rows("")).pass());
+        let v = judge(&rows(
+            r#",{"hook":"hv_pci_compose_compl","status":"error","reason":"the verifier refused the program: invalid read from stack R10 off=-32 size=8"}"#,
+        ));
+        assert!(!v.pass(), "{v:?}");
+        assert!(
+            v.failures[0].starts_with("hv_pci_compose_compl failed to load: the verifier refused"),
+            "{:?}",
+            v.failures
+        );
+        // Absent (not in this kernel) is the kernel's word, not a failure.
+        assert!(
+            judge(&rows(
+                r#",{"hook":"pci_irq_mask_msix","status":"absent","reason":"not in kallsyms"}"#
+            ))
+            .pass()
+        );
+    }
 }
