@@ -61,13 +61,17 @@ pub enum Clock {
     Fixed(i64),
 }
 
+/// A divergence as the engine keys it (rule, epoch, cause, vector or bus) and a severity it
+/// reached.
+type Reached = (RuleId, u32, String, Option<u32>, Option<String>, Severity);
+
 /// The counters the daemon accumulates, and the file it writes.
 pub struct Metrics {
     dir: PathBuf,
     clock: Clock,
     /// Rewrite while running (the daemon) or only at stop (a replay).
     periodic: bool,
-    reached: HashSet<(RuleId, u32, String, Option<u32>, Option<String>, Severity)>,
+    reached: HashSet<Reached>,
     divergences: BTreeMap<(RuleId, Severity), u64>,
     hooks: (usize, usize),
     /// (epoch, monotonic ns) of the last resume and its wall-clock seconds, converted once.
