@@ -417,7 +417,7 @@ mod tests {
     }
 
     #[test]
-    fn a_clean_run_has_no_divergence_and_counts_each_severity_once() {
+    fn errors_count_each_divergence_once_and_a_fresh_daemon_starts_at_zero() {
         let (s, _) = replayed("6.12-hibernate-buggy.msit");
         let total: u64 = s
             .divergences
