@@ -62,7 +62,12 @@
  *
  * debugfs (/sys/kernel/debug/hv_stub/): "fire" takes a vector index or "all" and makes the
  * device raise that interrupt; "state" prints the mode, the bus, and per vector its IRQ, CPU,
- * counters and the real table/cache/genirq mask bits.
+ * counters and the real table/cache/genirq mask bits. "stale_mask" takes a vector index and
+ * leaves that vector masked in the device (its MSI-X vector-control mask bit, in the table
+ * and in the msi_desc cache, as the buggy unmask leaves them) without telling genirq, which
+ * keeps it enabled: the state `msitrace check` must find with no sleep and no trace. "clear"
+ * unmasks it again, in the table and the cache, unless genirq has masked it since; one vector
+ * at a time (a second index first clears the first).
  *
  * What each kernel's pci-hyperv calls (drivers/pci/controller/pci-hyperv.c at the tag, and the
  * same calls seen in the relocations of Debian's own pci-hyperv.ko hv_irq_mask/hv_irq_unmask for
@@ -216,6 +221,9 @@ struct stub_dev {
 };
 
 static struct stub_dev *stub;
+/* The vector "stale_mask" left masked behind genirq's back, or -1. */
+static int stale_index = -1;
+static DEFINE_MUTEX(stale_lock);
 static struct platform_device *vmbus_pdev;
 static struct dentry *stub_debugfs;
 
@@ -929,16 +937,92 @@ static const struct file_operations fire_fops = {
 	.llseek = noop_llseek,
 };
 
+/*
+ * Sets (mask) or clears a vector's MSI-X vector-control mask bit in the device table and in
+ * the msi_desc cache, as pci_msix_write_vector_ctrl() does, but from outside genirq: its
+ * IRQD_IRQ_MASKED stays what it was. With irqs off on this CPU, so that the vector's own
+ * handler does not run in between here; genirq's mask/unmask on another CPU could still
+ * interleave, which the step that uses this avoids by not moving or sleeping the vector.
+ */
+static int stub_set_stale_mask(unsigned int index, bool mask)
+{
+	struct stub_vector *v = &stub->vec[index];
+	struct msi_desc *desc = irq_get_msi_desc(v->irq);
+	struct irq_data *d = irq_get_irq_data(v->irq);
+	void __iomem *ctrl_reg;
+	unsigned long flags;
+	u32 ctrl;
+
+	if (!desc || !d || !STUB_MASK_BASE(desc))
+		return -ENODEV;
+	ctrl_reg = STUB_MASK_BASE(desc) + STUB_MSIX_INDEX(desc) * PCI_MSIX_ENTRY_SIZE +
+		   PCI_MSIX_ENTRY_VECTOR_CTRL;
+	local_irq_save(flags);
+	/* Genirq masked it meanwhile: the mask is its own now, not ours to lift. */
+	if (mask || !irqd_irq_masked(d)) {
+		ctrl = STUB_MSIX_CTRL(desc);
+		if (mask)
+			ctrl |= PCI_MSIX_ENTRY_CTRL_MASKBIT;
+		else
+			ctrl &= ~PCI_MSIX_ENTRY_CTRL_MASKBIT;
+		STUB_MSIX_CTRL(desc) = ctrl;
+		writel(ctrl, ctrl_reg);
+		readl(ctrl_reg);
+	}
+	local_irq_restore(flags);
+	return 0;
+}
+
+static ssize_t stale_mask_write(struct file *f, const char __user *ubuf, size_t len,
+				loff_t *ppos)
+{
+	char buf[8];
+	unsigned int i;
+	size_t n = min(len, sizeof(buf) - 1);
+	int ret = 0;
+
+	if (!stub)
+		return -ENODEV;
+	if (copy_from_user(buf, ubuf, n))
+		return -EFAULT;
+	buf[n] = 0;
+	strim(buf);
+	mutex_lock(&stale_lock);
+	if (!strcmp(buf, "clear")) {
+		if (stale_index >= 0)
+			ret = stub_set_stale_mask(stale_index, false);
+		if (!ret)
+			stale_index = -1;
+	} else if (kstrtouint(buf, 0, &i) || i >= STUB_NVEC || !stub->vec[i].requested) {
+		ret = -EINVAL;
+	} else {
+		if (stale_index >= 0 && stale_index != (int)i)
+			ret = stub_set_stale_mask(stale_index, false);
+		if (!ret)
+			ret = stub_set_stale_mask(i, true);
+		if (!ret)
+			stale_index = i;
+	}
+	mutex_unlock(&stale_lock);
+	return ret ? ret : len;
+}
+
+static const struct file_operations stale_mask_fops = {
+	.owner = THIS_MODULE,
+	.write = stale_mask_write,
+	.llseek = noop_llseek,
+};
+
 static int state_show(struct seq_file *m, void *unused)
 {
 	unsigned int i;
 
-	seq_printf(m, "mode=%s bus=%s bus_suspends=%d bus_resumes=%d syscore_suspends=%d syscore_resumes=%d hv_unmasks_device=%d\n",
+	seq_printf(m, "mode=%s bus=%s bus_suspends=%d bus_resumes=%d syscore_suspends=%d syscore_resumes=%d hv_unmasks_device=%d stale_mask=%d\n",
 		   buggy ? "buggy" : opaque ? "opaque" : "fixed",
 		   atomic_read(&bus_removing) ? "removing" : "installed",
 		   atomic_read(&bus_suspends), atomic_read(&bus_resumes),
 		   atomic_read(&syscore_suspends), atomic_read(&syscore_resumes),
-		   STUB_HV_UNMASKS_DEVICE);
+		   STUB_HV_UNMASKS_DEVICE, stale_index);
 	if (!stub)
 		return 0;
 	for (i = 0; i < STUB_NVEC; i++) {
@@ -998,6 +1082,7 @@ static int __init stub_init(void)
 	stub_debugfs = debugfs_create_dir(STUB_NAME, NULL);
 	debugfs_create_file("fire", 0200, stub_debugfs, NULL, &fire_fops);
 	debugfs_create_file("state", 0444, stub_debugfs, NULL, &state_fops);
+	debugfs_create_file("stale_mask", 0200, stub_debugfs, NULL, &stale_mask_fops);
 	ret = pci_register_driver(&stub_pci_driver);
 	if (ret)
 		goto err_all;

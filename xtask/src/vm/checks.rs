@@ -211,7 +211,16 @@ pub fn check_step(input: &StepInput) -> Verdict {
         check_msitrace(input, m, control, &tests, plain, &mut v);
         if matches!(step.scenario, Scenario::Hibernate | Scenario::S3) {
             let stale = step.expects_dead_test_vectors() && stale_mask_possible(s2);
-            check_check(dir, step, stale, input.e1000e, control, &tests, plain, &mut v);
+            check_check(
+                dir,
+                step,
+                stale,
+                input.e1000e,
+                control,
+                &tests,
+                plain,
+                &mut v,
+            );
         }
     }
     v
