@@ -201,10 +201,9 @@ fn btf_prototypes(btf: &Btf, name: &str) -> Vec<Proto> {
 
 #[test]
 fn the_stub_declares_each_function_once_with_a_parsable_prototype() {
-    let src = fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-module/hv_stub.c"),
-    )
-    .unwrap();
+    let src =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-module/hv_stub.c"))
+            .unwrap();
     let names: Vec<&str> = ALWAYS.iter().chain(WHERE_PRESENT).copied().collect();
     let protos = stub_prototypes(&src, &names);
     for n in &names {
@@ -230,10 +229,9 @@ fn the_stub_declares_each_function_once_with_a_parsable_prototype() {
 
 #[test]
 fn stub_prototypes_match_the_real_pci_hyperv_of_every_fixture_kernel() {
-    let src = fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-module/hv_stub.c"),
-    )
-    .unwrap();
+    let src =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-module/hv_stub.c"))
+            .unwrap();
     let names: Vec<&str> = ALWAYS.iter().chain(WHERE_PRESENT).copied().collect();
     let stub = stub_prototypes(&src, &names);
     let mut mismatches = Vec::new();
@@ -295,7 +293,10 @@ fn stub_prototypes_match_the_real_pci_hyperv_of_every_fixture_kernel() {
         "hv_stub's prototypes drifted from the real driver's:\n{}",
         mismatches.join("\n")
     );
-    assert!(compared >= 3 * ALWAYS.len(), "only {compared} prototypes compared");
+    assert!(
+        compared >= 3 * ALWAYS.len(),
+        "only {compared} prototypes compared"
+    );
 }
 
 #[test]
