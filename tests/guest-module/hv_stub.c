@@ -39,17 +39,21 @@
  *    (a bus-master write outside that window would land in guest memory).
  *
  * Modes (module parameter "mode"):
- *  - fixed: what pci-hyperv does since 915cff7f38c5. hv_irq_unmask always ends in the real
- *    chip unmask (pci_msi_unmask_irq on 6.1, the per-device MSI-X unmask on 6.12), and
- *    hv_pci_resume re-composes every vector (hv_pci_restore_msi_msg) before the PCI core
- *    restores the device.
+ *  - fixed: what pci-hyperv does since 915cff7f38c5. hv_irq_unmask always reaches the device
+ *    unmask the kernel's own pci-hyperv reaches (see "What each kernel's pci-hyperv calls"
+ *    below), and hv_pci_resume re-composes every vector (hv_pci_restore_msi_msg) before the
+ *    PCI core restores the device.
  *  - opaque: fixed, but the interrupt entry is kept in the stub's own vector, never in
  *    irq_data->chip_data: a pci-hyperv-like driver whose private conventions differ, on which
  *    msitrace must not report what the kernel did not do (no H3, no H5).
  *  - buggy: what it did before. hv_irq_unmask returns early when the retarget fails, leaving
  *    the vector masked in the device table and in the msi_desc cache while genirq believes it
  *    is enabled (bug 2); hv_pci_resume does not re-compose, so the PCI core restores a message
- *    the host no longer maps (bug 1).
+ *    the host no longer maps (bug 1). Where pci-hyperv is an MSI parent domain (6.17 and
+ *    later), hv_irq_unmask still returns early, but the device unmask is the per-device chip's
+ *    and comes after hv_irq_unmask returns, whatever it did: bug 2 cannot leave the vector
+ *    masked there, as it cannot on a real 6.17 guest, and only bug 1 cuts the vectors off.
+ *    "state" says which (hv_unmasks_device=1: bug 2 possible; 0: not).
  *
  * Vector 0 is a control: pinned to CPU 0, which is never offlined, so the migration never
  * touches it; and hv_pci_resume re-composes it in every mode. It must stay clean in every
@@ -58,7 +62,50 @@
  *
  * debugfs (/sys/kernel/debug/hv_stub/): "fire" takes a vector index or "all" and makes the
  * device raise that interrupt; "state" prints the mode, the bus, and per vector its IRQ, CPU,
- * counters and the real table/cache/genirq mask bits.
+ * counters and the real table/cache/genirq mask bits. "stale_mask" takes a vector index and
+ * leaves that vector masked in the device (its MSI-X vector-control mask bit, in the table
+ * and in the msi_desc cache, as the buggy unmask leaves them) without telling genirq, which
+ * keeps it enabled: the state `msitrace check` must find with no sleep and no trace. "clear"
+ * unmasks it again, in the table and the cache, unless genirq has masked it since; one vector
+ * at a time (a second index first clears the first).
+ *
+ * What each kernel's pci-hyperv calls (drivers/pci/controller/pci-hyperv.c at the tag, and the
+ * same calls seen in the relocations of Debian's own pci-hyperv.ko hv_irq_mask/hv_irq_unmask for
+ * 5.10.0-46, 6.1.0-57 and 6.12.117+deb12), and the hv_stub path that mirrors it. The gates are
+ * what Kbuild finds in the headers the module is built against, never a version number:
+ *  - pci-hyperv.c@v5.10, hv_irq_mask(): pci_msi_mask_irq(data). hv_irq_unmask(): the
+ *    RETARGET_INTERRUPT hypercall, then pci_msi_unmask_irq(data), reached also when the
+ *    hypercall failed (915cff7f38c5 is in v5.10-rc1). No parent calls.
+ *    hv_stub: neither HV_STUB_MSI_DESC_PCI nor HV_STUB_MSI_PARENT.
+ *  - pci-hyperv.c@v6.1 and @v6.12, hv_irq_mask(): pci_msi_mask_irq(data), then
+ *    irq_chip_mask_parent(data) if the parent chip has an irq_mask. hv_irq_unmask():
+ *    hv_arch_irq_unmask(data) (the hypercall; inlined by Debian's builds), then
+ *    irq_chip_unmask_parent(data) if the parent chip has an irq_unmask, then
+ *    pci_msi_unmask_irq(data). pci-hyperv keeps a legacy (non-parent) MSI domain there, so
+ *    these are the device mask and unmask, on 6.12 too, where the PCI core's own per-device
+ *    domains use pci_irq_(un)mask_msix instead. hv_stub: HV_STUB_MSI_DESC_PCI (struct
+ *    pci_msi_desc, 5.17) is the header fact that separates this form from 5.10's: no header
+ *    marks the parent calls themselves, which came with arm64 vPCI support in between. On x86
+ *    the parent is the vector domain, whose chip has no irq_mask/irq_unmask: the parent calls
+ *    are written as upstream has them and never run.
+ *  - pci-hyperv.c@v6.17 (5f83d6337c9c, msi_create_parent_irq_domain) and 7.3.4+deb13, where
+ *    it is built in: hv_irq_mask() is only irq_chip_mask_parent(data) if the parent chip has an
+ *    irq_mask; hv_irq_unmask() is hv_arch_irq_unmask(data), then irq_chip_unmask_parent(data)
+ *    if the parent chip has an irq_unmask; neither calls pci_msi_(un)mask_irq. They are the
+ *    parent callbacks of the per-device PCI/MSI-X chip (MSI_FLAG_PCI_MSI_MASK_PARENT), whose
+ *    pci_irq_mask_msix() masks the device then calls down to hv_irq_mask, and whose
+ *    pci_irq_unmask_msix() calls down to hv_irq_unmask then unmasks the device
+ *    (drivers/pci/msi/irqdomain.c@v6.17, cond_mask_parent/cond_unmask_parent).
+ *    hv_stub: HV_STUB_MSI_PARENT. hv_stub has no domain level of its own, so the vector's chip
+ *    gets stub_msix_mask/stub_msix_unmask, which do what pci_irq_(un)mask_msix do around the
+ *    hv_* call, the device part by the kernel's own pci_irq_(un)mask_msix. One difference
+ *    stays: on a real 6.17 guest pci_irq_unmask_msix is entered before hv_irq_unmask (the
+ *    device write comes after either way); here it is entered after hv_irq_unmask returns.
+ *  - hv_compose_msi_msg(): on every one of these the host's reply completes the request
+ *    through hv_pci_compose_compl() (the channel callback) and the message comes from the
+ *    host's tran_int_desc, stored in the irq_data's chip_data; hv_stub's emulation below is the
+ *    same on every kernel (on 6.17 the irq_data is the hv domain's level, here the vector's
+ *    only one, which is the one msitrace's kprobe reads either way).
  */
 #include <linux/atomic.h>
 #include <linux/cpumask.h>
@@ -174,6 +221,9 @@ struct stub_dev {
 };
 
 static struct stub_dev *stub;
+/* The vector "stale_mask" left masked behind genirq's back, or -1. */
+static int stale_index = -1;
+static DEFINE_MUTEX(stale_lock);
 static struct platform_device *vmbus_pdev;
 static struct dentry *stub_debugfs;
 
@@ -296,6 +346,89 @@ static noinline bool stub_retarget(struct stub_vector *v)
 	return true;
 }
 
+/*
+ * The parent calls of pci-hyperv's hv_irq_mask/hv_irq_unmask since 6.1 (see the top comment):
+ * irq_chip_(un)mask_parent() follow data->parent_data without looking, so upstream tests the
+ * parent chip's callback first; hv_stub also tests that there is a parent.
+ */
+#if defined(HV_STUB_MSI_DESC_PCI) || defined(HV_STUB_MSI_PARENT)
+static bool stub_parent_has(struct irq_data *data, bool unmask)
+{
+	struct irq_data *p = data->parent_data;
+
+	return p && p->chip && (unmask ? p->chip->irq_unmask : p->chip->irq_mask);
+}
+#endif
+
+#ifdef HV_STUB_MSI_PARENT
+/* pci-hyperv.c@v6.17 hv_irq_unmask(): the hypercall, then the parent; no device unmask. */
+noinline void hv_irq_unmask(struct irq_data *data)
+{
+	struct stub_vector *v = stub_vector_of(data);
+
+	if (!v)
+		return;
+	atomic_inc(&v->unmasks);
+	if (!stub_retarget(v) && buggy) {
+		/*
+		 * Before 915cff7f38c5: return early. Here that skips only the parent unmask: the
+		 * device unmask is the caller's (stub_msix_unmask, as pci_irq_unmask_msix).
+		 */
+		atomic_inc(&v->unmask_skipped);
+		return;
+	}
+	if (stub_parent_has(data, true))
+		irq_chip_unmask_parent(data);
+}
+
+/* pci-hyperv.c@v6.17 hv_irq_mask(): the parent only. */
+noinline void hv_irq_mask(struct irq_data *data)
+{
+	struct stub_vector *v = stub_vector_of(data);
+
+	if (!v)
+		return;
+	atomic_inc(&v->masks);
+	if (stub_parent_has(data, false))
+		irq_chip_mask_parent(data);
+}
+
+/*
+ * drivers/pci/msi/irqdomain.c@v6.17 pci_irq_mask_msix() with MSI_FLAG_PCI_MSI_MASK_PARENT:
+ * pci_msix_mask(desc), then cond_mask_parent() (the hv domain's hv_irq_mask). The device part
+ * is the kernel's own pci_irq_mask_msix (the vector's original chip: its domain has no
+ * MASK_PARENT flag, so it stops at the device).
+ */
+static void stub_msix_mask(struct irq_data *data)
+{
+	struct stub_vector *v = stub_vector_of(data);
+
+	if (!v)
+		return;
+	v->orig_chip->irq_mask(data);
+	hv_irq_mask(data);
+}
+
+/* pci_irq_unmask_msix(): cond_unmask_parent() (hv_irq_unmask), then pci_msix_unmask(desc). */
+static void stub_msix_unmask(struct irq_data *data)
+{
+	struct stub_vector *v = stub_vector_of(data);
+
+	if (!v)
+		return;
+	hv_irq_unmask(data);
+	v->orig_chip->irq_unmask(data);
+}
+
+#define STUB_CHIP_MASK stub_msix_mask
+#define STUB_CHIP_UNMASK stub_msix_unmask
+/* Whether hv_irq_unmask itself unmasks the device, i.e. whether bug 2 can leave it masked. */
+#define STUB_HV_UNMASKS_DEVICE 0
+#else
+/*
+ * pci-hyperv.c@v5.10 / @v6.1 / @v6.12 hv_irq_unmask(): the hypercall, [6.1, 6.12: the parent,]
+ * then pci_msi_unmask_irq(data), the device unmask and its msi_desc cache.
+ */
 noinline void hv_irq_unmask(struct irq_data *data)
 {
 	struct stub_vector *v = stub_vector_of(data);
@@ -308,9 +441,14 @@ noinline void hv_irq_unmask(struct irq_data *data)
 		atomic_inc(&v->unmask_skipped);
 		return;
 	}
-	v->orig_chip->irq_unmask(data);
+#ifdef HV_STUB_MSI_DESC_PCI
+	if (stub_parent_has(data, true))
+		irq_chip_unmask_parent(data);
+#endif
+	pci_msi_unmask_irq(data);
 }
 
+/* pci-hyperv.c@v5.10 / @v6.1 / @v6.12 hv_irq_mask(): pci_msi_mask_irq(data)[, the parent]. */
 noinline void hv_irq_mask(struct irq_data *data)
 {
 	struct stub_vector *v = stub_vector_of(data);
@@ -318,8 +456,17 @@ noinline void hv_irq_mask(struct irq_data *data)
 	if (!v)
 		return;
 	atomic_inc(&v->masks);
-	v->orig_chip->irq_mask(data);
+	pci_msi_mask_irq(data);
+#ifdef HV_STUB_MSI_DESC_PCI
+	if (stub_parent_has(data, false))
+		irq_chip_mask_parent(data);
+#endif
 }
+
+#define STUB_CHIP_MASK hv_irq_mask
+#define STUB_CHIP_UNMASK hv_irq_unmask
+#define STUB_HV_UNMASKS_DEVICE 1
+#endif
 
 /* pci-hyperv's per-function re-compose, called from hv_pci_resume since 915cff7f38c5. */
 noinline int hv_pci_restore_msi_msg(struct pci_dev *pdev, void *arg)
@@ -539,8 +686,8 @@ static int stub_take_chip(struct stub_dev *s, struct stub_vector *v)
 		copy = kmemdup(orig, sizeof(*orig), GFP_KERNEL);
 		if (!copy)
 			return -ENOMEM;
-		copy->irq_mask = hv_irq_mask;
-		copy->irq_unmask = hv_irq_unmask;
+		copy->irq_mask = STUB_CHIP_MASK;
+		copy->irq_unmask = STUB_CHIP_UNMASK;
 		copy->irq_compose_msi_msg = hv_compose_msi_msg;
 		/* What /proc/interrupts shows for pci-hyperv's vectors (hv_msi_irq_chip). */
 		copy->name = "Hyper-V PCIe MSI";
@@ -790,15 +937,92 @@ static const struct file_operations fire_fops = {
 	.llseek = noop_llseek,
 };
 
+/*
+ * Sets (mask) or clears a vector's MSI-X vector-control mask bit in the device table and in
+ * the msi_desc cache, as pci_msix_write_vector_ctrl() does, but from outside genirq: its
+ * IRQD_IRQ_MASKED stays what it was. With irqs off on this CPU, so that the vector's own
+ * handler does not run in between here; genirq's mask/unmask on another CPU could still
+ * interleave, which the step that uses this avoids by not moving or sleeping the vector.
+ */
+static int stub_set_stale_mask(unsigned int index, bool mask)
+{
+	struct stub_vector *v = &stub->vec[index];
+	struct msi_desc *desc = irq_get_msi_desc(v->irq);
+	struct irq_data *d = irq_get_irq_data(v->irq);
+	void __iomem *ctrl_reg;
+	unsigned long flags;
+	u32 ctrl;
+
+	if (!desc || !d || !STUB_MASK_BASE(desc))
+		return -ENODEV;
+	ctrl_reg = STUB_MASK_BASE(desc) + STUB_MSIX_INDEX(desc) * PCI_MSIX_ENTRY_SIZE +
+		   PCI_MSIX_ENTRY_VECTOR_CTRL;
+	local_irq_save(flags);
+	/* Genirq masked it meanwhile: the mask is its own now, not ours to lift. */
+	if (mask || !irqd_irq_masked(d)) {
+		ctrl = STUB_MSIX_CTRL(desc);
+		if (mask)
+			ctrl |= PCI_MSIX_ENTRY_CTRL_MASKBIT;
+		else
+			ctrl &= ~PCI_MSIX_ENTRY_CTRL_MASKBIT;
+		STUB_MSIX_CTRL(desc) = ctrl;
+		writel(ctrl, ctrl_reg);
+		readl(ctrl_reg);
+	}
+	local_irq_restore(flags);
+	return 0;
+}
+
+static ssize_t stale_mask_write(struct file *f, const char __user *ubuf, size_t len,
+				loff_t *ppos)
+{
+	char buf[8];
+	unsigned int i;
+	size_t n = min(len, sizeof(buf) - 1);
+	int ret = 0;
+
+	if (!stub)
+		return -ENODEV;
+	if (copy_from_user(buf, ubuf, n))
+		return -EFAULT;
+	buf[n] = 0;
+	strim(buf);
+	mutex_lock(&stale_lock);
+	if (!strcmp(buf, "clear")) {
+		if (stale_index >= 0)
+			ret = stub_set_stale_mask(stale_index, false);
+		if (!ret)
+			stale_index = -1;
+	} else if (kstrtouint(buf, 0, &i) || i >= STUB_NVEC || !stub->vec[i].requested) {
+		ret = -EINVAL;
+	} else {
+		if (stale_index >= 0 && stale_index != (int)i)
+			ret = stub_set_stale_mask(stale_index, false);
+		if (!ret)
+			ret = stub_set_stale_mask(i, true);
+		if (!ret)
+			stale_index = i;
+	}
+	mutex_unlock(&stale_lock);
+	return ret ? ret : len;
+}
+
+static const struct file_operations stale_mask_fops = {
+	.owner = THIS_MODULE,
+	.write = stale_mask_write,
+	.llseek = noop_llseek,
+};
+
 static int state_show(struct seq_file *m, void *unused)
 {
 	unsigned int i;
 
-	seq_printf(m, "mode=%s bus=%s bus_suspends=%d bus_resumes=%d syscore_suspends=%d syscore_resumes=%d\n",
+	seq_printf(m, "mode=%s bus=%s bus_suspends=%d bus_resumes=%d syscore_suspends=%d syscore_resumes=%d hv_unmasks_device=%d stale_mask=%d\n",
 		   buggy ? "buggy" : opaque ? "opaque" : "fixed",
 		   atomic_read(&bus_removing) ? "removing" : "installed",
 		   atomic_read(&bus_suspends), atomic_read(&bus_resumes),
-		   atomic_read(&syscore_suspends), atomic_read(&syscore_resumes));
+		   atomic_read(&syscore_suspends), atomic_read(&syscore_resumes),
+		   STUB_HV_UNMASKS_DEVICE, stale_index);
 	if (!stub)
 		return 0;
 	for (i = 0; i < STUB_NVEC; i++) {
@@ -858,6 +1082,7 @@ static int __init stub_init(void)
 	stub_debugfs = debugfs_create_dir(STUB_NAME, NULL);
 	debugfs_create_file("fire", 0200, stub_debugfs, NULL, &fire_fops);
 	debugfs_create_file("state", 0444, stub_debugfs, NULL, &state_fops);
+	debugfs_create_file("stale_mask", 0200, stub_debugfs, NULL, &stale_mask_fops);
 	ret = pci_register_driver(&stub_pci_driver);
 	if (ret)
 		goto err_all;

@@ -84,6 +84,30 @@ impl Kernel {
     }
 }
 
+/// The arch headers' Makefile includes the -common one by an absolute path, which `unpack`
+/// points into the work directory: a work directory copied or moved keeps the old path, which
+/// make then cannot find once the old one is gone. Point each such include at `hdr` again.
+fn point_include_here(mk: &Path, hdr: &Path) -> Result<()> {
+    let Ok(text) = fs::read_to_string(mk) else {
+        return Ok(());
+    };
+    let here = format!("include {}/usr/src/", hdr.display());
+    let mut fixed = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        match line.find("/usr/src/") {
+            Some(i) if line.starts_with("include ") && !line.starts_with(&here) => {
+                fixed.push_str(&here);
+                fixed.push_str(&line[i + "/usr/src/".len()..]);
+            }
+            _ => fixed.push_str(line),
+        }
+    }
+    if fixed != text {
+        fs::write(mk, fixed).with_context(|| format!("cannot write {}", mk.display()))?;
+    }
+    Ok(())
+}
+
 /// Unpack the image and headers into `dir` (once: a stamp names the packages unpacked).
 pub fn unpack(
     pkgs: &KernelPkgs,
@@ -117,6 +141,8 @@ pub fn unpack(
         plan: pkgs.plan,
     };
     if fs::read_to_string(&stamp).is_ok_and(|s| s == want) && kernel.vmlinuz().exists() {
+        // A work directory copied or moved since keeps the include of where it was.
+        point_include_here(&headers.join("Makefile"), &hdr)?;
         return Ok(kernel);
     }
     println!("vm: unpacking {} and its headers", pkgs.abi);
@@ -290,6 +316,24 @@ pub fn abi_at_least(abi: &str, major: u32, minor: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_moved_work_directory_gets_its_include_back() {
+        let dir = std::env::temp_dir().join(format!("xtask-include-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mk = dir.join("Makefile");
+        fs::write(
+            &mk,
+            "KBUILD_OUTPUT=/usr/src/x\ninclude /old/work/kernels/k/headers/usr/src/linux-headers-k-common/Makefile\n",
+        )
+        .unwrap();
+        point_include_here(&mk, Path::new("/new/work/kernels/k/headers")).unwrap();
+        assert_eq!(
+            fs::read_to_string(&mk).unwrap(),
+            "KBUILD_OUTPUT=/usr/src/x\ninclude /new/work/kernels/k/headers/usr/src/linux-headers-k-common/Makefile\n"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn orders_dependencies_first_once() {

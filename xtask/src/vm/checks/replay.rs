@@ -114,8 +114,8 @@ pub(super) fn check_report(
         required.push("H4");
     }
     if step.scenario.offlines_cpus() && h4_gated_off {
-        // Never a silent pass: the buggy unmask did leave the vectors masked, and the report
-        // must say why H4 does not judge it here.
+        // Never a silent pass: the buggy unmask did return early, and the report must say
+        // why H4 does not judge it here.
         match not_evaluated_reason(report, "H4") {
             Some(why) => v
                 .facts
