@@ -152,7 +152,7 @@ fn the_text_report_shows_no_debug_formatting() {
 // virtio frees its vectors at freeze and requests them again at restore; on 6.12 the numbers
 // come back shuffled between the three virtio devices. Each device's vector must keep its
 // identity (driver, actions, the view before the suspend) at its new IRQ, and the IRQ it left
-// must say where it went, or G5 and the before/after view compare nothing for them.
+// must say where it went, or the before/after view compares nothing for them.
 #[test]
 fn a_vector_reallocated_across_the_hibernation_keeps_its_identity() {
     let r = replay_files(

@@ -1424,11 +1424,11 @@ proptest! {
 }
 
 // virtio frees its vectors at freeze and requests them again at restore, and the IRQ numbers
-// can come back swapped between devices. The device that stays silent after the resume must
-// be named at its new IRQ (G5 compares the device's vector, not the number), and the one that
-// fires must not be, although its new number's counter was flat before.
+// can come back swapped between devices. Each device's vector is found at its new IRQ with
+// what was known of it; G5 leaves such vectors out, saying so, because in the 6.12 guests an
+// idle virtio-blk queue came back that way and a silent queue cannot be told from a dead one.
 #[test]
-fn vectors_swapped_by_a_free_and_re_request_are_judged_as_their_devices() {
+fn vectors_swapped_by_a_free_and_re_request_follow_their_devices() {
     const DISK: Vector = Vector::msix(30, "0000:00:04.0", 1);
     const NIC: Vector = Vector::msix(31, "0000:00:05.0", 1);
     let mut s = Scenario::new(K612)
@@ -1448,14 +1448,13 @@ fn vectors_swapped_by_a_free_and_re_request_are_judged_as_their_devices() {
     // The NIC fires at its new number (30); the disk's (31) stays where the counter was.
     s.tick_counts(&mut [(30, 4, 1), (31, 4, 0)], 12);
     let out = s.run();
-    assert_eq!(
-        out.fired(),
-        vec![(RuleId::G5, Some(31))],
-        "{}",
-        out.report.to_text()
+    assert_eq!(out.fired(), vec![], "{}", out.report.to_text());
+    let g5 = out.not_evaluated(RuleId::G5);
+    assert!(
+        g5.iter()
+            .any(|r| r.starts_with("irq 30,31 were freed and requested again")),
+        "{g5:?}"
     );
-    let g5 = out.find(RuleId::G5, 31).unwrap();
-    assert_eq!(g5.device.as_deref(), Some(DISK.dev));
     let disk = out.report.vectors.iter().find(|v| v.irq == 31).unwrap();
     assert_eq!(disk.actions.as_deref(), Some("virtio1-req.0"));
     assert_eq!(disk.previous_irq, Some(30));

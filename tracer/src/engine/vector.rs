@@ -470,7 +470,7 @@ impl VectorState {
 
     /// Take over what `old` knew of this device's vector before the driver freed it and got
     /// this IRQ: who owns it and how it looked before the suspend, so that the before/after
-    /// view and G5 compare the device's vector, not the IRQ number.
+    /// view compares the device's vector, not the IRQ number.
     pub fn inherit(&mut self, old: &VectorState) {
         self.previous_irq = Some(old.irq);
         if self.driver.is_none() {
@@ -491,10 +491,8 @@ impl VectorState {
         if self.before_suspend.is_none() {
             self.before_suspend = old.before_suspend.clone();
         }
-        if old.counts.before_suspend.is_some() && self.counts.before_suspend.is_none() {
-            // The handler counter is per IRQ number and cumulative since the recorder started:
-            // its value when this vector took the number is this vector's "before".
-            self.counts.before_suspend = Some(self.counts.last.unwrap_or(0));
+        // Whether the device's vector fired before the suspend (G5 says it leaves these out).
+        if !self.counts.fired_before_suspend {
             self.counts.fired_before_suspend = old.counts.fired_before_suspend;
         }
     }
