@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::replay::TimingArgs;
-use crate::daemon::config::{FileConfig, LogTarget};
+use crate::daemon::config::{FileConfig, KmsgLevel, LogTarget};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,6 +34,10 @@ pub struct Args {
     /// No flight recorder: journal entries only.
     #[arg(long)]
     pub no_record: bool,
+    /// Error-level findings also to the kernel log, rate-limited, for when the journal's disk
+    /// or the shipper's network is the dead device (default error; never for --replay).
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub kmsg: Option<KmsgLevel>,
     /// Write the entries for recorded trace files (or a flight-recorder directory) instead of
     /// the running kernel, then exit.
     #[arg(long, value_name = "FILE", num_args = 1..)]
@@ -51,6 +55,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         grace_secs: args.timing.grace,
         log_target: args.log_target,
         record: args.no_record.then_some(false),
+        kmsg: args.kmsg,
     };
     let cfg = file.merge(flags)?;
     if !args.replay.is_empty() {

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod journal;
+pub mod kmsg;
 pub mod notify;
 
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use crate::replayer::{DelayOverrides, Replayer, Step};
 use crate::session::{Observer, Output, Session, SessionOptions, StopReason};
 use crate::trace_file::rotate;
 
-use config::{Config, LogTarget};
+use config::{Config, KmsgLevel, LogTarget};
 use journal::{Context as Ctx, Entry, Level, Sink, Target};
 use notify::Notifier;
 
@@ -35,6 +36,8 @@ pub struct Reporter {
     coverage: String,
     /// The flight recorder still writes (a failed write stops it, not the service).
     recording: bool,
+    /// The live daemon's error findings to the kernel log, when asked and writable.
+    kmsg: Option<kmsg::Kmsg<std::fs::File>>,
 }
 
 impl Reporter {
@@ -46,6 +49,7 @@ impl Reporter {
             summarized: 0,
             coverage: String::new(),
             recording: true,
+            kmsg: None,
         }
     }
 
@@ -132,7 +136,11 @@ impl Observer for Reporter {
     }
 
     fn update(&mut self, u: &DivergenceUpdate, engine: &Engine) {
-        self.send(&journal::divergence(u, engine));
+        let e = journal::divergence(u, engine);
+        self.send(&e);
+        if let Some(k) = &mut self.kmsg {
+            k.update(u, &e.line(), engine.state().now_ns);
+        }
     }
 
     fn notice(&mut self, text: &str, engine: &Engine) {
@@ -201,6 +209,19 @@ pub async fn run(cfg: &Config) -> Result<()> {
     let mut session = Session::start_to(&opts, output)?;
     let mut rep = Reporter::new(target(cfg.log_target));
     rep.started(session.collector().statuses(), session.engine());
+    if cfg.kmsg == KmsgLevel::Error {
+        match std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+            Ok(f) => rep.kmsg = Some(kmsg::Kmsg::new(f)),
+            Err(e) => rep.send(&journal::recorder(
+                Level::Warning,
+                &format!(
+                    "the kernel log (/dev/kmsg) is not writable ({e}): error findings go to the \
+                     journal only; the unit needs DeviceAllow=/dev/kmsg w, or set kmsg = \"off\""
+                ),
+                &Ctx::of(session.engine()),
+            )),
+        }
+    }
     rep.notifier.ready(rep.status(session.engine(), 0));
     // run_observed stops on SIGINT and SIGTERM itself; SIGHUP (no terminal to lose) is
     // ignored rather than killing the service.
