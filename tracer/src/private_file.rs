@@ -4,7 +4,8 @@
 //! of the files being read, and never exists under its final name half-written or with a
 //! mode from the umask. The content goes to a new file (O_EXCL, 0600) beside the target and
 //! is renamed onto it; an existing file stays whole until then, and a failed run leaves it
-//! as it was.
+//! as it was. A file meant for another user (the daemon's metrics, read by node_exporter)
+//! asks for its mode with [`PrivateFile::create_with_mode`]; everything else is 0600.
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io;
@@ -101,6 +102,17 @@ impl PrivateFile {
     /// A new file beside `target`, to hold what will replace it. Refused when `target` is a
     /// symbolic link, not a regular file, or one of `inputs`.
     pub fn create(target: &Path, inputs: &[PathBuf]) -> io::Result<PrivateFile> {
+        PrivateFile::create_with_mode(target, inputs, 0o600)
+    }
+
+    /// [`PrivateFile::create`] with another mode, set exactly (the umask cannot take bits off
+    /// it). For files others must read: the content is still written under a private
+    /// temporary name first, so nobody reads it half-written.
+    pub fn create_with_mode(
+        target: &Path,
+        inputs: &[PathBuf],
+        mode: u32,
+    ) -> io::Result<PrivateFile> {
         check_target(target, inputs)?;
         if target.file_name().is_none() {
             return Err(refused(target, "names no file: give a file path to write"));
@@ -125,10 +137,11 @@ impl PrivateFile {
             target: target.to_path_buf(),
             temp: Some(temp),
         };
-        // The umask may have taken bits off 0600 (never added any): say it exactly.
+        // The umask may have taken bits off 0600 (never added any): say it exactly. The file
+        // is created 0600 whatever `mode` is and widened only here, on the open descriptor.
         new.file
-            .set_permissions(Permissions::from_mode(0o600))
-            .map_err(|e| io_error(target, "set mode 0600 on", e))?;
+            .set_permissions(Permissions::from_mode(mode))
+            .map_err(|e| io_error(target, &format!("set mode {mode:04o} on"), e))?;
         Ok(new)
     }
 
@@ -196,6 +209,13 @@ mod tests {
         assert_eq!(mode, 0o600);
         drop(PrivateFile::create(&target, &[]).unwrap());
         assert_eq!(fs::read_dir(&d).unwrap().count(), 1, "no temporary left");
+        let shared = d.join("shared.prom");
+        PrivateFile::create_with_mode(&shared, &[], 0o644)
+            .unwrap()
+            .persist()
+            .unwrap();
+        let mode = fs::metadata(&shared).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
         fs::remove_dir_all(d).unwrap();
     }
 

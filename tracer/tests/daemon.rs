@@ -150,6 +150,8 @@ fn start_daemon(dir: &Path) -> std::process::Child {
             "stderr",
             "--config",
             "/dev/null",
+            // Not into this machine's node_exporter directory.
+            "--no-metrics",
             "--state-dir",
         ])
         .arg(dir)
@@ -274,7 +276,7 @@ fn a_full_disk_stops_the_flight_recorder_not_the_daemon() {
         set -e
         mount -t tmpfs -o size=1m,mode=0700 msitrace-test "$1"
         mkdir -m 0700 "$1/state"
-        "$2" daemon --log-target stderr --config /dev/null --state-dir "$1/state" > /dev/null 2> "$3" &
+        "$2" daemon --log-target stderr --config /dev/null --no-metrics --state-dir "$1/state" > /dev/null 2> "$3" &
         pid=$!
         trap 'kill -9 $pid 2> /dev/null || true' EXIT
         i=0

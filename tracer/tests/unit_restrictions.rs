@@ -208,6 +208,10 @@ fn the_daemon_runs_under_the_units_restrictions() {
     let work = tmp("daemon");
     let state = work.join("state");
     std::fs::create_dir(&state).expect("the state directory");
+    // node_exporter's textfile directory is root's (Debian's is root:root 0755): writable
+    // without CAP_DAC_OVERRIDE, and the file must come out 0644 despite UMask=0077.
+    let metrics = work.join("textfile");
+    std::fs::create_dir(&metrics).expect("the metrics directory");
     let notify_path = work.join("notify");
     let sock = UnixDatagram::bind(&notify_path).expect("a notify socket");
     sock.set_read_timeout(Some(Duration::from_millis(200)))
@@ -222,6 +226,8 @@ fn the_daemon_runs_under_the_units_restrictions() {
             "/dev/null",
             "--state-dir",
             state.to_str().expect("a UTF-8 temporary path"),
+            "--metrics-dir",
+            metrics.to_str().expect("a UTF-8 temporary path"),
         ],
     )
     .env("NOTIFY_SOCKET", &notify_path)
@@ -246,6 +252,12 @@ fn the_daemon_runs_under_the_units_restrictions() {
             stderr_of(&mut child).trim()
         );
     }
+    // Metrics are rewritten while running (the first sample a second after start), not only
+    // at stop.
+    assert!(
+        metrics.join("msitrace.prom").exists(),
+        "no msitrace.prom 2 s after READY=1"
+    );
     // The pid is the daemon's: unshare, sh and setpriv each exec the next without forking.
     // SAFETY: kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
@@ -283,6 +295,13 @@ fn the_daemon_runs_under_the_units_restrictions() {
         .expect("the header lists probes");
     assert_tracepoints_attached(rows, "the flight recorder's header");
     assert_fallback_source(rows, "the flight recorder's header");
+    assert!(!err.contains("metrics not written"), "{err}");
+    let prom = metrics.join("msitrace.prom");
+    let text = std::fs::read_to_string(&prom).expect("msitrace.prom written at stop");
+    assert!(text.contains("\nmsitrace_hooks_attached "), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&prom).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "node_exporter's user must read msitrace.prom");
     let _ = std::fs::remove_dir_all(&work);
 }
 

@@ -143,6 +143,12 @@ pub fn build(out: Option<PathBuf>) -> Result<Built> {
     }
     let doc = stage.join("usr/share/doc/msitrace");
     fs::create_dir_all(&doc)?;
+    // Alerting rules for the daemon's metrics, to copy into a Prometheus server's rule_files.
+    copy(
+        &repo.join("packaging/msitrace.rules.yml"),
+        &doc.join("examples/msitrace.rules.yml"),
+        0o644,
+    )?;
     fs::write(
         doc.join("copyright"),
         "msitrace\nLicense: GPL-2.0-or-later\n On Debian systems, the full text is in /usr/share/common-licenses/GPL-2.\n",

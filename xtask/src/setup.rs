@@ -1,7 +1,8 @@
 //! Installs what building msitrace needs and is missing: rust-src for the nightly toolchain
 //! (the eBPF crate builds `core` itself) and bpf-linker 0.13.0 linked against that nightly's
 //! own libLLVM, and the Debian tools the tests drive (tmux for the TUI's end-to-end test,
-//! systemd for the journald test and the unit check).
+//! systemd for the journald test and the unit check, node_exporter and promtool for the
+//! metrics test).
 //! Idempotent, and it upgrades nothing: what is already there is left alone.
 
 use std::{
@@ -16,7 +17,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// What [`run`] does, as `--dry-run` prints it.
 pub const SUMMARY: &str = "setup: install what is missing (rust-src for nightly, bpf-linker \
-                           0.13.0, tmux, systemd), leave what is there";
+                           0.13.0, tmux, systemd, prometheus-node-exporter, prometheus), leave \
+                           what is there";
 
 pub fn run() -> Result<()> {
     let sysroot = nightly_sysroot()?;
@@ -54,6 +56,10 @@ const TOOLS: &[(&str, &str)] = &[
     // The daemon's tests start a real journald and read it back; dist verifies the unit.
     ("journalctl", "systemd"),
     ("systemd-analyze", "systemd"),
+    // The metrics test serves the daemon's textfile through a real node_exporter and checks
+    // the alerting rules with promtool.
+    ("prometheus-node-exporter", "prometheus-node-exporter"),
+    ("promtool", "prometheus"),
 ];
 
 fn on_path(program: &str) -> bool {
@@ -102,7 +108,34 @@ fn ensure_tools() -> Result<()> {
             missing.join(" ")
         );
     }
+    stop_services(&missing);
     Ok(())
+}
+
+/// Services that Debian's packages start and enable on a machine running systemd, which the
+/// tests only need as programs: a Prometheus server and a node_exporter left running on
+/// their public ports would serve this machine to its network. Stopped and disabled only
+/// when this run installed them; a machine without systemd (a container) never started them.
+const PACKAGE_SERVICES: &[(&str, &str)] = &[
+    (
+        "prometheus-node-exporter",
+        "prometheus-node-exporter.service",
+    ),
+    ("prometheus", "prometheus.service"),
+];
+
+fn stop_services(installed: &[&str]) {
+    if !Path::new("/run/systemd/system").is_dir() {
+        return;
+    }
+    for (pkg, unit) in PACKAGE_SERVICES {
+        if installed.contains(pkg) {
+            println!("setup: {unit} is only a test tool here: stopping and disabling it");
+            let _ = Command::new("systemctl")
+                .args(["disable", "--now", "--quiet", unit])
+                .status();
+        }
+    }
 }
 
 fn nightly_sysroot() -> Result<PathBuf> {

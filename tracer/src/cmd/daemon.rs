@@ -38,6 +38,13 @@ pub struct Args {
     /// or the shipper's network is the dead device (default error; never for --replay).
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub kmsg: Option<KmsgLevel>,
+    /// node_exporter's textfile directory, where msitrace.prom is rewritten (default
+    /// /var/lib/prometheus/node-exporter). With --replay, the only place a replay writes it.
+    #[arg(long, value_name = "DIR")]
+    pub metrics_dir: Option<PathBuf>,
+    /// No metrics file.
+    #[arg(long, conflicts_with = "metrics_dir")]
+    pub no_metrics: bool,
     /// Write the entries for recorded trace files (or a flight-recorder directory) instead of
     /// the running kernel, then exit.
     #[arg(long, value_name = "FILE", num_args = 1..)]
@@ -56,12 +63,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
         log_target: args.log_target,
         record: args.no_record.then_some(false),
         kmsg: args.kmsg,
+        metrics: args.no_metrics.then_some(false),
+        metrics_dir: args.metrics_dir.clone(),
     };
     let cfg = file.merge(flags)?;
     if !args.replay.is_empty() {
         // The flags, not the settings file, override a replay's delays: the file configures
-        // this machine's daemon, not the run that recorded the traces.
-        let nothing = crate::daemon::replay(&args.replay, &cfg, args.timing.overrides())?;
+        // this machine's daemon, not the run that recorded the traces. So does its metrics
+        // directory: a replay writes metrics only where --metrics-dir says.
+        let nothing = crate::daemon::replay(
+            &args.replay,
+            &cfg,
+            args.timing.overrides(),
+            args.metrics_dir.as_deref(),
+        )?;
         // Entries that evaluated nothing must not pass for a clean run in a pipeline.
         if let Some(why) = nothing.first() {
             crate::output::note(&crate::output::terminal_safe(&format!(

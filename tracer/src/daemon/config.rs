@@ -45,6 +45,10 @@ pub struct FileConfig {
     /// false: no flight recorder, journal entries only.
     pub record: Option<bool>,
     pub kmsg: Option<KmsgLevel>,
+    /// false: no metrics file for node_exporter.
+    pub metrics: Option<bool>,
+    /// node_exporter's textfile directory, where `msitrace.prom` is rewritten.
+    pub metrics_dir: Option<PathBuf>,
 }
 
 /// The settings the daemon runs with.
@@ -58,6 +62,8 @@ pub struct Config {
     pub log_target: LogTarget,
     pub record: bool,
     pub kmsg: KmsgLevel,
+    /// Where `msitrace.prom` goes; `None` with `metrics = false`.
+    pub metrics_dir: Option<PathBuf>,
 }
 
 /// A settings file is a few hundred bytes; anything past this is not one.
@@ -178,7 +184,18 @@ impl FileConfig {
             !state_dir.as_os_str().is_empty(),
             "state_dir is empty: give the flight recorder's directory (default {DEFAULT_STATE_DIR})"
         );
+        let metrics_dir = over
+            .metrics_dir
+            .or(self.metrics_dir)
+            .unwrap_or_else(|| PathBuf::from(super::metrics::DEFAULT_METRICS_DIR));
+        ensure!(
+            !metrics_dir.as_os_str().is_empty(),
+            "metrics_dir is empty: give node_exporter's textfile directory (default {}), or set metrics = false",
+            super::metrics::DEFAULT_METRICS_DIR
+        );
+        let metrics = over.metrics.or(self.metrics).unwrap_or(true);
         Ok(Config {
+            metrics_dir: metrics.then_some(metrics_dir),
             state_dir,
             max_file_bytes: max_file_mib << 20,
             max_files,
@@ -226,6 +243,29 @@ mod tests {
             off.merge(FileConfig::default()).unwrap().kmsg,
             KmsgLevel::Off
         );
+        assert_eq!(
+            c.metrics_dir.as_deref(),
+            Some(Path::new("/var/lib/prometheus/node-exporter"))
+        );
+        let c = parse("metrics_dir = \"/run/textfiles\"\n")
+            .unwrap()
+            .merge(FileConfig::default())
+            .unwrap();
+        assert_eq!(c.metrics_dir.as_deref(), Some(Path::new("/run/textfiles")));
+        let off = FileConfig {
+            metrics: Some(false),
+            ..FileConfig::default()
+        };
+        let c = parse("metrics_dir = \"/run/textfiles\"\n")
+            .unwrap()
+            .merge(off)
+            .unwrap();
+        assert_eq!(c.metrics_dir, None);
+        let e = parse("metrics_dir = \"\"\n")
+            .unwrap()
+            .merge(FileConfig::default())
+            .unwrap_err();
+        assert!(e.to_string().starts_with("metrics_dir is empty"), "{e}");
     }
 
     #[test]

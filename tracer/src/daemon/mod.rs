@@ -2,14 +2,16 @@
 //! engine, and writes a structured journal entry for every divergence, phase change and
 //! completed resume ([`journal`]); tells systemd it is ready, how it is doing and that it is
 //! alive ([`notify`]); keeps a flight recorder of rotated trace files; reads its settings from
-//! flags and /etc/msitrace/msitrace.toml ([`config`]).
+//! flags and /etc/msitrace/msitrace.toml ([`config`]); rewrites its metrics for node_exporter's
+//! textfile collector ([`metrics`]).
 
 pub mod config;
 pub mod journal;
 pub mod kmsg;
+pub mod metrics;
 pub mod notify;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use tokio::signal::unix::{SignalKind, signal};
@@ -23,6 +25,7 @@ use crate::trace_file::rotate;
 
 use config::{Config, KmsgLevel, LogTarget};
 use journal::{Context as Ctx, Entry, Level, Sink, Target};
+use metrics::{Clock, Metrics};
 use notify::Notifier;
 
 /// Turns what the engine sees into journal entries and systemd notifications.
@@ -38,6 +41,8 @@ pub struct Reporter {
     recording: bool,
     /// The live daemon's error findings to the kernel log, when asked and writable.
     kmsg: Option<kmsg::Kmsg<std::fs::File>>,
+    /// The textfile for node_exporter, when configured.
+    pub metrics: Option<Metrics>,
 }
 
 impl Reporter {
@@ -50,6 +55,44 @@ impl Reporter {
             coverage: String::new(),
             recording: true,
             kmsg: None,
+            metrics: None,
+        }
+    }
+
+    /// Rewrite the metrics file: at stop (`force`), or while running when they changed and
+    /// the last write is old enough. A failure is said once (a missing directory is a
+    /// notice: node_exporter may simply not be installed), and again only after a success.
+    fn write_metrics(&mut self, engine: &Engine, force: bool) {
+        let Some(m) = self.metrics.as_mut() else {
+            return;
+        };
+        let result = if force {
+            m.write(engine)
+        } else {
+            m.tick(engine)
+        };
+        match result {
+            Ok(true) if m.failing => {
+                m.failing = false;
+                let text = format!("metrics: writing {} again", m.path().display());
+                self.send(&journal::recorder(Level::Notice, &text, &Ctx::of(engine)));
+            }
+            Ok(_) => {}
+            Err(_) if m.failing => {}
+            Err(e) => {
+                m.failing = true;
+                let (level, hint) = if e.kind() == std::io::ErrorKind::NotFound {
+                    (
+                        Level::Notice,
+                        " (is node_exporter's textfile collector installed? `metrics = false` \
+                         in msitrace.toml stops trying)",
+                    )
+                } else {
+                    (Level::Warning, "")
+                };
+                let text = format!("metrics not written: {e}{hint}");
+                self.send(&journal::recorder(level, &text, &Ctx::of(engine)));
+            }
         }
     }
 
@@ -64,6 +107,10 @@ impl Reporter {
             c.field("MSITRACE_HOOKS_ATTACHED").unwrap_or("?"),
             c.field("MSITRACE_HOOKS_EXPECTED").unwrap_or("?")
         );
+        if let Some(m) = self.metrics.as_mut() {
+            let (attached, expected) = crate::probes::coverage(probes);
+            m.set_hooks(attached, expected);
+        }
         self.send(&c);
         self.phase = engine.state().phase;
     }
@@ -108,6 +155,7 @@ impl Reporter {
         if let Some(r) = recorder {
             fields.push(("MSITRACE_FLIGHT_RECORDER", r.to_string()));
         }
+        self.write_metrics(engine, true);
         let e = Entry {
             level: Level::Notice,
             message_id: journal::STOPPED_ID,
@@ -141,6 +189,10 @@ impl Observer for Reporter {
         if let Some(k) = &mut self.kmsg {
             k.update(u, &e.line(), engine.state().now_ns);
         }
+        if let Some(m) = self.metrics.as_mut() {
+            m.count(u);
+        }
+        self.write_metrics(engine, false);
     }
 
     fn notice(&mut self, text: &str, engine: &Engine) {
@@ -158,6 +210,7 @@ impl Observer for Reporter {
         self.notifier.status(status);
         self.notifier.tick();
         self.maybe_summarize(engine);
+        self.write_metrics(engine, false);
     }
 }
 
@@ -208,6 +261,10 @@ pub async fn run(cfg: &Config) -> Result<()> {
     };
     let mut session = Session::start_to(&opts, output)?;
     let mut rep = Reporter::new(target(cfg.log_target));
+    rep.metrics = cfg
+        .metrics_dir
+        .clone()
+        .map(|d| Metrics::new(d, Clock::Now, true));
     rep.started(session.collector().statuses(), session.engine());
     if cfg.kmsg == KmsgLevel::Error {
         match std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
@@ -253,11 +310,20 @@ pub async fn run(cfg: &Config) -> Result<()> {
 }
 
 /// The same entries from recorded files instead of the kernel: for tests, for a log pipeline
-/// fed after the fact, and for the memory benchmark. No probes, no flight recorder. Returns
-/// why the files proved nothing, if they did not (the caller exits 2).
-pub fn replay(files: &[PathBuf], cfg: &Config, delays: DelayOverrides) -> Result<Vec<String>> {
+/// fed after the fact, and for the memory benchmark. No probes, no flight recorder; the
+/// metrics file only in `metrics_dir` (written once, at the end), never in the configured
+/// one, which belongs to this machine's daemon. Returns why the files proved nothing, if they
+/// did not (the caller exits 2).
+pub fn replay(
+    files: &[PathBuf],
+    cfg: &Config,
+    delays: DelayOverrides,
+    metrics_dir: Option<&Path>,
+) -> Result<Vec<String>> {
     let replayer = Replayer::open(files, delays)?;
     let mut rep = Reporter::new(target(cfg.log_target));
+    let offset = replayer.header().clocks.realtime_minus_monotonic_ns;
+    rep.metrics = metrics_dir.map(|d| Metrics::new(d.to_path_buf(), Clock::Fixed(offset), false));
     rep.started(&replayer.header().probes, replayer.engine());
     let done = replayer.run(|step, engine| match step {
         Step::Event(ev, updates) => {

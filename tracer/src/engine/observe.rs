@@ -2,11 +2,11 @@
 //! is about (retiring a reused IRQ's old one), its target (CPU and vector), activation and
 //! handler counts.
 
-use super::state::{HvEvidence, ManagedShutdown, Target, TargetSource, VectorState};
 use std::collections::{BTreeMap, HashMap};
 
 use tracer_common::ProbeId;
 
+use super::state::{HvEvidence, ManagedShutdown, Target, TargetSource, VectorState};
 use super::{Engine, MAX_RETIRED};
 use crate::event::{Event, VectorSnap};
 
