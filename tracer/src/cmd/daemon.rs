@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::replay::TimingArgs;
-use crate::daemon::config::{FileConfig, LogTarget};
+use crate::daemon::config::{FileConfig, KmsgLevel, LogTarget};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,6 +34,10 @@ pub struct Args {
     /// No flight recorder: journal entries only.
     #[arg(long)]
     pub no_record: bool,
+    /// Error-level findings also to the kernel log, rate-limited, for when the journal's disk
+    /// or the shipper's network is the dead device (default error; never for --replay).
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub kmsg: Option<KmsgLevel>,
     /// node_exporter's textfile directory, where msitrace.prom is rewritten (default
     /// /var/lib/prometheus/node-exporter). With --replay, the only place a replay writes it.
     #[arg(long, value_name = "DIR")]
@@ -58,6 +62,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         grace_secs: args.timing.grace,
         log_target: args.log_target,
         record: args.no_record.then_some(false),
+        kmsg: args.kmsg,
         metrics: args.no_metrics.then_some(false),
         metrics_dir: args.metrics_dir.clone(),
     };

@@ -22,6 +22,15 @@ pub enum LogTarget {
     Stderr,
 }
 
+/// Which findings the live daemon also writes to the kernel log (/dev/kmsg), for when the
+/// journal's disk or the log shipper's network is the device that went dead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum KmsgLevel {
+    Off,
+    Error,
+}
+
 /// The file's keys; every one optional.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +44,7 @@ pub struct FileConfig {
     pub log_target: Option<LogTarget>,
     /// false: no flight recorder, journal entries only.
     pub record: Option<bool>,
+    pub kmsg: Option<KmsgLevel>,
     /// false: no metrics file for node_exporter.
     pub metrics: Option<bool>,
     /// node_exporter's textfile directory, where `msitrace.prom` is rewritten.
@@ -51,6 +61,7 @@ pub struct Config {
     pub timing: RuleTiming,
     pub log_target: LogTarget,
     pub record: bool,
+    pub kmsg: KmsgLevel,
     /// Where `msitrace.prom` goes; `None` with `metrics = false`.
     pub metrics_dir: Option<PathBuf>,
 }
@@ -199,6 +210,7 @@ impl FileConfig {
                 .or(self.log_target)
                 .unwrap_or(LogTarget::Auto),
             record: over.record.or(self.record).unwrap_or(true),
+            kmsg: over.kmsg.or(self.kmsg).unwrap_or(KmsgLevel::Error),
         })
     }
 }
@@ -225,6 +237,12 @@ mod tests {
         assert_eq!(c.timing.g5_silence_ns, 4_500_000_000);
         assert_eq!(c.log_target, LogTarget::Auto);
         assert!(c.record);
+        assert_eq!(c.kmsg, KmsgLevel::Error);
+        let off = parse("kmsg = \"off\"\n").unwrap();
+        assert_eq!(
+            off.merge(FileConfig::default()).unwrap().kmsg,
+            KmsgLevel::Off
+        );
         assert_eq!(
             c.metrics_dir.as_deref(),
             Some(Path::new("/var/lib/prometheus/node-exporter"))

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod journal;
+pub mod kmsg;
 pub mod metrics;
 pub mod notify;
 
@@ -22,7 +23,7 @@ use crate::replayer::{DelayOverrides, Replayer, Step};
 use crate::session::{Observer, Output, Session, SessionOptions, StopReason};
 use crate::trace_file::rotate;
 
-use config::{Config, LogTarget};
+use config::{Config, KmsgLevel, LogTarget};
 use journal::{Context as Ctx, Entry, Level, Sink, Target};
 use metrics::{Clock, Metrics};
 use notify::Notifier;
@@ -38,6 +39,8 @@ pub struct Reporter {
     coverage: String,
     /// The flight recorder still writes (a failed write stops it, not the service).
     recording: bool,
+    /// The live daemon's error findings to the kernel log, when asked and writable.
+    kmsg: Option<kmsg::Kmsg<std::fs::File>>,
     /// The textfile for node_exporter, when configured.
     pub metrics: Option<Metrics>,
 }
@@ -51,6 +54,7 @@ impl Reporter {
             summarized: 0,
             coverage: String::new(),
             recording: true,
+            kmsg: None,
             metrics: None,
         }
     }
@@ -180,7 +184,11 @@ impl Observer for Reporter {
     }
 
     fn update(&mut self, u: &DivergenceUpdate, engine: &Engine) {
-        self.send(&journal::divergence(u, engine));
+        let e = journal::divergence(u, engine);
+        self.send(&e);
+        if let Some(k) = &mut self.kmsg {
+            k.update(u, &e.line(), engine.state().now_ns);
+        }
         if let Some(m) = self.metrics.as_mut() {
             m.count(u);
         }
@@ -258,6 +266,19 @@ pub async fn run(cfg: &Config) -> Result<()> {
         .clone()
         .map(|d| Metrics::new(d, Clock::Now, true));
     rep.started(session.collector().statuses(), session.engine());
+    if cfg.kmsg == KmsgLevel::Error {
+        match std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+            Ok(f) => rep.kmsg = Some(kmsg::Kmsg::new(f)),
+            Err(e) => rep.send(&journal::recorder(
+                Level::Warning,
+                &format!(
+                    "the kernel log (/dev/kmsg) is not writable ({e}): error findings go to the \
+                     journal only; the unit needs DeviceAllow=/dev/kmsg w, or set kmsg = \"off\""
+                ),
+                &Ctx::of(session.engine()),
+            )),
+        }
+    }
     rep.notifier.ready(rep.status(session.engine(), 0));
     // run_observed stops on SIGINT and SIGTERM itself; SIGHUP (no terminal to lose) is
     // ignored rather than killing the service.

@@ -168,6 +168,49 @@ pub(super) fn check_service_step(
             join(&irqs)
         ));
     }
+    // The same errors on the serial console, through the kernel log: what is left to read
+    // when the journal's disk or the shipper's network is the dead device.
+    let console = dir
+        .parent()
+        .and_then(Path::parent)
+        .map(|run| run.join("console.log"))
+        .and_then(|p| fs::read(p).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let on_console = console_errors(&console);
+    if step.expects_dead_test_vectors() {
+        if on_console == want {
+            v.facts.push(format!(
+                "serial console: the kernel log's msitrace err lines name irqs {}",
+                join(&on_console)
+            ));
+        } else {
+            v.failures.push(format!(
+                "the serial console's msitrace err lines name irqs {{{}}} instead of the test vectors {{{}}} (kmsg forwarding)",
+                join(&on_console),
+                join(&want)
+            ));
+        }
+    } else if !on_console.is_empty() {
+        v.failures.push(format!(
+            "the serial console has msitrace err lines for irqs {} in a step that must stay clean",
+            join(&on_console)
+        ));
+    }
+}
+
+/// IRQs named by the daemon's kernel-log lines on a serial console (`[  12.3] msitrace: err
+/// H1 irq=38 device=…: …`).
+fn console_errors(text: &str) -> BTreeSet<u32> {
+    text.lines()
+        .filter_map(|l| l.split_once("msitrace: err ").map(|(_, rest)| rest))
+        .filter_map(|rest| {
+            let irq = rest
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("irq="))?;
+            irq.trim_end_matches(':').parse().ok()
+        })
+        .collect()
 }
 
 /// The flight recorder, replayed on the host, gives the verdict the service gave live.
@@ -316,4 +359,23 @@ pub fn check_service(dir: &Path, m: &Msitrace) -> Verdict {
             .push("no flight-recorder file from the restarted instance".into()),
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::console_errors;
+
+    #[test]
+    fn the_consoles_msitrace_err_lines_give_their_irqs() {
+        let console = "[   41.02] e1000e: link up\n\
+            [   57.118830] msitrace: err H1 irq=38 device=0000:02:00.0 epoch=1: irq 38 was restored\n\
+            [   57.119000] msitrace: err H4 irq=39 device=0000:02:00.0 epoch=1 (updated): still masked\n\
+            [   58.000000] msitrace: 2 more error finding(s) not written here (rate limit): see the journal\n\
+            [   59.000000] msitrace: warning G5 irq=37 device=0000:02:00.0 epoch=1: silent\n";
+        assert_eq!(
+            console_errors(console).into_iter().collect::<Vec<_>>(),
+            vec![38, 39]
+        );
+        assert!(console_errors("").is_empty());
+    }
 }
