@@ -14,7 +14,6 @@
 
 use std::{
     fs,
-    io::BufReader,
     path::{Path, PathBuf},
     process::ExitCode,
 };
@@ -25,14 +24,6 @@ use tracer::btf_layout::{self, HYPERV_MODULES};
 use tracer::engine::RuleId;
 use tracer::engine::gates::Gates;
 
-fn unxz(path: &Path) -> Result<Vec<u8>, String> {
-    let file = fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut out = Vec::new();
-    lzma_rs::xz_decompress(&mut BufReader::new(file), &mut out)
-        .map_err(|e| format!("{}: not xz: {e}", path.display()))?;
-    Ok(out)
-}
-
 /// One kernel's fixture directory: vmlinux.btf.xz and the Hyper-V modules' split BTF beside it.
 fn kernel(dir: &Path) -> Result<Value, String> {
     let release = dir
@@ -40,13 +31,13 @@ fn kernel(dir: &Path) -> Result<Value, String> {
         .and_then(|n| n.to_str())
         .ok_or_else(|| format!("{}: not a UTF-8 name", dir.display()))?;
     let vmlinux_path = dir.join("vmlinux.btf.xz");
-    let vmlinux = Btf::from_bytes(&unxz(&vmlinux_path)?)
+    let vmlinux = Btf::from_bytes(&msitrace_tests::btf_fixtures::unxz(&vmlinux_path)?)
         .map_err(|e| format!("{}: {e:#}", vmlinux_path.display()))?;
     let mut modules = Vec::new();
     for name in HYPERV_MODULES {
         let path = dir.join(format!("{name}.btf.xz"));
         if path.exists() {
-            let btf = Btf::from_split_bytes(&unxz(&path)?, &vmlinux)
+            let btf = Btf::from_split_bytes(&msitrace_tests::btf_fixtures::unxz(&path)?, &vmlinux)
                 .map_err(|e| format!("{}: {e:#}", path.display()))?;
             modules.push((name, btf));
         }
@@ -92,10 +83,9 @@ fn run(root: &Path) -> Result<Value, String> {
 }
 
 fn main() -> ExitCode {
-    let root = std::env::args_os().nth(1).map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/btf"),
-        PathBuf::from,
-    );
+    let root = std::env::args_os()
+        .nth(1)
+        .map_or_else(msitrace_tests::btf_fixtures::root, PathBuf::from);
     match run(&root) {
         Ok(v) => {
             println!("{v}");

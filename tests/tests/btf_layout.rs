@@ -7,7 +7,6 @@
 
 use std::{
     fs,
-    io::BufReader,
     path::{Path, PathBuf},
     process::Command,
     sync::OnceLock,
@@ -29,19 +28,11 @@ const K6_12: &str = "6.12.117+deb12-amd64";
 const K7_3: &str = "7.3.4+deb13-amd64";
 
 fn fixture(kernel: &str, file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/btf")
-        .join(kernel)
-        .join(file)
+    msitrace_tests::btf_fixtures::path(kernel, file)
 }
 
-/// The fixtures are xz-compressed (a full vmlinux BTF is 3.5–5 MB raw, about 1 MB xz).
 fn unxz(path: &Path) -> Vec<u8> {
-    let file = fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut out = Vec::new();
-    lzma_rs::xz_decompress(&mut BufReader::new(file), &mut out)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    out
+    msitrace_tests::btf_fixtures::unxz(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// One fixture kernel: its vmlinux BTF and the module BTF shipped beside it, each raw and

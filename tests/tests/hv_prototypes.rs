@@ -7,7 +7,6 @@
 
 use std::{
     fs,
-    io::BufReader,
     path::{Path, PathBuf},
 };
 
@@ -46,18 +45,11 @@ const KERNELS: &[(&str, Source)] = &[
 ];
 
 fn fixture(kernel: &str, file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/btf")
-        .join(kernel)
-        .join(file)
+    msitrace_tests::btf_fixtures::path(kernel, file)
 }
 
 fn unxz(path: &Path) -> Vec<u8> {
-    let file = fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut out = Vec::new();
-    lzma_rs::xz_decompress(&mut BufReader::new(file), &mut out)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    out
+    msitrace_tests::btf_fixtures::unxz(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A C prototype reduced to what is compared: the return type and each parameter's type,
