@@ -334,6 +334,27 @@ impl SymbolSource {
     }
 }
 
+/// `schema_version` of `probes --json`, described by docs/schema/probes.schema.json; bumped
+/// on the same terms as [`crate::report::SCHEMA_VERSION`].
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What `probes --json` prints: an object rather than the bare array, so that it can say which
+/// schema it follows.
+#[derive(Serialize)]
+pub struct ProbesJson<'a> {
+    pub schema_version: u32,
+    pub probes: &'a [ProbeStatus],
+}
+
+impl<'a> ProbesJson<'a> {
+    pub fn new(probes: &'a [ProbeStatus]) -> Self {
+        ProbesJson {
+            schema_version: SCHEMA_VERSION,
+            probes,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

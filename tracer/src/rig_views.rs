@@ -122,11 +122,10 @@ fn probe_rows_read_back() {
     };
     // As `probes --json` prints it now (an object with its schema_version), and as the
     // recorded runs hold it (the bare array).
-    let rows = through::<_, views::Probes>(&crate::cmd::probes::ProbesJson::new(
-        std::slice::from_ref(&row),
-    ))
-    .rows()
-    .unwrap();
+    let rows =
+        through::<_, views::Probes>(&crate::probes::ProbesJson::new(std::slice::from_ref(&row)))
+            .rows()
+            .unwrap();
     assert_eq!(
         through::<_, views::Probes>(&vec![row.clone()])
             .rows()

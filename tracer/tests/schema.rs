@@ -130,7 +130,7 @@ fn probes_json_of_the_rows_each_trace_recorded_follows_the_probes_schema() {
     rows[1].attached_symbol = None;
     tables.push(("a synthetic table".into(), rows));
     for (whose, rows) in tables {
-        let json = serde_json::to_value(tracer::cmd::probes::ProbesJson::new(&rows)).unwrap();
+        let json = serde_json::to_value(tracer::probes::ProbesJson::new(&rows)).unwrap();
         let errs = errors(&v, &json);
         assert!(errs.is_empty(), "{whose}:\n{}", errs.join("\n"));
     }
@@ -175,7 +175,7 @@ fn the_version_the_binary_prints_is_the_one_the_schemas_describe() {
     );
     assert_eq!(
         schema("probes.schema.json")["properties"]["schema_version"]["const"],
-        json!(tracer::cmd::probes::SCHEMA_VERSION)
+        json!(tracer::probes::SCHEMA_VERSION)
     );
 }
 
@@ -307,7 +307,7 @@ fn the_schemas_reject_a_renamed_retyped_or_undeclared_field() {
 
     let probes = validator("probes.schema.json");
     let rows = tracer::engine::EngineConfig::all_probes_attached();
-    let table = serde_json::to_value(tracer::cmd::probes::ProbesJson::new(&rows)).unwrap();
+    let table = serde_json::to_value(tracer::probes::ProbesJson::new(&rows)).unwrap();
     assert!(errors(&probes, &table).is_empty());
     let broken = [
         (

@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::{
     collector::{Collector, CollectorOptions},
-    probes::ProbeStatus,
+    probes::{ProbeStatus, ProbesJson},
 };
 
 #[derive(clap::Args)]
@@ -22,27 +22,6 @@ pub struct Args {
     /// verifier, attaching): seconds on an emulated machine.
     #[arg(long)]
     timings: bool,
-}
-
-/// `schema_version` of `probes --json`, described by docs/schema/probes.schema.json; bumped
-/// on the same terms as [`crate::report::SCHEMA_VERSION`].
-pub const SCHEMA_VERSION: u32 = 1;
-
-/// What `probes --json` prints: an object rather than the bare array, so that it can say which
-/// schema it follows.
-#[derive(serde::Serialize)]
-pub struct ProbesJson<'a> {
-    pub schema_version: u32,
-    pub probes: &'a [ProbeStatus],
-}
-
-impl<'a> ProbesJson<'a> {
-    pub fn new(probes: &'a [ProbeStatus]) -> Self {
-        ProbesJson {
-            schema_version: SCHEMA_VERSION,
-            probes,
-        }
-    }
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
