@@ -50,6 +50,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Write README.md's compatibility matrix from the BTF fixtures and the last vm-test.
     Matrix(matrix::MatrixArgs),
+    /// Judge recorded vm-test runs again, without booting: to compare two builds of the checks.
+    Verdicts(vm::VerdictsArgs),
 }
 
 impl Command {
@@ -63,6 +65,7 @@ impl Command {
             Command::Fuzz(_) => "fuzz",
             Command::Bench(_) => "bench",
             Command::Matrix(_) => "matrix",
+            Command::Verdicts(_) => "verdicts",
         }
     }
 
@@ -70,7 +73,8 @@ impl Command {
     /// bpf-linker). No wildcard arm: a new command has to answer.
     fn builds_msitrace(&self) -> bool {
         match self {
-            Command::Setup => false,
+            // Verdicts runs a binary it is given (or the one already built).
+            Command::Setup | Command::Verdicts(_) => false,
             Command::Test(_)
             | Command::VmTest(_)
             | Command::Demo(_)
@@ -111,6 +115,7 @@ fn work(command: Command) -> Result<()> {
         Command::Dist(a) => dist::run(a),
         Command::Fuzz(a) => fuzz::run(a),
         Command::Matrix(a) => matrix::run(a),
+        Command::Verdicts(a) => vm::verdicts(a),
     }
 }
 

@@ -25,8 +25,9 @@ mod module;
 mod msitrace;
 mod plan;
 mod qemu;
-#[cfg(test)]
 mod recorded;
+
+pub use recorded::{VerdictsArgs, run as verdicts};
 mod rootfs;
 
 use crate::util::{repo_root, run_checked, run_output, run_status};

@@ -4,13 +4,13 @@
 //! builds of the checks can be compared on real guest outputs.
 //!
 //! ```text
-//! MSITRACE_RECORDED_OUT=vm-work/out MSITRACE_BIN=target/debug/msitrace \
-//!   cargo test -p xtask recorded -- --ignored --nocapture > verdicts.txt
+//! cargo xtask verdicts --out vm-work/out --bin target/debug/msitrace > verdicts.txt
 //! ```
 //!
 //! The artifacts are copied to a temporary directory first: the checks write beside them
 //! (replay.json, live-last-frame.txt) and the recorded runs stay as they were.
 
+use anyhow::{Context, Result};
 use std::{
     fmt::Write as _,
     fs,
@@ -111,14 +111,24 @@ fn judge_recorded_run(run: &Path, abi: &str, m: &Msitrace, scratch: &Path) -> St
     out
 }
 
-#[test]
-#[ignore = "needs recorded runs (MSITRACE_RECORDED_OUT) and an msitrace binary (MSITRACE_BIN)"]
-fn recorded_verdicts() {
-    let root =
-        PathBuf::from(std::env::var("MSITRACE_RECORDED_OUT").expect("MSITRACE_RECORDED_OUT"));
-    let bin = PathBuf::from(std::env::var("MSITRACE_BIN").expect("MSITRACE_BIN"));
+#[derive(clap::Args)]
+pub struct VerdictsArgs {
+    /// A vm-test output directory (<vm-work>/out), read only.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The msitrace binary the checks run (replay, dump) [default: target/debug/msitrace].
+    #[arg(long, value_name = "FILE")]
+    pub bin: Option<PathBuf>,
+}
+
+/// Every recorded run's verdicts, printed in a stable form.
+pub fn run(args: VerdictsArgs) -> Result<()> {
+    let root = args.out;
+    let bin = args
+        .bin
+        .unwrap_or_else(|| crate::util::repo_root().join("target/debug/msitrace"));
     let m = Msitrace {
-        bin: fs::canonicalize(&bin).expect("MSITRACE_BIN"),
+        bin: fs::canonicalize(&bin).with_context(|| format!("{}", bin.display()))?,
         record: true,
         probes: true,
         replay: true,
@@ -128,7 +138,7 @@ fn recorded_verdicts() {
     };
     let scratch = std::env::temp_dir().join(format!("xtask-recorded-{}", std::process::id()));
     let mut abis: Vec<PathBuf> = fs::read_dir(&root)
-        .expect("MSITRACE_RECORDED_OUT")
+        .with_context(|| format!("{}", root.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir())
         .collect();
@@ -151,4 +161,5 @@ fn recorded_verdicts() {
         }
     }
     let _ = fs::remove_dir_all(&scratch);
+    Ok(())
 }
