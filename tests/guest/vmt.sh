@@ -126,7 +126,18 @@ fire_spaced() {
 # The module's state with each vector's /proc/interrupts total appended (online CPUs only:
 # snapshots are taken with every CPU online).
 snap() {
-	cat /proc/interrupts > "$1.interrupts"
+	# hv_stub's state is read on both sides of /proc/interrupts, until an interrupt landing
+	# between the reads has not moved it: one counted by the handler and not yet in the copy of
+	# /proc/interrupts failed a check once ("counted 4 but hv_stub's handler 5", 6.12).
+	snap_try=0
+	while :; do
+		cat $STUB/state > "$1.pre"
+		cat /proc/interrupts > "$1.interrupts"
+		cmp -s "$1.pre" $STUB/state && break
+		snap_try=$((snap_try + 1))
+		[ $snap_try -lt 20 ] || break
+		sleep 0.05
+	done
 	awk 'FNR == NR {
 		if ($1 ~ /^[0-9]+:$/) {
 			n = $1; sub(":", "", n); s = 0
@@ -139,7 +150,8 @@ snap() {
 		line = $0
 		if ($1 ~ /^vector=/) { split($2, kv, "="); line = line " proc=" ((kv[2] in p) ? p[kv[2]] : -1) }
 		print line
-	}' "$1.interrupts" $STUB/state > "$1.state"
+	}' "$1.interrupts" "$1.pre" > "$1.state"
+	rm -f "$1.pre"
 }
 
 # Console summary of what each vector did between two snapshots.
