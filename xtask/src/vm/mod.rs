@@ -345,19 +345,15 @@ fn judge_run(rig: &Rig, g: &Guest, steps: &[Step], outcome: &RunOutcome, rows: &
     }
     for &step in steps {
         let dir = art.join(step.id());
-        let mut verdict = if step.scenario == plan::Scenario::StaleMask {
-            checks::stale_mask::check(&dir, e1000e, m.is_some())
-        } else {
-            checks::check_step(&checks::StepInput {
-                step,
-                dir: &dir,
-                e1000e,
-                msitrace: m,
-                g5_silence_s: G5_SILENCE_S,
-                tty1: &outcome.tty1,
-                h4_gated_off: g.kernel.at_least(6, 17),
-            })
-        };
+        let mut verdict = checks::check_step(&checks::StepInput {
+            step,
+            dir: &dir,
+            e1000e,
+            msitrace: m,
+            g5_silence_s: G5_SILENCE_S,
+            tty1: &outcome.tty1,
+            h4_gated_off: g.kernel.at_least(6, 17),
+        });
         if let Tracer::Unusable(why) = &rig.tracer {
             verdict
                 .failures

@@ -2,6 +2,8 @@
 //! of irqs in words. Every check imports from here; this imports no check.
 
 use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 use super::json::{Divergence, Report};
 
@@ -53,4 +55,29 @@ pub(super) fn not_evaluated_reason(report: &Report, rule: &str) -> Option<String
 
 pub(super) fn join(s: &BTreeSet<u32>) -> String {
     s.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Why a step left nothing to judge: no outputs at all, or the guest's own `error` file.
+pub(super) fn step_not_run(dir: &Path) -> Option<String> {
+    if !dir.exists() {
+        return Some(
+            "no outputs from the guest for this step (it never ran or never saved)".into(),
+        );
+    }
+    fs::read_to_string(dir.join("error"))
+        .ok()
+        .map(|e| format!("guest: {}", e.trim()))
+}
+
+/// The trace files (`*.msit`) in `dir`, in name order (a flight recorder's: oldest first).
+pub(super) fn msit_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "msit"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
 }

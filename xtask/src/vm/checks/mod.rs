@@ -29,7 +29,7 @@ mod msitrace_check;
 mod probes;
 mod replay;
 mod service;
-pub mod stale_mask;
+mod stale_mask;
 mod verify;
 
 pub use probes::check_probes;
@@ -69,16 +69,15 @@ pub struct StepInput<'a> {
 }
 
 pub fn check_step(input: &StepInput) -> Verdict {
-    let mut v = Verdict::default();
     let step = input.step;
     let dir = input.dir;
-    if !dir.exists() {
-        v.failures
-            .push("no outputs from the guest for this step (it never ran or never saved)".into());
-        return v;
+    // No sleep and no scenario snapshots: its own check (vm-test and `verdicts` both land here).
+    if step.scenario == Scenario::StaleMask {
+        return stale_mask::check(dir, input.e1000e, input.msitrace.is_some());
     }
-    if let Ok(e) = fs::read_to_string(dir.join("error")) {
-        v.failures.push(format!("guest: {}", e.trim()));
+    let mut v = Verdict::default();
+    if let Some(why) = common::step_not_run(dir) {
+        v.failures.push(why);
         return v;
     }
     let states: Vec<Option<ModuleState>> = ["s0", "s1", "s2"]
@@ -148,17 +147,7 @@ pub fn step_traces(step: Step, dir: &Path) -> Vec<PathBuf> {
             let t = dir.join("trace.msit");
             if t.exists() { vec![t] } else { Vec::new() }
         }
-        Front::Daemon | Front::Service => {
-            let mut files: Vec<PathBuf> = fs::read_dir(dir.join("flight"))
-                .map(|rd| {
-                    rd.filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| p.extension().is_some_and(|x| x == "msit"))
-                        .collect()
-                })
-                .unwrap_or_default();
-            files.sort();
-            files
-        }
+        Front::Daemon | Front::Service => common::msit_files(&dir.join("flight")),
     }
 }
 

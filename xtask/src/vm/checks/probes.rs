@@ -4,6 +4,16 @@ use std::{fs, path::Path};
 
 use super::{Verdict, json::Probes};
 
+/// The hooks the rules need most: anything but `attached` fails the run.
+const REQUIRED: [&str; 6] = [
+    "hv_compose_msi_msg",
+    "hv_compose_msi_msg:return",
+    "hv_irq_unmask",
+    "hv_irq_unmask:return",
+    "pci_restore_msi_state",
+    "__pci_write_msi_msg",
+];
+
 /// The per-run check of `msitrace probes --json`: the hooks the rules need are attached, and
 /// `migrate_one_irq` is, or is replaced by its fallback window with the reason said.
 pub fn check_probes(path: &Path) -> Verdict {
@@ -30,14 +40,7 @@ pub fn check_probes(path: &Path) -> Verdict {
             .and_then(|r| r.status.as_deref())
             .unwrap_or("missing")
     };
-    for hook in [
-        "hv_compose_msi_msg",
-        "hv_compose_msi_msg:return",
-        "hv_irq_unmask",
-        "hv_irq_unmask:return",
-        "pci_restore_msi_state",
-        "__pci_write_msi_msg",
-    ] {
+    for hook in REQUIRED {
         if status(hook) != "attached" {
             let reason = row(hook).and_then(|r| r.reason.as_deref()).unwrap_or("");
             v.failures
@@ -106,17 +109,12 @@ mod tests {
     use super::*;
 
     fn rows(extra: &str) -> String {
-        let attached = [
-            "hv_compose_msi_msg",
-            "hv_compose_msi_msg:return",
-            "hv_irq_unmask",
-            "hv_irq_unmask:return",
-            "pci_restore_msi_state",
-            "__pci_write_msi_msg",
-            "migrate_one_irq",
-        ]
-        .map(|h| format!(r#"{{"hook":"{h}","status":"attached"}}"#))
-        .join(",");
+        let attached = REQUIRED
+            .iter()
+            .chain(&["migrate_one_irq"])
+            .map(|h| format!(r#"{{"hook":"{h}","status":"attached"}}"#))
+            .collect::<Vec<_>>()
+            .join(",");
         format!(r#"{{"schema_version":1,"probes":[{attached}{extra}]}}"#)
     }
 

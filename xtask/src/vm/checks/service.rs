@@ -4,7 +4,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use serde_json::Value;
@@ -335,14 +335,7 @@ pub fn check_service(dir: &Path, m: &Msitrace) -> Verdict {
         ));
     }
     // The newest file is the restarted instance's: `systemctl stop` must have closed it.
-    let mut files: Vec<PathBuf> = fs::read_dir(dir.join("restart"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "msit"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
+    let files = super::common::msit_files(&dir.join("restart"));
     match files.last() {
         Some(last) => match msitrace::trailer(m, std::slice::from_ref(last)) {
             Ok(Some(_)) => v

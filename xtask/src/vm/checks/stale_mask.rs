@@ -233,17 +233,9 @@ fn judge_check(
 
 /// `dir`: artifacts/stale-mask.fixed; `msitrace`: whether the guest ran msitrace at all.
 pub fn check(dir: &Path, e1000e: Option<&str>, msitrace: bool) -> Verdict {
-    let mut v = Verdict {
-        failures: Vec::new(),
-        facts: Vec::new(),
-    };
-    if !dir.exists() {
-        v.failures
-            .push("no outputs from the guest for this step (it never ran or never saved)".into());
-        return v;
-    }
-    if let Ok(e) = fs::read_to_string(dir.join("error")) {
-        v.failures.push(format!("guest: {}", e.trim()));
+    let mut v = Verdict::default();
+    if let Some(why) = super::common::step_not_run(dir) {
+        v.failures.push(why);
         return v;
     }
     let snap = |s: &str| -> PathBuf { dir.join(format!("{s}.state")) };
