@@ -1,9 +1,10 @@
 //! `cargo xtask dist`: the Debian package. A release build of msitrace, its man pages (generated
 //! from its own clap definition by the hidden `msitrace assets`) and shell completions (by
-//! `msitrace completions`, from the same definition), the hardened systemd unit and the
-//! commented default settings, laid out as Debian installs them and packed by dpkg-deb (Debian's
-//! own tool: nothing to build or download). Then the unit is checked in the staged tree with
-//! `systemd-analyze verify` and its exposure scored offline.
+//! `msitrace completions`, from the same definition), packed by cargo-deb from tracer/Cargo.toml's
+//! `[package.metadata.deb]`: versioned depends from the binary's libraries, md5sums, the
+//! settings as a conffile, and the hardened unit installed through deb-systemd-helper (not
+//! enabled). Then the package is unpacked and checked as installed: the unit with
+//! `systemd-analyze verify` (its exposure scored offline), the whole package with lintian.
 
 use std::{
     fs,
@@ -37,18 +38,9 @@ pub fn run(args: DistArgs) -> Result<()> {
     Ok(())
 }
 
-fn copy(from: &Path, to: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::create_dir_all(to.parent().unwrap_or(Path::new("/")))?;
-    fs::copy(from, to)
-        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
-    fs::set_permissions(to, fs::Permissions::from_mode(mode))?;
-    Ok(())
-}
-
 pub fn build(out: Option<PathBuf>) -> Result<Built> {
     let repo = repo_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = crate::util::cargo();
     println!("dist: cargo build --release -p tracer");
     let ok = Command::new(&cargo)
         .args(["build", "--release", "-p", "tracer"])
@@ -61,154 +53,127 @@ pub fn build(out: Option<PathBuf>) -> Result<Built> {
     }
     let target = repo.join("target");
     let bin = target.join("release/msitrace");
-    let dist = out.unwrap_or_else(|| target.join("dist"));
-    let stage = dist.join("stage");
-    if stage.exists() {
-        fs::remove_dir_all(&stage)?;
-    }
-    let assets = dist.join("assets");
+    // tracer/Cargo.toml's [package.metadata.deb] names its generated assets here.
+    let assets = target.join("dist/assets");
     if assets.exists() {
         fs::remove_dir_all(&assets)?;
     }
     run_output(Command::new(&bin).arg("assets").arg("--out").arg(&assets))?;
-
-    let usr_bin = stage.join("usr/bin/msitrace");
-    fs::create_dir_all(usr_bin.parent().unwrap_or(&stage))?;
-    // The release profile keeps line tables for backtraces; the package does not need them.
-    let stripped = Command::new("objcopy")
-        .arg("--strip-debug")
-        .arg(&bin)
-        .arg(&usr_bin)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !stripped {
-        copy(&bin, &usr_bin, 0o755)?;
-    }
-    copy(
-        &repo.join("packaging/msitrace.service"),
-        &stage.join("lib/systemd/system/msitrace.service"),
-        0o644,
-    )?;
-    // Debian's systemd rebuilds the catalog database by a dpkg trigger on this directory.
-    copy(
-        &repo.join("packaging/msitrace.catalog"),
-        &stage.join("usr/lib/systemd/catalog/msitrace.catalog"),
-        0o644,
-    )?;
-    copy(
-        &repo.join("packaging/msitrace.toml"),
-        &stage.join("etc/msitrace/msitrace.toml"),
-        0o644,
-    )?;
-    let man1 = stage.join("usr/share/man/man1");
-    fs::create_dir_all(&man1)?;
-    let mut pages: Vec<PathBuf> = fs::read_dir(assets.join("man"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    pages.sort();
-    for page in &pages {
-        let name = page
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let to = man1.join(format!("{name}.gz"));
-        // -n: no name or time in the gzip header, so the package is reproducible.
-        let gz = Command::new("gzip")
-            .args(["-9n", "-c"])
-            .arg(page)
-            .output()
-            .context("cannot run gzip")?;
-        if !gz.status.success() {
-            bail!("gzip {} failed", page.display());
-        }
-        fs::write(&to, gz.stdout)?;
-    }
     // What `msitrace completions SHELL` prints, byte for byte: one generator for the package
     // and for a user installing the script by hand.
-    for (shell, to) in [
-        ("bash", "usr/share/bash-completion/completions/msitrace"),
-        ("zsh", "usr/share/zsh/vendor-completions/_msitrace"),
-        ("fish", "usr/share/fish/vendor_completions.d/msitrace.fish"),
+    let completions = assets.join("completions");
+    fs::create_dir_all(&completions)?;
+    for (shell, name) in [
+        ("bash", "msitrace"),
+        ("zsh", "_msitrace"),
+        ("fish", "msitrace.fish"),
     ] {
-        use std::os::unix::fs::PermissionsExt;
         let script = run_output(Command::new(&bin).args(["completions", shell]))?;
         if script.is_empty() {
             bail!("`msitrace completions {shell}` printed nothing");
         }
-        let to = stage.join(to);
-        fs::create_dir_all(to.parent().unwrap_or(&stage))?;
-        fs::write(&to, script).with_context(|| format!("cannot write {}", to.display()))?;
-        fs::set_permissions(&to, fs::Permissions::from_mode(0o644))?;
+        fs::write(completions.join(name), script)?;
     }
-    let doc = stage.join("usr/share/doc/msitrace");
-    fs::create_dir_all(&doc)?;
-    // Alerting rules for the daemon's metrics, to copy into a Prometheus server's rule_files.
-    copy(
-        &repo.join("packaging/msitrace.rules.yml"),
-        &doc.join("examples/msitrace.rules.yml"),
-        0o644,
-    )?;
-    fs::write(
-        doc.join("copyright"),
-        "msitrace\nLicense: GPL-2.0-or-later\n On Debian systems, the full text is in /usr/share/common-licenses/GPL-2.\n",
-    )?;
 
+    crate::setup::ensure_cargo_deb()?;
+    let dist = out.unwrap_or_else(|| target.join("dist"));
+    fs::create_dir_all(&dist)?;
     let version = env!("CARGO_PKG_VERSION");
     let arch = run_output(Command::new("dpkg").arg("--print-architecture"))?
         .trim()
         .to_string();
-    let debian = stage.join("DEBIAN");
-    fs::create_dir_all(&debian)?;
-    let size_kib = du_kib(&stage)?;
-    fs::write(
-        debian.join("control"),
-        format!(
-            "Package: msitrace\nVersion: {version}\nArchitecture: {arch}\nMaintainer: msitrace developers <msitrace@example.invalid>\n\
-Installed-Size: {size_kib}\nDepends: libc6, libgcc-s1\nSection: admin\nPriority: optional\n\
-Homepage: https://example.invalid/msitrace\n\
-Description: eBPF tracer of MSI/MSI-X vector state across suspend and resume\n \
-msitrace follows every MSI/MSI-X interrupt vector of a Linux guest across suspend,\n \
-hibernation and resume and says when a vector's state diverged so that its device\n \
-gets no more interrupts (the Hyper-V bugs fixed by 915cff7f38c5). It runs as a TUI,\n \
-as a systemd service logging to the journal, and replays its trace files.\n"
-        ),
-    )?;
-    fs::write(debian.join("conffiles"), "/etc/msitrace/msitrace.toml\n")?;
-    let postinst = debian.join("postinst");
-    fs::write(
-        &postinst,
-        "#!/bin/sh\nset -e\n# The unit is installed, not enabled: tracing is the administrator's choice.\n\
-if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi\n",
-    )?;
-    let postrm = debian.join("postrm");
-    fs::write(
-        &postrm,
-        "#!/bin/sh\nset -e\nif [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi\n\
-if [ \"$1\" = purge ]; then rm -rf /var/lib/msitrace; fi\n",
-    )?;
-    for f in [&postinst, &postrm] {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(f, fs::Permissions::from_mode(0o755))?;
+    // cargo-deb's default Debian revision, as packaging/debian/changelog gives it.
+    let deb = dist.join(format!("msitrace_{version}-1_{arch}.deb"));
+    println!("dist: cargo deb -p tracer --no-build --strip");
+    // The release profile keeps line tables for backtraces; the package does not need them,
+    // and cargo-deb would keep them because the profile asks for debug info.
+    let packed = Command::new(&cargo)
+        .args(["deb", "-p", "tracer", "--no-build", "--strip", "--output"])
+        .arg(&deb)
+        .current_dir(&repo)
+        .status()
+        .context("cannot run cargo deb")?
+        .success();
+    if !packed {
+        bail!("`cargo deb -p tracer --no-build --strip` failed: see its output above");
     }
-    let deb = dist.join(format!("msitrace_{version}_{arch}.deb"));
-    run_output(
-        Command::new("dpkg-deb")
-            .args(["--root-owner-group", "-Zxz", "--build"])
-            .arg(&stage)
-            .arg(&deb),
-    )?;
 
+    let stage = dist.join("stage");
+    unpack_as_dpkg_does(&deb, &stage)?;
     let exposure = verify_unit(&stage)?;
+    lintian(&deb)?;
     Ok(Built { deb, exposure })
 }
 
-fn du_kib(dir: &Path) -> Result<u64> {
-    let out = run_output(Command::new("du").args(["-sk"]).arg(dir))?;
-    out.split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .context("cannot read du's output")
+/// The package unpacked by dpkg itself into a private root with an empty database: what an
+/// administrator's `dpkg -i` puts on disk, and what dpkg records of it. cargo-deb ships no
+/// md5sums file; dpkg computes one at unpack, and `dpkg -V` (debsums too) checks against it.
+fn unpack_as_dpkg_does(deb: &Path, root: &Path) -> Result<()> {
+    if root.exists() {
+        fs::remove_dir_all(root)?;
+    }
+    let db = root.join("var/lib/dpkg");
+    fs::create_dir_all(db.join("info"))?;
+    fs::create_dir_all(db.join("updates"))?;
+    fs::write(db.join("status"), "")?;
+    run_output(
+        Command::new("dpkg")
+            .arg(format!("--root={}", root.display()))
+            .args(["--force-not-root", "--unpack"])
+            .arg(deb),
+    )?;
+    let sums = fs::read_to_string(db.join("info/msitrace.md5sums")).unwrap_or_default();
+    if !sums.lines().any(|l| l.ends_with("  usr/bin/msitrace")) {
+        bail!("dpkg recorded no md5sum of usr/bin/msitrace when it unpacked {}", deb.display());
+    }
+    let conffiles = fs::read_to_string(db.join("info/msitrace.conffiles")).unwrap_or_default();
+    if !conffiles.lines().any(|l| l == "/etc/msitrace/msitrace.toml") {
+        bail!("the package does not mark /etc/msitrace/msitrace.toml as a conffile");
+    }
+    let verify = Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .args(["--verify", "msitrace"])
+        .output()
+        .context("cannot run dpkg --verify")?;
+    // A conffile stays msitrace.toml.dpkg-new until configure; anything else is damage.
+    let damaged: Vec<String> = String::from_utf8_lossy(&verify.stdout)
+        .lines()
+        .filter(|l| !l.ends_with(" c /etc/msitrace/msitrace.toml"))
+        .map(str::to_string)
+        .collect();
+    if !damaged.is_empty() {
+        bail!("dpkg --verify after unpack: {}", damaged.join("; "));
+    }
+    println!("dist: dpkg unpacked it: md5sums recorded, conffile registered, dpkg --verify clean");
+    Ok(())
+}
+
+/// Debian's own policy checker: errors fail the build; warnings are printed (the README says
+/// which remain and why).
+fn lintian(deb: &Path) -> Result<()> {
+    if !crate::setup::on_path("lintian") {
+        bail!("lintian is missing: `cargo xtask setup` installs it (apt-get install lintian)");
+    }
+    let out = Command::new("lintian")
+        .args(["--allow-root", "--fail-on", "error", "--tag-display-limit", "0"])
+        .arg(deb)
+        .output()
+        .context("cannot run lintian")?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    let errors: Vec<&str> = said.lines().filter(|l| l.starts_with("E: ")).collect();
+    for l in said.lines().filter(|l| l.starts_with("W: ")) {
+        println!("dist: lintian {l}");
+    }
+    if !out.status.success() || !errors.is_empty() {
+        bail!(
+            "lintian finds errors in {}:\n{}{}",
+            deb.display(),
+            errors.join("\n"),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    println!("dist: lintian: no errors");
+    Ok(())
 }
 
 /// The unit as installed, checked in the staged tree (its ExecStart binary included); `None`
@@ -224,7 +189,10 @@ fn verify_unit(root: &Path) -> Result<Option<String>> {
         );
         return Ok(None);
     }
-    let unit = root.join("lib/systemd/system/msitrace.service");
+    let unit = root.join("usr/lib/systemd/system/msitrace.service");
+    if !unit.is_file() {
+        bail!("the package has no {}", unit.display());
+    }
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(format!("--root={}", root.display()))

@@ -2,7 +2,7 @@
 //! (the eBPF crate builds `core` itself) and bpf-linker 0.13.0 linked against that nightly's
 //! own libLLVM, and the Debian tools the tests drive (tmux for the TUI's end-to-end test,
 //! systemd for the journald test and the unit check, node_exporter and promtool for the
-//! metrics test).
+//! metrics test, lintian for the package; cargo-deb when the package is first packed).
 //! Idempotent, and it upgrades nothing: what is already there is left alone.
 
 use std::{
@@ -14,11 +14,14 @@ use anyhow::{Context, Result, bail};
 
 pub const NIGHTLY: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The .deb is packed by cargo-deb; pinned so that a fresh machine packs what CI packed.
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// What [`run`] does, as `--dry-run` prints it.
 pub const SUMMARY: &str = "setup: install what is missing (rust-src for nightly, bpf-linker \
-                           0.13.0, tmux, systemd, prometheus-node-exporter, prometheus), leave \
-                           what is there";
+                           0.13.0, tmux, systemd, prometheus-node-exporter, prometheus, \
+                           lintian; cargo-deb 3.8.0 when a command packs the .deb), leave what \
+                           is there";
 
 pub fn run() -> Result<()> {
     let sysroot = nightly_sysroot()?;
@@ -60,9 +63,11 @@ const TOOLS: &[(&str, &str)] = &[
     // the alerting rules with promtool.
     ("prometheus-node-exporter", "prometheus-node-exporter"),
     ("promtool", "prometheus"),
+    // The .deb must pass lintian without errors.
+    ("lintian", "lintian"),
 ];
 
-fn on_path(program: &str) -> bool {
+pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
 }
@@ -172,6 +177,38 @@ fn ensure_rust_src() -> Result<()> {
     if !status.success() {
         bail!(
             "could not install rust-src for {NIGHTLY}: run `rustup component add rust-src --toolchain {NIGHTLY}` by hand"
+        );
+    }
+    Ok(())
+}
+
+/// cargo-deb, for `cargo xtask dist` only (and the tests that pack the .deb): installed when
+/// first needed, so that a command that never packs does not pay for its build.
+pub fn ensure_cargo_deb() -> Result<()> {
+    put_cargo_bin_on_path();
+    if let Ok(v) = crate::util::run_output(Command::new("cargo-deb").arg("--version")) {
+        let v = v.trim();
+        if !v.contains(CARGO_DEB_VERSION) {
+            println!(
+                "setup: cargo-deb present ({v}); msitrace is packed with {CARGO_DEB_VERSION}, leaving it as is"
+            );
+        }
+        return Ok(());
+    }
+    println!("setup: building cargo-deb {CARGO_DEB_VERSION} (about 2 minutes)");
+    let status = Command::new(crate::util::cargo())
+        .args([
+            "install",
+            "--locked",
+            "--version",
+            CARGO_DEB_VERSION,
+            "cargo-deb",
+        ])
+        .status()
+        .context("cannot run cargo install")?;
+    if !status.success() {
+        bail!(
+            "could not build cargo-deb: see cargo's output above (by hand: `cargo install --locked --version {CARGO_DEB_VERSION} cargo-deb`)"
         );
     }
     Ok(())
