@@ -29,6 +29,7 @@ mod recorded;
 
 pub use recorded::{VerdictsArgs, run as verdicts};
 mod rootfs;
+mod timing;
 
 use crate::util::{repo_root, run_checked, run_output, run_status};
 use std::{
@@ -429,9 +430,11 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
     let mut records = Vec::new();
     let mut per_kernel = Vec::new();
     let mut costs = Vec::new();
+    let mut timings = Vec::new();
     for g in &rig.guests {
         let tk = Instant::now();
         let mut kcosts = costs::Costs::new();
+        let mut ktime = timing::Breakdown::default();
         let runs = plan::runs(&filter, g.kernel.plan);
         for (i, steps) in runs.iter().enumerate() {
             let label = format!("{} run {}", g.kernel.series, i + 1);
@@ -441,6 +444,10 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
                 outcome.end.describe(),
                 secs(outcome.wall)
             );
+            ktime.add(&timing::of_run(
+                &fs::read_to_string(&outcome.console).unwrap_or_default(),
+                outcome.wall,
+            ));
             judge_run(&rig, g, steps, &outcome, &mut rows);
             if let Tracer::Usable(m) = &rig.tracer {
                 costs::add_steps(m, steps, &outcome.artifacts, &mut kcosts);
@@ -448,6 +455,7 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
             records.push(RunRecord { label, outcome });
         }
         per_kernel.push(format!("{} {}", g.kernel.series, secs(tk.elapsed())));
+        timings.push(ktime.render(&g.kernel.series));
         costs.push((g.kernel.series.clone(), kcosts));
     }
 
@@ -481,6 +489,10 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
     }
     if matches!(rig.tracer, Tracer::Off) {
         println!("\nvm: msitrace was left out (--no-msitrace): its assertions did not run");
+    }
+    println!("\nvm: where the guests' time went (seconds, by the guests' own clock):");
+    for t in &timings {
+        println!("  {t}");
     }
     println!(
         "\nvm: wall time {} (setup {}; {}); outputs in {}",

@@ -1,0 +1,174 @@
+//! Where a guest run's wall time goes, from the guest's own console lines (each carries the
+//! guest's uptime) and the host's wall clock around QEMU. The kernel matrix is the largest part
+//! of CI, and a step cannot be cut well before it is known whether boots, hibernation images,
+//! msitrace's start or the steps' own waits cost the time.
+//!
+//! The guest's uptime is CLOCK_BOOTTIME, which the kernel advances across a hibernation by the
+//! time the RTC saw pass: "sleep" below is the whole of image write, power-off, restore boot
+//! and image read. What the guest's clock cannot see (QEMU's start, firmware, the kernel's load
+//! before its clock runs, power-off at the end) is the wall time less the last uptime read.
+
+use std::time::Duration;
+
+/// One run's breakdown, in seconds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Breakdown {
+    pub runs: u32,
+    pub wall: f64,
+    /// Kernel start to the first step (init, modules; systemd's boot in the service runs).
+    pub boot: f64,
+    /// msitrace started until it said it was recording (`recording … after=`).
+    pub msitrace_start: f64,
+    /// Hibernations, from `hibernating` to `resumed`.
+    pub sleep: f64,
+    /// The steps' remaining time: their actions, settle windows, checks and saved outputs.
+    pub steps: f64,
+    /// Guest time outside any step after the first began, and after the last ended.
+    pub between: f64,
+    /// Wall time the guest's clock does not cover.
+    pub outside: f64,
+}
+
+fn field(line: &str, key: &str) -> Option<f64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .and_then(|v| v.trim_end_matches('s').parse().ok())
+}
+
+/// `console` is the run's serial console; `wall` what the host measured around QEMU.
+pub fn of_run(console: &str, wall: Duration) -> Breakdown {
+    let mut b = Breakdown {
+        runs: 1,
+        wall: wall.as_secs_f64(),
+        ..Breakdown::default()
+    };
+    let mut first_begin = None;
+    let mut begin = None;
+    let mut hibernating = None;
+    let mut in_steps = 0.0;
+    let mut last_uptime: f64 = 0.0;
+    for line in console.lines() {
+        let Some(rest) = line.find("VMT ").map(|i| &line[i + 4..]) else {
+            continue;
+        };
+        let uptime = field(rest, "uptime=");
+        if let Some(u) = uptime {
+            last_uptime = last_uptime.max(u);
+        }
+        let word = rest.split_whitespace().next().unwrap_or("");
+        match (word, uptime) {
+            ("step", Some(u)) if rest.contains(" begin ") => {
+                first_begin.get_or_insert(u);
+                begin = Some(u);
+            }
+            ("step", Some(u)) if rest.contains(" end ") => {
+                if let Some(b0) = begin.take() {
+                    in_steps += u - b0;
+                }
+            }
+            ("recording", _) => b.msitrace_start += field(rest, "after=").unwrap_or(0.0),
+            ("hibernating", Some(u)) => hibernating = Some(u),
+            ("resumed", Some(u)) => {
+                if let Some(h) = hibernating.take() {
+                    b.sleep += u - h;
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(first) = first_begin else {
+        b.outside = b.wall;
+        return b;
+    };
+    b.boot = first;
+    b.steps = (in_steps - b.msitrace_start - b.sleep).max(0.0);
+    b.between = (last_uptime - first - in_steps).max(0.0);
+    b.outside = (b.wall - last_uptime).max(0.0);
+    b
+}
+
+impl Breakdown {
+    pub fn add(&mut self, o: &Breakdown) {
+        self.runs += o.runs;
+        self.wall += o.wall;
+        self.boot += o.boot;
+        self.msitrace_start += o.msitrace_start;
+        self.sleep += o.sleep;
+        self.steps += o.steps;
+        self.between += o.between;
+        self.outside += o.outside;
+    }
+
+    pub fn render(&self, series: &str) -> String {
+        format!(
+            "{series}: {} run(s), {:.0} s in QEMU: boot {:.0}, msitrace start {:.0}, \
+             hibernation images {:.0}, the steps' own work {:.0}, between steps {:.0}, \
+             outside the guest's clock {:.0}",
+            self.runs,
+            self.wall,
+            self.boot,
+            self.msitrace_start,
+            self.sleep,
+            self.steps,
+            self.between,
+            self.outside
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Lines as a 6.12 guest printed them in CI (hibernate.buggy with `live`, then the burst).
+    const CONSOLE: &str = "\
+[    8.6] VMT ready uptime=8.60 e1000e=1 swap=/dev/vdb out=/dev/vdc msitrace=1 plan=x
+VMT step hibernate.buggy begin uptime=8.68
+VMT recording step=hibernate.buggy front=live after=5.2s
+VMT action step=hibernate.buggy uptime=28.66
+VMT hibernating step=hibernate.buggy uptime=28.93
+VMT resumed step=hibernate.buggy rc=0 uptime=55.75
+VMT step hibernate.buggy end uptime=64.78
+VMT step burst.fixed begin uptime=64.88
+VMT recording step=burst.fixed front=record after=4.2s
+VMT burst step=burst.fixed rounds=7000 from=73.16 to=85.06
+VMT step burst.fixed end uptime=90.36
+VMT done uptime=90.50
+";
+
+    #[test]
+    fn splits_a_run_by_the_guests_own_clock() {
+        let b = of_run(CONSOLE, Duration::from_secs_f64(100.0));
+        let near = |a: f64, e: f64| (a - e).abs() < 1e-6;
+        assert!(near(b.boot, 8.68));
+        assert!(near(b.msitrace_start, 9.4));
+        assert!(near(b.sleep, 26.82));
+        // In steps: 56.10 + 25.48 = 81.58, less the start and the sleep.
+        assert!(near(b.steps, 81.58 - 9.4 - 26.82), "{b:?}");
+        assert!(near(b.between, 90.50 - 8.68 - 81.58), "{b:?}");
+        assert!(near(b.outside, 100.0 - 90.50));
+        let sum = b.boot + b.msitrace_start + b.sleep + b.steps + b.between + b.outside;
+        assert!(
+            near(sum, b.wall),
+            "the parts add up to the wall time: {sum}"
+        );
+    }
+
+    #[test]
+    fn a_run_that_never_reached_a_step_is_all_outside() {
+        let b = of_run("garbage\n[ 1.0] no VMT lines", Duration::from_secs(7));
+        assert_eq!(b.outside, 7.0);
+        assert_eq!(b.boot + b.steps + b.sleep, 0.0);
+    }
+
+    #[test]
+    fn runs_add_up_per_kernel() {
+        let mut k = of_run(CONSOLE, Duration::from_secs(100));
+        k.add(&of_run(CONSOLE, Duration::from_secs(100)));
+        assert_eq!(k.runs, 2);
+        assert!(
+            k.render("6.12")
+                .starts_with("6.12: 2 run(s), 200 s in QEMU: boot 17,")
+        );
+    }
+}
