@@ -139,6 +139,11 @@ pub const HV_STATE_LOCK: &str = "hv_pcibus_device.state_lock";
 /// Kept in the trace header for the reader (which driver was traced); no gate uses it.
 pub const HV_RESTORE_MSI_MSG: &str = "hv_pci_restore_msi_msg()";
 
+/// `hv_pcie_init_dev_msi_info()`: pci-hyperv as a per-device MSI parent domain (upstream 6.17,
+/// "PCI: hv: Switch to msi_create_parent_irq_domain()"). From that series on, hv_irq_unmask no
+/// longer calls pci_msi_unmask_irq: the unmask goes through the device's own domain. H4's gate.
+pub const HV_MSI_PARENT: &str = "hv_pcie_init_dev_msi_info()";
+
 enum FactKind {
     Member,
     Function,
@@ -159,6 +164,11 @@ static FACTS: &[FactSpec] = &[
     },
     FactSpec {
         name: HV_RESTORE_MSI_MSG,
+        kind: FactKind::Function,
+        modules: &["pci_hyperv"],
+    },
+    FactSpec {
+        name: HV_MSI_PARENT,
         kind: FactKind::Function,
         modules: &["pci_hyperv"],
     },

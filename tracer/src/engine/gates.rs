@@ -10,7 +10,7 @@ use serde::Serialize;
 use tracer_common::{NUM_PROBES, ProbeId};
 
 use super::divergence::RuleId;
-use crate::btf_layout::{BtfFact, FactState, HV_STATE_LOCK, fact_state};
+use crate::btf_layout::{BtfFact, FactState, HV_MSI_PARENT, HV_STATE_LOCK, fact_state};
 use crate::probes::{ProbeStatus, Status, hook_of};
 
 /// `major.minor.patch` of a kernel release such as `6.12.117+deb12-amd64`.
@@ -197,25 +197,38 @@ impl Gates {
     }
 
     /// H4 reads the mask cache after hv_irq_unmask returns, which says whether the unmask
-    /// worked only while hv_irq_unmask itself calls pci_msi_unmask_irq (up to 6.16). The
-    /// version decides here: none of the members and functions msitrace resolves marks
-    /// 6.17's change (per-device MSI domains), and the BTF fixtures stop at 6.12, so there
-    /// is no fact to check one against. The reason says it is the version.
+    /// worked only while hv_irq_unmask itself calls pci_msi_unmask_irq. The series that made
+    /// pci-hyperv a per-device MSI parent (upstream 6.17) ended that, and brought
+    /// hv_pcie_init_dev_msi_info: pci-hyperv's BTF showing that function decides (Debian's 7.x
+    /// builds pci-hyperv into vmlinux, so its BTF is vmlinux's). Without the fact (pci_hyperv's
+    /// BTF was not there when recording began, or an older trace file) the version decides,
+    /// and the reason says so.
     fn h4_gate(&self) -> Option<String> {
-        let Some(v) = self.version else {
-            return Some(format!(
-                "kernel release {:?} could not be parsed, and H4 is gated by the version (no \
-                 BTF fact marks 6.17's change of hv_irq_unmask)",
-                self.release
-            ));
-        };
-        v.at_least(6, 17).then(|| {
-            format!(
-                "on {v} (6.17 and later) hv_irq_unmask no longer calls pci_msi_unmask_irq, so \
-                 the mask cache after it returns does not say whether the unmask worked; \
-                 decided by the kernel version, as no BTF fact msitrace reads marks that change"
-            )
-        })
+        const NEW_PATH: &str = "hv_irq_unmask no longer calls pci_msi_unmask_irq, so the mask \
+                                cache after it returns does not say whether the unmask worked";
+        match fact_state(&self.facts, HV_MSI_PARENT) {
+            FactState::Present => Some(format!(
+                "pci-hyperv's BTF has {HV_MSI_PARENT}: it is a per-device MSI parent domain \
+                 (the 6.17 series), and {NEW_PATH}"
+            )),
+            FactState::Absent => None,
+            FactState::Unknown => {
+                let unknown = format!(
+                    "the trace has no BTF fact about {HV_MSI_PARENT} (pci_hyperv's BTF was not \
+                     available when recording began, or an older msitrace recorded it)"
+                );
+                match self.version {
+                    None => Some(format!(
+                        "{unknown}, and kernel release {:?} could not be parsed to fall back on",
+                        self.release
+                    )),
+                    Some(v) if v.at_least(6, 17) => Some(format!(
+                        "{unknown}, so the version decides: on {v} (6.17 and later) {NEW_PATH}"
+                    )),
+                    Some(_) => None,
+                }
+            }
+        }
     }
 
     /// H5 looks for the silent unmask of hv_irq_unmask's early return for a vector without a
@@ -326,13 +339,44 @@ mod tests {
         assert!(!ne.iter().any(|n| n.rule == RuleId::H4));
     }
 
-    fn fact(state: FactState) -> Vec<BtfFact> {
+    fn fact_named(name: &str, state: FactState) -> Vec<BtfFact> {
         vec![BtfFact {
-            name: HV_STATE_LOCK.into(),
+            name: name.into(),
             state,
             source: Some("pci_hyperv".into()),
             reason: None,
         }]
+    }
+
+    fn fact(state: FactState) -> Vec<BtfFact> {
+        fact_named(HV_STATE_LOCK, state)
+    }
+
+    #[test]
+    fn h4_is_gated_by_the_msi_parent_fact_and_by_the_version_only_without_it() {
+        let probes: Vec<ProbeStatus> = CATALOGUE
+            .iter()
+            .map(|h| status(h.probe, Status::Attached))
+            .collect();
+        let seen = [0; NUM_PROBES as usize];
+        let h4 = |release: &str, state: Option<FactState>| {
+            let facts = state.map_or_else(Vec::new, |s| fact_named(HV_MSI_PARENT, s));
+            Gates::new(release, &probes, &facts)
+                .static_not_evaluated(&seen)
+                .into_iter()
+                .find(|n| n.rule == RuleId::H4)
+                .map(|n| n.reason)
+        };
+        // A 6.12 carrying the series (a backport): gated, whatever the version says.
+        let backport = h4("6.12.117+deb12-amd64", Some(FactState::Present)).unwrap();
+        assert!(backport.contains("per-device MSI parent"), "{backport}");
+        // A 6.17-numbered kernel without it (a vendor revert): evaluated.
+        assert_eq!(h4("6.17.1", Some(FactState::Absent)), None);
+        // No fact: the version decides, and says so.
+        let old_file = h4("7.3.4+deb13-amd64", None).unwrap();
+        assert!(old_file.contains("so the version decides"), "{old_file}");
+        assert_eq!(h4("6.12.117+deb12-amd64", None), None);
+        assert!(h4("linux", None).unwrap().contains("could not be parsed"));
     }
 
     #[test]
