@@ -124,10 +124,16 @@ fn unpack_as_dpkg_does(deb: &Path, root: &Path) -> Result<()> {
     )?;
     let sums = fs::read_to_string(db.join("info/msitrace.md5sums")).unwrap_or_default();
     if !sums.lines().any(|l| l.ends_with("  usr/bin/msitrace")) {
-        bail!("dpkg recorded no md5sum of usr/bin/msitrace when it unpacked {}", deb.display());
+        bail!(
+            "dpkg recorded no md5sum of usr/bin/msitrace when it unpacked {}",
+            deb.display()
+        );
     }
     let conffiles = fs::read_to_string(db.join("info/msitrace.conffiles")).unwrap_or_default();
-    if !conffiles.lines().any(|l| l == "/etc/msitrace/msitrace.toml") {
+    if !conffiles
+        .lines()
+        .any(|l| l == "/etc/msitrace/msitrace.toml")
+    {
         bail!("the package does not mark /etc/msitrace/msitrace.toml as a conffile");
     }
     let verify = Command::new("dpkg")
@@ -155,7 +161,13 @@ fn lintian(deb: &Path) -> Result<()> {
         bail!("lintian is missing: `cargo xtask setup` installs it (apt-get install lintian)");
     }
     let out = Command::new("lintian")
-        .args(["--allow-root", "--fail-on", "error", "--tag-display-limit", "0"])
+        .args([
+            "--allow-root",
+            "--fail-on",
+            "error",
+            "--tag-display-limit",
+            "0",
+        ])
         .arg(deb)
         .output()
         .context("cannot run lintian")?;
