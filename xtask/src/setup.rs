@@ -2,7 +2,7 @@
 //! (the eBPF crate builds `core` itself) and bpf-linker 0.13.0 linked against that nightly's
 //! own libLLVM, and the Debian tools the tests drive (tmux for the TUI's end-to-end test,
 //! systemd for the journald test and the unit check, node_exporter and promtool for the
-//! metrics test).
+//! metrics test, systemd-journal-remote for the fleet test).
 //! Idempotent, and it upgrades nothing: what is already there is left alone.
 
 use std::{
@@ -17,8 +17,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// What [`run`] does, as `--dry-run` prints it.
 pub const SUMMARY: &str = "setup: install what is missing (rust-src for nightly, bpf-linker \
-                           0.13.0, tmux, systemd, prometheus-node-exporter, prometheus), leave \
-                           what is there";
+                           0.13.0, tmux, systemd, prometheus-node-exporter, prometheus, \
+                           systemd-journal-remote), leave what is there";
 
 pub fn run() -> Result<()> {
     let sysroot = nightly_sysroot()?;
@@ -50,7 +50,8 @@ fn put_cargo_bin_on_path() {
     }
 }
 
-/// Programs the tests run, by the Debian package that provides each.
+/// Programs the tests run, by the Debian package that provides each: a name looked up on
+/// PATH, or an absolute path for the daemons Debian keeps out of PATH (/lib/systemd).
 const TOOLS: &[(&str, &str)] = &[
     ("tmux", "tmux"),
     // The daemon's tests start a real journald and read it back; dist verifies the unit.
@@ -60,9 +61,21 @@ const TOOLS: &[(&str, &str)] = &[
     // the alerting rules with promtool.
     ("prometheus-node-exporter", "prometheus-node-exporter"),
     ("promtool", "prometheus"),
+    // The fleet test ships three guests' journals to a journal-remote and reads them back.
+    (
+        "/lib/systemd/systemd-journal-remote",
+        "systemd-journal-remote",
+    ),
+    (
+        "/lib/systemd/systemd-journal-upload",
+        "systemd-journal-remote",
+    ),
 ];
 
-fn on_path(program: &str) -> bool {
+fn present(program: &str) -> bool {
+    if Path::new(program).is_absolute() {
+        return Path::new(program).is_file();
+    }
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
 }
@@ -70,7 +83,7 @@ fn on_path(program: &str) -> bool {
 fn ensure_tools() -> Result<()> {
     let mut missing: Vec<&str> = TOOLS
         .iter()
-        .filter(|(bin, _)| !on_path(bin))
+        .filter(|(bin, _)| !present(bin))
         .map(|(_, pkg)| *pkg)
         .collect();
     missing.dedup();
@@ -122,6 +135,10 @@ const PACKAGE_SERVICES: &[(&str, &str)] = &[
         "prometheus-node-exporter.service",
     ),
     ("prometheus", "prometheus.service"),
+    // journal-remote's socket would accept any host's journal on port 19532.
+    ("systemd-journal-remote", "systemd-journal-remote.socket"),
+    ("systemd-journal-remote", "systemd-journal-remote.service"),
+    ("systemd-journal-remote", "systemd-journal-upload.service"),
 ];
 
 fn stop_services(installed: &[&str]) {
