@@ -149,6 +149,14 @@ pub fn build(out: Option<PathBuf>) -> Result<Built> {
         &doc.join("examples/msitrace.rules.yml"),
         0o644,
     )?;
+    // Log shippers' sources for the daemon's journal entries (examples: the tests run none).
+    for name in ["vector.toml", "fluent-bit.conf", "otelcol.yaml"] {
+        copy(
+            &repo.join("packaging/examples").join(name),
+            &doc.join("examples").join(name),
+            0o644,
+        )?;
+    }
     fs::write(
         doc.join("copyright"),
         "msitrace\nLicense: GPL-2.0-or-later\n On Debian systems, the full text is in /usr/share/common-licenses/GPL-2.\n",
