@@ -2,8 +2,9 @@
 //! systemd-journal-remote writes them), read through `journalctl -o json`, as one table.
 //! Exit 0 with a report, 2 when the journals cannot be read.
 
+use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, bail};
 
@@ -73,30 +74,54 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         cmd.arg(format!("--since={since}"));
     }
     cmd.arg("SYSLOG_IDENTIFIER=msitrace");
-    let out = match cmd.output() {
-        Ok(out) => out,
+    // Streamed: a collector's journals can hold far more than one wants in memory as text;
+    // only the few fields of each entry the table needs are kept.
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
             "fleet: journalctl is not installed: install systemd (`apt-get install systemd`) to read journals"
         ),
         Err(e) => return Err(e).context("fleet: cannot run journalctl"),
     };
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
+    let stderr = child.stderr.take().map(|mut err| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            text
+        })
+    });
+    let mut entries = Vec::new();
+    let mut bad = None;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line.context("fleet: cannot read journalctl's output")?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            match JournalEntry::from_json_line(&line) {
+                Ok(e) => entries.extend(e),
+                Err(e) => {
+                    bad = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    if bad.is_some() {
+        let _ = child.kill();
+    }
+    let status = child.wait().context("fleet: cannot wait for journalctl")?;
+    let err = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+    if let Some(e) = bad {
+        bail!("fleet: journalctl printed {e}");
+    }
+    if !status.success() {
         let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         bail!(
-            "fleet: journalctl could not read {} ({}): {first}",
-            dir.display(),
-            out.status
+            "fleet: journalctl could not read {} ({status}): {first}",
+            dir.display()
         );
-    }
-    let mut entries = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed = JournalEntry::from_json_line(line)
-            .map_err(|e| anyhow::anyhow!("fleet: journalctl printed {e}"))?;
-        entries.extend(parsed);
     }
     let fleet = Fleet::build(&entries, args.since.as_deref());
     if args.json {
