@@ -56,6 +56,7 @@ fn fixed_runs_and_plain_cpu_hotplug_are_clean() {
         "6.12-s3-fixed.msit",
         "6.12-hotplug.msit",
         "6.1-pmtest-platform-fixed.msit",
+        "5.10-hibernate-fixed.msit",
     ] {
         let (found, code) = verdict(name);
         assert!(found.is_empty(), "{name}: {found:?}");

@@ -84,9 +84,30 @@ pub fn age(ns: u64) -> String {
     }
 }
 
+/// A wall-clock instant from the journal (microseconds since the epoch), RFC 3339 UTC to the
+/// microsecond: `2026-12-01T21:11:57.451072Z`.
+pub fn utc_us(unix_us: u64) -> String {
+    let full = crate::trace_file::rfc3339_ns(i128::from(unix_us) * 1000);
+    // The nanoseconds' last three digits are always 000 here.
+    format!("{}Z", &full[..full.len() - 4])
+}
+
+/// The same instant to the second, for a table cell: `2026-12-01 21:11:57Z`.
+pub fn utc_secs(unix_us: u64) -> String {
+    let full = crate::trace_file::rfc3339_ns(i128::from(unix_us) * 1000);
+    format!("{}Z", full[..19].replacen('T', " ", 1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journal_instants_are_utc() {
+        assert_eq!(utc_us(1_796_159_517_451_072), "2026-12-01T21:11:57.451072Z");
+        assert_eq!(utc_secs(1_796_159_517_451_072), "2026-12-01 21:11:57Z");
+        assert_eq!(utc_us(0), "1970-01-01T00:00:00.000000Z");
+    }
 
     #[test]
     fn every_value_that_could_overflow_is_refused() {

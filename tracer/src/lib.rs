@@ -15,6 +15,7 @@ pub mod ebpf_object;
 pub mod engine;
 pub mod event;
 pub mod event_text;
+pub mod fleet;
 pub mod irq_counts;
 pub mod kernel;
 pub mod live;

@@ -38,6 +38,8 @@ enum Command {
     Replay(cmd::replay::Args),
     /// Write a trace file as Chrome trace-event JSON for Perfetto or chrome://tracing.
     Export(cmd::export::Args),
+    /// One table across machines from their journals (systemd-journal-remote's): per kernel and rule, how many machines diverged, on which drivers and devices, first and last seen.
+    Fleet(cmd::fleet::Args),
     /// Print the completion script for SHELL, e.g. `msitrace completions fish > ~/.config/fish/completions/msitrace.fish`.
     Completions {
         #[arg(value_enum)]
@@ -119,6 +121,7 @@ fn main() -> ExitCode {
         Command::Dump(a) => cmd::dump::run(a),
         Command::Replay(a) => cmd::replay::run(a),
         Command::Export(a) => cmd::export::run(a),
+        Command::Fleet(a) => cmd::fleet::run(a),
         Command::Verify(a) => cmd::verify::run(a),
         Command::Live(a) => cmd::live::run(a, cli.color.for_stdout()),
         Command::Daemon(a) => cmd::daemon::run(a),

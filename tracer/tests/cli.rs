@@ -71,7 +71,7 @@ fn stderr(o: &Output) -> String {
 }
 
 /// The public commands, as `msitrace --help` lists them.
-const COMMANDS: [&str; 10] = [
+const COMMANDS: [&str; 11] = [
     "probes",
     "record",
     "verify",
@@ -81,6 +81,7 @@ const COMMANDS: [&str; 10] = [
     "dump",
     "replay",
     "export",
+    "fleet",
     "completions",
 ];
 

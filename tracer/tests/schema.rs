@@ -177,6 +177,90 @@ fn the_version_the_binary_prints_is_the_one_the_schemas_describe() {
         schema("probes.schema.json")["properties"]["schema_version"]["const"],
         json!(tracer::probes::SCHEMA_VERSION)
     );
+    assert_eq!(
+        schema("fleet.schema.json")["properties"]["schema_version"]["const"],
+        json!(tracer::fleet::SCHEMA_VERSION)
+    );
+}
+
+/// `fleet --json` over journal lines shaped as journalctl prints the daemon's entries (the
+/// real journals are in tests/fleet.rs, root-only): a diverged machine, a consistent one, an
+/// entry with no hostname.
+fn fleet_table() -> Value {
+    let line = |machine: &str, host: Option<&str>, rule: Option<&str>, t: u64| {
+        let mut e = json!({
+            "SYSLOG_IDENTIFIER": "msitrace",
+            "_MACHINE_ID": machine,
+            "KERNEL": "6.12.117+deb12-amd64",
+            "__REALTIME_TIMESTAMP": t.to_string(),
+        });
+        if let Some(h) = host {
+            e["_HOSTNAME"] = json!(h);
+        }
+        if let Some(r) = rule {
+            e["MSITRACE_RULE"] = json!(r);
+            e["MSITRACE_SEVERITY"] = json!("error");
+            e["DRIVER"] = json!("hv_stub");
+            e["DEVICE"] = json!("0000:02:00.0");
+        }
+        e.to_string()
+    };
+    let entries: Vec<_> = [
+        line("aa", Some("guest-a"), None, 1_796_159_517_000_000),
+        line("aa", Some("guest-a"), Some("H1"), 1_796_159_517_451_072),
+        line("bb", None, None, 1_796_159_518_000_000),
+    ]
+    .iter()
+    .map(|l| {
+        tracer::fleet::JournalEntry::from_json_line(l)
+            .unwrap()
+            .unwrap()
+    })
+    .collect();
+    serde_json::to_value(tracer::fleet::Fleet::build(&entries, Some("-1h"))).unwrap()
+}
+
+#[test]
+fn fleet_json_follows_the_fleet_schema_and_the_schema_refuses_drift() {
+    let v = validator("fleet.schema.json");
+    let table = fleet_table();
+    assert_eq!(table["schema_version"], 1);
+    let errs = errors(&v, &table);
+    assert!(errs.is_empty(), "{}", errs.join("\n"));
+    let broken = [
+        (
+            "renamed top-level field",
+            rename(&table, &[], "rows", "table"),
+        ),
+        (
+            "renamed nested field",
+            rename(
+                &table,
+                &["rows", "0"],
+                "machines_diverged",
+                "machines_count",
+            ),
+        ),
+        (
+            "undeclared field",
+            set(&table, &["machines", "0"], "uptime", json!(3)),
+        ),
+        (
+            "retyped field",
+            set(&table, &["rows", "0"], "machines_on_kernel", json!("2")),
+        ),
+        (
+            "time not RFC 3339",
+            set(&table, &["rows", "0"], "first_seen", json!("yesterday")),
+        ),
+        (
+            "other version",
+            set(&table, &[], "schema_version", json!(2)),
+        ),
+    ];
+    for (what, b) in &broken {
+        assert!(!errors(&v, b).is_empty(), "{what} was accepted");
+    }
 }
 
 /// Edit the object at `path` (keys and array indexes) of `value`.

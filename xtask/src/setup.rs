@@ -2,7 +2,8 @@
 //! (the eBPF crate builds `core` itself) and bpf-linker 0.13.0 linked against that nightly's
 //! own libLLVM, and the Debian tools the tests drive (tmux for the TUI's end-to-end test,
 //! systemd for the journald test and the unit check, node_exporter and promtool for the
-//! metrics test, lintian for the package; cargo-deb when the package is first packed).
+//! metrics test, systemd-journal-remote for the fleet test, lintian for the package;
+//! cargo-deb when the package is first packed).
 //! Idempotent, and it upgrades nothing: what is already there is left alone.
 
 use std::{
@@ -20,8 +21,8 @@ const CARGO_DEB_VERSION: &str = "3.8.0";
 /// What [`run`] does, as `--dry-run` prints it.
 pub const SUMMARY: &str = "setup: install what is missing (rust-src for nightly, bpf-linker \
                            0.13.0, tmux, systemd, prometheus-node-exporter, prometheus, \
-                           lintian; cargo-deb 3.8.0 when a command packs the .deb), leave what \
-                           is there";
+                           systemd-journal-remote, lintian; cargo-deb 3.8.0 when a command \
+                           packs the .deb), leave what is there";
 
 pub fn run() -> Result<()> {
     let sysroot = nightly_sysroot()?;
@@ -53,7 +54,8 @@ fn put_cargo_bin_on_path() {
     }
 }
 
-/// Programs the tests run, by the Debian package that provides each.
+/// Programs the tests run, by the Debian package that provides each: a name looked up on
+/// PATH, or an absolute path for the daemons Debian keeps out of PATH (/lib/systemd).
 const TOOLS: &[(&str, &str)] = &[
     ("tmux", "tmux"),
     // The daemon's tests start a real journald and read it back; dist verifies the unit.
@@ -65,7 +67,23 @@ const TOOLS: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     // The .deb must pass lintian without errors.
     ("lintian", "lintian"),
+    // The fleet test ships three guests' journals to a journal-remote and reads them back.
+    (
+        "/lib/systemd/systemd-journal-remote",
+        "systemd-journal-remote",
+    ),
+    (
+        "/lib/systemd/systemd-journal-upload",
+        "systemd-journal-remote",
+    ),
 ];
+
+fn present(program: &str) -> bool {
+    if Path::new(program).is_absolute() {
+        return Path::new(program).is_file();
+    }
+    on_path(program)
+}
 
 pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
@@ -75,7 +93,7 @@ pub fn on_path(program: &str) -> bool {
 fn ensure_tools() -> Result<()> {
     let mut missing: Vec<&str> = TOOLS
         .iter()
-        .filter(|(bin, _)| !on_path(bin))
+        .filter(|(bin, _)| !present(bin))
         .map(|(_, pkg)| *pkg)
         .collect();
     missing.dedup();
@@ -127,6 +145,10 @@ const PACKAGE_SERVICES: &[(&str, &str)] = &[
         "prometheus-node-exporter.service",
     ),
     ("prometheus", "prometheus.service"),
+    // journal-remote's socket would accept any host's journal on port 19532.
+    ("systemd-journal-remote", "systemd-journal-remote.socket"),
+    ("systemd-journal-remote", "systemd-journal-remote.service"),
+    ("systemd-journal-remote", "systemd-journal-upload.service"),
 ];
 
 fn stop_services(installed: &[&str]) {

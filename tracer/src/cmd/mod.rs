@@ -5,6 +5,7 @@ pub mod check;
 pub mod daemon;
 pub mod dump;
 pub mod export;
+pub mod fleet;
 pub mod live;
 pub mod probes;
 pub mod record;

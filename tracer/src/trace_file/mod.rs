@@ -42,6 +42,7 @@ use serde::Serialize;
 
 use crate::event::Event;
 
+pub(crate) use header::rfc3339_ns;
 pub use header::{ClockOffsets, TraceHeader};
 pub use reader::{TraceContents, TraceReader};
 pub use writer::{TraceWriter, WriterStats};
