@@ -108,6 +108,9 @@ fn build() -> Workload {
         kernel_release: "6.12.117+deb12-amd64".into(),
         probes: EngineConfig::all_probes_attached(),
         seed,
+        // As every recording since the header kept them: without, the replayer reads the
+        // whole file once more looking for them in the trailer.
+        rule_timing: Some(RuleTiming::default()),
         ..Default::default()
     };
     let mut events = Vec::with_capacity((VECTORS * 100) as usize + 64);
@@ -270,6 +273,17 @@ fn build() -> Workload {
     );
     for i in 0..VECTORS {
         push(&mut events, 0, EventKind::ComposeEnter(snap(i, false)));
+        // The host's reply: without it, rule H1 flags every restored vector, and the
+        // benchmark would measure 10,000 divergences' reports instead of a clean cycle.
+        push(
+            &mut events,
+            0,
+            EventKind::ComposeCompl {
+                irq: Some(FIRST_IRQ + i),
+                status: Some(0),
+                resp_size: 36,
+            },
+        );
         push(
             &mut events,
             0,
@@ -392,23 +406,46 @@ fn replay_memory(w: &Workload) -> (Engine, u64) {
     (engine, w.events.len() as u64)
 }
 
-fn best_rate(runs: usize, f: impl Fn() -> u64) -> (f64, u64) {
-    let mut best = f64::MAX;
-    let mut n = 0;
-    for _ in 0..runs {
-        let t = Instant::now();
-        n = f();
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    (n as f64 / best, n)
+/// Rounds of the interleaved comparison: each round runs every measurement once, in turn, so
+/// that a burst of load from other processes lands on all of them rather than on one.
+const ROUNDS: usize = 7;
+
+/// Events per second of one run of `f`.
+fn rate(f: &dyn Fn() -> u64) -> (f64, u64) {
+    let t = Instant::now();
+    let n = f();
+    (n as f64 / t.elapsed().as_secs_f64(), n)
+}
+
+/// "median [min–max]" of rates, in millions per second.
+fn spread(mut v: Vec<f64>) -> String {
+    v.sort_by(f64::total_cmp);
+    format!(
+        "{:.2} [{:.2}–{:.2}] million events/s",
+        v[v.len() / 2] / 1e6,
+        v[0] / 1e6,
+        v[v.len() - 1] / 1e6
+    )
 }
 
 fn figures() {
     let w = workload();
     let file_bytes = std::fs::metadata(&w.path).map(|m| m.len()).unwrap_or(0);
-    let (file_rate, n) = best_rate(5, || std::hint::black_box(replay_file(w)).1);
-    let (mem_rate, _) = best_rate(5, || std::hint::black_box(replay_memory(w)).1);
-    let (read_rate, _) = best_rate(5, || std::hint::black_box(read_file(w)));
+    let runs: [&dyn Fn() -> u64; 3] = [
+        &|| std::hint::black_box(replay_file(w)).1,
+        &|| std::hint::black_box(replay_memory(w)).1,
+        &|| std::hint::black_box(read_file(w)),
+    ];
+    let mut rates = [Vec::new(), Vec::new(), Vec::new()];
+    let mut n = 0;
+    for _ in 0..ROUNDS {
+        for (f, r) in runs.iter().zip(&mut rates) {
+            let (x, got) = rate(*f);
+            r.push(x);
+            n = got;
+        }
+    }
+    let [file_rate, mem_rate, read_rate] = rates;
 
     let before = LIVE.load(Ordering::Relaxed);
     let (engine, _) = replay_memory(w);
@@ -419,23 +456,23 @@ fn figures() {
     drop(engine);
 
     println!(
-        "figure: workload: {VECTORS} vectors x 100 events = {n} events, native file {file_bytes} bytes ({:.1} bytes/event)",
+        "figure: workload: {VECTORS} vectors x 100 events = {n} events, native file {file_bytes} bytes ({:.1} bytes/event) [exact: the same on every machine]",
         file_bytes as f64 / n as f64
     );
     println!(
-        "figure: replay from the native file: {:.2} million events/s (best of 5, one core; target >= 5)",
-        file_rate / 1e6
+        "figure: replay from the native file, one core: {} (median [range] of {ROUNDS} interleaved runs; target >= 10) [absolute: this machine only]",
+        spread(file_rate)
     );
     println!(
-        "figure: engine alone, decoded events: {:.2} million events/s (best of 5)",
-        mem_rate / 1e6
+        "figure: engine alone, decoded events: {} ({ROUNDS} runs) [absolute]",
+        spread(mem_rate)
     );
     println!(
-        "figure: trace-file reader alone (decode, no engine): {:.2} million events/s (best of 5)",
-        read_rate / 1e6
+        "figure: trace-file reader alone (decode, no engine): {} ({ROUNDS} runs) [absolute]",
+        spread(read_rate)
     );
     println!(
-        "figure: engine memory after replay: {per_vector:.0} bytes per vector ({vectors} vectors, {divergences} divergences; target <= 1024)"
+        "figure: engine memory after replay: {per_vector:.0} bytes per vector ({vectors} vectors, {divergences} divergences; target <= 1024) [exact]"
     );
 }
 

@@ -214,13 +214,23 @@ impl Collector {
             .unwrap_or(0)
     }
 
-    /// Read every probe's counters from the kernel: two system calls per probe, plus one per
+    /// Read the attached probes' counters from the kernel: two system calls per probe, plus one per
     /// program with `with_stats` (the BPF statistics, only worth it for the trailer). Called
     /// once per sample, so the idle service makes no more calls than it needs.
     pub fn refresh_counters(&mut self, with_stats: bool) {
+        let previous = std::mem::take(&mut self.counters);
         self.counters = ProbeId::ALL
             .iter()
             .map(|&p| {
+                // A program that is not attached does not run, so its counters cannot have
+                // moved: most hooks of a host are absent, and skipping them is most of the
+                // idle daemon's system calls. The final refresh reads every one regardless.
+                if !with_stats
+                    && self.manager.status(p).status != crate::probes::Status::Attached
+                    && let Some(c) = previous.iter().find(|c| c.probe == p)
+                {
+                    return c.clone();
+                }
                 let info = with_stats
                     .then(|| self.ebpf.program(p.program())?.info().ok())
                     .flatten();

@@ -29,4 +29,5 @@ pub mod report;
 mod rig_views;
 pub mod seed;
 pub mod session;
+pub mod tick;
 pub mod trace_file;

@@ -260,8 +260,13 @@ pub fn daemon_rss(bin: &Path, workload: &Path) -> Result<u64> {
     Ok(usage.ru_maxrss as u64 * 1024)
 }
 
-/// CPU time of the live daemon over `secs` on an idle machine, as a share of one CPU.
-pub fn daemon_idle_cpu(bin: &Path, secs: u64) -> Result<f64> {
+/// Windows the idle watch is cut into: their spread says how steady the figure is.
+const IDLE_WINDOWS: u64 = 6;
+
+/// The live daemon (`msitrace daemon`, recording to a temporary flight-recorder directory)
+/// left idle for `secs`: its CPU time and wake-ups per window of `secs / 6`, summed over its
+/// threads, then where its memory is, from /proc/PID/smaps.
+pub fn live_daemon(bin: &Path, secs: u64) -> Result<Value> {
     if !is_root() {
         bail!("needs root (the live daemon attaches programs)");
     }
@@ -279,27 +284,60 @@ pub fn daemon_idle_cpu(bin: &Path, secs: u64) -> Result<f64> {
     .arg(&dir);
     let mut d = start(cmd, true, "coverage")?;
     let pid = d.0.as_ref().map(Child::id).unwrap_or(0);
-    // Nanoseconds on a CPU, summed over the daemon's threads (schedstat's first field): the
-    // clock ticks of /proc/PID/stat are 10 ms, a sixth of the whole budget over 60 s.
-    let cpu_ns = || -> Result<u64> {
-        let mut ns = 0;
+    // Nanoseconds on a CPU (schedstat's first field: the 10 ms clock ticks of /proc/PID/stat
+    // are a twelfth of the whole budget over 60 s) and context switches, voluntary or not:
+    // each is a wake-up.
+    let sample = || -> Result<(u64, u64)> {
+        let (mut ns, mut switches) = (0, 0);
         for t in fs::read_dir(format!("/proc/{pid}/task"))? {
-            let stat = fs::read_to_string(t?.path().join("schedstat")).unwrap_or_default();
+            let t = t?.path();
+            let stat = fs::read_to_string(t.join("schedstat")).unwrap_or_default();
             ns += stat
                 .split_whitespace()
                 .next()
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0);
+            for l in fs::read_to_string(t.join("status"))
+                .unwrap_or_default()
+                .lines()
+            {
+                if l.starts_with("voluntary_ctxt_switches:")
+                    || l.starts_with("nonvoluntary_ctxt_switches:")
+                {
+                    switches += l
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0);
+                }
+            }
         }
-        Ok(ns)
+        Ok((ns, switches))
     };
     // Settle: the start-up (BTF, seed) is not idle time.
     std::thread::sleep(Duration::from_secs(2));
-    let t0 = cpu_ns()?;
-    let start_t = Instant::now();
-    std::thread::sleep(Duration::from_secs(secs));
-    let t1 = cpu_ns()?;
-    let wall = start_t.elapsed().as_secs_f64();
+    let window = Duration::from_secs((secs / IDLE_WINDOWS).max(1));
+    let (mut cpu, mut wakeups) = (Vec::new(), Vec::new());
+    let (mut last, mut at) = (sample()?, Instant::now());
+    let (first, t0) = (last, at);
+    for _ in 0..IDLE_WINDOWS {
+        std::thread::sleep(window);
+        let (now, t) = (sample()?, Instant::now());
+        let wall = t.duration_since(at).as_secs_f64();
+        cpu.push(now.0.saturating_sub(last.0) as f64 / 1e9 / wall * 100.0);
+        wakeups.push(now.1.saturating_sub(last.1) as f64 / wall);
+        (last, at) = (now, t);
+    }
+    let wall = at.duration_since(t0).as_secs_f64();
+    let threads = fs::read_dir(format!("/proc/{pid}/task"))?.count();
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps"))
+        .with_context(|| format!("cannot read /proc/{pid}/smaps"))?;
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
     if let Some(c) = &d.0 {
         signal(c, libc::SIGTERM);
     }
@@ -307,5 +345,64 @@ pub fn daemon_idle_cpu(bin: &Path, secs: u64) -> Result<f64> {
         let _ = c.wait();
     }
     let _ = fs::remove_dir_all(&dir);
-    Ok(t1.saturating_sub(t0) as f64 / 1e9 / wall * 100.0)
+    let m = memory(&smaps);
+    Ok(json!({
+        "seconds": wall,
+        "threads": threads,
+        "cpu_percent": (last.0 - first.0) as f64 / 1e9 / wall * 100.0,
+        "cpu_percent_windows": cpu,
+        "wakeups_per_s": (last.1 - first.1) as f64 / wall,
+        "wakeups_per_s_windows": wakeups,
+        "memory_kib": m,
+        "peak_rss_kib": peak_kib,
+        "btf_vmlinux_bytes": fs::metadata("/sys/kernel/btf/vmlinux").map(|m| m.len()).ok(),
+    }))
+}
+
+/// Resident memory by kind, in KiB, from a smaps text. The ring buffer's data pages are
+/// mapped twice in a row (so that a record can wrap), so its Rss counts them twice; its Pss
+/// (a page mapped n times counts 1/n each time) is the memory it takes.
+fn memory(smaps: &str) -> Value {
+    let (mut ring_rss, mut ring_pss, mut heap, mut anon, mut stack, mut code) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut rss, mut pss) = (0u64, 0u64);
+    let mut name = String::new();
+    for l in smaps.lines() {
+        let mut f = l.split_whitespace();
+        let Some(first) = f.next() else { continue };
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: range, perms, offset, dev, inode, [name].
+            name = f.nth(4).unwrap_or("").to_string();
+            continue;
+        }
+        let kib = f.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        match first {
+            "Rss:" => {
+                rss += kib;
+                match name.as_str() {
+                    // The ring, and the few pages of its producer and consumer positions.
+                    "anon_inode:bpf-map" => ring_rss += kib,
+                    "[heap]" => heap += kib,
+                    "" => anon += kib,
+                    n if n.starts_with("[stack") => stack += kib,
+                    n if n.starts_with('/') => code += kib,
+                    _ => {}
+                }
+            }
+            "Pss:" => {
+                pss += kib;
+                if name == "anon_inode:bpf-map" {
+                    ring_pss += kib;
+                }
+            }
+            _ => {}
+        }
+    }
+    json!({
+        "rss": rss, "pss": pss,
+        "ring_rss": ring_rss, "ring": ring_pss,
+        "heap": heap + anon, "stacks": stack, "code": code,
+        "other": rss.saturating_sub(ring_rss + heap + anon + stack + code),
+        "resident": rss - ring_rss + ring_pss,
+    })
 }

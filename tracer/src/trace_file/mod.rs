@@ -23,7 +23,7 @@
 //! Each chunk decodes on its own: its string and integer tables and its timestamp base start
 //! empty, so a reader that skips a damaged chunk resynchronises on the next tag whose length and
 //! checksum hold. The writer writes a chunk with a single `pwrite`, on `flush` (the recorder
-//! calls it every ~250 ms), past 64 KiB of pending records, and at `finish`.
+//! calls it once a second), past 64 KiB of pending records, and at `finish`.
 //!
 //! The on-disk record types in `codec` mirror [`EventKind`](crate::event::EventKind) field by
 //! field instead of serialising it directly: a change to the event type then fails to compile
