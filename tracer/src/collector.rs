@@ -155,10 +155,10 @@ impl Collector {
         let lost = PerCpuArray::try_from(take(&mut ebpf, names::LOST)?)?;
         let irq_counts = match kernel_counts {
             Some(k) => IrqCountSource::Kernel(k),
-            None => IrqCountSource::Bpf(IrqCounters::new(
+            None => IrqCountSource::Bpf(Box::new(IrqCounters::new(
                 take(&mut ebpf, names::IRQ_COUNTS)?,
                 take(&mut ebpf, names::IRQ_SPILL)?,
-            )?),
+            )?)),
         };
         Ok(Collector {
             ebpf,

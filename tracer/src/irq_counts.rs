@@ -101,7 +101,8 @@ pub fn parse_per_cpu_count(text: &str) -> u64 {
 /// The source a collector reads its samples from.
 pub enum IrqCountSource {
     Kernel(KernelCounts),
-    Bpf(IrqCounters),
+    // Boxed: the maps' handles are ten times the size of the kernel source's path.
+    Bpf(Box<IrqCounters>),
 }
 
 impl IrqCountSource {
