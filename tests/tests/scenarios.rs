@@ -654,6 +654,157 @@ fn g5_is_not_evaluated_when_the_trace_ends_too_soon() {
     );
 }
 
+/// The stand-in's three vectors, seeded and sampled for two seconds, each firing once a
+/// second; `dead` are the ones that deliver nothing after the resume.
+fn late_firing_cycle(sleep: Sleep, late: u64, dead: &[u32]) -> Scenario {
+    let mut s = Scenario::new(K612)
+        .seed_vector(CONTROL, Some("hvfake-0"), Some(0), 2)
+        .seed_vector(RX, Some("hvfake-1"), Some(1), 2)
+        .seed_vector(TX, Some("hvfake-2"), Some(1), 2);
+    s.counts(&[(40, 2), (41, 2), (42, 2)]);
+    let mut c = [(40, 2, 1), (41, 2, 1), (42, 2, 1)];
+    s.tick_counts(&mut c, 2);
+    s.suspend_devices(sleep)
+        .sleep(sleep)
+        .resume_noirq(sleep, |_| {})
+        .resume_devices(sleep);
+    // What each vector fired between the last sample and the freeze shows only now, in the
+    // sample the session takes as it reads the resume.
+    let first = 4 + late;
+    s.wait_ms(5)
+        .counts(&[(40, first), (41, first), (42, first)]);
+    let grow = |irq: u32| u64::from(!dead.contains(&irq));
+    let mut after = [
+        (40, first, grow(40)),
+        (41, first, grow(41)),
+        (42, first, grow(42)),
+    ];
+    s.tick_counts(&mut after, 12);
+    s
+}
+
+fn g5_irqs(out: &msitrace_tests::Outcome) -> Vec<u32> {
+    out.fired()
+        .into_iter()
+        .filter(|(r, _)| *r == RuleId::G5)
+        .filter_map(|(_, irq)| irq)
+        .collect()
+}
+
+/// Test vectors that fire right up to the freeze: their count grows between the last sample
+/// before the suspend and the first after the resume by what they fired before it. Taken for
+/// life, that growth would hide the dead vectors; G5 counts from the first sample after the
+/// resume instead, so the dead are flagged and the live one is not.
+#[test]
+fn g5_flags_dead_vectors_that_fired_up_to_the_freeze() {
+    for sleep in [Sleep::Hibernate, Sleep::S3] {
+        let out = late_firing_cycle(sleep, 5, &[41, 42]).run();
+        assert_eq!(g5_irqs(&out), vec![41, 42], "{}", out.report.to_text());
+        let d = out.find(RuleId::G5, 41).unwrap();
+        assert!(d.meaning.contains("count 9"), "{}", d.meaning);
+        assert!(
+            d.meaning.contains("first sample after resume epoch 1"),
+            "{}",
+            d.meaning
+        );
+        let fixed = late_firing_cycle(sleep, 5, &[]).run();
+        assert_eq!(
+            g5_irqs(&fixed),
+            Vec::<u32>::new(),
+            "{}",
+            fixed.report.to_text()
+        );
+    }
+}
+
+/// A sample read while the phase says suspending was taken before the freeze: a vector whose
+/// only interrupts came in the last second before the suspend is known to have fired before
+/// it. Without that sample its growth shows first after the resume, where it cannot be told
+/// from life after the resume, and G5 leaves it alone rather than guess.
+#[test]
+fn the_sample_at_the_pm_start_shows_what_fired_in_the_last_second() {
+    let run = |pm_start_sample: bool| {
+        let mut s = Scenario::new(K612)
+            .seed_vector(CONTROL, Some("hvfake-0"), Some(0), 2)
+            .seed_vector(RX, Some("hvfake-1"), Some(1), 0);
+        s.counts(&[(40, 2)]);
+        s.tick_counts(&mut [(40, 2, 1)], 2);
+        s.pm("suspend_enter", 3, true);
+        if pm_start_sample {
+            s.counts(&[(40, 4), (41, 3)]);
+        }
+        s.suspend_devices(Sleep::S3)
+            .sleep(Sleep::S3)
+            .resume_noirq(Sleep::S3, |_| {})
+            .resume_devices(Sleep::S3);
+        s.wait_ms(5).counts(&[(40, 5), (41, 3)]);
+        s.tick_counts(&mut [(40, 5, 1), (41, 3, 0)], 12);
+        s.run()
+    };
+    let with = run(true);
+    assert_eq!(g5_irqs(&with), vec![41], "{}", with.report.to_text());
+    let rx = &with.engine.state().vectors[&41].counts;
+    assert_eq!(rx.before_suspend, Some(3));
+    assert!(rx.fired_before_suspend);
+    let without = run(false);
+    assert_eq!(
+        g5_irqs(&without),
+        Vec::<u32>::new(),
+        "{}",
+        without.report.to_text()
+    );
+}
+
+/// G5 needs a window: the sample taken at the resume and a later one.
+#[test]
+fn g5_is_not_evaluated_with_only_the_sample_at_the_resume() {
+    let cycle = |later_samples: bool| {
+        let mut s = Scenario::new(K612)
+            .seed_vector(CONTROL, Some("hvfake-0"), Some(0), 2)
+            .seed_vector(RX, Some("hvfake-1"), Some(1), 2);
+        s.counts(&[(40, 2), (41, 2)]);
+        s.tick_counts(&mut [(40, 2, 1), (41, 2, 1)], 2);
+        s.suspend_devices(Sleep::S3)
+            .sleep(Sleep::S3)
+            .resume_noirq(Sleep::S3, |_| {})
+            .resume_devices(Sleep::S3);
+        s.wait_ms(5).counts(&[(40, 4), (41, 4)]);
+        if later_samples {
+            s.tick_counts(&mut [(40, 4, 1), (41, 4, 0)], 11);
+        } else {
+            s.wait_ms(11_000).gap("the recorder was stopped");
+        }
+        s.run()
+    };
+    let out = cycle(false);
+    assert_eq!(g5_irqs(&out), Vec::<u32>::new());
+    let g5 = out.not_evaluated(RuleId::G5);
+    assert!(
+        g5.iter()
+            .any(|r| r.starts_with("fewer than two handler-count samples")),
+        "{g5:?}"
+    );
+    assert_eq!(g5_irqs(&cycle(true)), vec![41]);
+}
+
+/// The kernel's count restarts at 0 when an IRQ's descriptor is freed and allocated again: a
+/// lower count is a restart, and what it shows was counted since, not a count going back.
+#[test]
+fn a_restarted_kernel_count_is_growth_only_when_it_counted_since() {
+    let run = |restart_at: u64| {
+        let mut s = Scenario::new(K612).seed_vector(RX, Some("hvfake-1"), Some(1), 10);
+        s.counts(&[(41, 10)]);
+        s.wait_ms(1000).counts(&[(41, restart_at)]);
+        s.run().engine.state().vectors[&41].counts.clone()
+    };
+    let quiet = run(0);
+    assert_eq!(quiet.last, Some(0));
+    assert_eq!(quiet.last_increase_ts_ns, None);
+    let counted = run(3);
+    assert_eq!(counted.last, Some(3));
+    assert!(counted.last_increase_ts_ns.is_some());
+}
+
 #[test]
 fn h2_restored_message_differs_from_the_composed_one() {
     let v = Vector::msix(45, "0000:00:09.0", 0);

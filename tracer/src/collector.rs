@@ -16,7 +16,7 @@ use tracer_common::{NUM_PROBES, ProbeId, names};
 use crate::{
     btf_layout::{self, ResolvedLayout},
     event::{Event, EventKind},
-    irq_counts::IrqCounters,
+    irq_counts::{IrqCountMode, IrqCountSource, IrqCounters, KernelCounts},
     kernel::{self, KernelSymbols},
     probe_manager::ProbeManager,
     probes::ProbeStatus,
@@ -26,12 +26,14 @@ use crate::{
 pub struct CollectorOptions {
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_bytes: u32,
+    pub irq_counts: IrqCountMode,
 }
 
 impl Default for CollectorOptions {
     fn default() -> Self {
         CollectorOptions {
             ring_bytes: tracer_common::DEFAULT_RING_BYTES,
+            irq_counts: IrqCountMode::default(),
         }
     }
 }
@@ -79,7 +81,7 @@ pub struct Collector {
     ring: AsyncFd<RingBuf<MapData>>,
     hits: PerCpuArray<MapData, u64>,
     lost: PerCpuArray<MapData, u64>,
-    irq_counts: IrqCounters,
+    irq_counts: IrqCountSource,
     /// As of the last [`Collector::refresh_counters`].
     counters: Vec<ProbeCounters>,
     lost_reported: [u64; NUM_PROBES as usize],
@@ -122,7 +124,12 @@ impl Collector {
             .load(crate::ebpf_object::bytes())
             .context("cannot load msitrace's eBPF object into this kernel")?;
         let t_object = t1.elapsed();
-        let mut manager = ProbeManager::new(&layout);
+        // Checked before anything attaches: a kernel without the counters is told what to do.
+        let kernel_counts = match opts.irq_counts {
+            IrqCountMode::Kernel => Some(KernelCounts::new()?),
+            IrqCountMode::Bpf => None,
+        };
+        let mut manager = ProbeManager::new(&layout, opts.irq_counts);
         let t2 = Instant::now();
         let symbols = KernelSymbols::read();
         let t_symbols = t2.elapsed();
@@ -146,10 +153,13 @@ impl Collector {
             .context("cannot register the ring buffer with the event loop")?;
         let hits = PerCpuArray::try_from(take(&mut ebpf, names::HITS)?)?;
         let lost = PerCpuArray::try_from(take(&mut ebpf, names::LOST)?)?;
-        let irq_counts = IrqCounters::new(
-            take(&mut ebpf, names::IRQ_COUNTS)?,
-            take(&mut ebpf, names::IRQ_SPILL)?,
-        )?;
+        let irq_counts = match kernel_counts {
+            Some(k) => IrqCountSource::Kernel(k),
+            None => IrqCountSource::Bpf(Box::new(IrqCounters::new(
+                take(&mut ebpf, names::IRQ_COUNTS)?,
+                take(&mut ebpf, names::IRQ_SPILL)?,
+            )?)),
+        };
         Ok(Collector {
             ebpf,
             manager,
@@ -178,6 +188,10 @@ impl Collector {
 
     pub fn layout(&self) -> &ResolvedLayout {
         &self.layout
+    }
+
+    pub fn irq_count_mode(&self) -> IrqCountMode {
+        self.irq_counts.mode()
     }
 
     pub fn ring_bytes(&self) -> u32 {
@@ -236,9 +250,12 @@ impl Collector {
                     .flatten();
                 let lost = Self::sum(&self.lost, p);
                 // The handler counter bumps no hit counter (it is the hottest hook): each of
-                // its runs is one count, or one loss.
+                // its runs is one count, or one loss. With the kernel's counters it never runs.
                 let hits = if p == ProbeId::IrqHandlerEntry {
-                    self.irq_counts.read().values().sum::<u64>() + lost
+                    match &self.irq_counts {
+                        IrqCountSource::Bpf(b) => b.read().values().sum::<u64>() + lost,
+                        IrqCountSource::Kernel(_) => 0,
+                    }
                 } else {
                     Self::sum(&self.hits, p)
                 };

@@ -19,6 +19,7 @@ use tracer_common::ProbeId;
 
 use crate::{
     btf_layout::ResolvedLayout,
+    irq_counts::IrqCountMode,
     kernel::{self, KernelSymbols},
     probes::{CATALOGUE, Hook, Method, ProbeStatus, Status, SymbolTable},
 };
@@ -143,10 +144,11 @@ pub struct ProbeManager {
     tracefs: Result<PathBuf, String>,
     kprobes_denied: Option<String>,
     missing_fields: Vec<(String, String)>,
+    irq_counts: IrqCountMode,
 }
 
 impl ProbeManager {
-    pub fn new(layout: &ResolvedLayout) -> ProbeManager {
+    pub fn new(layout: &ResolvedLayout, irq_counts: IrqCountMode) -> ProbeManager {
         let missing_fields = layout
             .missing()
             .map(|f| {
@@ -164,6 +166,7 @@ impl ProbeManager {
             tracefs: kernel::ensure_tracefs().map_err(|e| format!("{e:#}")),
             kprobes_denied: kernel::kprobes_unavailable(),
             missing_fields,
+            irq_counts,
         }
     }
 
@@ -190,6 +193,20 @@ impl ProbeManager {
         let direct_ok = self.status(ProbeId::MigrateOneIrq).status == Status::Attached;
         for hook in CATALOGUE {
             if hook.probe == ProbeId::MigrateOneIrq {
+                continue;
+            }
+            if hook.probe == ProbeId::IrqHandlerEntry && self.irq_counts == IrqCountMode::Kernel {
+                // Its input, handler counts, comes from counters the kernel keeps anyway: the
+                // program would cost every interrupt of the machine for nothing.
+                changed.extend(self.set(
+                    hook.probe,
+                    Status::Unused,
+                    Some(format!(
+                        "handler counts come from the kernel's counters ({}/N/per_cpu_count); --irq-counts bpf attaches this program",
+                        crate::irq_counts::SYS_KERNEL_IRQ
+                    )),
+                    None,
+                ));
                 continue;
             }
             if hook.fallback_for.is_some() && direct_ok {

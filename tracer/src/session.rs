@@ -522,17 +522,37 @@ impl Session {
         // Records of different CPUs reach the ring in commit order, which can be a little
         // out of time order; sort what one drain brought.
         self.batch.sort_by_key(|e| e.ts_ns);
+        let mut sample_now = false;
         for ev in std::mem::take(&mut self.batch) {
-            for u in self.recorder.push(&ev)? {
-                obs.update(&u, self.recorder.engine());
+            let was = self.recorder.engine().state().phase;
+            self.push_one(&ev, obs)?;
+            let is = self.recorder.engine().state().phase;
+            // The two samples G5 rests on, taken the moment the ring shows their instant
+            // rather than up to a second later: at the start of a PM transition (user space
+            // may still run until the freezer, so interrupts of the last moments before it
+            // are seen as before the suspend) and at the end of a resume (the baseline that
+            // growth must pass to show a vector alive; see `Engine::on_counts`).
+            if was.in_transition() != is.in_transition() {
+                sample_now = true;
             }
-            obs.event(&ev, self.recorder.engine());
-            if let EventKind::Notice { text } = &ev.kind {
-                obs.notice(text, self.recorder.engine());
-            }
+        }
+        if sample_now {
+            let ev = self.collector.irq_counts(kernel::monotonic_ns());
+            self.push_one(&ev, obs)?;
         }
         if let Some(why) = self.recorder.take_stopped_writing() {
             obs.file_stopped(&why, self.recorder.engine());
+        }
+        Ok(())
+    }
+
+    fn push_one(&mut self, ev: &Event, obs: &mut impl Observer) -> Result<()> {
+        for u in self.recorder.push(ev)? {
+            obs.update(&u, self.recorder.engine());
+        }
+        obs.event(ev, self.recorder.engine());
+        if let EventKind::Notice { text } = &ev.kind {
+            obs.notice(text, self.recorder.engine());
         }
         Ok(())
     }

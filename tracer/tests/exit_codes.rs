@@ -74,6 +74,8 @@ fn with_only_warnings() -> PathBuf {
         pm(4 * s + 1_000, "freeze_processes", 0),
         pm(5 * s, "dpm_resume_noirq", 0x10),
         pm(5 * s + 1_000, "thaw_processes", 0),
+        // The sample the recorder takes as it reads the resume: G5 counts from it.
+        counts(5 * s + 2_000, 20),
         counts(6 * s, 20),
         counts(7 * s, 20),
         counts(8 * s, 20),

@@ -1,6 +1,7 @@
 //! On this host, as root: `msitrace probes` tells the truth (kprobes refused with the
-//! kernel's reason where the kernel has none, tracepoints attached), and `msitrace record`
-//! counts handler entries exactly as /proc/interrupts does. Root-only: ignored without root
+//! kernel's reason where the kernel has none, tracepoints attached, no program on the
+//! per-interrupt path by default), and `msitrace record` counts handler entries as
+//! /proc/interrupts does, from the kernel's counters or (`--irq-counts bpf`) its program. Root-only: ignored without root
 //! (see support/mod.rs).
 
 mod support;
@@ -69,8 +70,15 @@ fn probes_reports_kprobes_refused_and_tracepoints_attached() {
         }
     }
     let by_hook = |h: &str| rows.iter().find(|r| r["hook"] == h).unwrap().clone();
+    // By default nothing runs on the per-interrupt path: handler counts are the kernel's.
     let handler = by_hook("irq:irq_handler_entry");
-    assert_eq!(handler["status"], "attached", "{handler}");
+    assert_eq!(handler["status"], "unused", "{handler}");
+    assert!(
+        handler["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("kernel's counters")),
+        "{handler}"
+    );
     // The per-device MSI domains' mask callbacks and the host's compose reply are listed
     // like every kprobe (refused below where the kernel has no kprobes).
     for h in [
@@ -111,6 +119,15 @@ fn probes_reports_kprobes_refused_and_tracepoints_attached() {
 #[ignore = "root-only: loads eBPF programs; `cargo xtask test` runs it as root"]
 fn record_counts_handler_entries_like_proc_interrupts() {
     support::require(skip_reason());
+    record_and_compare("kernel");
+    record_and_compare("bpf");
+}
+
+/// What `record --irq-counts <source>` counted while synced writes made the disk interrupt,
+/// against /proc/interrupts around it. The kernel's counters are since boot: what the
+/// recording saw is the growth from its first sample to its last, and it must be exact. The
+/// program counts from its attach, so its last sample is what it saw.
+fn record_and_compare(source: &str) {
     // On the target dir's disk, not /tmp: a tmpfs write raises no block-device interrupt.
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("msitrace-host-{}", std::process::id()));
@@ -121,7 +138,8 @@ fn record_counts_handler_entries_like_proc_interrupts() {
     // machine, each count must satisfy inner delta <= recorded <= outer delta.
     let outer_before = proc_interrupts();
     let mut rec = Command::new(env!("CARGO_BIN_EXE_msitrace"))
-        .args(["record", "-q", "-o", trace.to_str().unwrap()])
+        .args(["record", "-q", "--irq-counts", source, "-o"])
+        .arg(&trace)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -161,7 +179,7 @@ fn record_counts_handler_entries_like_proc_interrupts() {
         stdout.lines().last().unwrap_or("").contains("trailer"),
         "SIGINT closed the file cleanly"
     );
-    let recorded: HashMap<u32, u64> = stdout
+    let samples: Vec<HashMap<u32, u64>> = stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| {
@@ -169,11 +187,21 @@ fn record_counts_handler_entries_like_proc_interrupts() {
                 .as_array()
                 .cloned()
         })
-        .next_back()
-        .expect("the recording has IRQ count samples")
-        .iter()
-        .map(|p| (p[0].as_u64().unwrap() as u32, p[1].as_u64().unwrap()))
+        .map(|c| {
+            c.iter()
+                .map(|p| (p[0].as_u64().unwrap() as u32, p[1].as_u64().unwrap()))
+                .collect()
+        })
         .collect();
+    let last = samples.last().expect("the recording has IRQ count samples");
+    let recorded: HashMap<u32, u64> = match source {
+        "kernel" => last
+            .iter()
+            .map(|(&irq, &n)| (irq, n - samples[0].get(&irq).copied().unwrap_or(0)))
+            .collect(),
+        _ => last.clone(),
+    };
+    let slack = u64::from(source == "bpf");
 
     let delta = |a: &HashMap<u32, u64>, b: &HashMap<u32, u64>, irq| {
         a.get(&irq).copied().unwrap_or(0) - b.get(&irq).copied().unwrap_or(0)
@@ -184,15 +212,16 @@ fn record_counts_handler_entries_like_proc_interrupts() {
         let inner = delta(&inner_after, &inner_before, irq);
         let outer = delta(&outer_after, &outer_before, irq);
         eprintln!(
-            "irq {irq}: recorded {got}, /proc/interrupts grew by {inner} (inner) .. {outer} (outer)"
+            "{source}: irq {irq}: recorded {got}, /proc/interrupts grew by {inner} (inner) .. {outer} (outer)"
         );
         assert!(got <= outer, "irq {irq}: recorded {got}, more than {outer}");
         // One interrupt per IRQ is sometimes counted by /proc/interrupts and not by the
         // program: 5 of 6, 0 of 1 and 160 of 161 in runs here, with the classic and the raw
         // tracepoint alike and no recursion misses in the program's statistics. Never more
-        // than one: not understood yet, so that one is allowed and no more.
+        // than one: not understood yet, so that one is allowed and no more. The kernel's own
+        // counters are what /proc/interrupts shows: no slack.
         assert!(
-            got + 1 >= inner,
+            got + slack >= inner,
             "irq {irq}: recorded {got}, more than one short of the {inner} it fired while recording"
         );
         if inner >= 20 {
@@ -201,7 +230,7 @@ fn record_counts_handler_entries_like_proc_interrupts() {
     }
     assert!(
         busy > 0,
-        "the synced writes raised no MSI interrupt: nothing was compared"
+        "{source}: the synced writes raised no MSI interrupt: nothing was compared"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

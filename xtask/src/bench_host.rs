@@ -167,7 +167,9 @@ pub fn kernel_costs(bin: &Path) -> Result<Value> {
     let _stats = StatsOn::new()?;
     let trace = std::env::temp_dir().join(format!("msitrace-bench-{}.msit", std::process::id()));
     let mut rec = Command::new(bin);
-    rec.args(["record", "--quiet", "-o"]).arg(&trace);
+    // The program is the opt-in source of handler counts; by default none runs.
+    rec.args(["record", "--quiet", "--irq-counts", "bpf", "-o"])
+        .arg(&trace);
     let mut msitrace = start(rec, true, "recording to")?;
     let mut bt = Command::new("bpftrace");
     bt.args([

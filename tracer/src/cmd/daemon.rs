@@ -26,6 +26,10 @@ pub struct Args {
     /// Ring buffer size in MiB, a power of two (default 16).
     #[arg(long, value_name = "MIB")]
     pub ring_mib: Option<u32>,
+    /// Where handler counts come from: kernel (default; the kernel's own counters, no program
+    /// on the per-interrupt path) or bpf (irq:irq_handler_entry; see `msitrace record --help`).
+    #[arg(long, value_enum, value_name = "SOURCE")]
+    pub irq_counts: Option<crate::irq_counts::IrqCountMode>,
     #[command(flatten)]
     pub timing: TimingArgs,
     /// Where entries go: the journal when stderr is connected to it (auto), or always one.
@@ -58,6 +62,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         max_file_mib: args.max_file_mib,
         max_files: args.max_files,
         ring_mib: args.ring_mib,
+        irq_counts: args.irq_counts,
         silence_secs: args.timing.silence,
         grace_secs: args.timing.grace,
         log_target: args.log_target,

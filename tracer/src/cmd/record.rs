@@ -9,6 +9,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     collector::CollectorOptions,
     engine::{Change, DivergenceUpdate},
+    irq_counts::IrqCountMode,
     session::{Session, SessionOptions, StopReason},
 };
 
@@ -25,6 +26,12 @@ pub struct Args {
     #[arg(long, value_name = "MIB", default_value_t = tracer_common::DEFAULT_RING_BYTES >> 20,
           value_parser = crate::collector::parse_ring_mib)]
     pub ring_mib: u32,
+    /// Where handler counts (G5's input) come from: kernel, the kernel's own counters read
+    /// from /sys/kernel/irq (no program on the per-interrupt path); bpf, a program on
+    /// irq:irq_handler_entry (107-277 ns per interrupt) that only adds counting across an IRQ
+    /// descriptor freed and allocated again, and works without /sys/kernel/irq.
+    #[arg(long, value_enum, value_name = "SOURCE", default_value_t = IrqCountMode::Kernel)]
+    pub irq_counts: IrqCountMode,
     #[command(flatten)]
     pub timing: super::replay::TimingArgs,
     /// Do not print divergences as they are found.
@@ -34,11 +41,13 @@ pub struct Args {
 
 pub fn session_options(
     ring_mib: u32,
+    irq_counts: IrqCountMode,
     timing: &super::replay::TimingArgs,
 ) -> Result<SessionOptions> {
     Ok(SessionOptions {
         collector: CollectorOptions {
             ring_bytes: ring_mib << 20,
+            irq_counts,
         },
         timing: timing.timing(),
     })
@@ -65,7 +74,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let mut session = Session::start(&session_options(args.ring_mib, &args.timing)?, Some(&args.output))?;
+        let mut session = Session::start(&session_options(args.ring_mib, args.irq_counts, &args.timing)?, Some(&args.output))?;
         let (attached, total) = session.collector().attached_count();
         eprintln!(
             "msitrace: recording to {} ({attached} of {total} hooks attached; `msitrace probes` says why not); Ctrl-C to stop",

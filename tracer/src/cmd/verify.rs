@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 
 use crate::{
     engine::Engine,
+    irq_counts::IrqCountMode,
     report::Report,
     session::{Session, StopReason},
 };
@@ -28,6 +29,12 @@ pub struct Args {
     #[arg(long, value_name = "MIB", default_value_t = tracer_common::DEFAULT_RING_BYTES >> 20,
           value_parser = crate::collector::parse_ring_mib)]
     pub ring_mib: u32,
+    /// Where handler counts (G5's input) come from: kernel, the kernel's own counters read
+    /// from /sys/kernel/irq (no program on the per-interrupt path); bpf, a program on
+    /// irq:irq_handler_entry (107-277 ns per interrupt) that only adds counting across an IRQ
+    /// descriptor freed and allocated again, and works without /sys/kernel/irq.
+    #[arg(long, value_enum, value_name = "SOURCE", default_value_t = IrqCountMode::Kernel)]
+    pub irq_counts: IrqCountMode,
     #[command(flatten)]
     pub timing: super::replay::TimingArgs,
     #[command(flatten)]
@@ -64,7 +71,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .build()?;
     let result = rt.block_on(async {
         let mut session =
-            Session::start(&super::record::session_options(args.ring_mib, &args.timing)?, Some(&path))?;
+            Session::start(&super::record::session_options(args.ring_mib, args.irq_counts, &args.timing)?, Some(&path))?;
         let (attached, total) = session.collector().attached_count();
         eprintln!(
             "msitrace: {attached} of {total} hooks attached; running: {}",

@@ -39,6 +39,8 @@ pub struct FileConfig {
     pub max_file_mib: Option<u64>,
     pub max_files: Option<usize>,
     pub ring_mib: Option<u32>,
+    /// Where handler counts come from (see `msitrace record --help`).
+    pub irq_counts: Option<crate::irq_counts::IrqCountMode>,
     pub silence_secs: Option<f64>,
     pub grace_secs: Option<f64>,
     pub log_target: Option<LogTarget>,
@@ -58,6 +60,7 @@ pub struct Config {
     pub max_file_bytes: u64,
     pub max_files: usize,
     pub ring_mib: u32,
+    pub irq_counts: crate::irq_counts::IrqCountMode,
     pub timing: RuleTiming,
     pub log_target: LogTarget,
     pub record: bool,
@@ -200,6 +203,7 @@ impl FileConfig {
             max_file_bytes: max_file_mib << 20,
             max_files,
             ring_mib,
+            irq_counts: over.irq_counts.or(self.irq_counts).unwrap_or_default(),
             timing: RuleTiming {
                 g5_silence_ns: secs(silence, "silence_secs", d.g5_silence_ns)?,
                 g1_grace_ns: secs(grace, "grace_secs", d.g1_grace_ns)?,

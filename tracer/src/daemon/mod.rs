@@ -247,6 +247,7 @@ pub async fn run(cfg: &Config) -> Result<()> {
     let opts = SessionOptions {
         collector: CollectorOptions {
             ring_bytes: cfg.ring_mib << 20,
+            irq_counts: cfg.irq_counts,
         },
         timing: cfg.timing,
     };

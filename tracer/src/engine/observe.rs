@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use tracer_common::ProbeId;
 
+use super::phase::Phase;
 use super::state::{HvEvidence, ManagedShutdown, Target, TargetSource, VectorState};
 use super::{Engine, MAX_RETIRED};
 use crate::event::{Event, VectorSnap};
@@ -44,6 +45,8 @@ pub(crate) struct Observed {
     pub identities: Identities,
     pub counts_baseline_taken: bool,
     pub last_counts_ts: Option<u64>,
+    /// The epoch whose first handler-count sample after its resume was taken, and when.
+    pub resume_sample: Option<(u32, u64)>,
     /// Return probes that fired without their entry, by probe: used for nothing but saying so.
     pub orphan_returns: BTreeMap<ProbeId, u64>,
 }
@@ -56,6 +59,7 @@ impl Observed {
             identities: identities(vectors),
             counts_baseline_taken: false,
             last_counts_ts: None,
+            resume_sample: None,
             orphan_returns: BTreeMap::new(),
         }
     }
@@ -281,6 +285,33 @@ impl Engine {
         let baseline = !self.observed.counts_baseline_taken;
         self.observed.counts_baseline_taken = true;
         self.observed.last_counts_ts = Some(ts);
+        // User space runs up to the freezer and again only after the thaw, so a sample read
+        // while the phase says suspending was taken before the freeze: what grew in it fired
+        // before the suspend. The session takes one as soon as it reads the start of a PM
+        // transition, to see interrupts of the last second before the freeze as such.
+        let before_freeze = matches!(
+            self.state.phase,
+            Phase::Suspending | Phase::CpusOffline | Phase::Sleeping | Phase::Image
+        );
+        // The first sample after a resume is G5's baseline. The sample before the freeze
+        // (periodic or at the PM start) cannot be: interrupts keep coming until the noirq
+        // phase, long after user space froze, and a dead vector's count grows across the
+        // sleep by what it fired then. Growth up to this sample is therefore not proof of
+        // life after the resume; growth after it is. The session takes it as soon as it reads
+        // the resume, so the window it leaves out is the resume itself.
+        let resume_epoch = self
+            .state
+            .epochs
+            .last()
+            .filter(|e| {
+                self.state.phase == Phase::Resumed && e.resumed_ts_ns.is_some_and(|r| r <= ts)
+            })
+            .map(|e| e.epoch)
+            .filter(|&ep| {
+                self.observed
+                    .resume_sample
+                    .is_none_or(|(seen, _)| seen != ep)
+            });
         for &(irq, c) in counts {
             let Some(v) = self.state.vectors.get_mut(&irq) else {
                 continue;
@@ -294,13 +325,30 @@ impl Engine {
                 if k.first.is_none() {
                     k.first = Some(0);
                 }
-                if c > prev {
+                // The kernel's count restarts at 0 when an IRQ's descriptor is freed and
+                // allocated again (a driver re-requesting its vectors); per_cpu_count covers
+                // every possible CPU, so nothing else makes it go down. After a restart
+                // whatever it shows was counted since, inside this interval.
+                let grew = if c < prev { c > 0 } else { c > prev };
+                if grew {
                     k.last_increase_ts_ns = Some(ts);
                     k.last_growth = Some((k.last_sample_ts_ns, ts));
+                    if before_freeze {
+                        k.fired_before_suspend = true;
+                    }
+                }
+                if before_freeze {
+                    k.before_suspend = Some(c);
                 }
             }
             k.last = Some(c);
             k.last_sample_ts_ns = ts;
+        }
+        if let Some(epoch) = resume_epoch {
+            self.observed.resume_sample = Some((epoch, ts));
+            for v in self.state.vectors.values_mut() {
+                v.counts.after_resume = v.counts.last;
+            }
         }
     }
 }

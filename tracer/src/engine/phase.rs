@@ -310,6 +310,7 @@ impl Engine {
             v.before_suspend = Some(v.view(ts));
             v.counts.before_suspend = v.counts.last;
             v.counts.fired_before_suspend = v.counts.last_increase_ts_ns.is_some_and(|t| t <= ts);
+            v.counts.after_resume = None;
         }
         self.state.set_phase(Phase::Suspending, ts, cause);
     }

@@ -165,9 +165,13 @@ pub struct Counts {
     pub first: Option<u64>,
     /// Sample at which the count last grew.
     pub last_increase_ts_ns: Option<u64>,
-    /// The count at the last suspend start, and whether it had grown before it.
+    /// The count at the last suspend start, and whether it had grown before it (samples
+    /// taken after the start but before the freeze included).
     pub before_suspend: Option<u64>,
     pub fired_before_suspend: bool,
+    /// The count at the first sample after the last resume: G5's baseline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_resume: Option<u64>,
     /// The last growth between two samples: (previous sample, sample that grew). The
     /// handler ran in that interval, so after its start.
     pub last_growth: Option<(u64, u64)>,

@@ -93,7 +93,7 @@ pub struct Series {
 pub const MATRIX: &[Series] = &[
     Series {
         name: "5.10",
-        plan: Plan::Core,
+        plan: Plan::CoreAndLate,
         metas: &["linux-image-amd64"],
         version_prefix: "5.10.",
         release: "bullseye",
@@ -116,7 +116,7 @@ pub const MATRIX: &[Series] = &[
     },
     Series {
         name: "6.12",
-        plan: Plan::Full,
+        plan: Plan::FullAndLate,
         metas: &["linux-image-amd64", "linux-image-6.12-amd64"],
         version_prefix: "6.12.",
         release: "bookworm",

@@ -20,6 +20,10 @@ pub enum Scenario {
     S3,
     /// Real hibernation to the swap disk, reboot, image restore.
     Hibernate,
+    /// The hibernation with every vector fired in a loop up to the freeze (the freezer stops
+    /// the loop): interrupts after msitrace's last sample before the suspend, which show
+    /// first in the sample after the resume. G5 must still name exactly the dead vectors.
+    HibernateLate,
     /// The recorder stopped (SIGSTOP, as user space is during a freeze) while the test vectors
     /// are moved between CPUs over and over: more events than the default ring holds.
     Burst,
@@ -30,13 +34,14 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Hotplug,
         Scenario::Reset,
         Scenario::PmTestPlatform,
         Scenario::PmTestCore,
         Scenario::S3,
         Scenario::Hibernate,
+        Scenario::HibernateLate,
         Scenario::Burst,
         Scenario::StaleMask,
     ];
@@ -50,6 +55,7 @@ impl Scenario {
             Scenario::PmTestCore => "pmtest-core",
             Scenario::S3 => "s3",
             Scenario::Hibernate => "hibernate",
+            Scenario::HibernateLate => "hibernate-late",
             Scenario::Burst => "burst",
             Scenario::StaleMask => "stale-mask",
         }
@@ -59,12 +65,21 @@ impl Scenario {
         Scenario::ALL.into_iter().find(|sc| sc.name() == s)
     }
 
+    /// A real hibernation (one per QEMU run, first in it; needs the swap disk).
+    pub fn hibernates(self) -> bool {
+        matches!(self, Scenario::Hibernate | Scenario::HibernateLate)
+    }
+
     /// The system goes through a noirq suspend and resume: the emulated vmbus bus is torn down
     /// and the PCI core restores the device's MSI-X state afterwards.
     pub fn resumes(self) -> bool {
         matches!(
             self,
-            Scenario::PmTestPlatform | Scenario::PmTestCore | Scenario::S3 | Scenario::Hibernate
+            Scenario::PmTestPlatform
+                | Scenario::PmTestCore
+                | Scenario::S3
+                | Scenario::Hibernate
+                | Scenario::HibernateLate
         )
     }
 
@@ -72,7 +87,11 @@ impl Scenario {
     pub fn offlines_cpus(self) -> bool {
         matches!(
             self,
-            Scenario::Hotplug | Scenario::PmTestCore | Scenario::S3 | Scenario::Hibernate
+            Scenario::Hotplug
+                | Scenario::PmTestCore
+                | Scenario::S3
+                | Scenario::Hibernate
+                | Scenario::HibernateLate
         )
     }
 
@@ -80,7 +99,7 @@ impl Scenario {
     pub fn reaches_syscore(self) -> bool {
         matches!(
             self,
-            Scenario::PmTestCore | Scenario::S3 | Scenario::Hibernate
+            Scenario::PmTestCore | Scenario::S3 | Scenario::Hibernate | Scenario::HibernateLate
         )
     }
 }
@@ -185,6 +204,13 @@ impl fmt::Display for Step {
 }
 
 use Mode::{Buggy, Fixed, Opaque};
+
+/// The late-interrupt hibernations, each its own run (one hibernation per run). On the kernels
+/// whose handler counts matter most: the newest of the full plan and the oldest of the matrix.
+const LATE_RUNS: &[&[Step]] = &[
+    &[Step::new(HibernateLate, Buggy)],
+    &[Step::new(HibernateLate, Fixed)],
+];
 use Scenario::*;
 
 /// Every step, in QEMU runs. Each run starts with its hibernation (the resumed kernel then runs
@@ -290,6 +316,10 @@ pub enum Plan {
     Core,
     /// [`CORE_RUNS`] and the systemd service's run.
     CoreAndService,
+    /// [`DEFAULT_RUNS`] and the late-interrupt hibernations.
+    FullAndLate,
+    /// [`CORE_RUNS`] and the late-interrupt hibernations.
+    CoreAndLate,
 }
 
 /// The systemd service's run of [`DEFAULT_RUNS`], for the plans that add it to the core.
@@ -299,7 +329,9 @@ const SERVICE_RUNS: &[&[Step]] = &[&[Step::new(Hibernate, Buggy).with(Front::Ser
 pub fn runs(filter: &[Filter], plan: Plan) -> Vec<Vec<Step>> {
     let runs: Vec<&[Step]> = match plan {
         Plan::Full => DEFAULT_RUNS.to_vec(),
+        Plan::FullAndLate => DEFAULT_RUNS.iter().chain(LATE_RUNS).copied().collect(),
         Plan::Core => CORE_RUNS.to_vec(),
+        Plan::CoreAndLate => CORE_RUNS.iter().chain(LATE_RUNS).copied().collect(),
         Plan::CoreAndService => CORE_RUNS.iter().chain(SERVICE_RUNS).copied().collect(),
     };
     runs.into_iter()
@@ -328,6 +360,7 @@ mod tests {
     fn every_scenario_runs_and_each_run_has_one_hibernation_first_and_s3_last() {
         let all: Vec<Step> = DEFAULT_RUNS
             .iter()
+            .chain(LATE_RUNS)
             .flat_map(|r| r.iter().copied())
             .collect();
         for sc in Scenario::ALL {
@@ -346,11 +379,11 @@ mod tests {
                 "{front:?} never records a buggy resume"
             );
         }
-        for run in DEFAULT_RUNS.iter().chain(CORE_RUNS) {
-            let hib = run.iter().filter(|s| s.scenario == Hibernate).count();
+        for run in DEFAULT_RUNS.iter().chain(CORE_RUNS).chain(LATE_RUNS) {
+            let hib = run.iter().filter(|s| s.scenario.hibernates()).count();
             assert!(hib <= 1);
             if hib == 1 {
-                assert_eq!(run[0].scenario, Hibernate);
+                assert!(run[0].scenario.hibernates());
             }
             if boots_systemd(run) {
                 assert!(run.iter().all(|s| s.front == Front::Service));

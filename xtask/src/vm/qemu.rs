@@ -111,7 +111,7 @@ impl RunSpec<'_> {
             .plan
             .iter()
             .map(|s| match s.scenario {
-                super::plan::Scenario::Hibernate => 150,
+                super::plan::Scenario::Hibernate | super::plan::Scenario::HibernateLate => 150,
                 super::plan::Scenario::S3 => 70,
                 super::plan::Scenario::Burst => 240,
                 _ => 60,
@@ -201,10 +201,7 @@ fn run_once(spec: &RunSpec) -> Result<RunOutcome> {
     ));
     let _ = fs::remove_file(&monitor);
 
-    let hibernates = spec
-        .plan
-        .iter()
-        .any(|s| s.scenario == super::plan::Scenario::Hibernate);
+    let hibernates = spec.plan.iter().any(|s| s.scenario.hibernates());
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args([
         "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1024",

@@ -221,18 +221,26 @@ impl Engine {
         let Some(resumed) = self.state.epoch_info(epoch).and_then(|e| e.resumed_ts_ns) else {
             return;
         };
-        if self.observed.last_counts_ts.is_none_or(|t| t <= resumed) {
+        // Silence is judged from the first sample after the resume (see `on_counts`): there
+        // must be one, and a later one to compare it with.
+        let baseline_ts = match self.observed.resume_sample {
+            Some((ep, t)) if ep == epoch && t >= resumed => Some(t),
+            _ => None,
+        };
+        let Some(baseline_ts) =
+            baseline_ts.filter(|&b| self.observed.last_counts_ts.is_some_and(|t| t > b))
+        else {
             self.findings.not_evaluated(NotEvaluated {
                 rule: RuleId::G5,
                 part: None,
                 epoch: Some(epoch),
                 reason: format!(
-                    "no handler-count sample between resume of epoch {epoch} and {} later",
+                    "fewer than two handler-count samples between resume of epoch {epoch} and {} later",
                     secs(self.timing.g5_silence_ns)
                 ),
             });
             return;
-        }
+        };
         let window = secs(self.timing.g5_silence_ns);
         // A vector its driver freed and requested again across the sleep is left out: in the
         // 6.12 guests virtio-blk's second queue came back that way with no work after the
@@ -267,24 +275,26 @@ impl Engine {
             .vectors
             .values()
             .filter_map(|v| {
-                let before = v.counts.before_suspend?;
+                let after = v.counts.after_resume?;
                 let quiet = v.counts.fired_before_suspend
                     && v.reallocated_to.is_none()
                     && v.previous_irq.is_none()
-                    && v.counts.last == Some(before)
+                    && v.counts.last == Some(after)
                     && v.active != Some(false)
                     && v.shutdown.is_none();
-                quiet.then_some((v.irq, before, v.counts.last_increase_ts_ns.unwrap_or(0)))
+                quiet.then_some((v.irq, after, v.counts.last_increase_ts_ns.unwrap_or(0)))
             })
             .collect();
         for (irq, count, fired_at) in silent {
             let (desc, _) = self.describe(irq);
             let meaning = format!(
                 "irq {irq} ({desc}) fired before suspend (count {count}, last growth seen at {}) \
-                 but 0 times in the {window} after resume epoch {epoch}: the device looks silent \
-                 (heuristic, the check testers ran by hand on /proc/interrupts); check its MSI \
-                 state above and whether the device had work to do",
-                self.t(fired_at)
+                 but 0 times from the first sample after resume epoch {epoch} ({}) to {window} \
+                 after it: the device looks silent (heuristic, the check testers ran by hand on \
+                 /proc/interrupts); check its MSI state above and whether the device had work \
+                 to do",
+                self.t(fired_at),
+                self.t(baseline_ts)
             );
             let evidence = vec![
                 Evidence::note(

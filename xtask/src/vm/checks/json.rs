@@ -261,6 +261,8 @@ pub struct Payload {
     pub device: Option<String>,
     pub in_restore: Option<bool>,
     pub v: Option<Box<Payload>>,
+    /// `IrqCounts`: (irq, count) pairs.
+    pub counts: Option<Vec<(u32, u64)>>,
 }
 
 /// A recording's trailer.
@@ -284,6 +286,11 @@ impl Payload {
 }
 
 impl Event {
+    /// An `IrqCounts` sample's counts.
+    pub fn counts(&self) -> Option<&[(u32, u64)]> {
+        self.kind.payload.as_ref()?.counts.as_deref()
+    }
+
     pub fn irq(&self) -> Option<u32> {
         self.kind.payload.as_ref()?.get(|p| &p.irq)
     }

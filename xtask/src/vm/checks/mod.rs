@@ -23,6 +23,7 @@ mod common;
 mod daemon;
 mod events;
 pub mod json;
+mod late;
 mod live;
 mod module;
 mod msitrace_check;
@@ -102,14 +103,17 @@ pub fn check_step(input: &StepInput) -> Verdict {
         Err(_) => v.failures.push("the scenario's status is missing".into()),
     }
     // The burst fires back to back, where the APIC merges messages: the delivery check after
-    // it starts from the snapshot the guest takes once the burst is over.
-    let burst_end = (step.scenario == Scenario::Burst)
+    // it starts from the snapshot the guest takes once the burst is over. The late
+    // hibernation's loop fires up to the freeze and on until the guest stops it after the
+    // resume: the check starts from the snapshot taken once it stopped.
+    let own_start = matches!(step.scenario, Scenario::Burst | Scenario::HibernateLate);
+    let burst_end = own_start
         .then(|| fs::read_to_string(dir.join("sb.state")).ok())
         .flatten()
         .and_then(|t| ModuleState::parse(&t));
-    if step.scenario == Scenario::Burst && burst_end.is_none() {
+    if own_start && burst_end.is_none() {
         v.failures
-            .push("the snapshot after the burst (sb.state) is missing".into());
+            .push("the snapshot after the scenario's own fires (sb.state) is missing".into());
         return v;
     }
     module::check_module(step, s0, s1, burst_end.as_ref().unwrap_or(s1), s2, &mut v);
@@ -118,7 +122,7 @@ pub fn check_step(input: &StepInput) -> Verdict {
         let tests: Vec<u32> = s0.tests().map(|t| t.irq).collect();
         let plain = s0.vectors.iter().find(|v| v.role == "plain").map(|v| v.irq);
         check_msitrace(input, m, control, &tests, plain, &mut v);
-        if matches!(step.scenario, Scenario::Hibernate | Scenario::S3) {
+        if step.scenario.hibernates() || step.scenario == Scenario::S3 {
             // After the buggy sleep: the test vectors masked in the device (C1), or where
             // pci-hyperv leaves the device unmask to the per-device chip (6.17 and later),
             // unmasked with the message bug 1 left there, which routes to no CPU (C2).
@@ -246,6 +250,9 @@ fn check_msitrace(
                         .failures
                         .push("the burst's recording has no trailer".into()),
                 }
+            }
+            if step.scenario == Scenario::HibernateLate {
+                late::check_late_fires(step, &events, tests, v);
             }
             events::check_events(step, &events, input.e1000e, control, tests, v);
             if let Some(p) = plain {
