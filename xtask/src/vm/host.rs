@@ -93,7 +93,7 @@ pub struct Series {
 pub const MATRIX: &[Series] = &[
     Series {
         name: "5.10",
-        plan: Plan::CoreAndLate,
+        plan: Plan::Core,
         metas: &["linux-image-amd64"],
         version_prefix: "5.10.",
         release: "bullseye",

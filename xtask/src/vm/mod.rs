@@ -414,7 +414,6 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
         plan::Plan::Core,
         plan::Plan::CoreAndService,
         plan::Plan::FullAndLate,
-        plan::Plan::CoreAndLate,
     ]
     .into_iter()
     .flat_map(|p| plan::runs(&filter, p))
