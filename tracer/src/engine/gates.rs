@@ -212,22 +212,10 @@ impl Gates {
                  (the 6.17 series), and {NEW_PATH}"
             )),
             FactState::Absent => None,
-            FactState::Unknown => {
-                let unknown = format!(
-                    "the trace has no BTF fact about {HV_MSI_PARENT} (pci_hyperv's BTF was not \
-                     available when recording began, or an older msitrace recorded it)"
-                );
-                match self.version {
-                    None => Some(format!(
-                        "{unknown}, and kernel release {:?} could not be parsed to fall back on",
-                        self.release
-                    )),
-                    Some(v) if v.at_least(6, 17) => Some(format!(
-                        "{unknown}, so the version decides: on {v} (6.17 and later) {NEW_PATH}"
-                    )),
-                    Some(_) => None,
-                }
-            }
+            FactState::Unknown => self.by_version(HV_MSI_PARENT, |v| {
+                v.at_least(6, 17)
+                    .then(|| format!("on {v} (6.17 and later) {NEW_PATH}"))
+            }),
         }
     }
 
@@ -244,25 +232,36 @@ impl Gates {
                  that brought hv_irq_unmask's early return for a vector without a remapping \
                  entry (2738d5ab7929), so the silent unmask H5 looks for does not exist there"
             )),
-            FactState::Unknown => {
-                let unknown = format!(
-                    "the trace has no BTF fact about {HV_STATE_LOCK} (pci_hyperv's BTF was not \
-                     available when recording began, or an older msitrace recorded it)"
-                );
-                match self.version {
-                    None => Some(format!(
-                        "{unknown}, and kernel release {:?} could not be parsed to fall back on",
-                        self.release
-                    )),
-                    Some(v) if !v.at_least(6, 4) => Some(format!(
-                        "{unknown}, so the version decides: {v} is before 6.4, where \
-                         hv_irq_unmask's early return for a vector without a remapping entry \
-                         came upstream (a distribution kernel may carry it earlier; record with \
-                         pci_hyperv loaded to let its BTF tell)"
-                    )),
-                    Some(_) => None,
-                }
-            }
+            FactState::Unknown => self.by_version(HV_STATE_LOCK, |v| {
+                (!v.at_least(6, 4)).then(|| {
+                    format!(
+                        "{v} is before 6.4, where hv_irq_unmask's early return for a vector \
+                         without a remapping entry came upstream (a distribution kernel may \
+                         carry it earlier; record with pci_hyperv loaded to let its BTF tell)"
+                    )
+                })
+            }),
+        }
+    }
+
+    /// A gate whose BTF fact the trace does not have: the version decides, through `closed`
+    /// (why the rule cannot hold on that version, or `None`), and the reason says it was the
+    /// version.
+    fn by_version(
+        &self,
+        fact: &str,
+        closed: impl FnOnce(&KernelVersion) -> Option<String>,
+    ) -> Option<String> {
+        let unknown = format!(
+            "the trace has no BTF fact about {fact} (pci_hyperv's BTF was not available when \
+             recording began, or an older msitrace recorded it)"
+        );
+        match &self.version {
+            None => Some(format!(
+                "{unknown}, and kernel release {:?} could not be parsed to fall back on",
+                self.release
+            )),
+            Some(v) => closed(v).map(|why| format!("{unknown}, so the version decides: {why}")),
         }
     }
 
