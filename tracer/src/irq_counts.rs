@@ -40,12 +40,11 @@ pub const SYS_KERNEL_IRQ: &str = "/sys/kernel/irq";
 
 /// The kernel's counters of every IRQ: /sys/kernel/irq/N/per_cpu_count lists every possible
 /// CPU, where /proc/interrupts lists the online ones only, so a CPU going offline (at every
-/// suspend) cannot make a count go down, nor its return make one jump. It is also the cheaper
-/// read per IRQ where the engine tracks most IRQs (every MSI vector): measured on a 2-CPU
-/// 6.18 host, 61 us for one read of /proc/interrupts (19 IRQ rows plus the arch rows) against
-/// 6.9 us per per_cpu_count file; a read only of tracked IRQs would need the engine's list and
-/// would miss a vector's count from before it was first seen. The second is chosen for
-/// exactness across CPU hotplug, at about twice the cost per IRQ.
+/// suspend) cannot make a count go down, nor its return make one jump. That exactness costs
+/// about twice as much per IRQ: measured on a 2-CPU 6.18 host, 61 us for one read of
+/// /proc/interrupts (19 IRQ rows plus the arch rows) against 6.9 us per per_cpu_count file. A
+/// read only of tracked IRQs would need the engine's list and would miss a vector's count from
+/// before it was first seen.
 pub struct KernelCounts {
     dir: std::path::PathBuf,
 }
