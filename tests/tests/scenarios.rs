@@ -1100,6 +1100,71 @@ fn g1_a_masked_vector_silent_after_resume_is_still_g1() {
     );
 }
 
+/// A CPU taken offline (sysfs) 1.9 s after the resume: the migration masks the vector around
+/// its move, and G1's deadline (2 s) falls between that mask and the unmask that follows. Seen
+/// on 7.3 with a virtio config vector; the window holds the decision until it closes.
+fn offline_across_g1_deadline(unmask_after_move: bool) -> msitrace_tests::Outcome {
+    let mut s = per_device_domain_cycle(
+        |s| {
+            s.pci_irq_unmask(ETH);
+        },
+        |_| {},
+    );
+    s.wait_ms(1900).sysfs_offline(1, |s| {
+        s.pci_irq_mask(ETH).wait_ms(200).set_affinity(ETH.irq, 0);
+        if unmask_after_move {
+            s.pci_irq_unmask(ETH);
+        }
+    });
+    s.wait_ms(1000).counts(&[]);
+    s.run()
+}
+
+#[test]
+fn g1_waits_for_a_migration_window_open_at_its_deadline() {
+    let out = offline_across_g1_deadline(true);
+    assert_eq!(out.fired(), vec![], "{}", out.report.to_text());
+    assert!(
+        out.not_evaluated(RuleId::G1).is_empty(),
+        "{:?}",
+        out.not_evaluated(RuleId::G1)
+    );
+}
+
+#[test]
+fn g1_decides_a_vector_left_masked_when_the_window_closes() {
+    let out = offline_across_g1_deadline(false);
+    assert_eq!(
+        out.fired(),
+        vec![(RuleId::G1, Some(ETH.irq))],
+        "{}",
+        out.report.to_text()
+    );
+}
+
+#[test]
+fn g1_held_for_a_window_that_never_closes_is_not_evaluated() {
+    let mut s = per_device_domain_cycle(
+        |s| {
+            s.pci_irq_unmask(ETH);
+        },
+        |_| {},
+    );
+    s.wait_ms(1900)
+        .on_cpu(1)
+        .push(EventKind::MigrateAllOffEnter)
+        .pci_irq_mask(ETH)
+        .wait_ms(300)
+        .set_affinity(ETH.irq, 0);
+    let out = s.run();
+    assert_eq!(out.fired(), vec![], "{}", out.report.to_text());
+    let why = out.not_evaluated(RuleId::G1);
+    assert!(
+        why.iter().any(|w| w.contains("migration window")),
+        "{why:?}"
+    );
+}
+
 /// Handler counts that grew only across the suspend (the first sample after resume against
 /// the last one before it) do not prove the vector fired after it was masked.
 #[test]

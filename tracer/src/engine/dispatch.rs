@@ -153,6 +153,7 @@ impl Engine {
                 self.state
                     .cpu_change(ts, ev.cpu, false, "irq_migrate_all_off_this_cpu");
                 self.g2_offline_cpu(ev.cpu, ev, out);
+                self.release_held_g1(ts, out);
             }
             EventKind::SetAffinityEnter { irq, .. } => {
                 self.migration.affinity_calls.insert(ev.cpu, (*irq, ts));

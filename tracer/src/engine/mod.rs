@@ -333,6 +333,7 @@ impl Engine {
                 }),
             }
         }
+        self.drop_held_g1("the trace ended");
         for ep in &self.state.epochs {
             if ep.resumed_ts_ns.is_none() {
                 for rule in [RuleId::G1, RuleId::G5] {

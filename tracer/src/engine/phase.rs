@@ -303,6 +303,7 @@ impl Engine {
                 ),
             });
         }
+        self.drop_held_g1("the next suspend began");
         self.state.suspend_ts_ns = Some(ts);
         self.state.sleep = SleepKind::Unknown;
         self.compose.cycle_bumped_since_suspend = false;

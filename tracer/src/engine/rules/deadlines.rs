@@ -2,7 +2,7 @@
 //! restarted, G5 silent after resume. Each is a deadline settled when a later event's
 //! timestamp passes it, or at end of input.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{ACTIVATE_PROBES, UNMASK_PROBES};
 use crate::duration::secs;
@@ -31,6 +31,9 @@ pub(crate) enum Pending {
 pub(crate) struct Deadlines {
     pub pending: BTreeMap<(u64, u64), Pending>,
     pub pending_seq: u64,
+    /// G1 decisions held, by epoch, for vectors masked inside a CPU-offline migration window
+    /// that was still open when their deadline came: decided when the last window closes.
+    pub held_g1: BTreeMap<u32, BTreeSet<u32>>,
 }
 
 impl Engine {
@@ -55,7 +58,7 @@ impl Engine {
 
     pub(crate) fn run_pending(&mut self, p: Pending, now: u64, out: &mut Vec<DivergenceUpdate>) {
         match p {
-            Pending::G1 { epoch } => self.g1_masked_after_resume(epoch, now, out),
+            Pending::G1 { epoch } => self.g1_masked_after_resume(epoch, None, now, out),
             Pending::G5 { epoch } => self.g5_silent_after_resume(epoch, now, out),
             Pending::G3 {
                 cpu,
@@ -76,10 +79,23 @@ impl Engine {
     /// after it against the last before) proves nothing: those interrupts may predate the
     /// mask. A vector whose samples show no such growth only corroborates the finding (said in
     /// it); without samples the mask observation decides alone.
-    fn g1_masked_after_resume(&mut self, epoch: u32, now: u64, out: &mut Vec<DivergenceUpdate>) {
+    ///
+    /// A vector masked inside a CPU-offline migration window that is still open is not judged
+    /// yet: `migrate_one_irq` masks a vector around its move and unmasks it after, and a
+    /// deadline can fall between the two (seen on 7.3, a sysfs CPU offline 1.94 s after a
+    /// resume). Its decision is held until the last open window closes ([`Self::release_held_g1`]);
+    /// `only` is then the vectors held.
+    fn g1_masked_after_resume(
+        &mut self,
+        epoch: u32,
+        only: Option<&BTreeSet<u32>>,
+        now: u64,
+        out: &mut Vec<DivergenceUpdate>,
+    ) {
         if !self.enabled(RuleId::G1) {
             return;
         }
+        let window_open_since = self.migration.migration_windows.values().min().copied();
         let grace = secs(self.timing.g1_grace_ns);
         let epoch_start = self
             .state
@@ -89,6 +105,7 @@ impl Engine {
             .state
             .vectors
             .values()
+            .filter(|v| only.is_none_or(|o| o.contains(&v.irq)))
             .filter(|v| {
                 let fired_since = v
                     .counts
@@ -105,6 +122,21 @@ impl Engine {
             })
             .map(|v| v.irq)
             .collect();
+        let (held, masked): (Vec<u32>, Vec<u32>) = masked.into_iter().partition(|irq| {
+            window_open_since.is_some_and(|since| {
+                self.state
+                    .vectors
+                    .get(irq)
+                    .is_some_and(|v| v.cache_masked_ts_ns >= since)
+            })
+        });
+        if !held.is_empty() {
+            self.deadlines
+                .held_g1
+                .entry(epoch)
+                .or_default()
+                .extend(held);
+        }
         for irq in masked {
             let Some(v) = self.state.vectors.get(&irq) else {
                 continue;
@@ -150,6 +182,33 @@ impl Engine {
                 meaning,
             );
             self.raise_absence(f, UNMASK_PROBES, seen_at, out);
+        }
+    }
+
+    /// The last open migration window closed at `now`: decide the G1s it held.
+    pub(crate) fn release_held_g1(&mut self, now: u64, out: &mut Vec<DivergenceUpdate>) {
+        if !self.migration.migration_windows.is_empty() {
+            return;
+        }
+        for (epoch, irqs) in std::mem::take(&mut self.deadlines.held_g1) {
+            self.g1_masked_after_resume(epoch, Some(&irqs), now, out);
+        }
+    }
+
+    /// G1s held for a migration window that will not close in time (end of input, the next
+    /// suspend): said, not decided.
+    pub(crate) fn drop_held_g1(&mut self, why: &str) {
+        for (epoch, irqs) in std::mem::take(&mut self.deadlines.held_g1) {
+            let list: Vec<String> = irqs.iter().map(u32::to_string).collect();
+            self.findings.not_evaluated(NotEvaluated {
+                rule: RuleId::G1,
+                part: Some(format!("irq {}", list.join(","))),
+                epoch: Some(epoch),
+                reason: format!(
+                    "masked inside a CPU-offline migration window that was still open at the \
+                     deadline, and {why} before it closed"
+                ),
+            });
         }
     }
 
