@@ -310,6 +310,58 @@ pub struct Session {
     suspended_ns: u64,
     hits: Vec<u64>,
     batch: Vec<Event>,
+    /// The tick's period while nothing happens: see [`Session::set_idle_period`].
+    idle_period: Option<Duration>,
+}
+
+/// The tick's period while events flow or a rule waits for samples.
+const BUSY_PERIOD: Duration = Duration::from_secs(1);
+
+/// Quiet one-second ticks before the tick slows down to the idle period.
+const QUIET_TICKS_BEFORE_IDLE: u32 = 5;
+
+/// The tick's period: one second while events flow or a rule waits for samples, the idle
+/// period (when there is one) after [`QUIET_TICKS_BEFORE_IDLE`] quiet ticks. Each call returns
+/// the period to switch to, if it changes.
+struct Pace {
+    idle_period: Option<Duration>,
+    idle: bool,
+    quiet_ticks: u32,
+    drained: bool,
+}
+
+impl Pace {
+    fn new(idle_period: Option<Duration>) -> Pace {
+        Pace {
+            idle_period,
+            idle: false,
+            quiet_ticks: 0,
+            drained: false,
+        }
+    }
+
+    /// Events came out of the ring.
+    fn drained(&mut self) -> Option<Duration> {
+        self.drained = true;
+        self.quiet_ticks = 0;
+        std::mem::take(&mut self.idle).then_some(BUSY_PERIOD)
+    }
+
+    /// A tick's work is done; `awaits_samples`: the engine's [`Engine::awaits_samples`].
+    fn ticked(&mut self, awaits_samples: bool) -> Option<Duration> {
+        let period = self.idle_period?;
+        let quiet = !std::mem::take(&mut self.drained) && !awaits_samples;
+        self.quiet_ticks = if quiet { self.quiet_ticks + 1 } else { 0 };
+        if self.idle && !quiet {
+            self.idle = false;
+            Some(BUSY_PERIOD)
+        } else if !self.idle && self.quiet_ticks >= QUIET_TICKS_BEFORE_IDLE {
+            self.idle = true;
+            Some(period)
+        } else {
+            None
+        }
+    }
 }
 
 /// What a finished session leaves.
@@ -404,6 +456,7 @@ impl Session {
             suspended_ns: kernel::suspended_ns(),
             hits: Vec::new(),
             batch: Vec::new(),
+            idle_period: None,
         };
         session.collector.refresh_counters(false);
         session.hits = session
@@ -412,7 +465,7 @@ impl Session {
             .iter()
             .map(|c| c.hits)
             .collect();
-        let first = session.collector.irq_counts(kernel::monotonic_ns());
+        let first = session.collector.irq_counts(kernel::monotonic_ns(), true);
         session.recorder.push(&first)?;
         return_setup_memory();
         Ok(session)
@@ -441,6 +494,16 @@ impl Session {
             .await
     }
 
+    /// Let [`Session::run_observed`] slow its tick to `period` once nothing happens: no event
+    /// in the ring for [`QUIET_TICKS_BEFORE_IDLE`] seconds, no delayed rule waiting, no PM
+    /// transition under way. The first event brings the one-second tick back (and reaches the
+    /// file within a second, as before). For the service, which idles for days between
+    /// suspends: the periodic samples are only read by rules right after a resume, so at rest
+    /// they cost CPU and wake-ups for nothing.
+    pub fn set_idle_period(&mut self, period: Option<Duration>) {
+        self.idle_period = period;
+    }
+
     /// [`Session::run`] with an observer that also sees every event and every sample.
     pub async fn run_observed<F>(
         &mut self,
@@ -457,7 +520,8 @@ impl Session {
         // One coalesced tick: the sample and the flush share the wake-up, so an idle daemon
         // wakes once a second. What a drain brings reaches the file at the next tick (or
         // sooner, past the writer's 64 KiB), and SIGINT/SIGTERM flush before stopping.
-        let tick = Ticker::new(Duration::from_secs(1))?;
+        let tick = Ticker::new(BUSY_PERIOD)?;
+        let mut pace = Pace::new(self.idle_period);
         tokio::pin!(stop);
         let reason = loop {
             if until(self.recorder.engine()) {
@@ -467,12 +531,18 @@ impl Session {
                 r = self.collector.readable() => {
                     r?;
                     self.pump(obs)?;
+                    if let Some(p) = pace.drained() {
+                        tick.set_period(p)?;
+                    }
                 }
                 r = tick.tick() => {
                     r?;
                     // The one call site of the periodic sample (IRQ counts among it).
                     self.sample(obs)?;
                     self.flush(obs)?;
+                    if let Some(p) = pace.ticked(self.recorder.engine().awaits_samples()) {
+                        tick.set_period(p)?;
+                    }
                 }
                 _ = sigint.recv() => break StopReason::Signal("SIGINT"),
                 _ = sigterm.recv() => break StopReason::Signal("SIGTERM"),
@@ -537,7 +607,7 @@ impl Session {
             }
         }
         if sample_now {
-            let ev = self.collector.irq_counts(kernel::monotonic_ns());
+            let ev = self.collector.irq_counts(kernel::monotonic_ns(), true);
             self.push_one(&ev, obs)?;
         }
         if let Some(why) = self.recorder.take_stopped_writing() {
@@ -601,7 +671,7 @@ impl Session {
         }
         self.collector.refresh_counters(false);
         self.batch.extend(self.collector.new_losses(now));
-        self.batch.push(self.collector.irq_counts(now));
+        self.batch.push(self.collector.irq_counts(now, false));
         self.push_all(obs)?;
 
         let changed = self.collector.rescan_modules();
@@ -667,5 +737,51 @@ pub fn repair_clock(batch: &mut [Event]) {
         if batch[i].ts_ns > next.saturating_add(CLOCK_AHEAD_NS) {
             batch[i].ts_ns = next;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(5);
+
+    fn quiet_until_idle(p: &mut Pace) {
+        for _ in 1..QUIET_TICKS_BEFORE_IDLE {
+            assert_eq!(p.ticked(false), None);
+        }
+        assert_eq!(p.ticked(false), Some(IDLE));
+    }
+
+    #[test]
+    fn without_an_idle_period_the_tick_stays_at_one_second() {
+        let mut p = Pace::new(None);
+        for _ in 0..20 {
+            assert_eq!(p.ticked(false), None);
+        }
+        assert_eq!(p.drained(), None);
+    }
+
+    #[test]
+    fn quiet_ticks_slow_down_and_an_event_brings_the_second_back() {
+        let mut p = Pace::new(Some(IDLE));
+        quiet_until_idle(&mut p);
+        assert_eq!(p.ticked(false), None);
+        assert_eq!(p.drained(), Some(BUSY_PERIOD));
+        assert_eq!(p.drained(), None);
+        // The tick after the event is not quiet: the count starts again after it.
+        assert_eq!(p.ticked(false), None);
+        quiet_until_idle(&mut p);
+    }
+
+    #[test]
+    fn a_waiting_rule_keeps_the_tick_at_one_second() {
+        let mut p = Pace::new(Some(IDLE));
+        for _ in 0..20 {
+            assert_eq!(p.ticked(true), None);
+        }
+        quiet_until_idle(&mut p);
+        // A deadline scheduled while idle (a gap found by the sample) speeds the tick up.
+        assert_eq!(p.ticked(true), Some(BUSY_PERIOD));
     }
 }

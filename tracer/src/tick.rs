@@ -31,23 +31,17 @@ impl Ticker {
         }
         // SAFETY: `raw` is a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let ts = libc::timespec {
-            tv_sec: period.as_secs() as libc::time_t,
-            tv_nsec: period.subsec_nanos() as libc::c_long,
-        };
-        let spec = libc::itimerspec {
-            it_interval: ts,
-            it_value: ts,
-        };
-        // SAFETY: valid descriptor and pointers.
-        if unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        arm(&fd, period)?;
         // SAFETY: the AsyncFd owns the descriptor for its whole life, so the registered fd
         // cannot be closed or reused behind the reactor's back.
         let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
         Ok(Ticker { fd })
+    }
+
+    /// Tick every `period` from now on, the next one `period` from now.
+    pub fn set_period(&self, period: Duration) -> io::Result<()> {
+        arm(self.fd.get_ref(), period)
     }
 
     /// Wait for the next tick; ticks missed meanwhile (a slow step, a suspend) count as one.
@@ -76,6 +70,22 @@ impl Ticker {
     }
 }
 
+fn arm(fd: &OwnedFd, period: Duration) -> io::Result<()> {
+    let ts = libc::timespec {
+        tv_sec: period.as_secs() as libc::time_t,
+        tv_nsec: period.subsec_nanos() as libc::c_long,
+    };
+    let spec = libc::itimerspec {
+        it_interval: ts,
+        it_value: ts,
+    };
+    // SAFETY: valid descriptor and pointers.
+    if unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +99,15 @@ mod tests {
         // Periods that pass unread are reported by one tick, not lost or queued as many.
         std::thread::sleep(Duration::from_millis(20));
         t.tick().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_new_period_takes_over() {
+        let t = Ticker::new(Duration::from_secs(3600)).unwrap();
+        t.set_period(Duration::from_millis(5)).unwrap();
+        let start = std::time::Instant::now();
+        t.tick().await.unwrap();
+        t.tick().await.unwrap();
+        assert!(start.elapsed() < Duration::from_secs(60));
     }
 }

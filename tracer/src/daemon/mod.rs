@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod notify;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Result;
 use tokio::signal::unix::{SignalKind, signal};
@@ -27,6 +28,10 @@ use config::{Config, KmsgLevel, LogTarget};
 use journal::{Context as Ctx, Entry, Level, Sink, Target};
 use metrics::{Clock, Metrics};
 use notify::Notifier;
+
+/// The tick's period when nothing happens: a wake-up every 5 s for the watchdog, the status,
+/// the metrics and a sample of the handler counts (see [`Session::set_idle_period`]).
+const IDLE_PERIOD: Duration = Duration::from_secs(5);
 
 /// Turns what the engine sees into journal entries and systemd notifications.
 pub struct Reporter {
@@ -280,6 +285,12 @@ pub async fn run(cfg: &Config) -> Result<()> {
             )),
         }
     }
+    // The idle tick also feeds the watchdog: never slower than its half-period.
+    let idle = rep
+        .notifier
+        .watchdog_period()
+        .map_or(IDLE_PERIOD, |w| w.min(IDLE_PERIOD));
+    session.set_idle_period(Some(idle.max(Duration::from_secs(1))));
     rep.notifier.ready(rep.status(session.engine(), 0));
     // run_observed stops on SIGINT and SIGTERM itself; SIGHUP (no terminal to lose) is
     // ignored rather than killing the service.

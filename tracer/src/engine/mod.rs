@@ -115,6 +115,16 @@ impl Engine {
         e
     }
 
+    /// A delayed rule is waiting (G1, G3, G5, a G1 held for a migration window) or a PM
+    /// transition is under way: the handler counts must be sampled at full rate now. Otherwise
+    /// nothing decides on the periodic samples until the next transition, whose start is
+    /// sampled the moment the ring shows it.
+    pub fn awaits_samples(&self) -> bool {
+        !self.deadlines.pending.is_empty()
+            || !self.deadlines.held_g1.is_empty()
+            || self.state.phase.in_transition()
+    }
+
     pub fn state(&self) -> &EngineState {
         &self.state
     }
