@@ -23,6 +23,7 @@ pub struct DistArgs {
     pub out: Option<PathBuf>,
 }
 
+#[derive(Clone)]
 pub struct Built {
     pub deb: PathBuf,
     /// `systemd-analyze security --offline` overall exposure, e.g. `1.5 OK`, when it ran.
@@ -38,7 +39,32 @@ pub fn run(args: DistArgs) -> Result<()> {
     Ok(())
 }
 
+/// What this process packed into target/dist: `cargo xtask test` packs (and lints) before the
+/// guests and the guests' set-up needs the package again; the tree cannot change in between,
+/// and a second pack and lintian run cost 20 s of a 40-minute CI.
+static PACKED: std::sync::Mutex<Option<Built>> = std::sync::Mutex::new(None);
+
 pub fn build(out: Option<PathBuf>) -> Result<Built> {
+    if out.is_none()
+        && let Some(b) = PACKED
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .clone()
+    {
+        println!(
+            "dist: {} (packed and checked earlier in this run)",
+            b.deb.display()
+        );
+        return Ok(b);
+    }
+    let built = pack(out.clone())?;
+    if out.is_none() {
+        *PACKED.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = Some(built.clone());
+    }
+    Ok(built)
+}
+
+fn pack(out: Option<PathBuf>) -> Result<Built> {
     let repo = repo_root();
     let cargo = crate::util::cargo();
     println!("dist: cargo build --release -p tracer");
