@@ -13,6 +13,7 @@
 //! compatible change: older readers then report that record as undecodable).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tracer_common::ProbeId;
@@ -602,6 +603,9 @@ pub(super) struct ChunkDecoder<'a> {
     rest: &'a [u8],
     index: usize,
     strings: Vec<&'a str>,
+    /// `strings` as the shared names of [`VectorSnap::device`], made on first use: one heap
+    /// allocation per name and chunk instead of one per event. Never longer than `strings`.
+    shared: Vec<Option<Arc<str>>>,
     values: Vec<u64>,
     prev_ts: u64,
 }
@@ -612,6 +616,7 @@ impl<'a> ChunkDecoder<'a> {
             rest: payload,
             index: 0,
             strings: Vec::new(),
+            shared: Vec::new(),
             values: Vec::new(),
             prev_ts: 0,
         }
@@ -645,6 +650,26 @@ impl<'a> ChunkDecoder<'a> {
             .ok_or_else(|| format!("string #{n} is not defined in this chunk"))
     }
 
+    fn shared(&mut self, n: StrRef) -> Result<Option<Arc<str>>, String> {
+        if n == 0 {
+            return Ok(None);
+        }
+        let i = n as usize - 1;
+        if let Some(Some(name)) = self.shared.get(i) {
+            return Ok(Some(name.clone()));
+        }
+        let s = *self
+            .strings
+            .get(i)
+            .ok_or_else(|| format!("string #{n} is not defined in this chunk"))?;
+        if self.shared.len() <= i {
+            self.shared.resize(i + 1, None);
+        }
+        let name: Arc<str> = Arc::from(s);
+        self.shared[i] = Some(name.clone());
+        Ok(Some(name))
+    }
+
     fn v(&self, n: ValRef) -> Result<u64, String> {
         self.ov(n)?
             .ok_or_else(|| "required integer is missing".to_string())
@@ -661,7 +686,7 @@ impl<'a> ChunkDecoder<'a> {
             .ok_or_else(|| format!("integer #{n} is not defined in this chunk"))
     }
 
-    fn snap(&self, d: &DiskSnap) -> Result<VectorSnap, String> {
+    fn snap(&mut self, d: &DiskSnap) -> Result<VectorSnap, String> {
         if d.bits & !SNAP_ALL_BITS != 0 {
             return Err(format!("unknown snapshot bits {:#x}", d.bits));
         }
@@ -674,7 +699,7 @@ impl<'a> ChunkDecoder<'a> {
         Ok(VectorSnap {
             irq: d.irq,
             hwirq: self.v(d.hwirq)?,
-            device: self.os(d.device)?,
+            device: self.shared(d.device)?,
             msi_index,
             msix: get_bool(d.bits, SNAP_MSIX)?,
             cache_masked: get_bool(d.bits, SNAP_CACHE_MASKED)?,
@@ -697,7 +722,7 @@ impl<'a> ChunkDecoder<'a> {
         })
     }
 
-    fn kind(&self, k: DiskKind) -> Result<EventKind, String> {
+    fn kind(&mut self, k: DiskKind) -> Result<EventKind, String> {
         use DiskKind as D;
         use EventKind as E;
         Ok(match k {
