@@ -180,7 +180,7 @@ impl Scenario {
         VectorSnap {
             irq: v.irq,
             hwirq: v.index as u64,
-            device: Some(v.dev.to_string()),
+            device: Some(v.dev.into()),
             msi_index: Some(v.index),
             msix: Some(v.msix),
             ..Default::default()

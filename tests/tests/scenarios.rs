@@ -1374,7 +1374,7 @@ fn arb_snap() -> impl Strategy<Value = VectorSnap> {
         .prop_map(|(irq, dev, idx, msix, cache, irqd, chip, mig)| VectorSnap {
             irq: 40 + irq,
             hwirq: 0,
-            device: dev.map(str::to_string),
+            device: dev.map(Into::into),
             msi_index: idx,
             msix,
             cache_masked: cache,

@@ -211,7 +211,7 @@ fn every_kind() -> Vec<EventKind> {
     odd.managed_shutdown = Some(true);
     odd.chip_data = Some(0);
     odd.in_migration = true;
-    odd.device = Some(String::new());
+    odd.device = Some("".into());
     vec![
         E::ComposeEnter(snap(40, 0)),
         E::ComposeEnter(bare.clone()),
@@ -935,7 +935,7 @@ fn cycle_snap(irq: u32, dev: &str, idx: u32, managed: bool) -> VectorSnap {
         irq,
         // pci_msi_domain_calc_hwirq: index | dev_id << 11 | domain << 27.
         hwirq: u64::from(idx) | dev_id << 11 | 0x6a2b << 27,
-        device: Some(dev.to_string()),
+        device: Some(dev.into()),
         msi_index: Some(idx),
         msix: Some(true),
         cache_masked: Some(false),

@@ -58,7 +58,7 @@ fn snap(i: u32, masked: bool) -> VectorSnap {
     VectorSnap {
         irq: FIRST_IRQ + i,
         hwirq: (i % PER_DEVICE) as u64,
-        device: Some(dev(i)),
+        device: Some(dev(i).into()),
         msi_index: Some(i % PER_DEVICE),
         msix: Some(true),
         cache_masked: Some(masked),

@@ -412,7 +412,7 @@ impl VectorState {
     /// mask cache is the state before the callback acts and must not count as "last observed".
     pub fn observe(&mut self, s: &VectorSnap, ts_ns: u64, by: &'static str, pre_state: bool) {
         if s.device.is_some() && self.device.is_none() {
-            self.device = s.device.clone();
+            self.device = s.device.as_deref().map(str::to_owned);
         }
         if let Some(i) = s.msi_index {
             self.msi_index = Some(i);
@@ -504,7 +504,7 @@ impl VectorState {
     /// The snapshot names another device or MSI index than the one this IRQ had: the IRQ
     /// number was freed and reused.
     pub fn conflicts_with(&self, s: &VectorSnap) -> bool {
-        let dev = matches!((&self.device, &s.device), (Some(a), Some(b)) if a != b);
+        let dev = matches!((&self.device, &s.device), (Some(a), Some(b)) if **a != **b);
         let idx = matches!(self.kind, VectorKind::MsiX { .. })
             && s.msix == Some(true)
             && matches!((self.msi_index, s.msi_index), (Some(a), Some(b)) if a != b);

@@ -13,8 +13,11 @@
 //! compatible change: older readers then report that record as undecodable).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+#[cfg(test)]
+use serde::Deserialize;
+use serde::Serialize;
 use tracer_common::ProbeId;
 
 use super::{CHUNK_TAG, FRAME_LEN, Record};
@@ -25,7 +28,9 @@ type StrRef = u32;
 /// Integer reference: 0 = none, n = the chunk's n-th `Val`.
 type ValRef = u32;
 
-#[derive(Serialize, Deserialize)]
+// Deserialize in tests only: postcard's own decoder is the reference [`Wire`] is checked against.
+#[derive(Serialize)]
+#[cfg_attr(test, derive(Deserialize, Debug, PartialEq))]
 enum DiskRecord<'a> {
     Event(DiskEvent),
     Str(&'a str),
@@ -34,7 +39,8 @@ enum DiskRecord<'a> {
     Trailer(&'a str),
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
+#[cfg_attr(test, derive(Deserialize, Debug, PartialEq))]
 struct DiskEvent {
     /// `ts_ns` minus the previous event's in this chunk, wrapping.
     dts: i64,
@@ -44,7 +50,8 @@ struct DiskEvent {
 }
 
 /// A [`VectorSnap`] with its optional booleans packed into `bits` (see [`snap_bits`]).
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
+#[cfg_attr(test, derive(Deserialize, Debug, PartialEq))]
 struct DiskSnap {
     irq: u32,
     hwirq: ValRef,
@@ -55,14 +62,16 @@ struct DiskSnap {
     chip_data: ValRef,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
+#[cfg_attr(test, derive(Deserialize, Debug, PartialEq))]
 struct DiskMsg {
     address_lo: ValRef,
     address_hi: u32,
     data: u32,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
+#[cfg_attr(test, derive(Deserialize, Debug, PartialEq))]
 enum DiskKind {
     ComposeEnter(DiskSnap),
     ComposeExit {
@@ -222,16 +231,27 @@ fn put_bool(bits: &mut u32, at: u32, b: Option<bool>) {
     }
 }
 
-fn get_bool(bits: u32, at: u32) -> Result<Option<bool>, String> {
-    let known = bits & (1 << at) != 0;
-    let value = bits & (1 << (at + 1)) != 0;
-    match (known, value) {
-        (true, v) => Ok(Some(v)),
-        (false, false) => Ok(None),
-        (false, true) => Err(format!(
-            "snapshot bits {bits:#x}: a value without its valid bit"
-        )),
+/// The optional boolean at `at`; [`check_bools`] has rejected values without their valid bit.
+#[inline]
+fn get_bool(bits: u32, at: u32) -> Option<bool> {
+    (bits & (1 << at) != 0).then_some(bits & (1 << (at + 1)) != 0)
+}
+
+/// The valid bits of the six optional booleans (the even bits below [`SNAP_IN_MIGRATION`]).
+const SNAP_KNOWN_BITS: u32 = 0x555;
+
+/// One test for all six pairs, so that a snapshot's booleans decode without a branch each.
+#[inline]
+fn check_bools(bits: u32) -> Result<(), String> {
+    if (bits >> 1) & SNAP_KNOWN_BITS & !bits != 0 {
+        return Err(value_without_valid_bit(bits));
     }
+    Ok(())
+}
+
+#[cold]
+fn value_without_valid_bit(bits: u32) -> String {
+    format!("snapshot bits {bits:#x}: a value without its valid bit")
 }
 
 fn snap_bits(v: &VectorSnap) -> u32 {
@@ -572,20 +592,283 @@ impl ChunkEncoder {
     }
 }
 
-/// What a postcard error means for a reader of a damaged file: its own texts name serde's
-/// machinery ("Serde Deserialization Error"), not the bytes.
-fn undecodable(e: &postcard::Error) -> &'static str {
-    use postcard::Error as P;
-    match e {
-        P::DeserializeUnexpectedEnd => "the chunk ends inside a record",
-        P::DeserializeBadVarint => "a number is longer than its type allows",
-        P::DeserializeBadBool => "a flag is neither 0 nor 1",
-        P::DeserializeBadChar | P::DeserializeBadUtf8 | P::CollectStrError => {
-            "a string is not valid UTF-8"
+/// Reads the postcard encoding of [`DiskRecord`] by hand: through serde (a visitor per field)
+/// decoding took a fifth of a replay's time, while the format is fixed and small (varints,
+/// one-byte flags and option tags, length-prefixed strings). Its failures say what the tests'
+/// `undecodable` says for postcard's, and the tests check that both agree on any bytes.
+struct Wire<'a> {
+    rest: &'a [u8],
+}
+
+type WireResult<T> = Result<T, &'static str>;
+
+const CUT: &str = "the chunk ends inside a record";
+const BAD_VARINT: &str = "a number is longer than its type allows";
+const BAD_BOOL: &str = "a flag is neither 0 nor 1";
+const BAD_UTF8: &str = "a string is not valid UTF-8";
+const BAD_OPTION: &str = "an optional field has an invalid tag";
+const UNKNOWN: &str = "a record kind or field value this version does not know";
+
+impl<'a> Wire<'a> {
+    #[inline]
+    fn byte(&mut self) -> WireResult<u8> {
+        let (&b, rest) = self.rest.split_first().ok_or(CUT)?;
+        self.rest = rest;
+        Ok(b)
+    }
+
+    /// A varint of at most `max_bytes`, whose last byte may hold at most `last_max` (the bits
+    /// the type has left): postcard rejects longer encodings, so this does too.
+    #[inline]
+    fn varint(&mut self, max_bytes: u32, last_max: u8) -> WireResult<u64> {
+        let mut out = 0u64;
+        for i in 0..max_bytes {
+            let b = self.byte()?;
+            out |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                if i == max_bytes - 1 && b > last_max {
+                    return Err(BAD_VARINT);
+                }
+                return Ok(out);
+            }
         }
-        P::DeserializeBadOption => "an optional field has an invalid tag",
-        P::DeserializeBadEnum => "a record or field kind is unknown",
-        _ => "a record kind or field value this version does not know",
+        Err(BAD_VARINT)
+    }
+
+    #[inline]
+    fn u16(&mut self) -> WireResult<u16> {
+        Ok(self.varint(3, 0b11)? as u16)
+    }
+
+    #[inline]
+    fn u32(&mut self) -> WireResult<u32> {
+        Ok(self.varint(5, 0b1111)? as u32)
+    }
+
+    #[inline]
+    fn u64(&mut self) -> WireResult<u64> {
+        self.varint(10, 0b1)
+    }
+
+    #[inline]
+    fn i32(&mut self) -> WireResult<i32> {
+        let n = self.u32()?;
+        Ok(((n >> 1) as i32) ^ -((n & 1) as i32))
+    }
+
+    #[inline]
+    fn i64(&mut self) -> WireResult<i64> {
+        let n = self.u64()?;
+        Ok(((n >> 1) as i64) ^ -((n & 1) as i64))
+    }
+
+    #[inline]
+    fn bool(&mut self) -> WireResult<bool> {
+        match self.byte()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(BAD_BOOL),
+        }
+    }
+
+    #[inline]
+    fn option<T>(&mut self, f: impl FnOnce(&mut Self) -> WireResult<T>) -> WireResult<Option<T>> {
+        match self.byte()? {
+            0 => Ok(None),
+            1 => f(self).map(Some),
+            _ => Err(BAD_OPTION),
+        }
+    }
+
+    fn str(&mut self) -> WireResult<&'a str> {
+        let len = self.u64()?;
+        let len = usize::try_from(len).map_err(|_| CUT)?;
+        if len > self.rest.len() {
+            return Err(CUT);
+        }
+        let (bytes, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        std::str::from_utf8(bytes).map_err(|_| BAD_UTF8)
+    }
+
+    fn record(&mut self) -> WireResult<DiskRecord<'a>> {
+        Ok(match self.u32()? {
+            0 => DiskRecord::Event(DiskEvent {
+                dts: self.i64()?,
+                cpu: self.u32()?,
+                tgid: self.u32()?,
+                kind: self.kind()?,
+            }),
+            1 => DiskRecord::Str(self.str()?),
+            2 => DiskRecord::Val(self.u64()?),
+            3 => DiskRecord::Trailer(self.str()?),
+            _ => return Err(UNKNOWN),
+        })
+    }
+
+    #[inline]
+    fn snap(&mut self) -> WireResult<DiskSnap> {
+        Ok(DiskSnap {
+            irq: self.u32()?,
+            hwirq: self.u32()?,
+            device: self.u32()?,
+            msi_index: self.u64()?,
+            bits: self.u32()?,
+            chip_data: self.u32()?,
+        })
+    }
+
+    #[inline]
+    fn msg(&mut self) -> WireResult<DiskMsg> {
+        Ok(DiskMsg {
+            address_lo: self.u32()?,
+            address_hi: self.u32()?,
+            data: self.u32()?,
+        })
+    }
+
+    /// The variant numbers are [`DiskKind`]'s declaration order, as serde numbers them.
+    fn kind(&mut self) -> WireResult<DiskKind> {
+        use DiskKind as D;
+        Ok(match self.u32()? {
+            0 => D::ComposeEnter(self.snap()?),
+            1 => D::ComposeExit {
+                v: self.snap()?,
+                msg: self.option(Self::msg)?,
+            },
+            2 => D::UnmaskEnter(self.snap()?),
+            3 => D::UnmaskExit(self.snap()?),
+            4 => D::MaskEnter(self.snap()?),
+            5 => D::MaskExit(self.snap()?),
+            6 => D::PciMsiMask(self.snap()?),
+            7 => D::PciMsiUnmask(self.snap()?),
+            8 => D::MigrateOneIrq { irq: self.u32()? },
+            9 => D::MigrateAllOffEnter,
+            10 => D::MigrateAllOffExit,
+            11 => D::SetAffinityEnter {
+                irq: self.u32()?,
+                in_migration: self.bool()?,
+            },
+            12 => D::SetAffinityExit {
+                irq: self.u32()?,
+                ret: self.i32()?,
+                in_migration: self.bool()?,
+            },
+            13 => D::RestoreEnter {
+                device: self.u32()?,
+                msi_enabled: self.option(Self::bool)?,
+                msix_enabled: self.option(Self::bool)?,
+                power_state: self.option(Self::u32)?,
+            },
+            14 => D::RestoreExit {
+                device: self.u32()?,
+            },
+            15 => D::WriteMsiMsg {
+                v: self.snap()?,
+                msg: self.msg()?,
+                in_restore: self.bool()?,
+                power_state: self.option(Self::u32)?,
+            },
+            16 => D::HvPciSuspendEnter {
+                bus: self.u32()?,
+                state: self.option(Self::u32)?,
+            },
+            17 => D::HvPciSuspendExit {
+                bus: self.u32()?,
+                ret: self.i32()?,
+                state: self.option(Self::u32)?,
+            },
+            18 => D::HvPciResumeEnter {
+                bus: self.u32()?,
+                state: self.option(Self::u32)?,
+            },
+            19 => D::HvPciResumeExit {
+                bus: self.u32()?,
+                ret: self.i32()?,
+                state: self.option(Self::u32)?,
+            },
+            20 => D::SuspendResume {
+                action: self.u32()?,
+                val: self.u32()?,
+                start: self.bool()?,
+            },
+            21 => D::DevicePmStart {
+                device: self.u32()?,
+                driver: self.u32()?,
+                pm_ops: self.u32()?,
+                event: self.u32()?,
+            },
+            22 => D::DevicePmEnd {
+                device: self.u32()?,
+                driver: self.u32()?,
+                error: self.i32()?,
+            },
+            23 => D::VectorUpdate {
+                irq: self.u32()?,
+                vector: self.u32()?,
+                cpu: self.u32()?,
+                prev_vector: self.u32()?,
+                prev_cpu: self.u32()?,
+            },
+            24 => D::VectorClear {
+                irq: self.u32()?,
+                vector: self.u32()?,
+                cpu: self.u32()?,
+                prev_vector: self.u32()?,
+                prev_cpu: self.u32()?,
+            },
+            25 => D::VectorConfig {
+                irq: self.u32()?,
+                vector: self.u32()?,
+                cpu: self.u32()?,
+                apicdest: self.u32()?,
+            },
+            26 => D::VectorActivate {
+                irq: self.u32()?,
+                managed: self.bool()?,
+                can_reserve: self.bool()?,
+                reserve: self.bool()?,
+            },
+            27 => D::VectorDeactivate {
+                irq: self.u32()?,
+                managed: self.bool()?,
+                can_reserve: self.bool()?,
+                reserve: self.bool()?,
+            },
+            28 => D::Lost {
+                probe: self.u16()?,
+                count: self.u64()?,
+            },
+            29 => {
+                let n = self.u64()?;
+                // Each pair takes at least two bytes: what is left bounds the allocation,
+                // whatever length a damaged record claims.
+                let mut counts = Vec::with_capacity((n as usize).min(self.rest.len() / 2));
+                for _ in 0..n {
+                    counts.push((self.u32()?, self.u64()?));
+                }
+                D::IrqCounts { counts }
+            }
+            30 => D::Gap {
+                reason: self.u32()?,
+            },
+            31 => D::PciIrqMask {
+                v: self.snap()?,
+                msix: self.bool()?,
+            },
+            32 => D::PciIrqUnmask {
+                v: self.snap()?,
+                msix: self.bool()?,
+            },
+            33 => D::ComposeCompl {
+                irq: self.option(Self::u32)?,
+                status: self.option(Self::i32)?,
+                resp_size: self.i32()?,
+            },
+            34 => D::ReturnWithoutEntry { probe: self.u16()? },
+            35 => D::Notice { text: self.u32()? },
+            _ => return Err(UNKNOWN),
+        })
     }
 }
 
@@ -597,21 +880,31 @@ pub(super) struct RecordError {
     pub detail: String,
 }
 
-/// Reads the records of one chunk payload, in order.
-pub(super) struct ChunkDecoder<'a> {
-    rest: &'a [u8],
+/// Reads the records of one chunk payload, in order. It owns its copy of the payload so that
+/// the reader can hand out one record at a time: decoding a whole chunk ahead into a queue
+/// moved every event through memory twice more (a tenth of a replay's profile).
+pub(super) struct ChunkDecoder {
+    payload: Vec<u8>,
+    /// Offset of the next record in `payload`.
+    at: usize,
     index: usize,
-    strings: Vec<&'a str>,
+    /// Where each `Str` lies in `payload` (validated UTF-8 when it was read).
+    strings: Vec<(u32, u32)>,
+    /// `strings` as the shared names of [`VectorSnap::device`], made on first use: one heap
+    /// allocation per name and chunk instead of one per event. Never longer than `strings`.
+    shared: Vec<Option<Arc<str>>>,
     values: Vec<u64>,
     prev_ts: u64,
 }
 
-impl<'a> ChunkDecoder<'a> {
-    pub(super) fn new(payload: &'a [u8]) -> ChunkDecoder<'a> {
+impl ChunkDecoder {
+    pub(super) fn new(payload: Vec<u8>) -> ChunkDecoder {
         ChunkDecoder {
-            rest: payload,
+            payload,
+            at: 0,
             index: 0,
             strings: Vec::new(),
+            shared: Vec::new(),
             values: Vec::new(),
             prev_ts: 0,
         }
@@ -623,7 +916,7 @@ impl<'a> ChunkDecoder<'a> {
     }
 
     fn fail(&mut self, detail: String) -> Option<Result<Record, RecordError>> {
-        self.rest = &[];
+        self.at = self.payload.len();
         Some(Err(RecordError {
             index: self.index,
             detail,
@@ -639,10 +932,34 @@ impl<'a> ChunkDecoder<'a> {
         if n == 0 {
             return Ok(None);
         }
-        self.strings
+        self.string(n).map(|s| Some(s.to_owned()))
+    }
+
+    fn string(&self, n: StrRef) -> Result<&str, String> {
+        let &(start, end) = self
+            .strings
             .get(n as usize - 1)
-            .map(|s| Some((*s).to_owned()))
-            .ok_or_else(|| format!("string #{n} is not defined in this chunk"))
+            .ok_or_else(|| format!("string #{n} is not defined in this chunk"))?;
+        // Checked when its record was read; checked again rather than trusted without a check,
+        // at the cost of one pass over a name the first time an event uses it.
+        std::str::from_utf8(&self.payload[start as usize..end as usize])
+            .map_err(|_| "a string is not valid UTF-8".to_string())
+    }
+
+    fn shared(&mut self, n: StrRef) -> Result<Option<Arc<str>>, String> {
+        if n == 0 {
+            return Ok(None);
+        }
+        let i = n as usize - 1;
+        if let Some(Some(name)) = self.shared.get(i) {
+            return Ok(Some(name.clone()));
+        }
+        let name: Arc<str> = Arc::from(self.string(n)?);
+        if self.shared.len() <= i {
+            self.shared.resize(i + 1, None);
+        }
+        self.shared[i] = Some(name.clone());
+        Ok(Some(name))
     }
 
     fn v(&self, n: ValRef) -> Result<u64, String> {
@@ -661,7 +978,7 @@ impl<'a> ChunkDecoder<'a> {
             .ok_or_else(|| format!("integer #{n} is not defined in this chunk"))
     }
 
-    fn snap(&self, d: &DiskSnap) -> Result<VectorSnap, String> {
+    fn snap(&mut self, d: &DiskSnap) -> Result<VectorSnap, String> {
         if d.bits & !SNAP_ALL_BITS != 0 {
             return Err(format!("unknown snapshot bits {:#x}", d.bits));
         }
@@ -671,17 +988,21 @@ impl<'a> ChunkDecoder<'a> {
                 u32::try_from(n - 1).map_err(|_| format!("MSI index {} out of range", n - 1))?,
             ),
         };
+        // In the order the fields were always checked, so a damaged record keeps its message.
+        let hwirq = self.v(d.hwirq)?;
+        let device = self.shared(d.device)?;
+        check_bools(d.bits)?;
         Ok(VectorSnap {
             irq: d.irq,
-            hwirq: self.v(d.hwirq)?,
-            device: self.os(d.device)?,
+            hwirq,
+            device,
             msi_index,
-            msix: get_bool(d.bits, SNAP_MSIX)?,
-            cache_masked: get_bool(d.bits, SNAP_CACHE_MASKED)?,
-            irqd_masked: get_bool(d.bits, SNAP_IRQD_MASKED)?,
-            irqd_disabled: get_bool(d.bits, SNAP_IRQD_DISABLED)?,
-            managed: get_bool(d.bits, SNAP_MANAGED)?,
-            managed_shutdown: get_bool(d.bits, SNAP_MANAGED_SHUTDOWN)?,
+            msix: get_bool(d.bits, SNAP_MSIX),
+            cache_masked: get_bool(d.bits, SNAP_CACHE_MASKED),
+            irqd_masked: get_bool(d.bits, SNAP_IRQD_MASKED),
+            irqd_disabled: get_bool(d.bits, SNAP_IRQD_DISABLED),
+            managed: get_bool(d.bits, SNAP_MANAGED),
+            managed_shutdown: get_bool(d.bits, SNAP_MANAGED_SHUTDOWN),
             chip_data: self.ov(d.chip_data)?,
             in_migration: d.bits & SNAP_IN_MIGRATION != 0,
         })
@@ -697,7 +1018,7 @@ impl<'a> ChunkDecoder<'a> {
         })
     }
 
-    fn kind(&self, k: DiskKind) -> Result<EventKind, String> {
+    fn kind(&mut self, k: DiskKind) -> Result<EventKind, String> {
         use DiskKind as D;
         use EventKind as E;
         Ok(match k {
@@ -889,26 +1210,30 @@ impl<'a> ChunkDecoder<'a> {
     }
 }
 
-impl Iterator for ChunkDecoder<'_> {
+impl Iterator for ChunkDecoder {
     type Item = Result<Record, RecordError>;
 
     /// The next event or trailer; table definitions are absorbed on the way. After an error
     /// the rest of the payload is dropped: without a length per record there is no next one.
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if self.rest.is_empty() {
+            if self.at >= self.payload.len() {
                 return None;
             }
-            let rec = match postcard::take_from_bytes::<DiskRecord<'_>>(self.rest) {
-                Ok((rec, rest)) => {
-                    self.rest = rest;
-                    rec
-                }
-                Err(e) => return self.fail(undecodable(&e).to_string()),
+            let mut wire = Wire {
+                rest: &self.payload[self.at..],
             };
+            let rec = match wire.record() {
+                Ok(rec) => rec,
+                Err(why) => return self.fail(why.to_string()),
+            };
+            let next = self.payload.len() - wire.rest.len();
+            self.at = next;
             let out = match rec {
                 DiskRecord::Str(s) => {
-                    self.strings.push(s);
+                    // A string is the last field of its record: it ends where the next begins.
+                    // Payloads are at most MAX_CHUNK_PAYLOAD bytes, so offsets fit in a u32.
+                    self.strings.push(((next - s.len()) as u32, next as u32));
                     self.index += 1;
                     continue;
                 }
@@ -946,6 +1271,23 @@ impl Iterator for ChunkDecoder<'_> {
 mod tests {
     use super::*;
 
+    /// What a postcard error means for a reader of a damaged file: its own texts name serde's
+    /// machinery ("Serde Deserialization Error"), not the bytes.
+    fn undecodable(e: &postcard::Error) -> &'static str {
+        use postcard::Error as P;
+        match e {
+            P::DeserializeUnexpectedEnd => "the chunk ends inside a record",
+            P::DeserializeBadVarint => "a number is longer than its type allows",
+            P::DeserializeBadBool => "a flag is neither 0 nor 1",
+            P::DeserializeBadChar | P::DeserializeBadUtf8 | P::CollectStrError => {
+                "a string is not valid UTF-8"
+            }
+            P::DeserializeBadOption => "an optional field has an invalid tag",
+            P::DeserializeBadEnum => "a record or field kind is unknown",
+            _ => "a record kind or field value this version does not know",
+        }
+    }
+
     fn snap() -> VectorSnap {
         VectorSnap {
             irq: 42,
@@ -964,9 +1306,298 @@ mod tests {
     }
 
     fn decode_all(chunk: &[u8]) -> Vec<Record> {
-        ChunkDecoder::new(&chunk[FRAME_LEN..])
+        ChunkDecoder::new(chunk[FRAME_LEN..].to_vec())
             .collect::<Result<_, _>>()
             .expect("decodes")
+    }
+
+    /// One event of every kind, with extreme values where a field has them.
+    fn every_kind() -> Vec<EventKind> {
+        use EventKind as E;
+        let m = MsiMsg {
+            address_lo: 0xfee0_1000,
+            address_hi: u32::MAX,
+            data: 0x4021,
+        };
+        let mut odd = snap();
+        odd.device = None;
+        odd.msi_index = Some(u32::MAX);
+        odd.chip_data = None;
+        vec![
+            E::ComposeEnter(snap()),
+            E::ComposeExit {
+                v: odd.clone(),
+                msg: Some(m),
+            },
+            E::ComposeExit {
+                v: snap(),
+                msg: None,
+            },
+            E::UnmaskEnter(snap()),
+            E::UnmaskExit(odd.clone()),
+            E::MaskEnter(snap()),
+            E::MaskExit(snap()),
+            E::PciMsiMask(snap()),
+            E::PciMsiUnmask(snap()),
+            E::MigrateOneIrq { irq: u32::MAX },
+            E::MigrateAllOffEnter,
+            E::MigrateAllOffExit,
+            E::SetAffinityEnter {
+                irq: 7,
+                in_migration: true,
+            },
+            E::SetAffinityExit {
+                irq: 7,
+                ret: i32::MIN,
+                in_migration: false,
+            },
+            E::RestoreEnter {
+                device: "0000:00:02.0".into(),
+                msi_enabled: Some(false),
+                msix_enabled: None,
+                power_state: Some(u32::MAX),
+            },
+            E::RestoreExit {
+                device: "0000:00:02.0".into(),
+            },
+            E::WriteMsiMsg {
+                v: snap(),
+                msg: m,
+                in_restore: true,
+                power_state: None,
+            },
+            E::HvPciSuspendEnter {
+                bus: Some("vmbus".into()),
+                state: Some(2),
+            },
+            E::HvPciSuspendExit {
+                bus: None,
+                ret: -22,
+                state: None,
+            },
+            E::HvPciResumeEnter {
+                bus: None,
+                state: Some(0),
+            },
+            E::HvPciResumeExit {
+                bus: Some("vmbus".into()),
+                ret: i32::MAX,
+                state: Some(1),
+            },
+            E::SuspendResume {
+                action: "dpm_suspend".into(),
+                val: 2,
+                start: true,
+            },
+            E::DevicePmStart {
+                device: "0000:00:02.0".into(),
+                driver: "nvme".into(),
+                pm_ops: "noirq".into(),
+                event: 8,
+            },
+            E::DevicePmEnd {
+                device: "0000:00:02.0".into(),
+                driver: "nvme".into(),
+                error: -5,
+            },
+            E::VectorUpdate {
+                irq: 1,
+                vector: 2,
+                cpu: 3,
+                prev_vector: 4,
+                prev_cpu: u32::MAX,
+            },
+            E::VectorClear {
+                irq: 1,
+                vector: 2,
+                cpu: 3,
+                prev_vector: 4,
+                prev_cpu: 5,
+            },
+            E::VectorConfig {
+                irq: 1,
+                vector: 2,
+                cpu: 3,
+                apicdest: 4,
+            },
+            E::VectorActivate {
+                irq: 1,
+                managed: true,
+                can_reserve: false,
+                reserve: true,
+            },
+            E::VectorDeactivate {
+                irq: 1,
+                managed: false,
+                can_reserve: true,
+                reserve: false,
+            },
+            E::Lost {
+                probe: ProbeId::WriteMsiMsg,
+                count: u64::MAX,
+            },
+            E::IrqCounts {
+                counts: vec![(1, 0), (u32::MAX, u64::MAX)],
+            },
+            E::IrqCounts { counts: vec![] },
+            E::Gap {
+                reason: "ring buffer full".into(),
+            },
+            E::PciIrqMask {
+                v: snap(),
+                msix: true,
+            },
+            E::PciIrqUnmask {
+                v: odd,
+                msix: false,
+            },
+            E::ComposeCompl {
+                irq: Some(9),
+                status: Some(-1_073_741_811),
+                resp_size: 36,
+            },
+            E::ComposeCompl {
+                irq: None,
+                status: None,
+                resp_size: -1,
+            },
+            E::ReturnWithoutEntry {
+                probe: ProbeId::HvMaskExit,
+            },
+            E::Notice {
+                text: "attached".into(),
+            },
+        ]
+    }
+
+    /// What postcard's serde decoder makes of `bytes`: the record and the bytes left, or the
+    /// words a reader shows.
+    fn by_postcard(bytes: &[u8]) -> Result<(DiskRecord<'_>, usize), &'static str> {
+        postcard::take_from_bytes::<DiskRecord<'_>>(bytes)
+            .map(|(r, rest)| (r, rest.len()))
+            .map_err(|e| undecodable(&e))
+    }
+
+    fn by_hand(bytes: &[u8]) -> Result<(DiskRecord<'_>, usize), &'static str> {
+        let mut w = Wire { rest: bytes };
+        w.record().map(|r| (r, w.rest.len()))
+    }
+
+    /// A payload holding every kind of record, as the encoder writes it.
+    fn every_record() -> Vec<u8> {
+        let mut enc = ChunkEncoder::new();
+        for (i, kind) in every_kind().into_iter().enumerate() {
+            enc.push_event(&Event {
+                ts_ns: if i % 2 == 0 {
+                    u64::MAX - i as u64
+                } else {
+                    i as u64
+                },
+                cpu: i as u32 * 1000,
+                tgid: u32::MAX - i as u32,
+                kind,
+            })
+            .unwrap();
+        }
+        enc.push_trailer(r#"{"divergences":[]}"#).unwrap();
+        enc.take_chunk()[FRAME_LEN..].to_vec()
+    }
+
+    #[test]
+    fn the_one_test_of_the_snapshot_booleans_is_the_test_of_each_pair() {
+        for bits in 0..=SNAP_ALL_BITS {
+            let each_pair_valid = (0..6).all(|i| bits & (0b11 << (2 * i)) != 0b10 << (2 * i));
+            assert_eq!(check_bools(bits).is_ok(), each_pair_valid, "{bits:#x}");
+        }
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        let kinds = every_kind();
+        let mut enc = ChunkEncoder::new();
+        for kind in &kinds {
+            enc.push_event(&Event {
+                ts_ns: 5,
+                cpu: 1,
+                tgid: 2,
+                kind: kind.clone(),
+            })
+            .unwrap();
+        }
+        let got: Vec<EventKind> = decode_all(&enc.take_chunk())
+            .into_iter()
+            .map(|r| match r {
+                Record::Event(e) => e.kind,
+                Record::Trailer(_) => panic!("no trailer written"),
+            })
+            .collect();
+        assert_eq!(got, kinds);
+    }
+
+    #[test]
+    fn the_hand_written_decoder_reads_what_postcard_reads() {
+        let payload = every_record();
+        let mut rest = &payload[..];
+        let mut n = 0;
+        while !rest.is_empty() {
+            let want = by_postcard(rest).expect("postcard decodes the encoder's output");
+            assert_eq!(by_hand(rest), Ok((want.0, want.1)), "record {n}");
+            rest = &rest[rest.len() - want.1..];
+            n += 1;
+        }
+        assert!(n > every_kind().len(), "only {n} records");
+    }
+
+    #[test]
+    fn the_hand_written_decoder_fails_where_postcard_fails_and_in_the_same_words() {
+        let payload = every_record();
+        let mut starts = vec![0];
+        let mut rest = &payload[..];
+        while let Ok((_, left)) = by_postcard(rest) {
+            if left == 0 {
+                break;
+            }
+            starts.push(payload.len() - left);
+            rest = &payload[payload.len() - left..];
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let check = |bytes: &[u8]| {
+            assert_eq!(by_hand(bytes), by_postcard(bytes), "bytes {bytes:02x?}");
+        };
+        // Every record cut at every length, and with each byte replaced by a few values that
+        // hit the varint, flag, option and tag limits.
+        for (i, &at) in starts.iter().enumerate() {
+            let end = starts.get(i + 1).copied().unwrap_or(payload.len());
+            let rec = &payload[at..end];
+            for cut in 0..rec.len() {
+                check(&rec[..cut]);
+            }
+            for pos in 0..rec.len() {
+                for b in [0x00, 0x01, 0x02, 0x03, 0x0f, 0x10, 0x24, 0x7f, 0x80, 0xff] {
+                    let mut m = rec.to_vec();
+                    m[pos] = b;
+                    check(&m);
+                }
+            }
+        }
+        // Arbitrary bytes, mostly small so that tags and lengths land in range.
+        for _ in 0..200_000 {
+            let r = random();
+            let len = (r % 24) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    let x = random();
+                    if x % 4 == 0 { x as u8 } else { (x % 40) as u8 }
+                })
+                .collect();
+            check(&bytes);
+        }
     }
 
     #[test]
@@ -1036,7 +1667,7 @@ mod tests {
             kind: DiskKind::Gap { reason: 9 },
         });
         postcard::to_io(&bad, &mut buf).unwrap();
-        let mut dec = ChunkDecoder::new(&buf);
+        let mut dec = ChunkDecoder::new(buf);
         let err = dec.next().unwrap().unwrap_err();
         assert!(err.detail.contains("string #9"), "{}", err.detail);
         assert!(dec.next().is_none());
@@ -1057,7 +1688,7 @@ mod tests {
             }),
         });
         postcard::to_io(&bad, &mut buf).unwrap();
-        let err = ChunkDecoder::new(&buf).next().unwrap().unwrap_err();
+        let err = ChunkDecoder::new(buf).next().unwrap().unwrap_err();
         assert_eq!(err.index, 1);
         assert!(
             err.detail.contains("unknown snapshot bits"),

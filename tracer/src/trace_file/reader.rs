@@ -2,7 +2,6 @@
 //! [`TraceWarning`] instead of failing. Nothing in a file can make the reader panic or
 //! allocate more than one chunk's worth (≤ 16 MiB) at a time.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -34,7 +33,6 @@ pub struct TraceReader {
     files: Vec<FileCursor>,
     headers: Vec<TraceHeader>,
     current: usize,
-    pending: VecDeque<Record>,
     warnings: Vec<TraceWarning>,
 }
 
@@ -59,6 +57,21 @@ struct FileCursor {
     window: Window,
     /// Device and inode: the same file under two names is still one file.
     id: (u64, u64),
+    /// The chunk whose records are being handed out.
+    open: Option<OpenChunk>,
+}
+
+struct OpenChunk {
+    records: ChunkDecoder,
+    /// Where the chunk starts in the file, for warnings.
+    offset: u64,
+    /// Where it ends.
+    end: u64,
+    /// Bytes the frame promised, for a chunk the file cuts short: its records are unverified,
+    /// and the first that does not decode ends it without a warning of its own.
+    cut: Option<u64>,
+    /// The trailer was among its records.
+    finished: bool,
 }
 
 impl TraceReader {
@@ -76,7 +89,6 @@ impl TraceReader {
             files: Vec::new(),
             headers: Vec::new(),
             current: 0,
-            pending: VecDeque::new(),
             warnings: Vec::new(),
         };
         for path in paths {
@@ -156,11 +168,11 @@ impl Iterator for TraceReader {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(r) = self.pending.pop_front() {
+            let cursor = self.files.get_mut(self.current)?;
+            if let Some(r) = cursor.next_record(&mut self.warnings) {
                 return Some(Ok(r));
             }
-            let cursor = self.files.get_mut(self.current)?;
-            match cursor.next_chunk(&mut self.pending, &mut self.warnings) {
+            match cursor.next_chunk(&mut self.warnings) {
                 Ok(true) => {}
                 Ok(false) => self.current += 1,
                 Err(e) => {
@@ -221,6 +233,7 @@ fn open_one(
         events: 0,
         window: Window::new(),
         id: (opened.dev(), opened.ino()),
+        open: None,
     };
     if len == 0 {
         return Err(TraceFileError::Empty { path: p() });
@@ -363,13 +376,60 @@ impl FileCursor {
         self.window.hold(&self.file, &self.path, from, to, self.len)
     }
 
-    /// Decode the chunk at `pos` into `out` and move past it. `Ok(false)` at the end of the
-    /// file; damage moves `pos` to the next valid chunk (or the end) with a warning.
-    fn next_chunk(
-        &mut self,
-        out: &mut VecDeque<Record>,
-        warnings: &mut Vec<TraceWarning>,
-    ) -> Result<bool, TraceFileError> {
+    /// The next record of the open chunk; at its end, the warnings its end calls for, and
+    /// `None`.
+    fn next_record(&mut self, warnings: &mut Vec<TraceWarning>) -> Option<Record> {
+        let open = self.open.as_mut()?;
+        loop {
+            match open.records.next() {
+                Some(Ok(r)) => {
+                    match r {
+                        Record::Event(_) => self.events += 1,
+                        Record::Trailer(_) => open.finished = true,
+                    }
+                    return Some(r);
+                }
+                // The decoder ends the chunk after an error: without a length per record
+                // there is no next one.
+                Some(Err(e)) => {
+                    if open.cut.is_none() {
+                        warnings.push(TraceWarning::BadRecord {
+                            path: self.path.clone(),
+                            offset: open.offset,
+                            index: e.index,
+                            detail: e.detail,
+                        });
+                    }
+                }
+                None => break,
+            }
+        }
+        let open = self.open.take()?;
+        if let Some(expected) = open.cut {
+            warnings.push(TraceWarning::Truncated {
+                path: self.path.clone(),
+                offset: open.offset,
+                present: self.len - open.offset,
+                expected,
+                events_read: self.events,
+            });
+        } else if open.finished && open.end < self.len {
+            // The recording ended at its trailer: what follows (a preallocated tail of zeros,
+            // a file appended to by hand) is no part of it, and scanning it only costs time.
+            warnings.push(TraceWarning::AfterTrailer {
+                path: self.path.clone(),
+                offset: open.end,
+                bytes: self.len - open.end,
+            });
+            self.pos = self.len;
+        }
+        None
+    }
+
+    /// Open the chunk at `pos` for [`FileCursor::next_record`] and move past it. `Ok(false)` at
+    /// the end of the file; damage moves `pos` to the next valid chunk (or the end) with a
+    /// warning.
+    fn next_chunk(&mut self, warnings: &mut Vec<TraceWarning>) -> Result<bool, TraceFileError> {
         let pos = self.pos;
         if pos >= self.len {
             return Ok(false);
@@ -417,18 +477,12 @@ impl FileCursor {
             // The checksum covers the whole chunk, so these records are unverified; a cut
             // record never decodes (postcard reads fields in order), so whole ones are kept.
             self.hold(body, self.len)?;
-            for rec in ChunkDecoder::new(self.window.bytes(body, self.len)) {
-                match rec {
-                    Ok(r) => keep(r, &mut self.events, out),
-                    Err(_) => break,
-                }
-            }
-            warnings.push(TraceWarning::Truncated {
-                path: self.path.clone(),
+            self.open = Some(OpenChunk {
+                records: ChunkDecoder::new(self.window.bytes(body, self.len).to_vec()),
                 offset: pos,
-                present: self.len - pos,
-                expected: FRAME_LEN as u64 + frame.len as u64,
-                events_read: self.events,
+                end: self.len,
+                cut: Some(FRAME_LEN as u64 + frame.len as u64),
+                finished: false,
             });
             self.pos = self.len;
             return Ok(true);
@@ -444,32 +498,14 @@ impl FileCursor {
             self.pos = resync.unwrap_or(self.len);
             return Ok(true);
         }
-        let mut finished = false;
-        for rec in ChunkDecoder::new(self.window.bytes(body, end)) {
-            match rec {
-                Ok(r) => {
-                    finished |= matches!(r, Record::Trailer(_));
-                    keep(r, &mut self.events, out);
-                }
-                Err(e) => warnings.push(TraceWarning::BadRecord {
-                    path: self.path.clone(),
-                    offset: pos,
-                    index: e.index,
-                    detail: e.detail,
-                }),
-            }
-        }
+        self.open = Some(OpenChunk {
+            records: ChunkDecoder::new(self.window.bytes(body, end).to_vec()),
+            offset: pos,
+            end,
+            cut: None,
+            finished: false,
+        });
         self.pos = end;
-        // The recording ended at its trailer: what follows (a preallocated tail of zeros, a
-        // file appended to by hand) is no part of it, and scanning it only costs time.
-        if finished && end < self.len {
-            warnings.push(TraceWarning::AfterTrailer {
-                path: self.path.clone(),
-                offset: end,
-                bytes: self.len - end,
-            });
-            self.pos = self.len;
-        }
         Ok(true)
     }
 
@@ -516,13 +552,6 @@ impl FileCursor {
         self.hold(at, end)?;
         Ok(self.window.crc(body, end) == frame.crc)
     }
-}
-
-fn keep(r: Record, events: &mut u64, out: &mut VecDeque<Record>) {
-    if matches!(r, Record::Event(_)) {
-        *events += 1;
-    }
-    out.push_back(r);
 }
 
 /// How far a resynchronisation scan looks for a tag at a time.
