@@ -298,10 +298,9 @@ impl Collector {
         out
     }
 
-    /// Cumulative handler counts per IRQ (summed over CPUs) as an in-band event. `relist`:
-    /// a sample a rule rests on, which must see an IRQ allocated a moment ago.
-    pub fn irq_counts(&mut self, now_ns: u64, relist: bool) -> Event {
-        let counts = self.irq_counts.read(relist);
+    /// Cumulative handler counts per IRQ (summed over CPUs) as an in-band event.
+    pub fn irq_counts(&self, now_ns: u64) -> Event {
+        let counts = self.irq_counts.read();
         Event {
             ts_ns: now_ns,
             cpu: 0,

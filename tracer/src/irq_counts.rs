@@ -42,32 +42,12 @@ pub const SYS_KERNEL_IRQ: &str = "/sys/kernel/irq";
 /// CPU, where /proc/interrupts lists the online ones only, so a CPU going offline (at every
 /// suspend) cannot make a count go down, nor its return make one jump. That exactness costs
 /// about twice as much per IRQ: measured on a 2-CPU 6.18 host, 61 us for one read of
-/// /proc/interrupts (19 IRQ rows plus the arch rows) against 6.9 us per per_cpu_count file
-/// opened, read and closed. A read only of tracked IRQs would need the engine's list and would
-/// miss a vector's count from before it was first seen.
-///
-/// The idle daemon's whole budget is 0.2 ms of CPU a second, so the files stay open and each
-/// sample is one `pread` at offset 0 per IRQ (kernfs renders the attribute again at offset 0),
-/// instead of open, statx, two reads and close. The directory is listed again every
-/// [`RELIST_EVERY`] samples, when a read fails (the descriptor was freed: kernfs answers
-/// ENODEV on a removed node, even when the number was handed out again), and whenever the
-/// caller asks: the samples the rules rest on (a PM transition's start, a resume's end) ask, so
-/// an IRQ allocated since the last listing is missed only by the periodic samples in between.
+/// /proc/interrupts (19 IRQ rows plus the arch rows) against 6.9 us per per_cpu_count file. A
+/// read only of tracked IRQs would need the engine's list and would miss a vector's count from
+/// before it was first seen.
 pub struct KernelCounts {
     dir: std::path::PathBuf,
-    open: BTreeMap<u32, std::fs::File>,
-    /// IRQs past [`MAX_OPEN`]: opened at each read, as before.
-    unopened: Vec<u32>,
-    samples_since_listing: u32,
-    buf: Vec<u8>,
 }
-
-/// Samples between two listings of /sys/kernel/irq when nothing asks for one.
-pub const RELIST_EVERY: u32 = 10;
-
-/// Files kept open: a service's soft RLIMIT_NOFILE is 1024 by default, and a host with
-/// thousands of IRQs must not take them all.
-const MAX_OPEN: usize = 256;
 
 impl KernelCounts {
     pub fn new() -> Result<KernelCounts> {
@@ -82,96 +62,27 @@ impl KernelCounts {
                 dir.display()
             );
         }
-        Ok(KernelCounts {
-            dir,
-            open: BTreeMap::new(),
-            unopened: Vec::new(),
-            // Never listed: the first read lists.
-            samples_since_listing: RELIST_EVERY,
-            buf: vec![0; 256],
-        })
-    }
-
-    fn list(&mut self) {
-        self.samples_since_listing = 0;
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            self.open.clear();
-            self.unopened.clear();
-            return;
-        };
-        let mut irqs: Vec<u32> = entries
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .collect();
-        irqs.sort_unstable();
-        let mut open = BTreeMap::new();
-        self.unopened.clear();
-        for irq in irqs {
-            if let Some(f) = self.open.remove(&irq) {
-                open.insert(irq, f);
-            } else if open.len() < MAX_OPEN {
-                if let Ok(f) = std::fs::File::open(self.per_cpu_count(irq)) {
-                    open.insert(irq, f);
-                }
-            } else {
-                self.unopened.push(irq);
-            }
-        }
-        self.open = open;
-    }
-
-    fn per_cpu_count(&self, irq: u32) -> std::path::PathBuf {
-        self.dir.join(irq.to_string()).join("per_cpu_count")
-    }
-
-    /// The whole attribute at offset 0, the buffer grown for a host with many CPUs.
-    fn read_at_0(buf: &mut Vec<u8>, f: &std::fs::File) -> std::io::Result<u64> {
-        use std::os::unix::fs::FileExt;
-        loop {
-            let n = f.read_at(buf, 0)?;
-            if n < buf.len() {
-                return Ok(std::str::from_utf8(&buf[..n]).map_or(0, parse_per_cpu_count));
-            }
-            buf.resize(buf.len() * 2, 0);
-        }
+        Ok(KernelCounts { dir })
     }
 
     /// Count of every IRQ that fired since its descriptor was allocated (IRQs at 0 left out,
-    /// as the BPF source leaves out IRQs that never fired). An IRQ whose file vanished was
-    /// freed: left out too. `relist`: list the directory first, so that no IRQ allocated
-    /// since the last listing is missed.
-    pub fn read(&mut self, relist: bool) -> BTreeMap<u32, u64> {
-        if relist || self.samples_since_listing >= RELIST_EVERY {
-            self.list();
-        }
-        self.samples_since_listing += 1;
+    /// as the BPF source leaves out IRQs that never fired). An IRQ whose file vanished
+    /// between listing and reading was freed: left out too.
+    pub fn read(&self) -> BTreeMap<u32, u64> {
         let mut out = BTreeMap::new();
-        let mut freed = Vec::new();
-        for (irq, f) in &self.open {
-            match Self::read_at_0(&mut self.buf, f) {
-                Ok(n) if n > 0 => {
-                    out.insert(*irq, n);
-                }
-                Ok(_) => {}
-                Err(_) => freed.push(*irq),
-            }
-        }
-        if !freed.is_empty() {
-            // The stale file goes, so the listing opens the number's new descriptor, if any.
-            for irq in &freed {
-                self.open.remove(irq);
-            }
-            if !relist {
-                return self.read(true);
-            }
-        }
-        for irq in &self.unopened {
-            let Ok(f) = std::fs::File::open(self.per_cpu_count(*irq)) else {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return out;
+        };
+        for e in entries.filter_map(|e| e.ok()) {
+            let Some(irq) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
-            if let Ok(n) = Self::read_at_0(&mut self.buf, &f)
-                && n > 0
-            {
-                out.insert(*irq, n);
+            let Ok(text) = std::fs::read_to_string(e.path().join("per_cpu_count")) else {
+                continue;
+            };
+            let n = parse_per_cpu_count(&text);
+            if n > 0 {
+                out.insert(irq, n);
             }
         }
         out
@@ -194,10 +105,9 @@ pub enum IrqCountSource {
 }
 
 impl IrqCountSource {
-    /// `relist`: see [`KernelCounts::read`]; the BPF source sees every IRQ anyway.
-    pub fn read(&mut self, relist: bool) -> BTreeMap<u32, u64> {
+    pub fn read(&self) -> BTreeMap<u32, u64> {
         match self {
-            IrqCountSource::Kernel(k) => k.read(relist),
+            IrqCountSource::Kernel(k) => k.read(),
             IrqCountSource::Bpf(b) => b.read(),
         }
     }
@@ -316,39 +226,12 @@ mod tests {
             std::fs::write(dir.join(irq).join("per_cpu_count"), text).unwrap();
         }
         std::fs::create_dir_all(dir.join("not-an-irq")).unwrap();
-        let mut k = KernelCounts::at(&dir).unwrap();
-        let counts = k.read(false);
+        let counts = KernelCounts::at(&dir).unwrap().read();
+        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(
             counts.into_iter().collect::<Vec<_>>(),
             vec![(24, 1), (130, 16)]
         );
-        // The files stay open between samples: a count rewritten in place is read again.
-        std::fs::write(dir.join("24").join("per_cpu_count"), "3,4\n").unwrap();
-        // An IRQ allocated since the listing shows at the next listing, not before.
-        std::fs::create_dir_all(dir.join("31")).unwrap();
-        std::fs::write(dir.join("31").join("per_cpu_count"), "2,0\n").unwrap();
-        assert_eq!(
-            k.read(false).into_iter().collect::<Vec<_>>(),
-            vec![(24, 7), (130, 16)]
-        );
-        assert_eq!(
-            k.read(true).into_iter().collect::<Vec<_>>(),
-            vec![(24, 7), (31, 2), (130, 16)]
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_long_per_cpu_count_is_read_whole() {
-        let dir = std::env::temp_dir().join(format!("msitrace-irq-long-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("24")).unwrap();
-        // 1024 possible CPUs: far past the first buffer.
-        let text = vec!["1"; 1024].join(",") + "\n";
-        std::fs::write(dir.join("24").join("per_cpu_count"), text).unwrap();
-        let counts = KernelCounts::at(&dir).unwrap().read(false);
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(counts.get(&24), Some(&1024));
     }
 
     #[test]
@@ -363,14 +246,7 @@ mod tests {
     #[test]
     #[ignore = "root-only: reads the running kernel's /sys/kernel/irq"]
     fn kernel_counts_match_proc_interrupts() {
-        let mut kc = KernelCounts::new().unwrap();
-        let first = kc.read(true);
-        // The files kept open read again at offset 0 (kernfs renders the attribute anew).
-        let k = kc.read(false);
-        for (irq, n) in &first {
-            let again = k.get(irq).copied().unwrap_or(0);
-            assert!(again >= *n, "irq {irq}: {n} then {again}");
-        }
+        let k = KernelCounts::new().unwrap().read();
         let text = std::fs::read_to_string("/proc/interrupts").unwrap();
         // /proc/interrupts shows online CPUs only: with every CPU online both must agree, up
         // to what fired between the two reads (only ever more in the second).
