@@ -465,7 +465,7 @@ impl Session {
             .iter()
             .map(|c| c.hits)
             .collect();
-        let first = session.collector.irq_counts(kernel::monotonic_ns(), true);
+        let first = session.collector.irq_counts(kernel::monotonic_ns());
         session.recorder.push(&first)?;
         return_setup_memory();
         Ok(session)
@@ -607,7 +607,7 @@ impl Session {
             }
         }
         if sample_now {
-            let ev = self.collector.irq_counts(kernel::monotonic_ns(), true);
+            let ev = self.collector.irq_counts(kernel::monotonic_ns());
             self.push_one(&ev, obs)?;
         }
         if let Some(why) = self.recorder.take_stopped_writing() {
@@ -671,7 +671,7 @@ impl Session {
         }
         self.collector.refresh_counters(false);
         self.batch.extend(self.collector.new_losses(now));
-        self.batch.push(self.collector.irq_counts(now, false));
+        self.batch.push(self.collector.irq_counts(now));
         self.push_all(obs)?;
 
         let changed = self.collector.rescan_modules();
