@@ -517,9 +517,10 @@ impl Session {
         use tokio::signal::unix::{SignalKind, signal};
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
-        // One coalesced tick: the sample and the flush share the wake-up, so an idle daemon
-        // wakes once a second. What a drain brings reaches the file at the next tick (or
-        // sooner, past the writer's 64 KiB), and SIGINT/SIGTERM flush before stopping.
+        // One coalesced tick: the sample and the flush share the wake-up, once a second (every
+        // idle period at rest, when one is set). What a drain brings reaches the file at the
+        // next tick (or sooner, past the writer's 64 KiB), and SIGINT/SIGTERM flush before
+        // stopping.
         let tick = Ticker::new(BUSY_PERIOD)?;
         let mut pace = Pace::new(self.idle_period);
         tokio::pin!(stop);

@@ -101,7 +101,8 @@ impl Engine {
             .state
             .epoch_info(epoch)
             .map_or(u64::MAX, |e| e.start_ts_ns);
-        let masked: Vec<u32> = self
+        // A vector masked inside a migration window still open is held, not judged.
+        let (held, masked): (Vec<_>, Vec<_>) = self
             .state
             .vectors
             .values()
@@ -120,24 +121,19 @@ impl Engine {
                     && v.active != Some(false)
                     && !fired_since
             })
-            .map(|v| v.irq)
-            .collect();
-        let (held, masked): (Vec<u32>, Vec<u32>) = masked.into_iter().partition(|irq| {
-            window_open_since.is_some_and(|since| {
-                self.state
-                    .vectors
-                    .get(irq)
-                    .is_some_and(|v| v.cache_masked_ts_ns >= since)
+            .map(|v| {
+                let in_window = window_open_since.is_some_and(|t| v.cache_masked_ts_ns >= t);
+                (v.irq, in_window)
             })
-        });
+            .partition(|&(_, in_window)| in_window);
         if !held.is_empty() {
             self.deadlines
                 .held_g1
                 .entry(epoch)
                 .or_default()
-                .extend(held);
+                .extend(held.into_iter().map(|(irq, _)| irq));
         }
-        for irq in masked {
+        for (irq, _) in masked {
             let Some(v) = self.state.vectors.get(&irq) else {
                 continue;
             };
