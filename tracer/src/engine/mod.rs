@@ -66,7 +66,8 @@ pub(crate) enum HostSeen {
     Unknown,
     Replied {
         status: Option<i32>,
-        evidence: Evidence,
+        /// The reply (`hv_pci_compose_compl`), for the evidence of a failed compose.
+        event: Event,
     },
     /// The reply hook was attached and the compose returned without a reply in that call.
     NoReply,
