@@ -371,6 +371,10 @@ impl Engine {
     }
 }
 
+/// A map the engine looks up at nearly every event and never iterates in an order that
+/// matters. foldhash's fixed state: no random seed, so a replay runs the same every time.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+
 /// Bound on retired vectors kept for the report.
 pub const MAX_RETIRED: usize = 1_000;
 

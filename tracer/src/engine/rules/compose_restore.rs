@@ -1,12 +1,10 @@
 //! H1 restored without compose, H2 restored message differs, H3 compose failed: the
 //! Hyper-V remapping entry a vector's message needs, from compose to restore.
 
-use std::collections::BTreeMap;
-
 use super::COMPOSE_REPLY_PROBES;
 use crate::engine::divergence::{DivergenceUpdate, Evidence, RuleId, Severity};
 use crate::engine::state::{Compose, Restore};
-use crate::engine::{Engine, HostSeen};
+use crate::engine::{Engine, FastMap, HostSeen};
 use crate::event::{Event, MsiMsg, VectorSnap};
 
 /// An `hv_compose_msi_msg` between its entry and its return, and what the host answered.
@@ -27,8 +25,9 @@ pub(crate) struct ComposeWatch {
     pub cycle: u32,
     pub cycle_start_ts: u64,
     pub cycle_bumped_since_suspend: bool,
-    /// IRQ → its hv_compose_msi_msg in flight.
-    pub composing: BTreeMap<u32, ComposeInFlight>,
+    /// IRQ → its hv_compose_msi_msg in flight. Every compose adds and removes one: as
+    /// BTreeMaps, this map and the affinity calls' took a seventh of the engine's instructions.
+    pub composing: FastMap<u32, ComposeInFlight>,
     pub compose_exits_readable: u64,
 }
 
@@ -38,7 +37,7 @@ impl ComposeWatch {
             cycle: 0,
             cycle_start_ts: start_ts,
             cycle_bumped_since_suspend: false,
-            composing: BTreeMap::new(),
+            composing: FastMap::default(),
             compose_exits_readable: 0,
         }
     }
