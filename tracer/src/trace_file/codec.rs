@@ -619,8 +619,27 @@ impl<'a> Wire<'a> {
 
     /// A varint of at most `max_bytes`, whose last byte may hold at most `last_max` (the bits
     /// the type has left): postcard rejects longer encodings, so this does too.
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self, max_bytes: u32, last_max: u8) -> WireResult<u64> {
+        // Nearly every field is a small number or a table reference: one byte, sometimes two
+        // (IRQ numbers, snapshot bits). Every caller allows at least three bytes, so neither
+        // short form reaches the check on the last byte.
+        debug_assert!(max_bytes >= 3);
+        match *self.rest {
+            [b0, ref rest @ ..] if b0 < 0x80 => {
+                self.rest = rest;
+                Ok(u64::from(b0))
+            }
+            [b0, b1, ref rest @ ..] if b1 < 0x80 => {
+                self.rest = rest;
+                Ok(u64::from(b0 & 0x7f) | u64::from(b1) << 7)
+            }
+            _ => self.long_varint(max_bytes, last_max),
+        }
+    }
+
+    #[inline(never)]
+    fn long_varint(&mut self, max_bytes: u32, last_max: u8) -> WireResult<u64> {
         let mut out = 0u64;
         for i in 0..max_bytes {
             let b = self.byte()?;
