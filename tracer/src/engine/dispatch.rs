@@ -55,9 +55,9 @@ impl Engine {
                 } else {
                     match in_flight {
                         Some(ComposeInFlight {
-                            reply: Some((status, evidence)),
+                            reply: Some((status, event)),
                             ..
-                        }) => HostSeen::Replied { status, evidence },
+                        }) => HostSeen::Replied { status, event },
                         Some(ComposeInFlight {
                             reply: None,
                             unattributed: false,
@@ -125,7 +125,7 @@ impl Engine {
             EventKind::ComposeCompl { irq, status, .. } => match irq {
                 Some(irq) => {
                     if let Some(c) = self.compose.composing.get_mut(irq) {
-                        c.reply = Some((*status, Evidence::of(ev)));
+                        c.reply = Some((*status, ev.clone()));
                     }
                 }
                 None => {

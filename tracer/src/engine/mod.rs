@@ -66,7 +66,8 @@ pub(crate) enum HostSeen {
     Unknown,
     Replied {
         status: Option<i32>,
-        evidence: Evidence,
+        /// The reply (`hv_pci_compose_compl`), for the evidence of a failed compose.
+        event: Event,
     },
     /// The reply hook was attached and the compose returned without a reply in that call.
     NoReply,
@@ -369,6 +370,10 @@ impl Engine {
         out
     }
 }
+
+/// A map the engine looks up at nearly every event and never iterates in an order that
+/// matters. foldhash's fixed state: no random seed, so a replay runs the same every time.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
 
 /// Bound on retired vectors kept for the report.
 pub const MAX_RETIRED: usize = 1_000;

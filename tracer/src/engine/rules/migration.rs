@@ -3,9 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{TARGET_PROBES, errno_name};
-use crate::engine::Engine;
 use crate::engine::divergence::{DivergenceUpdate, Evidence, RuleId, Severity};
 use crate::engine::state::VectorState;
+use crate::engine::{Engine, FastMap};
 use crate::event::Event;
 
 /// The migration family's bookkeeping: the CPU-offline windows in progress and what failed
@@ -16,8 +16,9 @@ pub(crate) struct MigrationWatch {
     pub migration_windows: BTreeMap<u32, u64>,
     /// CPU → IRQs whose `irq_do_set_affinity` failed in its window (and did not succeed since).
     pub affinity_failures: BTreeMap<u32, BTreeMap<u32, (i32, Evidence)>>,
-    /// CPU → the `irq_do_set_affinity` call in progress on it (IRQ, entry time).
-    pub affinity_calls: BTreeMap<u32, (u32, u64)>,
+    /// CPU → the `irq_do_set_affinity` call in progress on it (IRQ, entry time). One entry
+    /// and one removal per call: hashed, as for the composes in flight.
+    pub affinity_calls: FastMap<u32, (u32, u64)>,
     /// CPU in `CPU_OFF` (begin seen, end not yet), and when it began.
     pub cpu_going_down: Option<(u32, u64)>,
     /// CPUs whose "still targeted" check ran since they went offline.
