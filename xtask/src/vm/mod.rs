@@ -386,7 +386,10 @@ fn render_table(rows: &[Row]) -> String {
         let (res, lines) = if r.verdict.pass() {
             ("pass", r.verdict.facts.clone())
         } else {
-            ("FAIL", r.verdict.failures.clone())
+            // What was seen too: a failure says what went wrong, the facts what the step did.
+            let mut l = r.verdict.failures.clone();
+            l.extend(r.verdict.facts.iter().cloned());
+            ("FAIL", l)
         };
         let mut lines = lines.into_iter();
         let _ = writeln!(
@@ -502,6 +505,12 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
         per_kernel.join(", "),
         work.join("out").display()
     );
+    // Again at the end: a CI log cut to its tail (the tables above are long) still names them.
+    for r in &failed {
+        for f in &r.verdict.failures {
+            println!("vm-test: FAIL {} {}: {f}", r.kernel, r.what);
+        }
+    }
     // The plain closing line CI reads as a test count.
     println!(
         "vm-test: {} passed, {} failed",
