@@ -497,19 +497,23 @@ stream_phase() {
 		msitrace record -q -o "$P/trace.msit" > /dev/null 2> "$P/tool.err" &
 		STREAM_PID=$!
 		ready() { grep -q 'recording to' "$P/tool.err" 2> /dev/null; } ;;
-	bpftrace)
-		bpftrace -o "$P/out.txt" /vmt/stream.bt "$STREAM_OFF" > /dev/null 2> "$P/tool.err" &
+	bpftrace|empty)
+		if [ "$1" = bpftrace ]; then
+			bpftrace -o "$P/out.txt" /vmt/stream.bt "$STREAM_OFF" > /dev/null 2> "$P/tool.err" &
+		else
+			bpftrace -o "$P/out.txt" "$D/empty.bt" > /dev/null 2> "$P/tool.err" &
+		fi
 		STREAM_PID=$!
-		ready() { grep -q '^READY' "$P/out.txt" 2> /dev/null; } ;;
-	empty)
-		bpftrace -o "$P/out.txt" "$D/empty.bt" > /dev/null 2> "$P/tool.err" &
-		STREAM_PID=$!
-		ready() { grep -q '^READY' "$P/out.txt" 2> /dev/null; } ;;
+		# Ready once every hook has its program: bpftrace prints nothing that says so (its
+		# output to a file is block-buffered, and "Attaching" comes before the attach).
+		ready() {
+			[ "$(bpftool perf show 2> /dev/null | grep -c "^pid $STREAM_PID ")" -ge "$STREAM_HOOKS" ]
+		} ;;
 	esac
 	echo "$STREAM_PID" > "$P/pid"
 	t=$(uptime_s)
 	i=0
-	while ! ready && kill -0 $STREAM_PID 2> /dev/null && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
+	while ! ready && kill -0 $STREAM_PID 2> /dev/null && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
 	if ! ready || ! kill -0 $STREAM_PID 2> /dev/null; then
 		say "error step=$ID pass=$2 $1 did not start: $(tail -3 "$P/tool.err" | tr '\n' ' ')"
 		kill -KILL $STREAM_PID 2> /dev/null
@@ -534,6 +538,7 @@ stream_phase() {
 		# Lines as bpftrace delivered them, by msitrace's probe name, and its own loss reports;
 		# the bulk is not brought back (the output disk holds one tar of /out).
 		awk '/^Lost [0-9]+ events/ { lost += $2; next }
+			/^Attaching / { next }
 			/^[A-Z][A-Za-z]+ [0-9]/ { n[$1]++; total++ }
 			END { printf "delivered=%d lost=%d\n", total, lost; for (k in n) printf "%s=%d\n", k, n[k] }' \
 			"$P/out.txt" > "$P/lines"
@@ -551,11 +556,11 @@ step_stream() {
 	STREAM_OFF=$(stream_pci_dev_off)
 	[ -n "$STREAM_OFF" ] || { echo "no offset of pci_dev.dev in the kernel's BTF" > "$D/error"; return 1; }
 	echo "$STREAM_OFF" > "$D/pci_dev_off"
-	msitrace probes --json > "$D/probes.json" 2> "$D/probes.err"
-	{
-		echo 'BEGIN { printf("READY\n"); }'
-		grep -E '^(kprobe|kretprobe|tracepoint):' /vmt/stream.bt | sed 's/$/ {}/'
-	} > "$D/empty.bt"
+	msitrace probes --json --timings > "$D/probes.json" 2> "$D/probes.err"
+	# The run's probes row, when this step runs alone.
+	[ -e /out/probes.json ] || cp "$D/probes.json" /out/probes.json
+	grep -E '^(kprobe|kretprobe|tracepoint):' /vmt/stream.bt | sed 's/$/ {}/' > "$D/empty.bt"
+	STREAM_HOOKS=$(wc -l < "$D/empty.bt")
 	say "action step=$ID passes=$STREAM_PASSES rounds=$STREAM_ROUNDS uptime=$(uptime_s)"
 	for pass in $(seq "$STREAM_PASSES"); do
 		case $((pass % 3)) in
