@@ -492,6 +492,66 @@ pub fn check(dir: &Path, m: Option<&Msitrace>) -> Verdict {
 mod tests {
     use super::*;
 
+    fn phase(hooks: &[(&str, u64, u64)], delivered: u64, secs: f64) -> Phase {
+        Phase {
+            hooks: hooks
+                .iter()
+                .map(|(h, ns, runs)| (h.to_string(), (*ns, *runs)))
+                .collect(),
+            produced: delivered,
+            delivered,
+            lost: 0,
+            rounds: 10,
+            secs,
+        }
+    }
+
+    #[test]
+    fn per_event_costs_are_compared_in_msitraces_own_mix_of_hooks() {
+        // msitrace: 3 runs at 100 ns on A, 1 run at 500 ns on B: 200 ns an event in its mix.
+        // bpftrace ran A and B in another proportion: its ns per event on each hook is taken
+        // in msitrace's mix (3 x 300 + 1 x 1300) / 4 = 550, not its own total / runs.
+        let p = Pass {
+            msitrace: phase(&[("kprobe:a", 300, 3), ("kprobe:b", 500, 1)], 4, 2.0),
+            bpftrace: phase(&[("kprobe:a", 300, 1), ("kprobe:b", 13000, 10)], 11, 4.0),
+            empty: phase(
+                &[
+                    ("kprobe:a", 150, 3),
+                    ("kprobe:b", 50, 1),
+                    ("kprobe:c", 9, 9),
+                ],
+                0,
+                2.0,
+            ),
+        };
+        let f = p.figures().unwrap();
+        assert_eq!(
+            (f.msitrace_ns, f.bpftrace_ns, f.empty_ns),
+            (200.0, 550.0, 50.0)
+        );
+        assert_eq!(f.ratio, 200.0 / 550.0);
+        assert_eq!(f.above_empty, Some(150.0 / 500.0));
+        assert_eq!((f.msitrace_evps, f.bpftrace_evps), (2.0, 2.75));
+        assert_eq!(f.per_hook["kprobe:b"], 500.0 / 1300.0);
+
+        let mut lacking = p.clone();
+        lacking.bpftrace.hooks.remove("kprobe:b");
+        let e = lacking.figures().unwrap_err();
+        assert!(e.contains("bpftrace did not run on kprobe:b"), "{e}");
+        let mut silent = p.clone();
+        silent.bpftrace.delivered = 0;
+        assert!(
+            silent
+                .figures()
+                .unwrap_err()
+                .contains("bpftrace delivered no event")
+        );
+        // An empty program dearer than bpftrace's gives no figure above it, not a negative one.
+        let mut dear = p;
+        dear.empty.hooks.insert("kprobe:a".into(), (30000, 3));
+        assert_eq!(dear.figures().unwrap().above_empty, None);
+    }
+
     #[test]
     fn bursts_and_line_counts_parse() {
         assert_eq!(
