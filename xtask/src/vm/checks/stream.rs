@@ -57,26 +57,33 @@ pub struct Figures {
 }
 
 /// `msitrace probes --json`: each attached program's hook, keyed by msitrace's probe name.
+/// A `fallback` hook is a kprobe or, on `…:return`, a kretprobe like any other.
 pub fn hooks_of_probes(probes: &Value) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for p in probes["probes"].as_array().into_iter().flatten() {
-        let (Some(probe), Some(method), Some(sym)) = (
+    // The list alone, in files from before the schema's wrapper.
+    let list = probes["probes"].as_array().or(probes.as_array());
+    for p in list.into_iter().flatten() {
+        let (Some(probe), Some(method), Some(sym), Some(hook)) = (
             p["probe"].as_str(),
             p["method"].as_str(),
             p["attached_symbol"].as_str(),
+            p["hook"].as_str(),
         ) else {
             continue;
         };
         if p["status"].as_str() != Some("attached") {
             continue;
         }
-        // Tracepoints by their event name alone, as bpftool names them.
-        let sym = if method == "tracepoint" {
-            sym.rsplit(':').next().unwrap_or(sym)
-        } else {
-            sym
+        let hook = match method {
+            // By the event name alone, as bpftool names it.
+            "tracepoint" => format!("tracepoint:{}", sym.rsplit(':').next().unwrap_or(sym)),
+            "kprobe" | "kretprobe" | "fallback" if hook.ends_with(":return") => {
+                format!("kretprobe:{sym}")
+            }
+            "kprobe" | "kretprobe" | "fallback" => format!("kprobe:{sym}"),
+            _ => continue,
         };
-        out.insert(probe.to_string(), format!("{method}:{sym}"));
+        out.insert(probe.to_string(), hook);
     }
     out
 }
@@ -550,6 +557,27 @@ mod tests {
         let mut dear = p;
         dear.empty.hooks.insert("kprobe:a".into(), (30000, 3));
         assert_eq!(dear.figures().unwrap().above_empty, None);
+    }
+
+    #[test]
+    fn msitraces_probes_are_named_as_bpftool_names_their_hooks() {
+        // A real guest's `msitrace probes --json` (tests/fixtures/vm/6.12-hibernate.buggy.verify).
+        let path = crate::util::repo_root()
+            .join("tests/fixtures/vm/6.12-hibernate.buggy.verify/probes.json");
+        let hooks =
+            hooks_of_probes(&serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap());
+        assert_eq!(hooks["HvMaskEnter"], "kprobe:hv_irq_mask");
+        assert_eq!(hooks["HvMaskExit"], "kretprobe:hv_irq_mask");
+        assert_eq!(hooks["SetAffinityExit"], "kretprobe:irq_do_set_affinity");
+        assert_eq!(hooks["VectorUpdate"], "tracepoint:vector_update");
+        assert!(
+            !hooks.contains_key("MigrateOneIrq"),
+            "absent on 6.12: {hooks:?}"
+        );
+        assert!(
+            !hooks.contains_key("IrqHandlerEntry"),
+            "not attached by default: {hooks:?}"
+        );
     }
 
     #[test]
