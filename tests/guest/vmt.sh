@@ -559,8 +559,13 @@ step_stream() {
 	msitrace probes --json --timings > "$D/probes.json" 2> "$D/probes.err"
 	# The run's probes row, when this step runs alone.
 	[ -e /out/probes.json ] || cp "$D/probes.json" /out/probes.json
-	grep -E '^(kprobe|kretprobe|tracepoint):' /vmt/stream.bt | sed 's/$/ {}/' > "$D/empty.bt"
-	STREAM_HOOKS=$(wc -l < "$D/empty.bt")
+	{
+		# Without any output to poll, bpftrace 0.17 sleeps in epoll_wait and never sees SIGINT
+		# (the first empty phase had to be killed): BEGIN's one line gives it a buffer.
+		printf '%s\n' 'BEGIN { printf("attached\n"); }'
+		grep -E '^(kprobe|kretprobe|tracepoint):' /vmt/stream.bt | sed 's/$/ {}/'
+	} > "$D/empty.bt"
+	STREAM_HOOKS=$(grep -cE '^(kprobe|kretprobe|tracepoint):' "$D/empty.bt")
 	say "action step=$ID passes=$STREAM_PASSES rounds=$STREAM_ROUNDS uptime=$(uptime_s)"
 	for pass in $(seq "$STREAM_PASSES"); do
 		case $((pass % 3)) in
