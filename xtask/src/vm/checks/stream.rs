@@ -606,6 +606,88 @@ mod tests {
         );
     }
 
+    /// A real stream step (tests/fixtures/vm/README.md): 6.12 under TCG, three passes.
+    fn fixture() -> std::path::PathBuf {
+        crate::util::repo_root().join("tests/fixtures/vm/6.12-stream.fixed")
+    }
+
+    #[test]
+    fn a_recorded_comparison_is_judged_as_it_was_in_the_rig() {
+        let v = check(&fixture(), None);
+        assert!(v.pass(), "{:?}", v.failures);
+        assert_eq!(
+            v.facts,
+            [
+                "per event, msitrace / bpftrace: 0.99 [0.91–1.33] over 3 passes (target <= 0.5)",
+                "per event above the empty program, (msitrace - empty) / (bpftrace - empty): 0.99 [0.91–1.34] (target <= 0.5)",
+                "events delivered to user space per second, msitrace / bpftrace: 1.29 [1.09–2.05]",
+                "lost / produced per pass: msitrace 0/16599 (0 reported), 0/18808 (0 reported), 0/17305 (0 reported); bpftrace 2092/18750 (1979 reported), 4963/13174 (3 reported), 0/18532 (0 reported)",
+            ]
+        );
+        let passes = load(&fixture(), None).unwrap();
+        // Every hook msitrace ran on in the burst, paired with bpftrace's program there.
+        let f = passes[0].figures().unwrap();
+        assert_eq!(f.per_hook.len(), 13, "{:?}", f.per_hook.keys());
+        assert!(f.per_hook.contains_key("kretprobe:hv_irq_unmask"));
+        assert!(f.per_hook.contains_key("tracepoint:vector_update"));
+        assert_eq!(passes[1].bpftrace.delivered, 8211);
+        assert_eq!(passes[1].bpftrace.produced, 13174);
+    }
+
+    /// The fixture copied to a scratch directory, changed by `edit`, and judged.
+    fn judge_changed(name: &str, edit: impl Fn(&Path)) -> Verdict {
+        let dir =
+            std::env::temp_dir().join(format!("msitrace-stream-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let ok = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(fixture())
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot copy the fixture");
+        edit(&dir);
+        let v = check(&dir, None);
+        let _ = fs::remove_dir_all(&dir);
+        v
+    }
+
+    #[test]
+    fn changed_outputs_fail_the_step() {
+        let v = judge_changed("printed", |d| {
+            fs::write(d.join("pass-2/bpftrace/lines"), "delivered=20000 lost=3\n").unwrap()
+        });
+        assert!(
+            v.failures
+                .iter()
+                .any(|f| f.contains("pass 2: bpftrace's programs ran 13174 times, but 20000 lines")),
+            "{:?}",
+            v.failures
+        );
+        let v = judge_changed("unpaired", |d| {
+            fs::remove_file(d.join("pass-3/empty/perf.json")).unwrap()
+        });
+        assert!(
+            v.failures
+                .iter()
+                .any(|f| f.starts_with("pass 3: ") && f.contains("perf.json")),
+            "{:?}",
+            v.failures
+        );
+        let v = judge_changed("killed", |d| {
+            fs::write(d.join("pass-1/empty/rc"), "137\n").unwrap()
+        });
+        assert!(
+            v.failures
+                .iter()
+                .any(|f| f.contains("empty exited with 137")),
+            "{:?}",
+            v.failures
+        );
+        let v = judge_changed("failed", |d| fs::write(d.join("action.rc"), "1\n").unwrap());
+        assert!(!v.pass());
+    }
+
     #[test]
     fn bursts_and_line_counts_parse() {
         assert_eq!(
