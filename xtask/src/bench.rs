@@ -286,7 +286,10 @@ fn vm_work(repo: &Path) -> std::path::PathBuf {
 /// (the kprobes and vector tracepoints can be driven only there), or what to run to get one.
 fn guest_stream(repo: &Path) -> Result<(Vec<(String, String)>, Value), String> {
     let work = vm_work(repo);
-    let path = work.join(crate::vm::STREAM_RECORD);
+    stream_rows(&work.join(crate::vm::STREAM_RECORD), &work)
+}
+
+fn stream_rows(path: &Path, work: &Path) -> Result<(Vec<(String, String)>, Value), String> {
     let missing = || {
         format!(
             "not measured: no comparison recorded in {} (`cargo xtask vm-test --work-dir {} --kernel 6.12 --only stream` makes one)",
@@ -294,7 +297,7 @@ fn guest_stream(repo: &Path) -> Result<(Vec<(String, String)>, Value), String> {
             work.display()
         )
     };
-    let text = std::fs::read_to_string(&path).map_err(|_| missing())?;
+    let text = std::fs::read_to_string(path).map_err(|_| missing())?;
     let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let age = v["recorded_unix"]
         .as_u64()
@@ -386,4 +389,34 @@ fn run_bench(bench: &str, figures_only: bool, keep: &Path) -> Result<Vec<String>
         bail!("`cargo bench -p tracer --bench {bench}` failed ({status})");
     }
     Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guests_comparison_is_read_from_vm_tests_record_or_said_missing() {
+        // What vm-test wrote after the run of tests/fixtures/vm/6.12-stream.fixed.
+        let repo = crate::util::repo_root();
+        let record = repo.join("tests/fixtures/vm/stream-vs-bpftrace.json");
+        let (rows, v) = stream_rows(&record, Path::new("/vm-work")).unwrap();
+        assert!(rows[0].0.contains("guest 6.12, TCG"), "{rows:?}");
+        assert!(rows[0].1.contains("stream.fixed"), "{rows:?}");
+        assert_eq!(
+            rows[1],
+            (
+                "  per event, msitrace / bpftrace".to_string(),
+                "0.99 [0.91–1.33] over 3 passes (target <= 0.5)".to_string()
+            )
+        );
+        assert_eq!(rows.len(), 5);
+        assert_eq!(v["kernel"], "6.12");
+        let why =
+            stream_rows(Path::new("/nonexistent/stream.json"), Path::new("/vm-work")).unwrap_err();
+        assert!(
+            why.contains("--work-dir /vm-work --kernel 6.12 --only stream"),
+            "{why}"
+        );
+    }
 }
