@@ -161,6 +161,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "ratio",
         ));
     }
+    match guest_stream(&repo) {
+        Ok((rows, v)) => {
+            table.extend(rows.into_iter().map(|(k, v)| (k, v, "ratio")));
+            json_out["guest_stream_vs_bpftrace"] = v;
+        }
+        Err(why) => table.push((
+            "streaming path in the guests, msitrace / bpftrace".into(),
+            why,
+            "ratio",
+        )),
+    }
     match guest_costs(&repo) {
         Some((rows, v)) => {
             table.extend(rows.into_iter().map(|(k, v)| (k, v, "absolute")));
@@ -265,11 +276,64 @@ pub fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+fn vm_work(repo: &Path) -> std::path::PathBuf {
+    std::env::var_os(crate::vm::WORK_ENV)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo.join("vm-work"))
+}
+
+/// The guests' streaming-path comparison with bpftrace from the newest vm-test that ran it
+/// (the kprobes and vector tracepoints can be driven only there), or what to run to get one.
+fn guest_stream(repo: &Path) -> Result<(Vec<(String, String)>, Value), String> {
+    let work = vm_work(repo);
+    stream_rows(&work.join(crate::vm::STREAM_RECORD), &work)
+}
+
+fn stream_rows(path: &Path, work: &Path) -> Result<(Vec<(String, String)>, Value), String> {
+    let missing = || {
+        format!(
+            "not measured: no comparison recorded in {} (`cargo xtask vm-test --work-dir {} --kernel 6.12 --only stream` makes one)",
+            path.display(),
+            work.display()
+        )
+    };
+    let text = std::fs::read_to_string(path).map_err(|_| missing())?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let age = v["recorded_unix"]
+        .as_u64()
+        .and_then(|t| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?
+                .as_secs();
+            Some(format!(
+                "{:.0} min ago",
+                now.saturating_sub(t) as f64 / 60.0
+            ))
+        })
+        .unwrap_or_else(|| "at an unknown time".into());
+    let mut rows = vec![(
+        format!(
+            "streaming path in the guests (vm-test, guest {}, TCG: ratios only)",
+            v["kernel"].as_str().unwrap_or("?")
+        ),
+        format!("recorded {age} from {}", v["step"].as_str().unwrap_or("?")),
+    )];
+    for l in v["comparison"]["lines"].as_array().into_iter().flatten() {
+        rows.push((
+            format!("  {}", l["figure"].as_str().unwrap_or("?")),
+            l["value"].as_str().unwrap_or("?").to_string(),
+        ));
+    }
+    if rows.len() == 1 {
+        return Err(format!("{} holds no figures", path.display()));
+    }
+    Ok((rows, v))
+}
+
 /// The guests' per-program costs from the last vm-test (the kprobes only run there).
 fn guest_costs(repo: &Path) -> Option<(Vec<(String, String)>, Value)> {
-    let work = std::env::var_os("MSITRACE_VM_WORK")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo.join("vm-work"));
+    let work = vm_work(repo);
     let path = work.join("out/kprobe-costs.json");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
     let when = std::fs::metadata(&path)
@@ -325,4 +389,34 @@ fn run_bench(bench: &str, figures_only: bool, keep: &Path) -> Result<Vec<String>
         bail!("`cargo bench -p tracer --bench {bench}` failed ({status})");
     }
     Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guests_comparison_is_read_from_vm_tests_record_or_said_missing() {
+        // What vm-test wrote after the run of tests/fixtures/vm/6.12-stream.fixed.
+        let repo = crate::util::repo_root();
+        let record = repo.join("tests/fixtures/vm/stream-vs-bpftrace.json");
+        let (rows, v) = stream_rows(&record, Path::new("/vm-work")).unwrap();
+        assert!(rows[0].0.contains("guest 6.12, TCG"), "{rows:?}");
+        assert!(rows[0].1.contains("stream.fixed"), "{rows:?}");
+        assert_eq!(
+            rows[1],
+            (
+                "  per event, msitrace / bpftrace".to_string(),
+                "0.99 [0.91–1.33] over 3 passes (target <= 0.5)".to_string()
+            )
+        );
+        assert_eq!(rows.len(), 5);
+        assert_eq!(v["kernel"], "6.12");
+        let why =
+            stream_rows(Path::new("/nonexistent/stream.json"), Path::new("/vm-work")).unwrap_err();
+        assert!(
+            why.contains("--work-dir /vm-work --kernel 6.12 --only stream"),
+            "{why}"
+        );
+    }
 }

@@ -21,6 +21,7 @@ const INIT: &str = include_str!("../../../tests/guest/init");
 const VMT_SH: &str = include_str!("../../../tests/guest/vmt.sh");
 const SERVICE_SH: &str = include_str!("../../../tests/guest/service.sh");
 const SERVICE_UNIT: &str = include_str!("../../../tests/guest/vmt-service.service");
+const STREAM_BT: &str = include_str!("../../../tests/guest/stream.bt");
 
 /// `deb`: the project's package, for the runs that boot systemd and install it there.
 pub fn build(
@@ -66,6 +67,7 @@ pub fn build(
     fs::write(stage.join("vmt/modules-root.list"), root_list)?;
     write_exec(&stage.join("vmt/service.sh"), SERVICE_SH)?;
     fs::write(stage.join("vmt/vmt-service.service"), SERVICE_UNIT)?;
+    fs::write(stage.join("vmt/stream.bt"), STREAM_BT)?;
     if let Some(deb) = deb {
         fs::copy(deb, stage.join("vmt/msitrace.deb"))
             .with_context(|| format!("cannot copy {}", deb.display()))?;

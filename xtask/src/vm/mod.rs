@@ -435,6 +435,7 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
     let mut per_kernel = Vec::new();
     let mut costs = Vec::new();
     let mut timings = Vec::new();
+    let mut streams = Vec::new();
     for g in &rig.guests {
         let tk = Instant::now();
         let mut kcosts = costs::Costs::new();
@@ -455,6 +456,14 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
             judge_run(&rig, g, steps, &outcome, &mut rows);
             if let Tracer::Usable(m) = &rig.tracer {
                 costs::add_steps(m, steps, &outcome.artifacts, &mut kcosts);
+                if let Some(s) = steps.iter().find(|s| s.scenario == Scenario::Stream) {
+                    let dir = outcome.artifacts.join(s.id());
+                    if let Ok(c) = checks::stream::load(&dir, Some(m))
+                        .and_then(checks::stream::Comparison::new)
+                    {
+                        streams.push((g.kernel.series.clone(), dir, c));
+                    }
+                }
             }
             records.push(RunRecord { label, outcome });
         }
@@ -477,6 +486,22 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
         print!("{}", costs::render(&costs));
         let path = work.join("out/kprobe-costs.json");
         if let Err(e) = fs::write(&path, costs::to_json(&costs).to_string()) {
+            println!("vm: cannot write {}: {e}", path.display());
+        }
+    }
+    for (series, dir, c) in &streams {
+        print!("{}", render_stream(series, c));
+        let path = work.join(STREAM_RECORD);
+        let record = serde_json::json!({
+            "kernel": series,
+            "step": dir,
+            "recorded_unix": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            "comparison": c.to_json(),
+        });
+        if let Err(e) = fs::write(&path, record.to_string()) {
             println!("vm: cannot write {}: {e}", path.display());
         }
     }
@@ -525,6 +550,23 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where vm-test keeps the newest comparison with bpftrace (under the work directory), which
+/// `cargo xtask bench` prints.
+pub(crate) const STREAM_RECORD: &str = "out/stream-vs-bpftrace.json";
+
+fn render_stream(series: &str, c: &checks::stream::Comparison) -> String {
+    let rounds = c.passes.first().map(|p| p.msitrace.rounds).unwrap_or(0);
+    let mut out = format!(
+        "\nvm: the streaming path against bpftrace on the same hooks, guest {series} (TCG: ratios, \
+         not ns), {} passes of {rounds} vector-move rounds per tool\n",
+        c.passes.len()
+    );
+    for (k, v) in c.lines() {
+        let _ = writeln!(out, "  {k}: {v}");
+    }
+    out
 }
 
 pub fn demo(args: DemoArgs) -> Result<()> {

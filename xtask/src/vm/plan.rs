@@ -31,10 +31,14 @@ pub enum Scenario {
     /// genirq has it enabled (its `stale_mask` knob), and `msitrace check` alone must name
     /// exactly that vector; then the mask is lifted and check must be clean (issue #14).
     StaleMask,
+    /// No sleep: the burst's vector moves with every consumer live, under `msitrace record`,
+    /// under bpftrace printing the same fields from the same hooks, and under empty programs
+    /// there, in passes (issue #17). bpftrace comes from Debian's package on the root disk.
+    Stream,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Hotplug,
         Scenario::Reset,
         Scenario::PmTestPlatform,
@@ -44,6 +48,7 @@ impl Scenario {
         Scenario::HibernateLate,
         Scenario::Burst,
         Scenario::StaleMask,
+        Scenario::Stream,
     ];
 
     /// The guest's name for it (`act_<name>` in tests/guest/vmt.sh, with `-` as `_`).
@@ -58,11 +63,18 @@ impl Scenario {
             Scenario::HibernateLate => "hibernate-late",
             Scenario::Burst => "burst",
             Scenario::StaleMask => "stale-mask",
+            Scenario::Stream => "stream",
         }
     }
 
     pub fn from_name(s: &str) -> Option<Scenario> {
         Scenario::ALL.into_iter().find(|sc| sc.name() == s)
+    }
+
+    /// Its tools are on the Debian root disk only (the initramfs is too small for bpftrace and
+    /// its libraries): the run boots systemd.
+    pub fn needs_root_disk(self) -> bool {
+        self == Scenario::Stream
     }
 
     /// A real hibernation (one per QEMU run, first in it; needs the swap disk).
@@ -244,9 +256,11 @@ pub const DEFAULT_RUNS: &[&[Step]] = &[
     &[Step::new(Hibernate, Buggy).with(Front::Verify)],
 ];
 
-/// Whether the run boots systemd on the Debian root disk (its steps record with the service).
+/// Whether the run boots systemd on the Debian root disk (its steps record with the service,
+/// or need what only that disk holds).
 pub fn boots_systemd(run: &[Step]) -> bool {
-    run.iter().any(|s| s.front == Front::Service)
+    run.iter()
+        .any(|s| s.front == Front::Service || s.scenario.needs_root_disk())
 }
 
 /// The kernels of the matrix that run only the core of the plan: both bugs through a real
@@ -325,6 +339,11 @@ pub enum Plan {
 /// The systemd service's run of [`DEFAULT_RUNS`], for the plans that add it to the core.
 const SERVICE_RUNS: &[&[Step]] = &[&[Step::new(Hibernate, Buggy).with(Front::Service)]];
 
+/// The comparison with bpftrace, on one kernel (the newest of the full plan: its figures are
+/// ratios, which one kernel gives), at the end of its systemd run, which already pays for the
+/// root disk's boot. Its passes add about two minutes to CI, and a kernel more would add as much.
+const STREAM_STEP: Step = Step::new(Stream, Fixed);
+
 /// A kernel's runs with only the steps the filter keeps (all when it is empty).
 pub fn runs(filter: &[Filter], plan: Plan) -> Vec<Vec<Step>> {
     let runs: Vec<&[Step]> = match plan {
@@ -338,22 +357,27 @@ pub fn runs(filter: &[Filter], plan: Plan) -> Vec<Vec<Step>> {
         Plan::Core => CORE_RUNS.to_vec(),
         Plan::CoreAndService => CORE_RUNS.iter().chain(SERVICE_RUNS).copied().collect(),
     };
-    runs.into_iter()
-        .map(|run| {
-            run.iter()
-                .copied()
-                .filter(|s| {
-                    filter.is_empty()
-                        || filter.iter().any(|(sc, m, f)| {
-                            *sc == s.scenario
-                                && m.is_none_or(|m| m == s.mode)
-                                && f.is_none_or(|f| f == s.front)
-                        })
-                })
-                .collect::<Vec<_>>()
-        })
-        .filter(|r| !r.is_empty())
-        .collect()
+    let runs = runs.into_iter().map(|run| {
+        let mut run = run.to_vec();
+        if plan == Plan::FullAndLate && boots_systemd(&run) {
+            run.push(STREAM_STEP);
+        }
+        run
+    });
+    runs.map(|run| {
+        run.into_iter()
+            .filter(|s| {
+                filter.is_empty()
+                    || filter.iter().any(|(sc, m, f)| {
+                        *sc == s.scenario
+                            && m.is_none_or(|m| m == s.mode)
+                            && f.is_none_or(|f| f == s.front)
+                    })
+            })
+            .collect::<Vec<_>>()
+    })
+    .filter(|r| !r.is_empty())
+    .collect()
 }
 
 #[cfg(test)]
@@ -362,10 +386,11 @@ mod tests {
 
     #[test]
     fn every_scenario_runs_and_each_run_has_one_hibernation_first_and_s3_last() {
-        let all: Vec<Step> = DEFAULT_RUNS
-            .iter()
-            .chain(LATE_RUNS)
-            .flat_map(|r| r.iter().copied())
+        let all: Vec<Step> = runs(&[], Plan::FullAndLate)
+            .into_iter()
+            .chain(runs(&[], Plan::Full))
+            .chain(LATE_RUNS.iter().map(|r| r.to_vec()))
+            .flatten()
             .collect();
         for sc in Scenario::ALL {
             assert!(all.iter().any(|s| s.scenario == sc), "{sc:?} never runs");
@@ -383,14 +408,23 @@ mod tests {
                 "{front:?} never records a buggy resume"
             );
         }
-        for run in DEFAULT_RUNS.iter().chain(CORE_RUNS).chain(LATE_RUNS) {
+        let plans = [
+            Plan::Full,
+            Plan::Core,
+            Plan::CoreAndService,
+            Plan::FullAndLate,
+        ];
+        for run in plans.into_iter().flat_map(|p| runs(&[], p)) {
             let hib = run.iter().filter(|s| s.scenario.hibernates()).count();
             assert!(hib <= 1);
             if hib == 1 {
                 assert!(run[0].scenario.hibernates());
             }
-            if boots_systemd(run) {
-                assert!(run.iter().all(|s| s.front == Front::Service));
+            if boots_systemd(&run) {
+                assert!(
+                    run.iter()
+                        .all(|s| s.front == Front::Service || s.scenario == Stream)
+                );
             }
             if let Some(i) = run.iter().position(|s| s.scenario == S3) {
                 assert!(run[i..].iter().all(|s| s.scenario == S3));
@@ -411,5 +445,31 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert!(boots_systemd(&r[0]));
         assert!(parse_filter(&["hibernate.buggy.tui".into()]).is_err());
+    }
+
+    #[test]
+    fn the_comparison_with_bpftrace_runs_once_in_one_kernels_systemd_run() {
+        let with_stream = |plan| {
+            runs(&[], plan)
+                .into_iter()
+                .filter(|r| r.iter().any(|s| s.scenario == Stream))
+                .collect::<Vec<_>>()
+        };
+        for plan in [Plan::Full, Plan::Core, Plan::CoreAndService] {
+            assert!(with_stream(plan).is_empty(), "{plan:?}");
+        }
+        let r = with_stream(Plan::FullAndLate);
+        assert_eq!(r.len(), 1);
+        assert!(boots_systemd(&r[0]));
+        assert_eq!(r[0].last(), Some(&Step::new(Stream, Fixed)));
+        assert_eq!(r[0].iter().filter(|s| s.scenario == Stream).count(), 1);
+        // Alone, it still boots the disk its tools are on.
+        let alone = runs(
+            &parse_filter(&["stream".into()]).unwrap(),
+            Plan::FullAndLate,
+        );
+        assert_eq!(alone, [vec![Step::new(Stream, Fixed)]]);
+        assert!(boots_systemd(&alone[0]));
+        assert!(runs(&parse_filter(&["stream".into()]).unwrap(), Plan::Full).is_empty());
     }
 }

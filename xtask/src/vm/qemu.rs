@@ -114,6 +114,8 @@ impl RunSpec<'_> {
                 super::plan::Scenario::Hibernate | super::plan::Scenario::HibernateLate => 150,
                 super::plan::Scenario::S3 => 70,
                 super::plan::Scenario::Burst => 240,
+                // Nine starts of a tracer (bpftrace compiles its script each time) and bursts.
+                super::plan::Scenario::Stream => 420,
                 _ => 60,
             })
             .sum();

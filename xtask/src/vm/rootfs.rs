@@ -16,11 +16,14 @@ use anyhow::{Context, Result, bail};
 use super::{host::Apt, run_status};
 
 /// What goes into the image; the stamp holds this, so a change rebuilds it.
-const RECIPE: &str = "bookworm minbase systemd systemd-sysv dbus kmod; \
-                      sleep.conf HibernateMode=reboot; serial-getty masked; firstboot off; v2";
+const RECIPE: &str = "bookworm minbase systemd systemd-sysv dbus kmod bpftrace bpftool; \
+                      sleep.conf HibernateMode=reboot; serial-getty masked; firstboot off; v3";
 /// dbus: what every installed Debian system has beside systemd (systemd recommends it);
 /// logind (`systemctl hibernate`) and `systemd-run --wait` speak to the managers over it.
-const PACKAGES: &str = "systemd,systemd-sysv,dbus,kmod";
+/// bpftrace and bpftool: the stream step's comparison (Debian's bpftrace, as users have it;
+/// bpftool reads its programs' run time before they go with it); with LLVM and clang's
+/// libraries they are some 200 MB, which only a disk holds.
+const PACKAGES: &str = "systemd,systemd-sysv,dbus,kmod,bpftrace,bpftool";
 const SIZE: &str = "1536M";
 
 /// The cached image, built when missing or made from another recipe.

@@ -274,6 +274,8 @@ pub struct Trailer {
     /// Per program, from the kernel's bpf_stats: (probe, run_time_ns, run_cnt).
     pub bpf_stats: Vec<(String, u64, u64)>,
     pub decode_errors: u64,
+    /// Events in the file, the kernel's and user space's own.
+    pub events: u64,
 }
 
 impl Payload {

@@ -31,6 +31,7 @@ mod probes;
 mod replay;
 mod service;
 mod stale_mask;
+pub mod stream;
 mod verify;
 
 pub use probes::check_probes;
@@ -75,6 +76,10 @@ pub fn check_step(input: &StepInput) -> Verdict {
     // No sleep and no scenario snapshots: its own check (vm-test and `verdicts` both land here).
     if step.scenario == Scenario::StaleMask {
         return stale_mask::check(dir, input.e1000e, input.msitrace.is_some());
+    }
+    // No sleep and no delivery check: a measurement, judged by its own counts.
+    if step.scenario == Scenario::Stream {
+        return stream::check(dir, input.msitrace);
     }
     let mut v = Verdict::default();
     if let Some(why) = common::step_not_run(dir) {

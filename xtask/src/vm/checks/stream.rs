@@ -1,0 +1,700 @@
+//! The stream step (issue #17): msitrace's streaming path against bpftrace on the same hooks and
+//! the same burst, with every consumer live, in passes. Per event by the kernel's own bpf_stats
+//! (msitrace's trailer; bpftrace's programs through `bpftool perf show` and `prog show`), also
+//! above an empty program on the same hooks, which is what any program there costs; and end to
+//! end, events delivered to user space per second of the burst and the loss. The guests run
+//! under TCG: the figures are ratios between tools measured on the same emulated machine, never
+//! nanoseconds to quote.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::Path,
+};
+
+use serde_json::{Value, json};
+
+use super::{Verdict, common::step_not_run, json::Trailer};
+use crate::vm::msitrace::{self, Msitrace};
+
+/// Per hook (`kprobe:hv_irq_mask`, `kretprobe:…`, `tracepoint:vector_update`): (run_ns, runs).
+type HookCosts = BTreeMap<String, (u64, u64)>;
+
+/// One tool through one burst.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Phase {
+    pub hooks: HookCosts,
+    /// Records the programs produced, those user space received, and the difference: what
+    /// was lost, whether the tool reported it (`reported_lost`) or not.
+    pub produced: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub reported_lost: u64,
+    /// msitrace: the events its file holds (its records and its own samples).
+    pub file_events: u64,
+    /// The burst: vector-move rounds and their seconds by the guest's clock.
+    pub rounds: u64,
+    pub secs: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pass {
+    pub msitrace: Phase,
+    pub bpftrace: Phase,
+    pub empty: Phase,
+}
+
+/// What one pass says, per event in the hooks' mix of msitrace's own burst.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Figures {
+    pub msitrace_ns: f64,
+    pub bpftrace_ns: f64,
+    pub empty_ns: f64,
+    pub ratio: f64,
+    /// (msitrace − empty) / (bpftrace − empty); none when bpftrace is no dearer than empty.
+    pub above_empty: Option<f64>,
+    pub msitrace_evps: f64,
+    pub bpftrace_evps: f64,
+    pub evps_ratio: f64,
+    /// Per hook: msitrace's ns per event over bpftrace's.
+    pub per_hook: BTreeMap<String, f64>,
+}
+
+/// `msitrace probes --json`: each attached program's hook, keyed by msitrace's probe name.
+/// A `fallback` hook is a kprobe or, on `…:return`, a kretprobe like any other.
+pub fn hooks_of_probes(probes: &Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    // The list alone, in files from before the schema's wrapper.
+    let list = probes["probes"].as_array().or(probes.as_array());
+    for p in list.into_iter().flatten() {
+        let (Some(probe), Some(method), Some(sym), Some(hook)) = (
+            p["probe"].as_str(),
+            p["method"].as_str(),
+            p["attached_symbol"].as_str(),
+            p["hook"].as_str(),
+        ) else {
+            continue;
+        };
+        if p["status"].as_str() != Some("attached") {
+            continue;
+        }
+        let hook = match method {
+            // By the event name alone, as bpftool names it.
+            "tracepoint" => format!("tracepoint:{}", sym.rsplit(':').next().unwrap_or(sym)),
+            "kprobe" | "kretprobe" | "fallback" if hook.ends_with(":return") => {
+                format!("kretprobe:{sym}")
+            }
+            "kprobe" | "kretprobe" | "fallback" => format!("kprobe:{sym}"),
+            _ => continue,
+        };
+        out.insert(probe.to_string(), hook);
+    }
+    out
+}
+
+/// msitrace's phase from its trailer: its programs' run time by hook, and its records.
+pub fn msitrace_phase(trailer: &Trailer, hooks: &BTreeMap<String, String>) -> Phase {
+    let mut ph = Phase::default();
+    for (probe, ns, runs) in &trailer.bpf_stats {
+        if let Some(h) = hooks.get(probe) {
+            let e = ph.hooks.entry(h.clone()).or_default();
+            e.0 += ns;
+            e.1 += runs;
+        }
+    }
+    for (probe, hits, lost) in &trailer.counters {
+        // Counts in a map, never a record.
+        if probe == "IrqHandlerEntry" {
+            continue;
+        }
+        ph.produced += hits;
+        ph.lost += lost;
+    }
+    ph.delivered = ph.produced.saturating_sub(ph.lost);
+    ph.reported_lost = ph.lost;
+    ph.file_events = trailer.events;
+    ph
+}
+
+/// A bpftrace phase from `bpftool perf show --json` and `prog show --json`, taken while it ran
+/// (its programs only: those attached by process `pid`; BEGIN's uprobe is not a hook), and the
+/// guest's count of its output (`delivered=N lost=M`, M from its "Lost N events" lines). What
+/// its programs produced and no line shows is lost, reported or not: in the guests bpftrace
+/// left about half of a burst's records neither printed nor reported.
+pub fn bpftrace_phase(pid: u32, perf: &Value, progs: &Value, lines: &str) -> Result<Phase, String> {
+    let stats: BTreeMap<u64, (u64, u64)> = progs
+        .as_array()
+        .ok_or("bpftool prog show printed no list")?
+        .iter()
+        .filter_map(|p| {
+            Some((
+                p["id"].as_u64()?,
+                (
+                    p["run_time_ns"].as_u64().unwrap_or(0),
+                    p["run_cnt"].as_u64().unwrap_or(0),
+                ),
+            ))
+        })
+        .collect();
+    let mut ph = Phase::default();
+    for a in perf.as_array().ok_or("bpftool perf show printed no list")? {
+        if a["pid"].as_u64() != Some(u64::from(pid)) {
+            continue;
+        }
+        let kind = a["fd_type"].as_str().unwrap_or("");
+        let target = match kind {
+            "kprobe" | "kretprobe" => a["func"].as_str(),
+            "tracepoint" => a["tracepoint"].as_str(),
+            _ => None,
+        };
+        let (Some(target), Some(id)) = (target, a["prog_id"].as_u64()) else {
+            continue;
+        };
+        let (ns, runs) = stats
+            .get(&id)
+            .copied()
+            .ok_or_else(|| format!("program {id} of {kind}:{target} is not in bpftool's list"))?;
+        let e = ph.hooks.entry(format!("{kind}:{target}")).or_default();
+        e.0 += ns;
+        e.1 += runs;
+        ph.produced += runs;
+    }
+    if ph.hooks.is_empty() {
+        return Err(format!(
+            "bpftool shows no kprobe or tracepoint of process {pid}"
+        ));
+    }
+    let field = |k: &str| {
+        lines
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    ph.delivered = field("delivered=").ok_or("no count of bpftrace's lines")?;
+    ph.reported_lost = field("lost=").ok_or("no count of bpftrace's lost events")?;
+    ph.lost = ph.produced.saturating_sub(ph.delivered);
+    Ok(ph)
+}
+
+/// `rounds=N from=T0 to=T1` (the guest's uptime).
+pub fn parse_burst(text: &str) -> Option<(u64, f64)> {
+    let f = |k: &str| {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .map(str::to_string)
+    };
+    let rounds = f("rounds=")?.parse().ok()?;
+    let from: f64 = f("from=")?.parse().ok()?;
+    let to: f64 = f("to=")?.parse().ok()?;
+    (to > from).then_some((rounds, to - from))
+}
+
+/// ns per event of `ph` in the mix `weights` (msitrace's runs per hook).
+fn in_mix(ph: &Phase, weights: &BTreeMap<&String, u64>) -> f64 {
+    let total: u64 = weights.values().sum();
+    weights
+        .iter()
+        .map(|(h, &w)| {
+            let (ns, runs) = ph.hooks.get(*h).copied().unwrap_or((0, 0));
+            w as f64 * ns as f64 / runs.max(1) as f64
+        })
+        .sum::<f64>()
+        / total.max(1) as f64
+}
+
+impl Pass {
+    /// The figures, or why the pass compares nothing: every hook msitrace's programs ran on
+    /// must have run bpftrace's and the empty program, and every tool must have had events.
+    pub fn figures(&self) -> Result<Figures, String> {
+        let weights: BTreeMap<&String, u64> = self
+            .msitrace
+            .hooks
+            .iter()
+            .filter(|(_, (_, runs))| *runs > 0)
+            .map(|(h, (_, runs))| (h, *runs))
+            .collect();
+        if weights.is_empty() {
+            return Err("msitrace's programs never ran in the burst".into());
+        }
+        for (tool, ph) in [
+            ("bpftrace", &self.bpftrace),
+            ("the empty program", &self.empty),
+        ] {
+            let missing: Vec<&str> = weights
+                .keys()
+                .filter(|h| ph.hooks.get(**h).is_none_or(|(_, runs)| *runs == 0))
+                .map(|h| h.as_str())
+                .collect();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "{tool} did not run on {} where msitrace did",
+                    missing.join(", ")
+                ));
+            }
+        }
+        for (tool, ph) in [("msitrace", &self.msitrace), ("bpftrace", &self.bpftrace)] {
+            if ph.delivered == 0 {
+                return Err(format!("{tool} delivered no event to user space"));
+            }
+            if ph.secs <= 0.0 {
+                return Err(format!("{tool}'s burst has no duration"));
+            }
+        }
+        let m = in_mix(&self.msitrace, &weights);
+        let b = in_mix(&self.bpftrace, &weights);
+        let e = in_mix(&self.empty, &weights);
+        let per_hook = weights
+            .keys()
+            .map(|h| {
+                let per = |ph: &Phase| {
+                    let (ns, runs) = ph.hooks[*h];
+                    ns as f64 / runs.max(1) as f64
+                };
+                ((*h).clone(), per(&self.msitrace) / per(&self.bpftrace))
+            })
+            .collect();
+        let evps = |ph: &Phase| ph.delivered as f64 / ph.secs;
+        Ok(Figures {
+            msitrace_ns: m,
+            bpftrace_ns: b,
+            empty_ns: e,
+            ratio: m / b,
+            above_empty: (b > e).then(|| (m - e) / (b - e)),
+            msitrace_evps: evps(&self.msitrace),
+            bpftrace_evps: evps(&self.bpftrace),
+            evps_ratio: evps(&self.msitrace) / evps(&self.bpftrace),
+            per_hook,
+        })
+    }
+}
+
+/// Reads a pass's trailer as the host's msitrace dumps it, kept beside the trace as
+/// trailer.json (the trace is read once; a fixture needs only the JSON).
+fn trailer(dir: &Path, m: Option<&Msitrace>) -> Result<Trailer, String> {
+    let cached = dir.join("trailer.json");
+    if let Ok(text) = fs::read_to_string(&cached) {
+        return serde_json::from_str(&text).map_err(|e| format!("{}: {e}", cached.display()));
+    }
+    let m = m.ok_or("msitrace is needed on the host to read the trailer")?;
+    let t = msitrace::trailer(m, &[dir.join("trace.msit")])
+        .map_err(|e| format!("msitrace dump: {e:#}"))?
+        .ok_or("msitrace's recording has no trailer")?;
+    let _ = fs::write(
+        &cached,
+        json!({"counters": t.counters, "bpf_stats": t.bpf_stats, "decode_errors": t.decode_errors, "events": t.events})
+            .to_string(),
+    );
+    Ok(t)
+}
+
+fn read(p: &Path) -> Result<String, String> {
+    fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+fn read_json(p: &Path) -> Result<Value, String> {
+    serde_json::from_str(&read(p)?).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// One tool's phase of the pass in `dir` (`pass-N/<tool>`).
+fn phase(
+    dir: &Path,
+    tool: &str,
+    hooks: &BTreeMap<String, String>,
+    m: Option<&Msitrace>,
+) -> Result<Phase, String> {
+    let d = dir.join(tool);
+    let rc = read(&d.join("rc"))?;
+    if rc.trim() != "0" {
+        let err = fs::read_to_string(d.join("tool.err")).unwrap_or_default();
+        return Err(format!(
+            "{tool} exited with {} on SIGINT: {}",
+            rc.trim(),
+            err.lines().last().unwrap_or("")
+        ));
+    }
+    let mut ph = if tool == "msitrace" {
+        msitrace_phase(&trailer(&d, m)?, hooks)
+    } else {
+        let pid = read(&d.join("pid"))?
+            .trim()
+            .parse()
+            .map_err(|e| format!("{tool}'s pid: {e}"))?;
+        bpftrace_phase(
+            pid,
+            &read_json(&d.join("perf.json"))?,
+            &read_json(&d.join("progs.json"))?,
+            &read(&d.join("lines"))?,
+        )
+        .map_err(|e| format!("{tool}: {e}"))?
+    };
+    let (rounds, secs) = parse_burst(&read(&d.join("burst"))?)
+        .ok_or_else(|| format!("{tool}'s burst timing is unreadable"))?;
+    ph.rounds = rounds;
+    ph.secs = secs;
+    Ok(ph)
+}
+
+/// Every pass the guest left in the step's directory, in order.
+pub fn load(dir: &Path, m: Option<&Msitrace>) -> Result<Vec<Pass>, String> {
+    let hooks = hooks_of_probes(&read_json(&dir.join("probes.json"))?);
+    let mut passes = Vec::new();
+    for n in 1.. {
+        let p = dir.join(format!("pass-{n}"));
+        if !p.exists() {
+            break;
+        }
+        passes.push(Pass {
+            msitrace: phase(&p, "msitrace", &hooks, m).map_err(|e| format!("pass {n}: {e}"))?,
+            bpftrace: phase(&p, "bpftrace", &hooks, m).map_err(|e| format!("pass {n}: {e}"))?,
+            empty: phase(&p, "empty", &hooks, m).map_err(|e| format!("pass {n}: {e}"))?,
+        });
+    }
+    if passes.is_empty() {
+        return Err("the guest left no pass of the comparison".into());
+    }
+    Ok(passes)
+}
+
+/// "median [min–max]".
+pub fn spread(v: &[f64], prec: usize) -> String {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match (v.first(), v.last()) {
+        (Some(lo), Some(hi)) => format!("{:.prec$} [{lo:.prec$}–{hi:.prec$}]", v[v.len() / 2]),
+        _ => "none".into(),
+    }
+}
+
+/// The comparison over its passes, for the table, bench and the JSON record.
+#[derive(Clone, Debug)]
+pub struct Comparison {
+    pub passes: Vec<Pass>,
+    pub figures: Vec<Figures>,
+}
+
+impl Comparison {
+    pub fn new(passes: Vec<Pass>) -> Result<Comparison, String> {
+        let figures = passes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.figures().map_err(|e| format!("pass {}: {e}", i + 1)))
+            .collect::<Result<_, _>>()?;
+        Ok(Comparison { passes, figures })
+    }
+
+    fn col(&self, f: impl Fn(&Figures) -> Option<f64>) -> Vec<f64> {
+        self.figures.iter().filter_map(f).collect()
+    }
+
+    /// The headline lines, also what `cargo xtask bench` prints.
+    pub fn lines(&self) -> Vec<(String, String)> {
+        let n = self.figures.len();
+        let lost = |f: fn(&Pass) -> &Phase| {
+            self.passes
+                .iter()
+                .map(|p| {
+                    let ph = f(p);
+                    format!(
+                        "{}/{} ({} reported)",
+                        ph.lost, ph.produced, ph.reported_lost
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        vec![
+            (
+                "per event, msitrace / bpftrace".into(),
+                format!(
+                    "{} over {n} passes (target <= 0.5)",
+                    spread(&self.col(|f| Some(f.ratio)), 2)
+                ),
+            ),
+            (
+                "per event above the empty program, (msitrace - empty) / (bpftrace - empty)".into(),
+                format!(
+                    "{} (target <= 0.5)",
+                    spread(&self.col(|f| f.above_empty), 2)
+                ),
+            ),
+            (
+                "events delivered to user space per second, msitrace / bpftrace".into(),
+                spread(&self.col(|f| Some(f.evps_ratio)), 2),
+            ),
+            (
+                "lost / produced per pass".into(),
+                format!(
+                    "msitrace {}; bpftrace {}",
+                    lost(|p| &p.msitrace),
+                    lost(|p| &p.bpftrace)
+                ),
+            ),
+        ]
+    }
+
+    pub fn to_json(&self) -> Value {
+        let phase = |ph: &Phase| {
+            json!({
+                "produced": ph.produced, "delivered": ph.delivered, "lost": ph.lost,
+                "reported_lost": ph.reported_lost,
+                "rounds": ph.rounds, "burst_secs": ph.secs,
+                "hooks": ph.hooks.iter().map(|(h, (ns, runs))| (h.clone(), json!({"run_ns": ns, "runs": runs}))).collect::<serde_json::Map<_, _>>(),
+            })
+        };
+        let passes: Vec<Value> = self
+            .passes
+            .iter()
+            .zip(&self.figures)
+            .map(|(p, f)| {
+                json!({
+                    "msitrace": phase(&p.msitrace), "bpftrace": phase(&p.bpftrace), "empty": phase(&p.empty),
+                    "ratio": f.ratio, "above_empty": f.above_empty, "evps_ratio": f.evps_ratio,
+                    "per_hook_ratio": f.per_hook,
+                })
+            })
+            .collect();
+        json!({
+            "lines": self.lines().into_iter().map(|(k, v)| json!({"figure": k, "value": v})).collect::<Vec<_>>(),
+            "passes": passes,
+        })
+    }
+}
+
+/// The step's verdict: it ran, each pass compares the same hooks, and the counts add up.
+pub fn check(dir: &Path, m: Option<&Msitrace>) -> Verdict {
+    let mut v = Verdict::default();
+    if let Some(why) = step_not_run(dir) {
+        v.failures.push(why);
+        return v;
+    }
+    match fs::read_to_string(dir.join("action.rc")).map(|s| s.trim().to_string()) {
+        Ok(rc) if rc == "0" => {}
+        Ok(rc) => v
+            .failures
+            .push(format!("the comparison failed in the guest (status {rc})")),
+        Err(_) => v.failures.push("the comparison's status is missing".into()),
+    }
+    let c = match load(dir, m).and_then(Comparison::new) {
+        Ok(c) => c,
+        Err(e) => {
+            v.failures.push(e);
+            return v;
+        }
+    };
+    for (i, p) in c.passes.iter().enumerate() {
+        let rounds: BTreeSet<u64> = [&p.msitrace, &p.bpftrace, &p.empty]
+            .iter()
+            .map(|ph| ph.rounds)
+            .collect();
+        if rounds.len() != 1 {
+            v.failures.push(format!(
+                "pass {}: the tools saw different bursts ({rounds:?} rounds)",
+                i + 1
+            ));
+        }
+        // One printf a run: bpftrace cannot print or report more than its programs produced
+        // (its lines and programs would not be the same).
+        let b = &p.bpftrace;
+        if b.delivered + b.reported_lost > b.produced + b.produced / 100 + 5 {
+            v.failures.push(format!(
+                "pass {}: bpftrace's programs ran {} times, but {} lines came out and {} were reported lost",
+                i + 1,
+                b.produced,
+                b.delivered,
+                b.reported_lost
+            ));
+        }
+        let m = &p.msitrace;
+        if m.file_events < m.delivered {
+            v.failures.push(format!(
+                "pass {}: msitrace's programs put {} records in its ring, its file holds {} events",
+                i + 1,
+                m.delivered,
+                m.file_events
+            ));
+        }
+    }
+    v.facts
+        .extend(c.lines().into_iter().map(|(k, val)| format!("{k}: {val}")));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(hooks: &[(&str, u64, u64)], delivered: u64, secs: f64) -> Phase {
+        Phase {
+            hooks: hooks
+                .iter()
+                .map(|(h, ns, runs)| (h.to_string(), (*ns, *runs)))
+                .collect(),
+            produced: delivered,
+            delivered,
+            lost: 0,
+            reported_lost: 0,
+            file_events: delivered,
+            rounds: 10,
+            secs,
+        }
+    }
+
+    #[test]
+    fn per_event_costs_are_compared_in_msitraces_own_mix_of_hooks() {
+        // msitrace: 3 runs at 100 ns on A, 1 run at 500 ns on B: 200 ns an event in its mix.
+        // bpftrace ran A and B in another proportion: its ns per event on each hook is taken
+        // in msitrace's mix (3 x 300 + 1 x 1300) / 4 = 550, not its own total / runs.
+        let p = Pass {
+            msitrace: phase(&[("kprobe:a", 300, 3), ("kprobe:b", 500, 1)], 4, 2.0),
+            bpftrace: phase(&[("kprobe:a", 300, 1), ("kprobe:b", 13000, 10)], 11, 4.0),
+            empty: phase(
+                &[
+                    ("kprobe:a", 150, 3),
+                    ("kprobe:b", 50, 1),
+                    ("kprobe:c", 9, 9),
+                ],
+                0,
+                2.0,
+            ),
+        };
+        let f = p.figures().unwrap();
+        assert_eq!(
+            (f.msitrace_ns, f.bpftrace_ns, f.empty_ns),
+            (200.0, 550.0, 50.0)
+        );
+        assert_eq!(f.ratio, 200.0 / 550.0);
+        assert_eq!(f.above_empty, Some(150.0 / 500.0));
+        assert_eq!((f.msitrace_evps, f.bpftrace_evps), (2.0, 2.75));
+        assert_eq!(f.per_hook["kprobe:b"], 500.0 / 1300.0);
+
+        let mut lacking = p.clone();
+        lacking.bpftrace.hooks.remove("kprobe:b");
+        let e = lacking.figures().unwrap_err();
+        assert!(e.contains("bpftrace did not run on kprobe:b"), "{e}");
+        let mut silent = p.clone();
+        silent.bpftrace.delivered = 0;
+        assert!(
+            silent
+                .figures()
+                .unwrap_err()
+                .contains("bpftrace delivered no event")
+        );
+        // An empty program dearer than bpftrace's gives no figure above it, not a negative one.
+        let mut dear = p;
+        dear.empty.hooks.insert("kprobe:a".into(), (30000, 3));
+        assert_eq!(dear.figures().unwrap().above_empty, None);
+    }
+
+    #[test]
+    fn msitraces_probes_are_named_as_bpftool_names_their_hooks() {
+        // A real guest's `msitrace probes --json` (tests/fixtures/vm/6.12-hibernate.buggy.verify).
+        let path = crate::util::repo_root()
+            .join("tests/fixtures/vm/6.12-hibernate.buggy.verify/probes.json");
+        let hooks =
+            hooks_of_probes(&serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap());
+        assert_eq!(hooks["HvMaskEnter"], "kprobe:hv_irq_mask");
+        assert_eq!(hooks["HvMaskExit"], "kretprobe:hv_irq_mask");
+        assert_eq!(hooks["SetAffinityExit"], "kretprobe:irq_do_set_affinity");
+        assert_eq!(hooks["VectorUpdate"], "tracepoint:vector_update");
+        assert!(
+            !hooks.contains_key("MigrateOneIrq"),
+            "absent on 6.12: {hooks:?}"
+        );
+        assert!(
+            !hooks.contains_key("IrqHandlerEntry"),
+            "not attached by default: {hooks:?}"
+        );
+    }
+
+    /// A real stream step (tests/fixtures/vm/README.md): 6.12 under TCG, three passes.
+    fn fixture() -> std::path::PathBuf {
+        crate::util::repo_root().join("tests/fixtures/vm/6.12-stream.fixed")
+    }
+
+    #[test]
+    fn a_recorded_comparison_is_judged_as_it_was_in_the_rig() {
+        let v = check(&fixture(), None);
+        assert!(v.pass(), "{:?}", v.failures);
+        assert_eq!(
+            v.facts,
+            [
+                "per event, msitrace / bpftrace: 0.99 [0.91–1.33] over 3 passes (target <= 0.5)",
+                "per event above the empty program, (msitrace - empty) / (bpftrace - empty): 0.99 [0.91–1.34] (target <= 0.5)",
+                "events delivered to user space per second, msitrace / bpftrace: 1.29 [1.09–2.05]",
+                "lost / produced per pass: msitrace 0/16599 (0 reported), 0/18808 (0 reported), 0/17305 (0 reported); bpftrace 2092/18750 (1979 reported), 4963/13174 (3 reported), 0/18532 (0 reported)",
+            ]
+        );
+        let passes = load(&fixture(), None).unwrap();
+        // Every hook msitrace ran on in the burst, paired with bpftrace's program there.
+        let f = passes[0].figures().unwrap();
+        assert_eq!(f.per_hook.len(), 13, "{:?}", f.per_hook.keys());
+        assert!(f.per_hook.contains_key("kretprobe:hv_irq_unmask"));
+        assert!(f.per_hook.contains_key("tracepoint:vector_update"));
+        assert_eq!(passes[1].bpftrace.delivered, 8211);
+        assert_eq!(passes[1].bpftrace.produced, 13174);
+    }
+
+    /// The fixture copied to a scratch directory, changed by `edit`, and judged.
+    fn judge_changed(name: &str, edit: impl Fn(&Path)) -> Verdict {
+        let dir =
+            std::env::temp_dir().join(format!("msitrace-stream-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let ok = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(fixture())
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot copy the fixture");
+        edit(&dir);
+        let v = check(&dir, None);
+        let _ = fs::remove_dir_all(&dir);
+        v
+    }
+
+    #[test]
+    fn changed_outputs_fail_the_step() {
+        let v = judge_changed("printed", |d| {
+            fs::write(d.join("pass-2/bpftrace/lines"), "delivered=20000 lost=3\n").unwrap()
+        });
+        assert!(
+            v.failures
+                .iter()
+                .any(|f| f.contains("pass 2: bpftrace's programs ran 13174 times, but 20000 lines")),
+            "{:?}",
+            v.failures
+        );
+        let v = judge_changed("unpaired", |d| {
+            fs::remove_file(d.join("pass-3/empty/perf.json")).unwrap()
+        });
+        assert!(
+            v.failures
+                .iter()
+                .any(|f| f.starts_with("pass 3: ") && f.contains("perf.json")),
+            "{:?}",
+            v.failures
+        );
+        let v = judge_changed("killed", |d| {
+            fs::write(d.join("pass-1/empty/rc"), "137\n").unwrap()
+        });
+        assert!(
+            v.failures
+                .iter()
+                .any(|f| f.contains("empty exited with 137")),
+            "{:?}",
+            v.failures
+        );
+        let v = judge_changed("failed", |d| fs::write(d.join("action.rc"), "1\n").unwrap());
+        assert!(!v.pass());
+    }
+
+    #[test]
+    fn bursts_and_line_counts_parse() {
+        assert_eq!(
+            parse_burst("rounds=600 from=10.5 to=14.0\n"),
+            Some((600, 3.5))
+        );
+        assert_eq!(parse_burst("rounds=600 from=10.5 to=10.5"), None);
+        assert_eq!(parse_burst("rounds=x from=1 to=2"), None);
+    }
+}
