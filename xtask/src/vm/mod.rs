@@ -530,7 +530,13 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
         per_kernel.join(", "),
         work.join("out").display()
     );
-    // Again at the end: a CI log cut to its tail (the tables above are long) still names them.
+    // Again at the end: a CI log cut to its tail (the tables above are long) still names them,
+    // and the runs that passed only at their second attempt.
+    for r in &records {
+        if let Some(why) = &r.outcome.retried {
+            println!("vm-test: RETRIED {}: {why}", r.label);
+        }
+    }
     for r in &failed {
         for f in &r.verdict.failures {
             println!("vm-test: FAIL {} {}: {f}", r.kernel, r.what);

@@ -159,10 +159,11 @@ impl RunSpec<'_> {
 }
 
 /// Whether a failed run earns its one retry, and why. Only failures that say nothing about
-/// msitrace or the kernel paths under test: QEMU's own TCG abort, and a guest that never got
-/// as far as the harness (no `VMT` line on the console: under TCG the kernel has been seen to
-/// stall in RCU during boot, before init ran). A guest that reached the harness and then failed
-/// is never retried: that could hide a real failure.
+/// msitrace's verdicts: QEMU's own TCG abort; a guest that never got as far as the harness (no
+/// `VMT` line on the console: under TCG the kernel has been seen to stall in RCU during boot,
+/// before init ran); and a guest gone silent in a sleep step ([`hung_in_sleep_step`]). Any other
+/// failure of a guest that reached the harness is never retried: that could hide a real one.
+/// A retry is a fact of every row of its run, and vm-test names it again at the end.
 pub fn retry_reason(end: &End, console: &str) -> Option<String> {
     match end {
         End::Done => None,
@@ -172,8 +173,47 @@ pub fn retry_reason(end: &End, console: &str) -> Option<String> {
         _ if !reached_harness(console) => {
             Some("the guest never reached the harness (no VMT line on the console): retried".into())
         }
+        End::Silent(d) => hung_in_sleep_step(console).map(|line| {
+            format!(
+                "the guest went silent for {} s in or right after a sleep, its last line `{line}`; \
+                 retried once (6.12 under TCG has hung so after pm_test with and without the \
+                 daemon; a second hang fails the run)",
+                d.as_secs()
+            )
+        }),
         _ => None,
     }
+}
+
+/// The console's last `VMT` line, when it belongs to a step that suspends (pm_test, S3,
+/// hibernation). Under TCG the guest kernel has hung there with no message at all (no RCU
+/// stall, no hung task: its timers stop), twice in 6.12's pm_test steps; a hang anywhere else,
+/// or one that comes back in the retry, is a failure like any other.
+fn hung_in_sleep_step(console: &str) -> Option<String> {
+    let line = console
+        .lines()
+        .rev()
+        .map(|l| l.trim_start_matches('\r'))
+        .filter_map(|l| {
+            if l.starts_with("VMT ") {
+                Some(l)
+            } else if l.starts_with('[') {
+                l.find("] VMT ").map(|i| &l[i + 2..])
+            } else {
+                None
+            }
+        })
+        .next()?;
+    let id = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("step="))
+        .or_else(|| line.strip_prefix("VMT step ")?.split_whitespace().next())?;
+    let scenario = id.split('.').next()?;
+    matches!(
+        scenario,
+        "pmtest-platform" | "pmtest-core" | "s3" | "hibernate" | "hibernate-late"
+    )
+    .then(|| line.to_string())
 }
 
 /// A `VMT` line as [`watch`] reads them: at the start of a line (maybe after systemd's
@@ -541,6 +581,28 @@ mod tests {
         // A word that merely contains VMT is not the harness speaking.
         let other = End::QemuExited("exit status: 1, no message".into());
         assert!(retry_reason(&other, "XVMT something\n").is_some());
+    }
+
+    #[test]
+    fn a_guest_silent_in_a_sleep_step_is_retried_and_silent_elsewhere_is_not() {
+        let after_pm_test = "VMT ready uptime=5.1\nVMT step pmtest-platform.buggy begin uptime=98.27\n\
+             VMT action step=pmtest-platform.buggy uptime=106.53\n\
+             [   85.79] msitrace: err H1 irq=38\n\
+             VMT action-done step=pmtest-platform.buggy rc=0 uptime=106.90\n";
+        let why = retry_reason(&End::Silent(SILENCE_LIMIT), after_pm_test).expect("retried");
+        assert!(
+            why.contains("action-done step=pmtest-platform.buggy"),
+            "{why}"
+        );
+        let systemd = "\r[   20.93] VMT step s3.buggy begin uptime=20.86\n";
+        assert!(retry_reason(&End::Silent(SILENCE_LIMIT), systemd).is_some());
+        let burst = format!("{after_pm_test}VMT step burst.fixed begin uptime=120.1\n");
+        assert_eq!(retry_reason(&End::Silent(SILENCE_LIMIT), &burst), None);
+        // Only a silence: a fatal console line or a timeout in a sleep step is a failure.
+        let fatal = End::Fatal("BUG: kernel NULL pointer dereference".into());
+        assert_eq!(retry_reason(&fatal, after_pm_test), None);
+        let slow = End::Timeout(Duration::from_secs(900));
+        assert_eq!(retry_reason(&slow, after_pm_test), None);
     }
 
     #[test]
