@@ -277,9 +277,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 fn vm_work(repo: &Path) -> std::path::PathBuf {
-    std::env::var_os(crate::vm::WORK_ENV)
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo.join("vm-work"))
+    crate::vm::resolve_work_dir(None, repo)
 }
 
 /// The guests' streaming-path comparison with bpftrace from the newest vm-test that ran it

@@ -733,10 +733,7 @@ fn splice(readme: &str, body: &str) -> Result<String> {
 
 pub fn run(args: MatrixArgs) -> Result<()> {
     let repo = repo_root();
-    let work = args
-        .vm_work
-        .or_else(|| std::env::var_os(vm::WORK_ENV).map(PathBuf::from))
-        .unwrap_or_else(|| repo.join("vm-work"));
+    let work = vm::resolve_work_dir(args.vm_work, &repo);
     let vm = read_vm(&work)?;
     let btf = btf_input(&repo)?;
     let body = render(&btf, &vm);

@@ -93,10 +93,15 @@ pub(crate) fn series_of(release: &str) -> Option<&'static str> {
         .map(|s| s.name)
 }
 
+/// The rig's work directory: `--work-dir`, else $MSITRACE_VM_WORK, else <repo>/vm-work. The
+/// commands that read what vm-test left (bench, matrix) look where it wrote.
+pub(crate) fn resolve_work_dir(arg: Option<PathBuf>, repo: &Path) -> PathBuf {
+    arg.or_else(|| std::env::var_os(WORK_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| repo.join("vm-work"))
+}
+
 fn work_dir(arg: Option<PathBuf>, repo: &Path) -> Result<PathBuf> {
-    let dir = arg
-        .or_else(|| std::env::var_os(WORK_ENV).map(PathBuf::from))
-        .unwrap_or_else(|| repo.join("vm-work"));
+    let dir = resolve_work_dir(arg, repo);
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)
 }
