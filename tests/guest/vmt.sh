@@ -574,8 +574,9 @@ step_stream() {
 	[ -e /out/probes.json ] || cp "$D/probes.json" /out/probes.json
 	{
 		# Without any output to poll, bpftrace 0.17 sleeps in epoll_wait and never sees SIGINT
-		# (the first empty phase had to be killed): BEGIN's one line gives it a buffer.
-		printf '%s\n' 'BEGIN { printf("attached\n"); }'
+		# (empty phases had to be killed, even with BEGIN's line): a line every 200 ms wakes it.
+		# An interval probe is a perf event, not one of the hooks the costs are read from.
+		printf '%s\n' 'BEGIN { printf("attached\n"); }' 'interval:ms:200 { printf("tick\n"); }'
 		grep -E '^(kprobe|kretprobe|tracepoint):' /vmt/stream.bt | sed 's/$/ {}/'
 	} > "$D/empty.bt"
 	STREAM_HOOKS=$(grep -cE '^(kprobe|kretprobe|tracepoint):' "$D/empty.bt")

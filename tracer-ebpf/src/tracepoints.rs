@@ -4,11 +4,12 @@
 //! counter (a raw tracepoint, reading the `TP_PROTO` arguments).
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::BPF_NOEXIST,
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use tracer_common::{Field, ProbeId, flags};
+use tracer_common::{Field, ProbeId, Span, flags};
 
 use crate::{
     IRQ_COUNTS, IRQ_SPILL,
@@ -92,39 +93,45 @@ fn try_device_pm_end(ctx: &TracePointContext) -> Result<u32, u32> {
     Ok(0)
 }
 
-/// A record of `irq` plus up to four integer fields into `a[0..4]` (absent fields read 0).
+/// A record of `irq` (`field(0)`) plus up to four integer fields (`field(1..=4)`) into
+/// `a[0..4]` (absent fields read 0), all fetched by one read of the trace record.
 #[inline(always)]
 fn irq_and_fields(
     ctx: &TracePointContext,
     probe: ProbeId,
-    irq: Field,
-    fields: [Field; 4],
+    span: impl Fn() -> Span,
+    field: impl Fn(usize) -> Field,
 ) -> Result<u32, u32> {
     hit(probe);
-    let irq = read::tp(ctx, irq).ok_or(1u32)?;
+    let b = read::Block::<_, 4>::fetch(ctx.as_ptr() as u64, span);
+    let irq = b.get(field(0)).ok_or(1u32)?;
     let mut rec = reserve(probe).ok_or(0u32)?;
     let ev = rec.ev();
     ev.irq = irq as u32;
-    for (slot, f) in ev.a.iter_mut().zip(fields) {
-        *slot = read::tp(ctx, f).unwrap_or(0);
-    }
+    // Spelt out, not a loop: a field picked by a loop index is a stack read at an offset the
+    // verifier does not know, and the field's offset into the block then becomes unknown too.
+    ev.a[0] = b.get(field(1)).unwrap_or(0);
+    ev.a[1] = b.get(field(2)).unwrap_or(0);
+    ev.a[2] = b.get(field(3)).unwrap_or(0);
+    ev.a[3] = b.get(field(4)).unwrap_or(0);
     rec.submit();
     Ok(0)
 }
 
-/// `irq_vectors:vector_update` and `vector_clear` share the `vector_mod` record.
 #[inline(always)]
 fn vector_mod(ctx: &TracePointContext, probe: ProbeId) -> Result<u32, u32> {
     irq_and_fields(
         ctx,
         probe,
-        layout!(tp_vector_mod_irq),
-        [
-            layout!(tp_vector_mod_vector),
-            layout!(tp_vector_mod_cpu),
-            layout!(tp_vector_mod_prev_vector),
-            layout!(tp_vector_mod_prev_cpu),
-        ],
+        || layout!(span_tp_vector_mod),
+        |i| match i {
+            0 => layout!(tp_vector_mod_irq),
+            1 => layout!(tp_vector_mod_vector),
+            2 => layout!(tp_vector_mod_cpu),
+            3 => layout!(tp_vector_mod_prev_vector),
+            4 => layout!(tp_vector_mod_prev_cpu),
+            _ => Field::ABSENT,
+        },
     )
 }
 
@@ -147,13 +154,14 @@ pub fn vector_config(ctx: TracePointContext) -> u32 {
     let r = irq_and_fields(
         &ctx,
         ProbeId::VectorConfig,
-        layout!(tp_vector_config_irq),
-        [
-            layout!(tp_vector_config_vector),
-            layout!(tp_vector_config_cpu),
-            layout!(tp_vector_config_apicdest),
-            Field::ABSENT,
-        ],
+        || layout!(span_tp_vector_config),
+        |i| match i {
+            0 => layout!(tp_vector_config_irq),
+            1 => layout!(tp_vector_config_vector),
+            2 => layout!(tp_vector_config_cpu),
+            3 => layout!(tp_vector_config_apicdest),
+            _ => Field::ABSENT,
+        },
     );
     match r {
         Ok(r) | Err(r) => r,
@@ -166,13 +174,14 @@ fn vector_activation(ctx: &TracePointContext, probe: ProbeId) -> Result<u32, u32
     irq_and_fields(
         ctx,
         probe,
-        layout!(tp_vector_activate_irq),
-        [
-            layout!(tp_vector_activate_is_managed),
-            layout!(tp_vector_activate_can_reserve),
-            layout!(tp_vector_activate_reserve),
-            Field::ABSENT,
-        ],
+        || layout!(span_tp_vector_activate),
+        |i| match i {
+            0 => layout!(tp_vector_activate_irq),
+            1 => layout!(tp_vector_activate_is_managed),
+            2 => layout!(tp_vector_activate_can_reserve),
+            3 => layout!(tp_vector_activate_reserve),
+            _ => Field::ABSENT,
+        },
     )
 }
 
