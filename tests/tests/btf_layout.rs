@@ -18,7 +18,7 @@ use msitrace_tests::{Scenario, Sleep, Vector};
 use tracer::btf_layout::{self, FactState, LayoutError, ResolvedLayout};
 use tracer::engine::gates::Gates;
 use tracer::engine::{EngineConfig, RuleId};
-use tracer_common::{Field, NUM_PROBES};
+use tracer_common::{Field, NUM_PROBES, SPAN_MAX, Span};
 
 const K5_10: &str = "5.10.0-46-amd64";
 const K6_1: &str = "6.1.0-56-amd64";
@@ -508,6 +508,137 @@ fn debian_6_1_with_hyperv_modules() {
 
 /// The cloud flavour (what Debian's Azure images boot) builds struct device without some
 /// options, so everything placed after it moves: one more reason no offset is compiled in.
+/// Every kernel of the matrix fetches each object a streaming record reads in one read (the
+/// cost of a probe is mostly its helper calls), and each span holds its fields aligned.
+#[test]
+fn every_fixture_kernel_reads_each_object_in_one_span() {
+    let hv: &[&str] = &["hv_vmbus", "pci_hyperv"];
+    for (name, modules) in [
+        (K5_10, &[][..]),
+        (K6_1, hv),
+        (K6_1_CLOUD, hv),
+        (K6_12, hv),
+        (K7_3, &[][..]),
+    ] {
+        let l = resolve(kernel(name), modules).layout;
+        // (object, span, the bytes of the programs' buffer for it (tracer-ebpf's vector.rs and
+        // tracepoints.rs: a wider span is read field by field), its fields)
+        let spans: [(&str, Span, u32, &[Field]); 7] = [
+            (
+                "irq_data",
+                l.span_irq_data,
+                64,
+                &[
+                    l.irq_data_irq,
+                    l.irq_data_hwirq,
+                    l.irq_data_common,
+                    l.irq_data_chip,
+                    l.irq_data_domain,
+                    l.irq_data_chip_data,
+                ],
+            ),
+            (
+                "irq_common_data",
+                l.span_irq_common,
+                64,
+                &[l.irq_common_state, l.irq_common_msi_desc],
+            ),
+            (
+                "msi_desc",
+                l.span_msi_desc,
+                128,
+                &[
+                    l.msi_desc_irq,
+                    l.msi_desc_dev,
+                    l.msi_desc_msi_index,
+                    l.msi_desc_msi_mask,
+                    l.msi_desc_msix_ctrl,
+                    l.msi_desc_is_msix,
+                ],
+            ),
+            (
+                "msi_msg",
+                l.span_msi_msg,
+                16,
+                &[l.msi_msg_address_lo, l.msi_msg_address_hi, l.msi_msg_data],
+            ),
+            (
+                "vector_mod record",
+                l.span_tp_vector_mod,
+                32,
+                &[
+                    l.tp_vector_mod_irq,
+                    l.tp_vector_mod_vector,
+                    l.tp_vector_mod_cpu,
+                    l.tp_vector_mod_prev_vector,
+                    l.tp_vector_mod_prev_cpu,
+                ],
+            ),
+            (
+                "vector_config record",
+                l.span_tp_vector_config,
+                32,
+                &[
+                    l.tp_vector_config_irq,
+                    l.tp_vector_config_vector,
+                    l.tp_vector_config_cpu,
+                    l.tp_vector_config_apicdest,
+                ],
+            ),
+            (
+                "vector_activate record",
+                l.span_tp_vector_activate,
+                32,
+                &[
+                    l.tp_vector_activate_irq,
+                    l.tp_vector_activate_is_managed,
+                    l.tp_vector_activate_can_reserve,
+                    l.tp_vector_activate_reserve,
+                ],
+            ),
+        ];
+        for (what, span, buffer, fields) in spans {
+            assert_ne!(span, Span::NONE, "{name}: {what} has no span");
+            assert!(
+                span.off % 8 == 0 && span.len <= SPAN_MAX && span.len <= buffer,
+                "{name}: {what} {span:?} does not fit the program's {buffer} bytes"
+            );
+            for f in fields.iter().filter(|f| f.is_present()) {
+                let size = u32::from(f.size);
+                assert!(
+                    f.off >= span.off && f.off + size <= span.off + span.len,
+                    "{name}: {what}: {f:?} outside {span:?}"
+                );
+                assert_eq!(
+                    (f.off - span.off) % size,
+                    0,
+                    "{name}: {what}: {f:?} unaligned"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn spans_leave_out_what_they_cannot_hold() {
+    assert_eq!(Span::covering(&[]), Span::NONE);
+    assert_eq!(Span::covering(&[Field::ABSENT]), Span::NONE);
+    assert_eq!(
+        Span::covering(&[Field::at(12, 4), Field::ABSENT, Field::at(40, 8)]),
+        Span { off: 8, len: 40 }
+    );
+    // Wider than the programs' buffer: read field by field.
+    assert_eq!(
+        Span::covering(&[Field::at(0, 8), Field::at(SPAN_MAX, 8)]),
+        Span::NONE
+    );
+    // A field not aligned to its size within the span (stack reads must be aligned).
+    assert_eq!(
+        Span::covering(&[Field::at(8, 8), Field::at(18, 4)]),
+        Span::NONE
+    );
+}
+
 #[test]
 fn debian_6_1_cloud_places_the_bus_state_where_its_own_btf_says() {
     let cloud = resolve(kernel(K6_1_CLOUD), &["hv_vmbus", "pci_hyperv"]);

@@ -103,13 +103,14 @@ fn tracepoint_of(probe: ProbeId) -> (&'static str, &'static str) {
 
 /// A layout in which every field is present: those `base` has keep their value, the others get
 /// a plausible one (a pointer-sized member, or a `__data_loc`/u32 tracepoint field), so that
-/// the verifier walks every read path of the object.
+/// the verifier walks every read path of the object. Its spans are worked out again for those
+/// fields, so the one-read paths are walked too (`Layout::ABSENT` walks the field-by-field ones).
 fn every_field_present(base: &Layout) -> Layout {
     let mut v = serde_json::to_value(base).expect("Layout serialises");
     let obj = v.as_object_mut().expect("Layout is a struct");
     let mut bit = 0;
     for (name, value) in obj.iter_mut() {
-        if let Some(field) = value.as_object_mut() {
+        if let Some(field) = value.as_object_mut().filter(|f| f.contains_key("present")) {
             if field["present"] == 0 {
                 let (off, size) = if name.starts_with("tp_") {
                     (8, 4)
@@ -128,7 +129,9 @@ fn every_field_present(base: &Layout) -> Layout {
             *value = (1u64 << (16 + bit)).into();
         }
     }
-    serde_json::from_value(v).expect("Layout deserialises")
+    serde_json::from_value::<Layout>(v)
+        .expect("Layout deserialises")
+        .with_spans()
 }
 
 /// Layouts of the kernels under tests/fixtures/btf (the QEMU guests' Debian kernels).
@@ -433,6 +436,10 @@ fn every_field_present_leaves_nothing_absent() {
     let v = serde_json::to_value(l).expect("serialise");
     for (name, value) in v.as_object().expect("struct") {
         match value.as_object() {
+            // A span: the fields of one object, each of which the one-read path then takes.
+            Some(span) if name.starts_with("span_") => {
+                assert_ne!(span["len"], 0, "{name}")
+            }
             Some(f) => assert_eq!(f["present"], 1, "{name}"),
             None => assert!(
                 !matches!(value.as_u64(), Some(0) | Some(0xffff_ffff)),

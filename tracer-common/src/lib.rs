@@ -236,7 +236,10 @@ pub const RAW_EVENT_SIZE: usize = core::mem::size_of::<RawEvent>();
 /// BTF. `present == 0` means the field does not exist on this kernel and nothing that needs it
 /// may be read. Bitfields are read as `size` bytes at `off`, then shifted right by `bit_off`
 /// and masked to `bit_len` bits (`bit_len == 0` means "not a bitfield").
-#[repr(C)]
+///
+/// Aligned to its 8 bytes: the programs copy fields through the stack, which the verifier
+/// only lets them do at aligned offsets, and LLVM moves a field as one 8-byte word.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct Field {
@@ -275,6 +278,51 @@ impl Field {
 
     pub const fn is_present(&self) -> bool {
         self.present != 0
+    }
+}
+
+/// The bytes of one object that hold the fields a record takes from it, fetched by one
+/// `bpf_probe_read_kernel` instead of one call per field: helper calls are most of a
+/// streaming program's cost. `off` is 8-aligned; `len == 0` means the fields are read one by
+/// one (none present, or spread wider than [`SPAN_MAX`]).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
+pub struct Span {
+    pub off: u32,
+    pub len: u32,
+}
+
+/// The largest [`Span`]: the programs' buffer for it sits on their 512-byte stack.
+pub const SPAN_MAX: u32 = 128;
+
+impl Span {
+    pub const NONE: Span = Span { off: 0, len: 0 };
+
+    /// [`Span::NONE`] as a function (serde's `default` takes a path).
+    pub const fn none() -> Span {
+        Span::NONE
+    }
+
+    /// The span covering every present field of `fields`, if it fits in [`SPAN_MAX`] and
+    /// every field is aligned to its size within it (the programs read their copy on the
+    /// stack, where the verifier takes aligned accesses only).
+    pub fn covering(fields: &[Field]) -> Span {
+        let present = || fields.iter().filter(|f| f.is_present());
+        let Some(lo) = present().map(|f| f.off).min() else {
+            return Span::NONE;
+        };
+        let lo = lo & !7;
+        let hi = present()
+            .map(|f| u64::from(f.off) + u64::from(f.size))
+            .max()
+            .unwrap_or(0);
+        let aligned = present()
+            .all(|f| matches!(f.size, 1 | 2 | 4 | 8) && (f.off - lo) % u32::from(f.size) == 0);
+        match u32::try_from(hi - u64::from(lo)) {
+            Ok(len) if len > 0 && len <= SPAN_MAX && aligned => Span { off: lo, len },
+            _ => Span::NONE,
+        }
     }
 }
 
@@ -356,6 +404,22 @@ pub struct Layout {
     pub irqd_irq_disabled: u32,
     pub irqd_affinity_managed: u32,
     pub irqd_managed_shutdown: u32,
+    // What one read of each object covers ([`Layout::with_spans`]). Only the programs use
+    // them: trace files written before they existed read as none.
+    #[cfg_attr(feature = "user", serde(default = "Span::none"))]
+    pub span_irq_data: Span,
+    #[cfg_attr(feature = "user", serde(default = "Span::none"))]
+    pub span_irq_common: Span,
+    #[cfg_attr(feature = "user", serde(default = "Span::none"))]
+    pub span_msi_desc: Span,
+    #[cfg_attr(feature = "user", serde(default = "Span::none"))]
+    pub span_msi_msg: Span,
+    #[cfg_attr(feature = "user", serde(default = "Span::none"))]
+    pub span_tp_vector_mod: Span,
+    #[cfg_attr(feature = "user", serde(default = "Span::none"))]
+    pub span_tp_vector_config: Span,
+    #[cfg_attr(feature = "user", serde(default = "Span::none"))]
+    pub span_tp_vector_activate: Span,
 }
 
 impl Layout {
@@ -415,7 +479,59 @@ impl Layout {
         irqd_irq_disabled: 0xffff_ffff,
         irqd_affinity_managed: 0xffff_ffff,
         irqd_managed_shutdown: 0xffff_ffff,
+        span_irq_data: Span::NONE,
+        span_irq_common: Span::NONE,
+        span_msi_desc: Span::NONE,
+        span_msi_msg: Span::NONE,
+        span_tp_vector_mod: Span::NONE,
+        span_tp_vector_config: Span::NONE,
+        span_tp_vector_activate: Span::NONE,
     };
+
+    /// The layout with its spans worked out from its fields: each covers exactly the fields
+    /// the programs take from that object in one read.
+    pub fn with_spans(mut self) -> Layout {
+        let l = self;
+        self.span_irq_data = Span::covering(&[
+            l.irq_data_irq,
+            l.irq_data_hwirq,
+            l.irq_data_common,
+            l.irq_data_chip,
+            l.irq_data_domain,
+            l.irq_data_chip_data,
+        ]);
+        self.span_irq_common = Span::covering(&[l.irq_common_state, l.irq_common_msi_desc]);
+        self.span_msi_desc = Span::covering(&[
+            l.msi_desc_irq,
+            l.msi_desc_dev,
+            l.msi_desc_msi_index,
+            l.msi_desc_msi_mask,
+            l.msi_desc_msix_ctrl,
+            l.msi_desc_is_msix,
+        ]);
+        self.span_msi_msg =
+            Span::covering(&[l.msi_msg_address_lo, l.msi_msg_address_hi, l.msi_msg_data]);
+        self.span_tp_vector_mod = Span::covering(&[
+            l.tp_vector_mod_irq,
+            l.tp_vector_mod_vector,
+            l.tp_vector_mod_cpu,
+            l.tp_vector_mod_prev_vector,
+            l.tp_vector_mod_prev_cpu,
+        ]);
+        self.span_tp_vector_config = Span::covering(&[
+            l.tp_vector_config_irq,
+            l.tp_vector_config_vector,
+            l.tp_vector_config_cpu,
+            l.tp_vector_config_apicdest,
+        ]);
+        self.span_tp_vector_activate = Span::covering(&[
+            l.tp_vector_activate_irq,
+            l.tp_vector_activate_is_managed,
+            l.tp_vector_activate_can_reserve,
+            l.tp_vector_activate_reserve,
+        ]);
+        self
+    }
 }
 
 /// Names of the maps and globals in the eBPF object.

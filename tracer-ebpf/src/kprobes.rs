@@ -547,15 +547,11 @@ fn try_write_msi_msg(ctx: &ProbeContext) -> Result<u32, u32> {
     if restoring {
         ev.flags |= flags::IN_RESTORE;
     }
-    if let Some(irq) = read::kernel(desc, layout!(msi_desc_irq)) {
-        ev.irq = irq as u32;
-    }
-    vector::from_msi_desc(ev, desc);
+    let dev = vector::from_msi_desc(ev, desc, true);
     vector::msg(ev, msg);
     // container_of(desc->dev, struct pci_dev, dev)
     let pdev_dev = layout!(pci_dev_dev);
     if pdev_dev.present != 0
-        && let Some(dev) = read::kernel(desc, layout!(msi_desc_dev))
         && dev != 0
         && let Some(state) = read::kernel(
             dev.wrapping_sub(u64::from(pdev_dev.off)),

@@ -3,10 +3,12 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes},
     programs::TracePointContext,
 };
-use tracer_common::Field;
+use core::mem::MaybeUninit;
+
+use tracer_common::{Field, Span};
 
 /// One member of the `LAYOUT` global. The volatile read keeps the compiler from folding in
 /// the compiled-in `Layout::ABSENT`, which the loader replaces before load.
@@ -57,6 +59,98 @@ pub fn kernel(base: u64, f: Field) -> Option<u64> {
     };
     bits(raw, f)
 }
+
+/// The fields a record takes from one object, fetched by one `bpf_probe_read_kernel` of
+/// their [`Span`] (worked out by userspace from BTF) into a stack buffer of `W` words. A
+/// layout without a span reads each field on its own, as [`kernel`] does.
+///
+/// The span is loaded from `LAYOUT` again at every access rather than kept in the struct: a
+/// load from the frozen global is a constant to the verifier, so each access is at a fixed
+/// stack offset and the checks below are decided (and pruned) at load time. A span kept on the
+/// stack could be spilled as 32-bit halves, whose value verifiers before 5.14 forget, and
+/// 5.10 refuses a stack read at an offset it does not know.
+pub struct Block<S: Fn() -> Span, const W: usize> {
+    base: u64,
+    span: S,
+    fetched: bool,
+    /// Left uninitialised: zeroing it would be a call to the BPF target's memset, a byte loop
+    /// that cost more than the reads it replaces. Only bytes the fetch wrote are read.
+    buf: MaybeUninit<[u64; W]>,
+}
+
+impl<S: Fn() -> Span, const W: usize> Block<S, W> {
+    #[inline(always)]
+    fn whole(span: Span) -> bool {
+        span.len != 0 && span.len as usize <= W * 8
+    }
+
+    #[inline(always)]
+    pub fn fetch(base: u64, span: S) -> Self {
+        let mut b = Block {
+            base,
+            span,
+            fetched: false,
+            buf: MaybeUninit::uninit(),
+        };
+        let s = (b.span)();
+        if base != 0 && Self::whole(s) {
+            let len = (s.len as usize).min(W * 8);
+            // SAFETY: `len` is at most the buffer's size; the helper checks the source address.
+            let dst =
+                unsafe { core::slice::from_raw_parts_mut(b.buf.as_mut_ptr().cast::<u8>(), len) };
+            let src = base.wrapping_add(u64::from(s.off)) as *const u8;
+            // A failed fetch leaves every field unknown: they all lie in the one object.
+            b.fetched = unsafe { bpf_probe_read_kernel_buf(src, dst) }.is_ok();
+        }
+        b
+    }
+
+    /// Field `f` of the object, as [`kernel`] would read it.
+    #[inline(always)]
+    pub fn get(&self, f: Field) -> Option<u64> {
+        if f.present == 0 || self.base == 0 {
+            return None;
+        }
+        let s = (self.span)();
+        let size = u32::from(f.size);
+        let rel = f.off.wrapping_sub(s.off);
+        // Userspace builds spans to hold their fields aligned; a field outside (or a layout
+        // from elsewhere) is read on its own.
+        if !Self::whole(s)
+            || f.off < s.off
+            || rel >= s.len
+            || s.len - rel < size
+            || rel & size.wrapping_sub(1) != 0
+        {
+            return kernel(self.base, f);
+        }
+        if !self.fetched {
+            return None;
+        }
+        let p = self.buf.as_ptr().cast::<u8>();
+        // SAFETY: `rel + size <= len <= W * 8`, bytes the fetch wrote, and `rel` is a multiple
+        // of `size`.
+        let raw = unsafe {
+            let p = p.add(rel as usize);
+            match size {
+                1 => u64::from(*p),
+                2 => u64::from(*p.cast::<u16>()),
+                4 => u64::from(*p.cast::<u32>()),
+                8 => *p.cast::<u64>(),
+                _ => return kernel(self.base, f),
+            }
+        };
+        bits(raw, f)
+    }
+}
+
+/// A [`Block`] of the object at `$base`, `$words` words, covering `LAYOUT.$span`.
+macro_rules! block {
+    ($base:expr, $words:literal, $span:ident) => {
+        $crate::read::Block::<_, $words>::fetch($base, || $crate::read::layout!($span))
+    };
+}
+pub(crate) use block;
 
 /// A NUL-terminated kernel string, truncated to `dst`.
 #[inline(always)]

@@ -48,41 +48,50 @@ fn irqd_state(ev: &mut RawEvent, state: u64) {
 }
 
 /// Index, MSI or MSI-X, the mask cache and the device, from a `struct msi_desc *`. `ev.irq`
-/// must already hold the vector's Linux IRQ (multi-MSI: one bit per IRQ from `desc->irq`).
+/// must already hold the vector's Linux IRQ (multi-MSI: one bit per IRQ from `desc->irq`),
+/// unless `irq_from_desc` asks for `desc->irq`. Returns `desc->dev` (0 when unknown).
 #[inline(always)]
-pub fn from_msi_desc(ev: &mut RawEvent, desc: u64) {
+pub fn from_msi_desc(ev: &mut RawEvent, desc: u64, irq_from_desc: bool) -> u64 {
     if desc == 0 {
-        return;
+        return 0;
     }
-    if let Some(index) = read::kernel(desc, layout!(msi_desc_msi_index)) {
-        ev.msi_index = index as u32;
-    }
-    if let Some(msix) = read::kernel(desc, layout!(msi_desc_is_msix)) {
-        ev.flags |= flags::MSIX_VALID;
-        if msix != 0 {
-            ev.flags |= flags::MSIX;
-            if let Some(ctrl) = read::kernel(desc, layout!(msi_desc_msix_ctrl)) {
-                ev.flags |= flags::MASK_VALID;
-                if ctrl & 1 != 0 {
-                    ev.flags |= flags::MASKED;
+    let dev = {
+        let b = read::block!(desc, 16, span_msi_desc);
+        if irq_from_desc && let Some(irq) = b.get(layout!(msi_desc_irq)) {
+            ev.irq = irq as u32;
+        }
+        if let Some(index) = b.get(layout!(msi_desc_msi_index)) {
+            ev.msi_index = index as u32;
+        }
+        if let Some(msix) = b.get(layout!(msi_desc_is_msix)) {
+            ev.flags |= flags::MSIX_VALID;
+            if msix != 0 {
+                ev.flags |= flags::MSIX;
+                if let Some(ctrl) = b.get(layout!(msi_desc_msix_ctrl)) {
+                    ev.flags |= flags::MASK_VALID;
+                    if ctrl & 1 != 0 {
+                        ev.flags |= flags::MASKED;
+                    }
                 }
-            }
-        } else if let (Some(mask), Some(base)) = (
-            read::kernel(desc, layout!(msi_desc_msi_mask)),
-            read::kernel(desc, layout!(msi_desc_irq)),
-        ) {
-            let base = base as u32;
-            if ev.irq >= base && ev.irq - base < 32 {
-                ev.flags |= flags::MASK_VALID;
-                if (mask >> (ev.irq - base)) & 1 != 0 {
-                    ev.flags |= flags::MASKED;
+            } else if let (Some(mask), Some(base)) = (
+                b.get(layout!(msi_desc_msi_mask)),
+                b.get(layout!(msi_desc_irq)),
+            ) {
+                let base = base as u32;
+                if ev.irq >= base && ev.irq - base < 32 {
+                    ev.flags |= flags::MASK_VALID;
+                    if (mask >> (ev.irq - base)) & 1 != 0 {
+                        ev.flags |= flags::MASKED;
+                    }
                 }
             }
         }
-    }
-    if let Some(dev) = read::kernel(desc, layout!(msi_desc_dev)) {
+        b.get(layout!(msi_desc_dev)).unwrap_or(0)
+    };
+    if dev != 0 {
         device_name(ev, dev);
     }
+    dev
 }
 
 /// The vector seen from a `struct irq_data *`. `chip_and_domain` puts the chip and domain
@@ -92,37 +101,46 @@ pub fn from_irq_data(ev: &mut RawEvent, d: u64, chip_and_domain: bool) {
     if d == 0 {
         return;
     }
-    if let Some(irq) = read::kernel(d, layout!(irq_data_irq)) {
-        ev.irq = irq as u32;
-    }
-    if let Some(hwirq) = read::kernel(d, layout!(irq_data_hwirq)) {
-        ev.hwirq = hwirq;
-    }
-    if chip_and_domain {
-        ev.a[0] = read::kernel(d, layout!(irq_data_chip)).unwrap_or(0);
-        ev.a[1] = read::kernel(d, layout!(irq_data_domain)).unwrap_or(0);
-    }
-    if let Some(chip_data) = read::kernel(d, layout!(irq_data_chip_data)) {
-        ev.a[3] = chip_data;
-        ev.flags |= flags::CHIP_DATA_VALID;
-    }
-    let Some(common) = read::kernel(d, layout!(irq_data_common)) else {
+    let common = {
+        let b = read::block!(d, 8, span_irq_data);
+        if let Some(irq) = b.get(layout!(irq_data_irq)) {
+            ev.irq = irq as u32;
+        }
+        if let Some(hwirq) = b.get(layout!(irq_data_hwirq)) {
+            ev.hwirq = hwirq;
+        }
+        if chip_and_domain {
+            ev.a[0] = b.get(layout!(irq_data_chip)).unwrap_or(0);
+            ev.a[1] = b.get(layout!(irq_data_domain)).unwrap_or(0);
+        }
+        if let Some(chip_data) = b.get(layout!(irq_data_chip_data)) {
+            ev.a[3] = chip_data;
+            ev.flags |= flags::CHIP_DATA_VALID;
+        }
+        b.get(layout!(irq_data_common))
+    };
+    let Some(common) = common else {
         return;
     };
-    if let Some(state) = read::kernel(common, layout!(irq_common_state)) {
-        irqd_state(ev, state);
-    }
-    if let Some(desc) = read::kernel(common, layout!(irq_common_msi_desc)) {
-        from_msi_desc(ev, desc);
+    let desc = {
+        let b = read::block!(common, 8, span_irq_common);
+        if let Some(state) = b.get(layout!(irq_common_state)) {
+            irqd_state(ev, state);
+        }
+        b.get(layout!(irq_common_msi_desc))
+    };
+    if let Some(desc) = desc {
+        from_msi_desc(ev, desc, false);
     }
 }
 
 /// A `struct msi_msg *` into `a[0]` (address, hi << 32 | lo) and `a[1]` (data).
 #[inline(always)]
 pub fn msg(ev: &mut RawEvent, msg: u64) {
-    let lo = read::kernel(msg, layout!(msi_msg_address_lo));
-    let hi = read::kernel(msg, layout!(msi_msg_address_hi));
-    let data = read::kernel(msg, layout!(msi_msg_data));
+    let b = read::block!(msg, 2, span_msi_msg);
+    let lo = b.get(layout!(msi_msg_address_lo));
+    let hi = b.get(layout!(msi_msg_address_hi));
+    let data = b.get(layout!(msi_msg_data));
     if let (Some(lo), Some(hi), Some(data)) = (lo, hi, data) {
         ev.a[0] = (hi << 32) | (lo & 0xffff_ffff);
         ev.a[1] = data & 0xffff_ffff;
