@@ -21,7 +21,7 @@ use aya_ebpf::{
 use tracer_common::{ProbeId, RawEvent, flags};
 
 use crate::{
-    ARGS, COMPOSING, MIGRATING,
+    ARGS, COMPOSING, LOCKED_ARGS, MIGRATING,
     emit::{hit, reserve},
     read::{self, layout},
     vector,
@@ -44,6 +44,15 @@ pub struct Stash {
     pub arg: u64,
     /// hv_compose_msi_msg: the stack pointer at entry (its `COMPOSING` pages), else 0.
     pub sp: u64,
+}
+
+/// What an irq_chip callback's entry probe leaves for its return probe ([`stash_locked`]).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LockedStash {
+    pub pid_tgid: u64,
+    pub obj: u64,
+    pub arg: u64,
 }
 
 /// A `hv_compose_msi_msg` in flight, found by the stack page its reply's context lies in.
@@ -99,6 +108,47 @@ fn take(entry: ProbeId) -> Stash {
     s
 }
 
+/// [`stash`] for the irq_chip callbacks (`hv_irq_mask`, `hv_irq_unmask`,
+/// `irq_do_set_affinity`), in a per-CPU slot instead of the hash: genirq calls them under the
+/// IRQ descriptor's raw spinlock with interrupts off, so between entry and return nothing else
+/// runs on this CPU and the task cannot move, and a slot costs a few instructions where a hash
+/// insert, lookup and delete cost a thousand (measured in the guests under instruction
+/// counting). The slot names its task: a return that finds another task's entry (a caller
+/// outside genirq that could be preempted) reports `NO_ENTRY` rather than a wrong vector.
+#[inline(always)]
+fn stash_locked(entry: ProbeId, pid_tgid: u64, obj: u64, arg: u64) {
+    if let Some(slot) = LOCKED_ARGS.get_ptr_mut(entry as u32) {
+        // SAFETY: a per-CPU slot, and nothing else runs on this CPU until the return probe.
+        unsafe { *slot = LockedStash { pid_tgid, obj, arg } };
+    }
+}
+
+/// The slot [`stash_locked`] filled, emptied; all zero when it holds no entry of this task
+/// (not an `Option`, for the reason given at [`take`]).
+#[inline(always)]
+fn take_locked(entry: ProbeId) -> Stash {
+    let none = Stash {
+        obj: 0,
+        arg: 0,
+        sp: 0,
+    };
+    let Some(slot) = LOCKED_ARGS.get_ptr_mut(entry as u32) else {
+        return none;
+    };
+    // SAFETY: as in `stash_locked`.
+    let s = unsafe { *slot };
+    if s.obj == 0 || s.pid_tgid != bpf_get_current_pid_tgid() {
+        return none;
+    }
+    // SAFETY: as in `stash_locked`.
+    unsafe { (*slot).obj = 0 };
+    Stash {
+        obj: s.obj,
+        arg: s.arg,
+        sp: 0,
+    }
+}
+
 #[inline(always)]
 fn in_restore() -> bool {
     ARGS.get_ptr(key(ProbeId::RestoreMsiEnter)).is_some()
@@ -121,7 +171,7 @@ fn vector_event(probe: ProbeId, d: u64) {
 /// Return probe of a callback taking `struct irq_data *`: the vector's state after the call.
 #[inline(always)]
 fn vector_exit(probe: ProbeId, entry: ProbeId) {
-    let s = take(entry);
+    let s = take_locked(entry);
     if let Some(mut rec) = reserve(probe) {
         if s.obj != 0 {
             vector::from_irq_data(rec.ev(), s.obj, true);
@@ -135,7 +185,7 @@ fn vector_exit(probe: ProbeId, entry: ProbeId) {
 fn try_irq_data_enter(ctx: &ProbeContext, probe: ProbeId) -> Result<u32, u32> {
     hit(probe);
     let d: u64 = ctx.arg(0).ok_or(1u32)?;
-    stash(probe, d, 0);
+    stash_locked(probe, bpf_get_current_pid_tgid(), d, 0);
     vector_event(probe, d);
     Ok(0)
 }
@@ -429,7 +479,7 @@ fn try_set_affinity_enter(ctx: &ProbeContext) -> Result<u32, u32> {
     let d: u64 = ctx.arg(0).ok_or(1u32)?;
     // `bool` in a register: only the low byte is defined.
     let force = u64::from(ctx.arg::<u64>(2).ok_or(1u32)? as u8 != 0);
-    stash(probe, d, force);
+    stash_locked(probe, bpf_get_current_pid_tgid(), d, force);
     let mut rec = reserve(probe).ok_or(0u32)?;
     let ev = rec.ev();
     if let Some(irq) = read::kernel(d, layout!(irq_data_irq)) {
@@ -450,7 +500,7 @@ pub fn set_affinity_exit(ctx: RetProbeContext) -> u32 {
 fn try_set_affinity_exit(ctx: &RetProbeContext) -> Result<u32, u32> {
     let probe = ProbeId::SetAffinityExit;
     hit(probe);
-    let s = take(ProbeId::SetAffinityEnter);
+    let s = take_locked(ProbeId::SetAffinityEnter);
     let mut rec = reserve(probe).ok_or(0u32)?;
     let ev = rec.ev();
     ev.a[1] = ret_code(ctx);

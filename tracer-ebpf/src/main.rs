@@ -44,6 +44,11 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_PROBES, 0);
 #[map]
 static IRQ_COUNTS: Array<u64> = Array::with_max_entries(IRQ_COUNT_ENTRIES, BPF_F_MMAPABLE);
 
+/// Per IRQ, the `struct device` whose name the last named vector record carried
+/// (`vector::cached_device_name`). IRQs past the array are named in every record.
+#[map]
+static NAMED: Array<u64> = Array::with_max_entries(IRQ_COUNT_ENTRIES, 0);
+
 /// The IRQs numbered past `IRQ_COUNTS` (machines with tens of thousands of CPUs' worth of
 /// vectors), counted per CPU by hash.
 #[map]
@@ -58,6 +63,11 @@ const STASH_ENTRIES: u32 = 10240;
 #[map]
 static ARGS: HashMap<kprobes::StashKey, kprobes::Stash> =
     HashMap::with_max_entries(STASH_ENTRIES, 0);
+
+/// The irq_chip callbacks' stash: a slot per entry probe and CPU (`kprobes::stash_locked`).
+#[map]
+static LOCKED_ARGS: PerCpuArray<kprobes::LockedStash> =
+    PerCpuArray::with_max_entries(NUM_PROBES, 0);
 
 /// Stack page → the `hv_compose_msi_msg` in flight whose frame covers it (two pages per
 /// compose, removed at its return), so that `hv_pci_compose_compl` finds the compose its

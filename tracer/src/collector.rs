@@ -15,7 +15,7 @@ use tracer_common::{NUM_PROBES, ProbeId, names};
 
 use crate::{
     btf_layout::{self, ResolvedLayout},
-    event::{Event, EventKind},
+    event::{Event, EventKind, NameCache},
     irq_counts::{IrqCountMode, IrqCountSource, IrqCounters, KernelCounts},
     kernel::{self, KernelSymbols},
     probe_manager::ProbeManager,
@@ -88,6 +88,7 @@ pub struct Collector {
     modules: Vec<String>,
     decode_errors: u64,
     ring_bytes: u32,
+    names: NameCache,
 }
 
 /// Counters of one probe: what it saw (hits) and what it could not write (lost), and what
@@ -173,6 +174,7 @@ impl Collector {
             modules: kernel::loaded_modules().unwrap_or_default(),
             decode_errors: 0,
             ring_bytes: opts.ring_bytes,
+            names: NameCache::default(),
             startup,
         })
     }
@@ -214,7 +216,7 @@ impl Collector {
     pub fn drain(&mut self, out: &mut Vec<Event>) {
         let ring = self.ring.get_mut();
         while let Some(item) = ring.next() {
-            match Event::decode(&item) {
+            match Event::decode_named(&item, &mut self.names) {
                 Ok(ev) => out.push(ev),
                 Err(_) => self.decode_errors += 1,
             }

@@ -2,10 +2,11 @@
 //! from a trace file, or built by hand in a scenario test. The state engine takes nothing else,
 //! which is what makes every live behaviour replayable.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tracer_common::{NO_INDEX, ProbeId, RawEvent, flags};
+use tracer_common::{NAME_LEN, NO_INDEX, ProbeId, RawEvent, flags};
 
 /// An MSI message as the kernel holds it. On Hyper-V it is the host's opaque handle: never
 /// decode it as an APIC id and vector.
@@ -294,10 +295,65 @@ fn bit(f: u16, b: u16, valid: u16) -> Option<bool> {
     (f & valid != 0).then_some(f & b != 0)
 }
 
+/// The device names the programs send once per IRQ (tracer-ebpf's
+/// `vector::cached_device_name`): a vector record whose name is flagged valid but empty
+/// names the device of its IRQ's last named record. Records are resolved in ring order, in
+/// which a named record precedes those that rely on it, and before anything else sees them,
+/// so the file and every front-end get whole names.
+#[derive(Default)]
+pub struct NameCache {
+    names: HashMap<u32, [u8; NAME_LEN]>,
+}
+
+impl NameCache {
+    pub fn resolve(&mut self, raw: &mut RawEvent) {
+        if raw.flags & flags::NAME_VALID == 0 || !is_vector_record(raw.probe) {
+            return;
+        }
+        if raw.name[0] != 0 {
+            self.names.insert(raw.irq, raw.name);
+            return;
+        }
+        match self.names.get(&raw.irq) {
+            Some(name) => raw.name = *name,
+            // Cannot happen with one ring read from its start; say unknown rather than "".
+            None => raw.flags &= !flags::NAME_VALID,
+        }
+    }
+}
+
+/// The probes whose records name a vector's device through `vector::from_msi_desc`, the
+/// only ones the programs may send an empty name for.
+fn is_vector_record(probe: u16) -> bool {
+    ProbeId::from_u16(probe).is_some_and(|p| {
+        matches!(
+            p,
+            ProbeId::HvComposeEnter
+                | ProbeId::HvComposeExit
+                | ProbeId::HvUnmaskEnter
+                | ProbeId::HvUnmaskExit
+                | ProbeId::HvMaskEnter
+                | ProbeId::HvMaskExit
+                | ProbeId::WriteMsiMsg
+                | ProbeId::PciMsiMask
+                | ProbeId::PciMsiUnmask
+                | ProbeId::PciIrqMaskMsi
+                | ProbeId::PciIrqUnmaskMsi
+                | ProbeId::PciIrqMaskMsix
+                | ProbeId::PciIrqUnmaskMsix
+        )
+    })
+}
+
 impl Event {
     /// Decode one ring-buffer record. The bytes come from the kernel and may be of another
     /// build's layout: check the size and never trust the probe id.
     pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+        Self::decode_named(bytes, &mut NameCache::default())
+    }
+
+    /// [`Event::decode`] of the ring's records in order, their device names resolved.
+    pub fn decode_named(bytes: &[u8], names: &mut NameCache) -> Result<Event, DecodeError> {
         if bytes.len() != std::mem::size_of::<RawEvent>() {
             return Err(DecodeError::Size(
                 bytes.len(),
@@ -306,7 +362,8 @@ impl Event {
         }
         // SAFETY: the length matches and RawEvent is plain data valid for every bit pattern;
         // read_unaligned because the ring buffer gives 8-byte alignment only by convention.
-        let raw: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let mut raw: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        names.resolve(&mut raw);
         Self::from_raw(&raw)
     }
 
@@ -492,6 +549,56 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bytes(raw: &RawEvent) -> &[u8] {
+        // SAFETY: RawEvent is plain data.
+        unsafe {
+            std::slice::from_raw_parts((raw as *const RawEvent).cast(), size_of::<RawEvent>())
+        }
+    }
+
+    fn device(ev: &Event) -> Option<&str> {
+        match &ev.kind {
+            EventKind::PciMsiMask(v) | EventKind::PciMsiUnmask(v) => v.device.as_deref(),
+            k => panic!("unexpected {k:?}"),
+        }
+    }
+
+    #[test]
+    fn a_name_sent_once_per_irq_is_filled_in_from_the_ring_order() {
+        let rec = |probe: ProbeId, irq: u32, name: &[u8]| {
+            let mut raw = RawEvent::ZERO;
+            raw.probe = probe as u16;
+            raw.irq = irq;
+            raw.flags = flags::NAME_VALID;
+            raw.name[..name.len()].copy_from_slice(name);
+            raw
+        };
+        let mut names = NameCache::default();
+        let mut decode = |raw: RawEvent| Event::decode_named(bytes(&raw), &mut names).unwrap();
+        // An empty name before any named record of its IRQ is unknown, not "".
+        assert_eq!(device(&decode(rec(ProbeId::PciMsiMask, 40, b""))), None);
+        assert_eq!(
+            device(&decode(rec(ProbeId::PciMsiMask, 40, b"0000:02:00.0"))),
+            Some("0000:02:00.0")
+        );
+        assert_eq!(
+            device(&decode(rec(ProbeId::PciMsiUnmask, 40, b""))),
+            Some("0000:02:00.0")
+        );
+        // Another IRQ, another device; and a name that changes with the device.
+        assert_eq!(device(&decode(rec(ProbeId::PciMsiMask, 41, b""))), None);
+        decode(rec(ProbeId::PciMsiMask, 40, b"0000:03:00.0"));
+        assert_eq!(
+            device(&decode(rec(ProbeId::PciMsiMask, 40, b""))),
+            Some("0000:03:00.0")
+        );
+        // A record that names a PCI device, not a vector's, neither feeds nor reads the cache.
+        let mut restore = rec(ProbeId::RestoreMsiEnter, 40, b"");
+        names.resolve(&mut restore);
+        assert_eq!(restore.flags & flags::NAME_VALID, flags::NAME_VALID);
+        assert_eq!(restore.name[0], 0);
+    }
 
     #[test]
     fn decodes_a_compose_exit_with_its_message() {
