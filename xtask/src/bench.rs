@@ -312,8 +312,10 @@ fn stream_rows(path: &Path, work: &Path) -> Result<(Vec<(String, String)>, Value
         .unwrap_or_else(|| "at an unknown time".into());
     let mut rows = vec![(
         format!(
-            "streaming path in the guests (vm-test, guest {}, TCG: ratios only)",
-            v["kernel"].as_str().unwrap_or("?")
+            "streaming path in the guests (vm-test, guest {}, {}: ratios only)",
+            v["kernel"].as_str().unwrap_or("?"),
+            // Records from before the step counted instructions timed the emulator.
+            v["guest_clock"].as_str().unwrap_or("TCG, wall time")
         ),
         format!("recorded {age} from {}", v["step"].as_str().unwrap_or("?")),
     )];

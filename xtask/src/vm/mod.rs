@@ -504,6 +504,7 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            "guest_clock": STREAM_CLOCK,
             "comparison": c.to_json(),
         });
         if let Err(e) = fs::write(&path, record.to_string()) {
@@ -567,11 +568,14 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
 /// `cargo xtask bench` prints.
 pub(crate) const STREAM_RECORD: &str = "out/stream-vs-bpftrace.json";
 
+/// How the stream step's guest keeps time (qemu.rs): what its bpf_stats figures count.
+pub(crate) const STREAM_CLOCK: &str = "TCG counting instructions, 8 ns each";
+
 fn render_stream(series: &str, c: &checks::stream::Comparison) -> String {
     let rounds = c.passes.first().map(|p| p.msitrace.rounds).unwrap_or(0);
     let mut out = format!(
-        "\nvm: the streaming path against bpftrace on the same hooks, guest {series} (TCG: ratios, \
-         not ns), {} passes of {rounds} vector-move rounds per tool\n",
+        "\nvm: the streaming path against bpftrace on the same hooks, guest {series} \
+         ({STREAM_CLOCK}: ratios), {} passes of {rounds} vector-move rounds per tool\n",
         c.passes.len()
     );
     for (k, v) in c.lines() {
