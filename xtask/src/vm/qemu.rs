@@ -116,7 +116,7 @@ impl RunSpec<'_> {
                 super::plan::Scenario::Burst => 240,
                 // Nine starts of a tracer (bpftrace compiles its script each time) and bursts.
                 // Under instruction counting, both vCPUs on one host thread.
-                super::plan::Scenario::Stream => 900,
+                super::plan::Scenario::Stream => 1200,
                 _ => 60,
             })
             .sum();
