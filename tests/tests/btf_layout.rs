@@ -521,83 +521,15 @@ fn every_fixture_kernel_reads_each_object_in_one_span() {
         (K7_3, &[][..]),
     ] {
         let l = resolve(kernel(name), modules).layout;
-        // (object, span, the bytes of the programs' buffer for it (tracer-ebpf's vector.rs and
-        // tracepoints.rs: a wider span is read field by field), its fields)
-        let spans: [(&str, Span, u32, &[Field]); 7] = [
-            (
-                "irq_data",
-                l.span_irq_data,
-                64,
-                &[
-                    l.irq_data_irq,
-                    l.irq_data_hwirq,
-                    l.irq_data_common,
-                    l.irq_data_chip,
-                    l.irq_data_domain,
-                    l.irq_data_chip_data,
-                ],
-            ),
-            (
-                "irq_common_data",
-                l.span_irq_common,
-                64,
-                &[l.irq_common_state, l.irq_common_msi_desc],
-            ),
-            (
-                "msi_desc",
-                l.span_msi_desc,
-                128,
-                &[
-                    l.msi_desc_irq,
-                    l.msi_desc_dev,
-                    l.msi_desc_msi_index,
-                    l.msi_desc_msi_mask,
-                    l.msi_desc_msix_ctrl,
-                    l.msi_desc_is_msix,
-                ],
-            ),
-            (
-                "msi_msg",
-                l.span_msi_msg,
-                16,
-                &[l.msi_msg_address_lo, l.msi_msg_address_hi, l.msi_msg_data],
-            ),
-            (
-                "vector_mod record",
-                l.span_tp_vector_mod,
-                32,
-                &[
-                    l.tp_vector_mod_irq,
-                    l.tp_vector_mod_vector,
-                    l.tp_vector_mod_cpu,
-                    l.tp_vector_mod_prev_vector,
-                    l.tp_vector_mod_prev_cpu,
-                ],
-            ),
-            (
-                "vector_config record",
-                l.span_tp_vector_config,
-                32,
-                &[
-                    l.tp_vector_config_irq,
-                    l.tp_vector_config_vector,
-                    l.tp_vector_config_cpu,
-                    l.tp_vector_config_apicdest,
-                ],
-            ),
-            (
-                "vector_activate record",
-                l.span_tp_vector_activate,
-                32,
-                &[
-                    l.tp_vector_activate_irq,
-                    l.tp_vector_activate_is_managed,
-                    l.tp_vector_activate_can_reserve,
-                    l.tp_vector_activate_reserve,
-                ],
-            ),
-        ];
-        for (what, span, buffer, fields) in spans {
+        for (what, span, fields) in l.span_groups() {
+            // The bytes of the programs' buffer for each object (tracer-ebpf's vector.rs and
+            // tracepoints.rs): a wider span would be read field by field.
+            let buffer = match what {
+                "irq_data" | "irq_common_data" => 64,
+                "msi_desc" => 128,
+                "msi_msg" => 16,
+                _ => 32,
+            };
             assert_ne!(span, Span::NONE, "{name}: {what} has no span");
             assert!(
                 span.off % 8 == 0 && span.len <= SPAN_MAX && span.len <= buffer,

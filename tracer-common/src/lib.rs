@@ -488,48 +488,112 @@ impl Layout {
         span_tp_vector_activate: Span::NONE,
     };
 
+    /// The objects the programs fetch in one read: a name, the span, and the fields it must
+    /// cover (padded with absent ones). [`Layout::with_spans`] works the spans out from it.
+    pub fn span_groups(&self) -> [(&'static str, Span, [Field; 6]); 7] {
+        const NO: Field = Field::ABSENT;
+        [
+            (
+                "irq_data",
+                self.span_irq_data,
+                [
+                    self.irq_data_irq,
+                    self.irq_data_hwirq,
+                    self.irq_data_common,
+                    self.irq_data_chip,
+                    self.irq_data_domain,
+                    self.irq_data_chip_data,
+                ],
+            ),
+            (
+                "irq_common_data",
+                self.span_irq_common,
+                [
+                    self.irq_common_state,
+                    self.irq_common_msi_desc,
+                    NO,
+                    NO,
+                    NO,
+                    NO,
+                ],
+            ),
+            (
+                "msi_desc",
+                self.span_msi_desc,
+                [
+                    self.msi_desc_irq,
+                    self.msi_desc_dev,
+                    self.msi_desc_msi_index,
+                    self.msi_desc_msi_mask,
+                    self.msi_desc_msix_ctrl,
+                    self.msi_desc_is_msix,
+                ],
+            ),
+            (
+                "msi_msg",
+                self.span_msi_msg,
+                [
+                    self.msi_msg_address_lo,
+                    self.msi_msg_address_hi,
+                    self.msi_msg_data,
+                    NO,
+                    NO,
+                    NO,
+                ],
+            ),
+            (
+                "vector_mod record",
+                self.span_tp_vector_mod,
+                [
+                    self.tp_vector_mod_irq,
+                    self.tp_vector_mod_vector,
+                    self.tp_vector_mod_cpu,
+                    self.tp_vector_mod_prev_vector,
+                    self.tp_vector_mod_prev_cpu,
+                    NO,
+                ],
+            ),
+            (
+                "vector_config record",
+                self.span_tp_vector_config,
+                [
+                    self.tp_vector_config_irq,
+                    self.tp_vector_config_vector,
+                    self.tp_vector_config_cpu,
+                    self.tp_vector_config_apicdest,
+                    NO,
+                    NO,
+                ],
+            ),
+            (
+                "vector_activate record",
+                self.span_tp_vector_activate,
+                [
+                    self.tp_vector_activate_irq,
+                    self.tp_vector_activate_is_managed,
+                    self.tp_vector_activate_can_reserve,
+                    self.tp_vector_activate_reserve,
+                    NO,
+                    NO,
+                ],
+            ),
+        ]
+    }
+
     /// The layout with its spans worked out from its fields: each covers exactly the fields
     /// the programs take from that object in one read.
     pub fn with_spans(mut self) -> Layout {
-        let l = self;
-        self.span_irq_data = Span::covering(&[
-            l.irq_data_irq,
-            l.irq_data_hwirq,
-            l.irq_data_common,
-            l.irq_data_chip,
-            l.irq_data_domain,
-            l.irq_data_chip_data,
-        ]);
-        self.span_irq_common = Span::covering(&[l.irq_common_state, l.irq_common_msi_desc]);
-        self.span_msi_desc = Span::covering(&[
-            l.msi_desc_irq,
-            l.msi_desc_dev,
-            l.msi_desc_msi_index,
-            l.msi_desc_msi_mask,
-            l.msi_desc_msix_ctrl,
-            l.msi_desc_is_msix,
-        ]);
-        self.span_msi_msg =
-            Span::covering(&[l.msi_msg_address_lo, l.msi_msg_address_hi, l.msi_msg_data]);
-        self.span_tp_vector_mod = Span::covering(&[
-            l.tp_vector_mod_irq,
-            l.tp_vector_mod_vector,
-            l.tp_vector_mod_cpu,
-            l.tp_vector_mod_prev_vector,
-            l.tp_vector_mod_prev_cpu,
-        ]);
-        self.span_tp_vector_config = Span::covering(&[
-            l.tp_vector_config_irq,
-            l.tp_vector_config_vector,
-            l.tp_vector_config_cpu,
-            l.tp_vector_config_apicdest,
-        ]);
-        self.span_tp_vector_activate = Span::covering(&[
-            l.tp_vector_activate_irq,
-            l.tp_vector_activate_is_managed,
-            l.tp_vector_activate_can_reserve,
-            l.tp_vector_activate_reserve,
-        ]);
+        [
+            self.span_irq_data,
+            self.span_irq_common,
+            self.span_msi_desc,
+            self.span_msi_msg,
+            self.span_tp_vector_mod,
+            self.span_tp_vector_config,
+            self.span_tp_vector_activate,
+        ] = self
+            .span_groups()
+            .map(|(_, _, fields)| Span::covering(&fields));
         self
     }
 }

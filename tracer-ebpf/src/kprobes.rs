@@ -46,6 +46,15 @@ pub struct Stash {
     pub sp: u64,
 }
 
+impl Stash {
+    /// No entry: every stashed object is a kernel pointer, never 0.
+    const NONE: Stash = Stash {
+        obj: 0,
+        arg: 0,
+        sp: 0,
+    };
+}
+
 /// What an irq_chip callback's entry probe leaves for its return probe ([`stash_locked`]).
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -97,11 +106,7 @@ fn stash(entry: ProbeId, obj: u64, arg: u64) {
 fn take(entry: ProbeId) -> Stash {
     let k = key(entry);
     // SAFETY: the value is copied out at once; only this task writes this key.
-    let s = unsafe { ARGS.get(k) }.copied().unwrap_or(Stash {
-        obj: 0,
-        arg: 0,
-        sp: 0,
-    });
+    let s = unsafe { ARGS.get(k) }.copied().unwrap_or(Stash::NONE);
     if s.obj != 0 {
         let _ = ARGS.remove(k);
     }
@@ -127,18 +132,13 @@ fn stash_locked(entry: ProbeId, pid_tgid: u64, obj: u64, arg: u64) {
 /// (not an `Option`, for the reason given at [`take`]).
 #[inline(always)]
 fn take_locked(entry: ProbeId) -> Stash {
-    let none = Stash {
-        obj: 0,
-        arg: 0,
-        sp: 0,
-    };
     let Some(slot) = LOCKED_ARGS.get_ptr_mut(entry as u32) else {
-        return none;
+        return Stash::NONE;
     };
     // SAFETY: as in `stash_locked`.
     let s = unsafe { *slot };
     if s.obj == 0 || s.pid_tgid != bpf_get_current_pid_tgid() {
-        return none;
+        return Stash::NONE;
     }
     // SAFETY: as in `stash_locked`.
     unsafe { (*slot).obj = 0 };
