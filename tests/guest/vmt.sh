@@ -127,8 +127,8 @@ fire_spaced() {
 # snapshots are taken with every CPU online).
 snap() {
 	# hv_stub's state is read on both sides of /proc/interrupts, until an interrupt landing
-	# between the reads has not moved it: one counted by the handler and not yet in the copy of
-	# /proc/interrupts failed a check once ("counted 4 but hv_stub's handler 5", 6.12).
+	# between the reads has not moved it: one counted by /proc/interrupts and not yet by the
+	# handler would read as an interrupt the handler never saw.
 	snap_try=0
 	while :; do
 		cat $STUB/state > "$1.pre"
@@ -284,7 +284,7 @@ act_burst() {
 	# APIC), from a snapshot taken once nothing moves: interrupts of the burst still arrive
 	# for a while (e1000e re-sends each message after 128 us, TCG delivers late while the
 	# recorder drains), and one that lands between the two reads of a snapshot is counted by
-	# /proc/interrupts and not yet by the handler (seen once on 6.12).
+	# /proc/interrupts and not yet by the handler.
 	sleep 0.5
 	snap "$D/sb"
 	i=0

@@ -167,9 +167,14 @@ pub(super) fn check_module(
                 }
             ));
         }
-        if delta(bb, c, "handled") != got {
+        // handle_edge_irq counts an interrupt in /proc/interrupts before calling the handler,
+        // but one that arrives while the handler runs on another CPU is only marked pending and
+        // handled by the running flow's next loop, uncounted. That happens when a vector moves
+        // (x86 moves it at its next interrupt and e1000e re-sends the message 128 us later, to
+        // the new CPU): the handler may see more than /proc/interrupts, never fewer.
+        if delta(bb, c, "handled") < got {
             v.failures.push(format!(
-                "irq {}: /proc/interrupts counted {got} but hv_stub's handler {}",
+                "irq {}: /proc/interrupts counted {got} but hv_stub's handler only {}",
                 a.irq,
                 delta(bb, c, "handled")
             ));
@@ -287,6 +292,36 @@ vector=1 irq=38 role=test cpu=0 composes=1 masks=1 unmasks=1 retarget_failed=1 u
         assert_eq!(st.vector(1).unwrap().get("proc"), 5);
         assert_eq!(st.vector(1).unwrap().get("table_masked"), 1);
         assert!(ModuleState::parse("garbage").is_none());
+    }
+
+    /// One vector's four snapshots for a burst: fired and counted before, then `handled` and
+    /// `proc` after the scenario.
+    fn burst_verdict(handled: i64, proc: i64) -> Verdict {
+        let snap = |fired: i64, handled: i64, proc: i64| {
+            ModuleState::parse(&format!(
+                "mode=fixed bus=installed\n\
+vector=2 irq=40 role=plain cpu=1 composes=0 masks=0 unmasks=0 retarget_failed=0 unmask_skipped=0 fired={fired} handled={handled} table_masked=0 cache_masked=0 genirq_masked=0 table_addr=0xfee00000 table_data=0x00000024 irte_gen=0 proc={proc}\n"
+            ))
+            .unwrap()
+        };
+        let (s0, s1, s2) = (snap(0, 0, 0), snap(3, 3, 3), snap(6, 3 + handled, 3 + proc));
+        let mut v = Verdict::default();
+        let step = Step::new(Scenario::Burst, Mode::Fixed);
+        check_module(step, &s0, &s1, &s1, &s2, &mut v);
+        v
+    }
+
+    #[test]
+    fn the_handler_may_see_an_interrupt_proc_interrupts_did_not_count() {
+        // An interrupt folded into a running handler on another CPU (6.1, burst.fixed).
+        assert!(burst_verdict(4, 3).pass(), "{:?}", burst_verdict(4, 3).failures);
+        assert!(burst_verdict(3, 3).pass());
+        let lost = burst_verdict(2, 3);
+        assert!(
+            lost.failures.iter().any(|f| f.contains("handler only 2")),
+            "{:?}",
+            lost.failures
+        );
     }
 
     #[test]
