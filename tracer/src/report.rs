@@ -130,7 +130,7 @@ impl Report {
                 generation: v.generation,
                 previous_irq: v.previous_irq,
                 reallocated_to: v.reallocated_to,
-                device: v.device.clone(),
+                device: v.device.as_deref().map(str::to_owned),
                 driver: v.driver.clone(),
                 kind: v.kind.to_string(),
                 hyperv: v.hyperv.clone(),

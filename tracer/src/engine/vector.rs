@@ -1,6 +1,7 @@
 //! The vector model: everything known about one MSI/MSI-X vector, keyed by Linux IRQ and
 //! cross-checked with BDF + MSI index, and how a probe's snapshot updates it.
 
+use compact_str::CompactString;
 use serde::Serialize;
 
 use crate::event::{MsiMsg, VectorSnap};
@@ -211,7 +212,7 @@ pub struct VectorState {
     pub previous_irq: Option<u32>,
     /// This vector's device and index now live at that IRQ: this one was freed.
     pub reallocated_to: Option<u32>,
-    pub device: Option<String>,
+    pub device: Option<CompactString>,
     pub driver: Option<String>,
     pub kind: VectorKind,
     pub msi_index: Option<u32>,
@@ -298,7 +299,7 @@ impl VectorState {
 
     pub fn from_seed(s: &SeedVector) -> VectorState {
         let mut v = VectorState::new(s.irq);
-        v.device = s.device.clone();
+        v.device = s.device.as_deref().map(CompactString::from);
         v.driver = s.driver.clone();
         v.msi_index = s.msi_index;
         v.kind = match (s.kind.as_deref(), s.msi_index) {
@@ -412,7 +413,7 @@ impl VectorState {
     /// mask cache is the state before the callback acts and must not count as "last observed".
     pub fn observe(&mut self, s: &VectorSnap, ts_ns: u64, by: &'static str, pre_state: bool) {
         if s.device.is_some() && self.device.is_none() {
-            self.device = s.device.as_deref().map(str::to_owned);
+            self.device = s.device.clone();
         }
         if let Some(i) = s.msi_index {
             self.msi_index = Some(i);

@@ -13,8 +13,8 @@
 //! compatible change: older readers then report that record as undecodable).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
+use compact_str::CompactString;
 #[cfg(test)]
 use serde::Deserialize;
 use serde::Serialize;
@@ -909,9 +909,9 @@ pub(super) struct ChunkDecoder {
     index: usize,
     /// Where each `Str` lies in `payload` (validated UTF-8 when it was read).
     strings: Vec<(u32, u32)>,
-    /// `strings` as the shared names of [`VectorSnap::device`], made on first use: one heap
-    /// allocation per name and chunk instead of one per event. Never longer than `strings`.
-    shared: Vec<Option<Arc<str>>>,
+    /// `strings` as the names of [`VectorSnap::device`], made on first use. Never longer than
+    /// `strings`.
+    shared: Vec<Option<CompactString>>,
     values: Vec<u64>,
     prev_ts: u64,
 }
@@ -965,7 +965,7 @@ impl ChunkDecoder {
             .map_err(|_| "a string is not valid UTF-8".to_string())
     }
 
-    fn shared(&mut self, n: StrRef) -> Result<Option<Arc<str>>, String> {
+    fn shared(&mut self, n: StrRef) -> Result<Option<CompactString>, String> {
         if n == 0 {
             return Ok(None);
         }
@@ -973,7 +973,7 @@ impl ChunkDecoder {
         if let Some(Some(name)) = self.shared.get(i) {
             return Ok(Some(name.clone()));
         }
-        let name: Arc<str> = Arc::from(self.string(n)?);
+        let name = CompactString::from(self.string(n)?);
         if self.shared.len() <= i {
             self.shared.resize(i + 1, None);
         }
@@ -1236,8 +1236,8 @@ impl ChunkDecoder {
     /// `None` for any other record and for anything wrong with this one: the general path
     /// then reads it again, so a damaged record says what it always said, and an event is the
     /// same by either path (the tests check both on every kind).
-    #[inline]
-    fn common_event(&mut self) -> Option<Event> {
+    #[inline(always)]
+    pub(super) fn common_event(&mut self) -> Option<Event> {
         let (ev, next) = self.common_event_in()?;
         self.at = next;
         self.prev_ts = ev.ts_ns;
@@ -1245,7 +1245,7 @@ impl ChunkDecoder {
         Some(ev)
     }
 
-    #[inline]
+    #[inline(always)]
     fn common_event_in(&self) -> Option<(Event, usize)> {
         use EventKind as E;
         let payload = &self.payload[..];
@@ -1433,6 +1433,7 @@ impl Iterator for ChunkDecoder {
 
     /// The next event or trailer; table definitions are absorbed on the way. After an error
     /// the rest of the payload is dropped: without a length per record there is no next one.
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         while self.at < self.payload.len() {
             if let Some(ev) = self.common_event() {

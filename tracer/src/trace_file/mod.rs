@@ -376,6 +376,67 @@ mod tests {
         assert_eq!(warnings.len(), 1, "{warnings:?}");
     }
 
+    /// `read_each` (a replay's path) and the iterator (everything else) hand out the same
+    /// records and warnings, for ordinary events (the decoder's fast path), others, damage
+    /// and a cut.
+    #[test]
+    fn read_each_gives_what_iterating_gives() {
+        use crate::event::{MsiMsg, VectorSnap};
+        let path = temp("read-each");
+        let h = TraceHeader::for_this_host(Vec::new(), None, Seed::default());
+        let mut w = TraceWriter::create(&path, &h).unwrap();
+        let mut starts = Vec::new();
+        for c in 0..3u32 {
+            starts.push(w.stats().bytes);
+            for i in 0..6 {
+                let v = VectorSnap {
+                    irq: 30 + i % 2,
+                    device: Some(format!("0000:00:0{}.0", i % 2).into()),
+                    msi_index: Some(i),
+                    msix: Some(true),
+                    ..Default::default()
+                };
+                let kind = match i % 3 {
+                    0 => EventKind::MaskEnter(v),
+                    1 => EventKind::ComposeExit {
+                        v,
+                        msg: Some(MsiMsg {
+                            address_lo: 0xfee0_0000,
+                            address_hi: 0,
+                            data: 0x41,
+                        }),
+                    },
+                    _ => ev(c * 6 + i).kind,
+                };
+                w.append(&Event {
+                    ts_ns: 1_000 + u64::from(c * 6 + i),
+                    cpu: i % 2,
+                    tgid: 1,
+                    kind,
+                })
+                .unwrap();
+            }
+            w.flush().unwrap();
+        }
+        w.finish(&serde_json::json!("done")).unwrap();
+        let whole = std::fs::read(&path).unwrap();
+        let mut damaged = whole.clone();
+        damaged[starts[1] as usize + FRAME_LEN + 3] ^= 0x55;
+        let cut = whole[..starts[2] as usize + FRAME_LEN + 30].to_vec();
+        for (name, bytes) in [("whole", whole), ("damaged", damaged), ("cut", cut)] {
+            std::fs::write(&path, &bytes).unwrap();
+            let mut iterated = TraceReader::open(&path).unwrap();
+            let by_iter: Vec<String> = iterated.by_ref().map(|r| format!("{r:?}")).collect();
+            let mut each = TraceReader::open(&path).unwrap();
+            let mut by_each = Vec::new();
+            each.read_each(|r| by_each.push(format!("{r:?}")));
+            assert_eq!(by_each, by_iter, "{name}");
+            assert_eq!(each.warnings(), iterated.warnings(), "{name}");
+            assert!(by_iter.len() > 6, "{name}: {by_iter:?}");
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+
     #[test]
     fn reading_stops_at_the_trailer_with_one_warning() {
         let path = temp("tail");

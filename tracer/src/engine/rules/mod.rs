@@ -71,7 +71,7 @@ impl Engine {
 
     fn describe(&self, irq: u32) -> (String, Option<String>) {
         match self.state.vectors.get(&irq) {
-            Some(v) => (v.describe(), v.device.clone()),
+            Some(v) => (v.describe(), v.device.as_deref().map(str::to_owned)),
             None => ("device unknown".into(), None),
         }
     }
@@ -88,7 +88,11 @@ impl Engine {
         evidence: Vec<Evidence>,
         meaning: String,
     ) -> Finding {
-        let device = self.state.vectors.get(&irq).and_then(|v| v.device.clone());
+        let device = self
+            .state
+            .vectors
+            .get(&irq)
+            .and_then(|v| v.device.as_deref().map(str::to_owned));
         Finding {
             key: self.key(rule, irq, cause, epoch),
             severity,

@@ -314,7 +314,11 @@ vector=2 irq=40 role=plain cpu=1 composes=0 masks=0 unmasks=0 retarget_failed=0 
     #[test]
     fn the_handler_may_see_an_interrupt_proc_interrupts_did_not_count() {
         // An interrupt folded into a running handler on another CPU (6.1, burst.fixed).
-        assert!(burst_verdict(4, 3).pass(), "{:?}", burst_verdict(4, 3).failures);
+        assert!(
+            burst_verdict(4, 3).pass(),
+            "{:?}",
+            burst_verdict(4, 3).failures
+        );
         assert!(burst_verdict(3, 3).pass());
         let lost = burst_verdict(2, 3);
         assert!(
