@@ -132,22 +132,8 @@ fn secs(d: Duration) -> String {
     format!("{:.0} s", d.as_secs_f64())
 }
 
-/// Everything before the first boot: packages, kernels, hv_stub, msitrace, initramfs, and for
-/// the service runs (`systemd`) the package and the Debian root disk.
-fn prepare(
-    repo: &Path,
-    work: &Path,
-    series: &[String],
-    want_msitrace: bool,
-    systemd: bool,
-) -> Result<Rig> {
-    let t = Instant::now();
-    let apt = host::Apt::new(work)?;
-    apt.update_if_stale()?;
-    apt.ensure_installed()?;
-    let t_apt = t.elapsed();
-
-    let t = Instant::now();
+/// Download and unpack each kernel series asked for (all of the matrix when none is).
+fn fetch_kernels(work: &Path, apt: &host::Apt, series: &[String]) -> Result<Vec<kernel::Kernel>> {
     let wanted: Vec<&host::Series> = if series.is_empty() {
         host::MATRIX.iter().collect()
     } else {
@@ -171,7 +157,7 @@ fn prepare(
         // one of its own, used only to download.
         let foreign;
         let from = if s.release == "bookworm" {
-            &apt
+            apt
         } else {
             foreign = host::Apt::for_release(work, s.release)?;
             foreign.update_if_stale()?;
@@ -195,45 +181,85 @@ fn prepare(
             &work.join("kernels").join(&p.abi),
         )?);
     }
-    let t_kernels = t.elapsed();
+    Ok(kernels)
+}
 
+/// Everything before the first boot: packages, kernels, hv_stub, msitrace, initramfs, and for
+/// the service runs (`systemd`) the package and the Debian root disk.
+fn prepare(
+    repo: &Path,
+    work: &Path,
+    series: &[String],
+    want_msitrace: bool,
+    systemd: bool,
+) -> Result<Rig> {
     let t = Instant::now();
-    let mut modules = Vec::new();
-    for k in &kernels {
-        let ko = module::build(repo, k, work, &work.join("build").join(&k.abi))?;
-        println!(
-            "vm: hv_stub.ko for {} built (syscore API: {})",
-            k.abi,
-            k.syscore_api()
-        );
-        modules.push(ko);
-    }
-    let t_module = t.elapsed();
+    let apt = host::Apt::new(work)?;
+    apt.update_if_stale()?;
+    apt.ensure_installed()?;
+    let t_apt = t.elapsed();
 
-    let t = Instant::now();
-    let tracer = if !want_msitrace {
-        Tracer::Off
-    } else {
-        match msitrace::build(repo) {
-            Ok(m) if m.usable() => Tracer::Usable(m),
-            Ok(m) => Tracer::Unusable(format!(
-                "msitrace in this tree lacks {}",
-                m.missing().join(", ")
-            )),
-            Err(e) => Tracer::Unusable(format!("{e:#}")),
+    // The systemd guests' root disk needs neither the kernels nor the module: mmdebstrap runs
+    // while they download, unpack and build (a minute of CI's wall time). Its time is reported
+    // as what it added after them.
+    let (kernels, modules, tracer, root_disk, times) = std::thread::scope(|sc| -> Result<_> {
+        let root_job = (systemd && want_msitrace).then(|| sc.spawn(|| rootfs::ensure(work, &apt)));
+        let t = Instant::now();
+        let kernels = fetch_kernels(work, &apt, series)?;
+        let t_kernels = t.elapsed();
+
+        let t = Instant::now();
+        let mut modules = Vec::new();
+        for k in &kernels {
+            let ko = module::build(repo, k, work, &work.join("build").join(&k.abi))?;
+            println!(
+                "vm: hv_stub.ko for {} built (syscore API: {})",
+                k.abi,
+                k.syscore_api()
+            );
+            modules.push(ko);
         }
-    };
-    let t_msitrace = t.elapsed();
+        let t_module = t.elapsed();
+
+        let t = Instant::now();
+        let tracer = if !want_msitrace {
+            Tracer::Off
+        } else {
+            match msitrace::build(repo) {
+                Ok(m) if m.usable() => Tracer::Usable(m),
+                Ok(m) => Tracer::Unusable(format!(
+                    "msitrace in this tree lacks {}",
+                    m.missing().join(", ")
+                )),
+                Err(e) => Tracer::Unusable(format!("{e:#}")),
+            }
+        };
+        let t_msitrace = t.elapsed();
+
+        let t = Instant::now();
+        let root_disk = root_job.map(|job| match job.join() {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("making the guest's root disk panicked")),
+        });
+        Ok((
+            kernels,
+            modules,
+            tracer,
+            root_disk,
+            (t_kernels, t_module, t_msitrace, t.elapsed()),
+        ))
+    })?;
+    let (t_kernels, t_module, t_msitrace, t_root_wait) = times;
 
     let t = Instant::now();
-    let (deb, root_image) = match &tracer {
-        Tracer::Usable(_) if systemd => {
+    let (deb, root_image) = match (&tracer, root_disk) {
+        (Tracer::Usable(_), Some(root)) => {
             let built = crate::dist::build(None)?;
-            (Some(built.deb), Some(rootfs::ensure(work, &apt)?))
+            (Some(built.deb), Some(root?))
         }
         _ => (None, None),
     };
-    let t_rootfs = t.elapsed();
+    let t_rootfs = t.elapsed() + t_root_wait;
 
     let t = Instant::now();
     let mut guests = Vec::new();
