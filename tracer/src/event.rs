@@ -2,9 +2,10 @@
 //! from a trace file, or built by hand in a scenario test. The state engine takes nothing else,
 //! which is what makes every live behaviour replayable.
 
+use std::collections::HashMap;
+
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use tracer_common::{NAME_LEN, NO_INDEX, ProbeId, RawEvent, flags};
 
 /// An MSI message as the kernel holds it. On Hyper-V it is the host's opaque handle: never
