@@ -174,6 +174,14 @@ pub fn retry_reason(end: &End, console: &str) -> Option<String> {
         _ if !reached_harness(console) => {
             Some("the guest never reached the harness (no VMT line on the console): retried".into())
         }
+        End::Fatal(msg) if is_stall(msg) => stalled_restoring_image(console).map(|line| {
+            format!(
+                "the guest stalled ({msg}) after it restarted to restore its hibernation image, \
+                 before the harness spoke again (its last line `{line}`); retried once (under \
+                 TCG the kernel that boots to load the image has stalled in RCU so, like a \
+                 first boot; a second stall fails the run)"
+            )
+        }),
         End::Silent(d) => hung_in_sleep_step(console).map(|line| {
             format!(
                 "the guest went silent for {} s in or right after a sleep, its last line `{line}`; \
@@ -216,6 +224,30 @@ fn hung_in_sleep_step(console: &str) -> Option<String> {
     )
     .then(|| line.to_string())
 }
+
+/// An RCU stall or a soft lockup: a CPU that did not get to run, which TCG causes on a loaded
+/// host. An oops, a panic or a bad access is never one of these.
+fn is_stall(msg: &str) -> bool {
+    msg.contains("stall") || msg.contains("soft lockup")
+}
+
+/// The hibernation step's last `VMT` line, when the guest has since printed the restart that
+/// boots a fresh kernel to load the image and nothing of the harness after it. Until its init
+/// says `resume-image`, that kernel has run no msitrace and no harness: its failure is a boot
+/// failure like [`reached_harness`]'s (the console's earlier `VMT` lines belong to the boot it
+/// replaces). From `resume-image` on, the image and its hooks may be running: not excused.
+fn stalled_restoring_image(console: &str) -> Option<String> {
+    let restart = console.rfind(RESTART)?;
+    if reached_harness(&console[restart..]) {
+        return None;
+    }
+    let line = hung_in_sleep_step(&console[..restart])?;
+    line.contains("step=hibernate").then_some(line)
+}
+
+/// What the kernel prints (KERN_EMERG, so at any loglevel) as it reboots after writing a
+/// hibernation image with /sys/power/disk = reboot.
+const RESTART: &str = "reboot: Restarting system";
 
 /// A `VMT` line as [`watch`] reads them: at the start of a line (maybe after systemd's
 /// carriage return) or after the kernel log's timestamp.
@@ -615,6 +647,51 @@ mod tests {
         assert_eq!(retry_reason(&fatal, after_pm_test), None);
         let slow = End::Timeout(Duration::from_secs(900));
         assert_eq!(retry_reason(&slow, after_pm_test), None);
+    }
+
+    /// CI's 6.12 run, 2026-12-01: the kernel booted to load the image stalled at its ninth
+    /// grace period (g=-1163), its clock restarted below the restart line's.
+    const RESTORE_STALL: &str = "VMT ready uptime=4.66\n\
+        VMT step hibernate.buggy begin uptime=4.76\n\
+        VMT action step=hibernate.buggy uptime=19.43\n\
+        VMT hibernating step=hibernate.buggy uptime=19.63\n\
+        [   22.419408] reboot: Restarting system\n\
+        [   22.205726] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n\
+        [   22.209078] rcu: \t0-...!: (101 ticks this GP) idle=43d8/0/0x0 softirq=147/148 fqs=1\n\
+        [   22.209078] rcu: \t(detected by 1, t=5255 jiffies, g=-1163, q=193 ncpus=2)\n";
+
+    #[test]
+    fn a_stall_after_the_restart_that_restores_the_image_is_retried() {
+        let stall = End::Fatal("rcu: INFO: rcu_preempt detected stalls (…)".into());
+        let why = retry_reason(&stall, RESTORE_STALL).expect("retried");
+        assert!(why.contains("hibernating step=hibernate.buggy"), "{why}");
+        let lockup = End::Fatal("watchdog: BUG: soft lockup - CPU#0 stuck for 23s!".into());
+        assert!(retry_reason(&lockup, RESTORE_STALL).is_some());
+    }
+
+    #[test]
+    fn a_failure_once_the_image_runs_again_or_not_a_stall_is_not_retried() {
+        let stall = End::Fatal("rcu: INFO: rcu_preempt detected stalls (…)".into());
+        // The resumed image spoke: a stall from here on is its own, msitrace's hooks live.
+        let resumed = format!("{RESTORE_STALL}VMT resumed step=hibernate.buggy uptime=24.1\n");
+        assert_eq!(retry_reason(&stall, &resumed), None);
+        // Once the fresh kernel's init asks for the image, the image may be what stalled.
+        let loading = RESTORE_STALL.replace(
+            "[   22.205726] rcu",
+            "VMT resume-image dev=254:0 uptime=3.1\n[   22.205726] rcu",
+        );
+        assert_eq!(retry_reason(&stall, &loading), None);
+        // A panic or an oops is never excused, restart or not.
+        let oops = End::Fatal("BUG: unable to handle page fault for address".into());
+        assert_eq!(retry_reason(&oops, RESTORE_STALL), None);
+        // A restart outside a hibernation step (a reset step rebooting the guest) is no image
+        // restore.
+        let reset = RESTORE_STALL.replace("hibernate.buggy", "reset.buggy");
+        assert_eq!(retry_reason(&stall, &reset), None);
+        // A stall before the restart is the hibernating kernel's.
+        let before = "VMT step hibernate.buggy begin uptime=4.76\n\
+            [   20.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n";
+        assert_eq!(retry_reason(&stall, before), None);
     }
 
     #[test]
