@@ -84,42 +84,56 @@ impl<S: Fn() -> Span, const W: usize> Block<S, W> {
         span.len != 0 && span.len as usize <= W * 8
     }
 
+    /// An empty block; [`Block::fetch`] fills it. Two steps so that the block is built where
+    /// it stays: returned from a function that filled it, it was copied word by word (LLVM
+    /// cannot drop the copy of a buffer whose address went to a helper), some 20 to 36
+    /// instructions a block.
     #[inline(always)]
-    pub fn fetch(base: u64, span: S) -> Self {
-        let mut b = Block {
+    pub fn new(base: u64, span: S) -> Self {
+        Block {
             base,
             span,
             fetched: false,
             buf: MaybeUninit::uninit(),
-        };
-        let s = (b.span)();
-        if base != 0 && Self::whole(s) {
+        }
+    }
+
+    #[inline(always)]
+    pub fn fetch(&mut self) {
+        let s = (self.span)();
+        if self.base != 0 && Self::whole(s) {
             let len = (s.len as usize).min(W * 8);
             // SAFETY: `len` is at most the buffer's size; the helper checks the source address.
-            let dst =
-                unsafe { core::slice::from_raw_parts_mut(b.buf.as_mut_ptr().cast::<u8>(), len) };
-            let src = base.wrapping_add(u64::from(s.off)) as *const u8;
+            let dst = unsafe {
+                core::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), len)
+            };
+            let src = self.base.wrapping_add(u64::from(s.off)) as *const u8;
             // A failed fetch leaves every field unknown: they all lie in the one object.
-            b.fetched = unsafe { bpf_probe_read_kernel_buf(src, dst) }.is_ok();
+            self.fetched = unsafe { bpf_probe_read_kernel_buf(src, dst) }.is_ok();
         }
-        b
     }
 
     /// Field `f` of the object, as [`kernel`] would read it.
+    ///
+    /// The arithmetic is in 64 bits: the verifier decides the checks (the layout is constant
+    /// to it) but leaves the instructions that compute them, and 32-bit arithmetic added a
+    /// pair of shifts for every value it zero-extended.
     #[inline(always)]
     pub fn get(&self, f: Field) -> Option<u64> {
         if f.present == 0 || self.base == 0 {
             return None;
         }
         let s = (self.span)();
-        let size = u32::from(f.size);
-        let rel = f.off.wrapping_sub(s.off);
+        let (off, size) = (u64::from(f.off), u64::from(f.size));
+        let (span_off, span_len) = (u64::from(s.off), u64::from(s.len));
+        let rel = off.wrapping_sub(span_off);
         // Userspace builds spans to hold their fields aligned; a field outside (or a layout
         // from elsewhere) is read on its own.
-        if !Self::whole(s)
-            || f.off < s.off
-            || rel >= s.len
-            || s.len - rel < size
+        if span_len == 0
+            || span_len > (W * 8) as u64
+            || off < span_off
+            || rel >= span_len
+            || span_len - rel < size
             || rel & size.wrapping_sub(1) != 0
         {
             return kernel(self.base, f);
@@ -144,10 +158,13 @@ impl<S: Fn() -> Span, const W: usize> Block<S, W> {
     }
 }
 
-/// A [`Block`] of the object at `$base`, `$words` words, covering `LAYOUT.$span`.
+/// `let $name`: a fetched [`Block`] of the object at `$base`, `$words` words, covering
+/// `LAYOUT.$span`.
 macro_rules! block {
-    ($base:expr, $words:literal, $span:ident) => {
-        $crate::read::Block::<_, $words>::fetch($base, || $crate::read::layout!($span))
+    ($name:ident = $base:expr, $words:literal, $span:ident) => {
+        let mut $name =
+            $crate::read::Block::<_, $words>::new($base, || $crate::read::layout!($span));
+        $name.fetch();
     };
 }
 pub(crate) use block;

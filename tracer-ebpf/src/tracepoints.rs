@@ -103,7 +103,8 @@ fn irq_and_fields(
     field: impl Fn(usize) -> Field,
 ) -> Result<u32, u32> {
     hit(probe);
-    let b = read::Block::<_, 4>::fetch(ctx.as_ptr() as u64, span);
+    let mut b = read::Block::<_, 4>::new(ctx.as_ptr() as u64, span);
+    b.fetch();
     let irq = b.get(field(0)).ok_or(1u32)?;
     let mut rec = reserve(probe).ok_or(0u32)?;
     let ev = rec.ev();

@@ -59,7 +59,7 @@ pub fn from_msi_desc(ev: &mut RawEvent, desc: u64, irq_from_desc: bool) -> u64 {
         return 0;
     }
     let dev = {
-        let b = read::block!(desc, 16, span_msi_desc);
+        read::block!(b = desc, 16, span_msi_desc);
         if irq_from_desc && let Some(irq) = b.get(layout!(msi_desc_irq)) {
             ev.irq = irq as u32;
         }
@@ -132,7 +132,7 @@ pub fn from_irq_data(ev: &mut RawEvent, d: u64, chip_and_domain: bool) {
         return;
     }
     let common = {
-        let b = read::block!(d, 8, span_irq_data);
+        read::block!(b = d, 8, span_irq_data);
         if let Some(irq) = b.get(layout!(irq_data_irq)) {
             ev.irq = irq as u32;
         }
@@ -153,7 +153,7 @@ pub fn from_irq_data(ev: &mut RawEvent, d: u64, chip_and_domain: bool) {
         return;
     };
     let desc = {
-        let b = read::block!(common, 8, span_irq_common);
+        read::block!(b = common, 8, span_irq_common);
         if let Some(state) = b.get(layout!(irq_common_state)) {
             irqd_state(ev, state);
         }
@@ -167,7 +167,7 @@ pub fn from_irq_data(ev: &mut RawEvent, d: u64, chip_and_domain: bool) {
 /// A `struct msi_msg *` into `a[0]` (address, hi << 32 | lo) and `a[1]` (data).
 #[inline(always)]
 pub fn msg(ev: &mut RawEvent, msg: u64) {
-    let b = read::block!(msg, 2, span_msi_msg);
+    read::block!(b = msg, 2, span_msi_msg);
     let lo = b.get(layout!(msi_msg_address_lo));
     let hi = b.get(layout!(msi_msg_address_hi));
     let data = b.get(layout!(msi_msg_data));
