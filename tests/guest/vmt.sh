@@ -503,6 +503,12 @@ stream_burst() {
 	echo "rounds=$n from=$t0 to=$(uptime_s)" > "$2/burst"
 }
 
+# Context switches of process $1, all its threads: how often something woke the consumer.
+ctxt_switches() {
+	cat /proc/"$1"/task/*/status 2> /dev/null |
+		awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ { s += $2 } END { print s + 0 }'
+}
+
 # One tool ($1: msitrace, bpftrace or empty) through one burst, in $D/pass-$2/$1.
 stream_phase() {
 	P=$D/pass-$2/$1
@@ -536,9 +542,11 @@ stream_phase() {
 		return 1
 	fi
 	echo "from=$t ready=$(uptime_s)" > "$P/startup"
+	s0=$(ctxt_switches $STREAM_PID)
 	stream_burst "$STREAM_ROUNDS" "$P"
 	# The consumer drains what is still in flight before its programs' counters are read.
 	sleep 1
+	echo "switches=$(($(ctxt_switches $STREAM_PID) - s0))" >> "$P/burst"
 	if [ "$1" != msitrace ]; then
 		bpftool perf show --json > "$P/perf.json" 2> "$P/bpftool.err"
 		bpftool prog show --json > "$P/progs.json" 2>> "$P/bpftool.err"

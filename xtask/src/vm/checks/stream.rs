@@ -35,6 +35,9 @@ pub struct Phase {
     /// The burst: vector-move rounds and their seconds by the guest's clock.
     pub rounds: u64,
     pub secs: f64,
+    /// The consumer's context switches over the burst and the drain after it, all threads
+    /// (none in passes recorded before the guest counted them).
+    pub switches: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -327,10 +330,15 @@ fn phase(
         )
         .map_err(|e| format!("{tool}: {e}"))?
     };
-    let (rounds, secs) = parse_burst(&read(&d.join("burst"))?)
-        .ok_or_else(|| format!("{tool}'s burst timing is unreadable"))?;
+    let burst = read(&d.join("burst"))?;
+    let (rounds, secs) =
+        parse_burst(&burst).ok_or_else(|| format!("{tool}'s burst timing is unreadable"))?;
     ph.rounds = rounds;
     ph.secs = secs;
+    ph.switches = burst
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("switches="))
+        .and_then(|v| v.parse().ok());
     Ok(ph)
 }
 
@@ -474,6 +482,27 @@ impl Comparison {
                 spread(&self.col(|f| Some(f.evps_ratio)), 2),
             ),
             (
+                "consumer wake-ups (context switches) per 1,000 events delivered".into(),
+                {
+                    let per = |f: fn(&Pass) -> &Phase| {
+                        let v: Vec<f64> = self
+                            .passes
+                            .iter()
+                            .filter_map(|p| {
+                                let ph = f(p);
+                                Some(ph.switches? as f64 * 1000.0 / ph.delivered.max(1) as f64)
+                            })
+                            .collect();
+                        spread(&v, 1)
+                    };
+                    format!(
+                        "msitrace {}, bpftrace {}",
+                        per(|p| &p.msitrace),
+                        per(|p| &p.bpftrace)
+                    )
+                },
+            ),
+            (
                 "lost / produced per pass".into(),
                 format!(
                     "msitrace {}; bpftrace {}",
@@ -489,7 +518,7 @@ impl Comparison {
             json!({
                 "produced": ph.produced, "delivered": ph.delivered, "lost": ph.lost,
                 "reported_lost": ph.reported_lost,
-                "rounds": ph.rounds, "burst_secs": ph.secs,
+                "rounds": ph.rounds, "burst_secs": ph.secs, "switches": ph.switches,
                 "hooks": ph.hooks.iter().map(|(h, (ns, runs))| (h.clone(), json!({"run_ns": ns, "runs": runs}))).collect::<serde_json::Map<_, _>>(),
             })
         };
@@ -588,6 +617,7 @@ mod tests {
             file_events: delivered,
             rounds: 10,
             secs,
+            switches: None,
         }
     }
 
@@ -674,6 +704,7 @@ mod tests {
                 "per event above the empty program, (msitrace - empty) / (bpftrace - empty): 0.99 [0.91–1.34] (target <= 0.5)",
                 "per event by each hook's cheapest pass, msitrace / bpftrace (above the empty program): 1.29 (1.30) (target <= 0.5)",
                 "events delivered to user space per second, msitrace / bpftrace: 1.29 [1.09–2.05]",
+                "consumer wake-ups (context switches) per 1,000 events delivered: msitrace none, bpftrace none",
                 "lost / produced per pass: msitrace 0/16599 (0 reported), 0/18808 (0 reported), 0/17305 (0 reported); bpftrace 2092/18750 (1979 reported), 4963/13174 (3 reported), 0/18532 (0 reported)",
             ]
         );
@@ -703,6 +734,7 @@ mod tests {
             file_events: 200,
             rounds: 10,
             secs: 1.0,
+            switches: None,
         };
         // bpftrace's second pass caught the other vCPU's work on hook b.
         let passes = vec![
@@ -777,6 +809,32 @@ mod tests {
         );
         let v = judge_changed("failed", |d| fs::write(d.join("action.rc"), "1\n").unwrap());
         assert!(!v.pass());
+    }
+
+    #[test]
+    fn the_consumers_wake_ups_are_counted_per_event_delivered() {
+        // Pass 2's bpftrace delivered 8,211 lines; msitrace's passes 16,599, 18,808, 17,305.
+        let v = judge_changed("switches", |d| {
+            for (pass, tool, n) in [
+                (1, "msitrace", 166),
+                (2, "msitrace", 1881),
+                (3, "msitrace", 173),
+                (2, "bpftrace", 8211),
+            ] {
+                let f = d.join(format!("pass-{pass}/{tool}/burst"));
+                let burst = fs::read_to_string(&f).unwrap();
+                fs::write(&f, format!("{burst}switches={n}\n")).unwrap();
+            }
+        });
+        assert!(v.pass(), "{:?}", v.failures);
+        assert!(
+            v.facts.contains(
+                &"consumer wake-ups (context switches) per 1,000 events delivered: msitrace 10.0 [10.0–100.0], bpftrace 1000.0 [1000.0–1000.0]"
+                    .to_string()
+            ),
+            "{:?}",
+            v.facts
+        );
     }
 
     #[test]
