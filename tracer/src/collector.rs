@@ -89,7 +89,20 @@ pub struct Collector {
     decode_errors: u64,
     ring_bytes: u32,
     names: NameCache,
+    /// When the last drain that found records ended ([`Collector::readable`]'s pacing).
+    last_drain: Option<tokio::time::Instant>,
 }
+
+/// The shortest time between two drains that found records. The ring buffer wakes its
+/// reader (an irq_work, then the reader's wake-up) for a record only when the reader has
+/// consumed everything before it; a reader that drains at every wake-up has always caught
+/// up, so a burst paid one wake-up per record or two, inside the probes and on the other
+/// CPU. Waiting this long after a drain lets a burst collect in the ring instead (one
+/// wake-up per gap), while the first record after a quiet spell still wakes the reader at
+/// once. In the 6.12 guest's stream step the recorder woke 33 times per 1,000 events
+/// without the gap and 1.3 times with it. The 16 MiB default ring holds some 116,000
+/// records: a million a second for a gap.
+const DRAIN_GAP: Duration = Duration::from_millis(100);
 
 /// Counters of one probe: what it saw (hits) and what it could not write (lost), and what
 /// its program cost in the kernel by the kernel's own accounting (`kernel.bpf_stats_enabled`;
@@ -175,6 +188,7 @@ impl Collector {
             decode_errors: 0,
             ring_bytes: opts.ring_bytes,
             names: NameCache::default(),
+            last_drain: None,
             startup,
         })
     }
@@ -205,8 +219,12 @@ impl Collector {
         self.decode_errors
     }
 
-    /// Wait until the ring buffer has data (or spuriously); cancel-safe.
+    /// Wait until the ring buffer has data (or spuriously), but not sooner than
+    /// [`DRAIN_GAP`] after the last drain that found records; cancel-safe.
     pub async fn readable(&self) -> Result<()> {
+        if let Some(t) = self.last_drain {
+            tokio::time::sleep_until(t + DRAIN_GAP).await;
+        }
         let mut guard = self.ring.readable().await?;
         guard.clear_ready();
         Ok(())
@@ -215,12 +233,15 @@ impl Collector {
     /// Move every record now in the ring buffer to `out`.
     pub fn drain(&mut self, out: &mut Vec<Event>) {
         let ring = self.ring.get_mut();
+        let mut found = false;
         while let Some(item) = ring.next() {
+            found = true;
             match Event::decode_named(&item, &mut self.names) {
                 Ok(ev) => out.push(ev),
                 Err(_) => self.decode_errors += 1,
             }
         }
+        self.last_drain = found.then(tokio::time::Instant::now);
     }
 
     /// Sum a per-CPU counter of one probe.
