@@ -104,9 +104,8 @@ impl<S: Fn() -> Span, const W: usize> Block<S, W> {
         if self.base != 0 && Self::whole(s) {
             let len = (s.len as usize).min(W * 8);
             // SAFETY: `len` is at most the buffer's size; the helper checks the source address.
-            let dst = unsafe {
-                core::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), len)
-            };
+            let dst =
+                unsafe { core::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), len) };
             let src = self.base.wrapping_add(u64::from(s.off)) as *const u8;
             // A failed fetch leaves every field unknown: they all lie in the one object.
             self.fetched = unsafe { bpf_probe_read_kernel_buf(src, dst) }.is_ok();
