@@ -476,11 +476,12 @@ step_stale_mask() {
 # second, and what is lost, is part of the figure. Each tool's programs are timed by the kernel
 # (bpf_stats): msitrace keeps its own in its trailer; bpftrace's are read with bpftool just
 # before it stops, as its programs go with it. The host pairs the hooks and makes the ratios.
-# Three passes, so that the median is one pass's figure: the guest counts instructions (qemu.rs)
-# with both vCPUs on one host thread, and a pass in which the other vCPU's work lands inside
-# one tool's programs more than usual shows as an outlier. The step is not in CI's plan; a
-# pass takes about two minutes.
-STREAM_PASSES=3
+# Six passes, each order of the tools twice: the guest counts instructions (qemu.rs) with both
+# vCPUs on one host thread, and when the vCPUs switch inside a program, a whole time slice of
+# the other vCPU's work lands in it. That is rare but large, so each hook's cheapest pass is
+# the estimate, and three passes were too few for it: 0.43 and 0.57 in two runs of nearly the
+# same programs. The step is not in CI's plan; a pass takes about two minutes.
+STREAM_PASSES=6
 STREAM_ROUNDS=${STREAM_ROUNDS:-600}
 
 # offsetof(struct pci_dev, dev), from the kernel's BTF: stream.bt's $1.

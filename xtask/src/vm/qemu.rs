@@ -114,9 +114,10 @@ impl RunSpec<'_> {
                 super::plan::Scenario::Hibernate | super::plan::Scenario::HibernateLate => 150,
                 super::plan::Scenario::S3 => 70,
                 super::plan::Scenario::Burst => 240,
-                // Nine starts of a tracer (bpftrace compiles its script each time) and bursts.
-                // Under instruction counting, both vCPUs on one host thread.
-                super::plan::Scenario::Stream => 1200,
+                // Eighteen starts of a tracer (bpftrace compiles its script each time) and
+                // bursts, some 12 minutes. Under instruction counting, both vCPUs on one host
+                // thread.
+                super::plan::Scenario::Stream => 1800,
                 _ => 60,
             })
             .sum();
