@@ -233,10 +233,11 @@ fn is_stall(msg: &str) -> bool {
 }
 
 /// The hibernation step's last `VMT` line, when the guest has since printed the restart that
-/// boots a fresh kernel to load the image and nothing of the harness after it. Until its init
-/// says `resume-image`, that kernel has run no msitrace and no harness: its failure is a boot
+/// boots a fresh kernel to load the image and nothing of the harness after it. Before its init
+/// prints anything, that kernel has run no msitrace and no harness: its failure is a boot
 /// failure like [`reached_harness`]'s (the console's earlier `VMT` lines belong to the boot it
-/// replaces). From `resume-image` on, the image and its hooks may be running: not excused.
+/// replaces). Once its init has spoken it is not excused: from `resume-image` on, the image
+/// and its hooks may be running.
 fn stalled_restoring_image(console: &str) -> Option<String> {
     let restart = console.rfind(RESTART)?;
     if reached_harness(&console[restart..]) {
