@@ -167,28 +167,25 @@ pub fn bpftrace_phase(pid: u32, perf: &Value, progs: &Value, lines: &str) -> Res
             "bpftool shows no kprobe or tracepoint of process {pid}"
         ));
     }
-    let field = |k: &str| {
-        lines
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(k))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    ph.delivered = field("delivered=").ok_or("no count of bpftrace's lines")?;
-    ph.reported_lost = field("lost=").ok_or("no count of bpftrace's lost events")?;
+    ph.delivered = value(lines, "delivered=").ok_or("no count of bpftrace's lines")?;
+    ph.reported_lost = value(lines, "lost=").ok_or("no count of bpftrace's lost events")?;
     ph.lost = ph.produced.saturating_sub(ph.delivered);
     Ok(ph)
 }
 
+/// The value of the first `key=value` word of `text` (`key` ends in `=`), parsed.
+fn value<T: std::str::FromStr>(text: &str, key: &str) -> Option<T> {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))?
+        .parse()
+        .ok()
+}
+
 /// `rounds=N from=T0 to=T1` (the guest's uptime).
 pub fn parse_burst(text: &str) -> Option<(u64, f64)> {
-    let f = |k: &str| {
-        text.split_whitespace()
-            .find_map(|w| w.strip_prefix(k))
-            .map(str::to_string)
-    };
-    let rounds = f("rounds=")?.parse().ok()?;
-    let from: f64 = f("from=")?.parse().ok()?;
-    let to: f64 = f("to=")?.parse().ok()?;
+    let rounds = value(text, "rounds=")?;
+    let from: f64 = value(text, "from=")?;
+    let to: f64 = value(text, "to=")?;
     (to > from).then_some((rounds, to - from))
 }
 
@@ -335,10 +332,7 @@ fn phase(
         parse_burst(&burst).ok_or_else(|| format!("{tool}'s burst timing is unreadable"))?;
     ph.rounds = rounds;
     ph.secs = secs;
-    ph.switches = burst
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("switches="))
-        .and_then(|v| v.parse().ok());
+    ph.switches = value(&burst, "switches=");
     Ok(ph)
 }
 
@@ -398,7 +392,7 @@ impl Comparison {
     /// pass, weighted by msitrace's runs on it over all passes. Under instruction counting the
     /// guest's clock also counts the other vCPU, whose work lands in whichever program is
     /// running and only ever adds: the minimum is each program's own cost, the median is not
-    /// (bpftrace's consumer, busier, puts more of that work in bpftrace's programs).
+    /// (and which tool that work burdens more differs from run to run).
     pub fn cheapest(&self) -> Option<(f64, Option<f64>)> {
         let mut weights: BTreeMap<&String, u64> = BTreeMap::new();
         for p in &self.passes {
