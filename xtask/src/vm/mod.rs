@@ -56,7 +56,7 @@ const G5_SILENCE_S: u64 = 4;
 
 #[derive(clap::Args)]
 pub struct VmTestArgs {
-    /// Kernel series to boot: 5.10, 6.1, 6.1-cloud, 6.12 (repeatable) [default: all].
+    /// Kernel series to boot: 5.10, 6.1, 6.1-cloud, 6.12, 7.x (repeatable) [default: all].
     #[arg(long = "kernel", value_name = "SERIES")]
     pub kernels: Vec<String>,
     /// Run only these scenarios or steps, e.g. `s3`, `hibernate.buggy` or

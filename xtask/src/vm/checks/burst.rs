@@ -48,7 +48,7 @@ pub(super) fn check_burst(events: &[Event], trailer: &Trailer, v: &mut Verdict) 
     }
     match (lost, fit, stop) {
         (0, _, _) => v.failures.push(format!(
-            "the burst did not overflow the ring ({hits} records): raise BURST_ROUNDS to measure what fits"
+            "the burst did not overflow the ring ({hits} records): the guest stops it at BURST_MASKS masks (vmt.sh) or after 90 s; raise the first to measure what fits"
         )),
         (_, Some(n), Some((a, b))) => v.facts.push(format!(
             "recorder stopped {:.1} s: the default ring held {n} records (target >= 100000), {lost} more were counted lost",
