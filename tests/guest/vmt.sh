@@ -298,8 +298,10 @@ act_burst() {
 			t=${t%.*}
 		fi
 	done
-	say "burst step=$ID rounds=$n masks=$(($(stub_masks) - m0)) from=$t0 to=$(uptime_s)"
-	echo "$n" > "$D/burst.rounds"
+	m=$(($(stub_masks) - m0))
+	t=$(uptime_s)
+	say "burst step=$ID rounds=$n masks=$m from=$t0 to=$t"
+	echo "rounds=$n masks=$m from=$t0 to=$t" > "$D/burst.rounds"
 	kill -CONT $REC
 	# The delivery checks after the scenario start here (back-to-back fires merge in the
 	# APIC), from a snapshot taken once nothing moves: interrupts of the burst still arrive

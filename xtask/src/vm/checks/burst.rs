@@ -10,7 +10,15 @@ use super::{
 /// handler-count program only counts in a map and writes no records. What fit in the ring is
 /// what the file holds between the last handler-count sample before the stop and the first
 /// after it (the recorder samples every second while it runs).
-pub(super) fn check_burst(events: &[Event], trailer: &Trailer, v: &mut Verdict) {
+///
+/// `guest` is what the guest's loop wrote (burst.rounds: `rounds= masks= from= to=`): how
+/// long it ran and what the kernel did, which says why a burst fell short.
+pub(super) fn check_burst(
+    events: &[Event],
+    trailer: &Trailer,
+    guest: Option<&str>,
+    v: &mut Verdict,
+) {
     let kernel: Vec<u64> = events
         .iter()
         .filter(|e| !e.kind().userspace())
@@ -37,8 +45,24 @@ pub(super) fn check_burst(events: &[Event], trailer: &Trailer, v: &mut Verdict) 
         .map(|w| (w[0], w[1]))
         .max_by_key(|(a, b)| b - a);
     let fit = stop.map(|(a, b)| kernel.iter().filter(|&&t| t > a && t < b).count());
+    let field = |key: &str| {
+        guest?
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    };
+    let moved = match (field("rounds"), field("masks"), field("from"), field("to")) {
+        (Some(r), Some(m), Some(from), Some(to)) => {
+            let secs = to.parse::<f64>().ok().zip(from.parse::<f64>().ok());
+            format!(
+                "{r} rounds, {m} masks{}",
+                secs.map(|(t, f)| format!(" in {:.1} s", t - f))
+                    .unwrap_or_default()
+            )
+        }
+        _ => "the guest's burst.rounds is missing or unreadable".into(),
+    };
     v.facts.push(format!(
-        "burst: {hits} records produced in the step, {in_file} in the file, {lost} counted lost, {decode_errors} undecodable"
+        "burst: {hits} records produced in the step ({moved}), {in_file} in the file, {lost} counted lost, {decode_errors} undecodable"
     ));
     if in_file + lost + decode_errors != hits {
         v.failures.push(format!(
@@ -48,7 +72,7 @@ pub(super) fn check_burst(events: &[Event], trailer: &Trailer, v: &mut Verdict) 
     }
     match (lost, fit, stop) {
         (0, _, _) => v.failures.push(format!(
-            "the burst did not overflow the ring ({hits} records): the guest stops it at BURST_MASKS masks (vmt.sh) or after 90 s; raise the first to measure what fits"
+            "the burst did not overflow the ring ({hits} records, {moved}): the guest stops it at BURST_MASKS masks (vmt.sh) or after 90 s; raise the first to measure what fits"
         )),
         (_, Some(n), Some((a, b))) => v.facts.push(format!(
             "recorder stopped {:.1} s: the default ring held {n} records (target >= 100000), {lost} more were counted lost",
@@ -96,11 +120,23 @@ mod tests {
         let burst = |hits: u64, lost: u64| {
             let mut v = Verdict::default();
             let (events, trailer) = typed(&events, &trailer(hits, lost));
-            check_burst(&events, &trailer, &mut v);
+            check_burst(
+                &events,
+                &trailer,
+                Some("rounds=40 masks=10 from=2.00 to=2.50\n"),
+                &mut v,
+            );
             v
         };
         let v = burst(9, 3);
         assert!(v.pass(), "{:?}", v.failures);
+        assert!(
+            v.facts
+                .iter()
+                .any(|f| f.contains("(40 rounds, 10 masks in 0.5 s)")),
+            "{:?}",
+            v.facts
+        );
         assert!(
             v.facts.iter().any(|f| f.contains("held 6 records")),
             "{:?}",

@@ -250,7 +250,10 @@ fn check_msitrace(
         Ok(events) => {
             if step.scenario == Scenario::Burst {
                 match msitrace::trailer(m, &traces) {
-                    Ok(Some(t)) => burst::check_burst(&events, &t, v),
+                    Ok(Some(t)) => {
+                        let guest = fs::read_to_string(dir.join("burst.rounds")).ok();
+                        burst::check_burst(&events, &t, guest.as_deref(), v)
+                    }
                     _ => v
                         .failures
                         .push("the burst's recording has no trailer".into()),
