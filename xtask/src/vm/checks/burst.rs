@@ -2,6 +2,7 @@
 
 use super::{
     Verdict,
+    common::value,
     json::{Event, Kind, Trailer},
 };
 
@@ -45,19 +46,15 @@ pub(super) fn check_burst(
         .map(|w| (w[0], w[1]))
         .max_by_key(|(a, b)| b - a);
     let fit = stop.map(|(a, b)| kernel.iter().filter(|&&t| t > a && t < b).count());
-    let field = |key: &str| {
-        guest?
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-    };
-    let moved = match (field("rounds"), field("masks"), field("from"), field("to")) {
+    let g = guest.unwrap_or_default();
+    let moved = match (
+        value::<u64>(g, "rounds="),
+        value::<u64>(g, "masks="),
+        value::<f64>(g, "from="),
+        value::<f64>(g, "to="),
+    ) {
         (Some(r), Some(m), Some(from), Some(to)) => {
-            let secs = to.parse::<f64>().ok().zip(from.parse::<f64>().ok());
-            format!(
-                "{r} rounds, {m} masks{}",
-                secs.map(|(t, f)| format!(" in {:.1} s", t - f))
-                    .unwrap_or_default()
-            )
+            format!("{r} rounds, {m} masks in {:.1} s", to - from)
         }
         _ => "the guest's burst.rounds is missing or unreadable".into(),
     };
@@ -117,42 +114,22 @@ mod tests {
             serde_json::json!({"IrqCounts": {"counts": []}}),
         ));
         let trailer = |hits: u64, lost: u64| serde_json::json!({"counters": [["HvMaskEnter", hits - 1, lost], ["MigrateAllOffEnter", 1, 0], ["IrqHandlerEntry", 99, 0]], "decode_errors": 0});
-        let burst = |hits: u64, lost: u64| {
+        let burst = |hits: u64, lost: u64, guest: Option<&str>| {
             let mut v = Verdict::default();
             let (events, trailer) = typed(&events, &trailer(hits, lost));
-            check_burst(
-                &events,
-                &trailer,
-                Some("rounds=40 masks=10 from=2.00 to=2.50\n"),
-                &mut v,
-            );
+            check_burst(&events, &trailer, guest, &mut v);
             v
         };
-        let v = burst(9, 3);
+        let guest = Some("rounds=40 masks=10 from=2.00 to=2.50\n");
+        let has = |lines: &[String], text: &str| {
+            assert!(lines.iter().any(|l| l.contains(text)), "{text}: {lines:?}")
+        };
+        let v = burst(9, 3, guest);
         assert!(v.pass(), "{:?}", v.failures);
-        assert!(
-            v.facts
-                .iter()
-                .any(|f| f.contains("(40 rounds, 10 masks in 0.5 s)")),
-            "{:?}",
-            v.facts
-        );
-        assert!(
-            v.facts.iter().any(|f| f.contains("held 6 records")),
-            "{:?}",
-            v.facts
-        );
-        let v = burst(10, 3);
-        assert!(
-            v.failures.iter().any(|f| f.contains("1 unaccounted for")),
-            "{:?}",
-            v.failures
-        );
-        let v = burst(6, 0);
-        assert!(
-            v.failures.iter().any(|f| f.contains("did not overflow")),
-            "{:?}",
-            v.failures
-        );
+        has(&v.facts, "(40 rounds, 10 masks in 0.5 s)");
+        has(&v.facts, "held 6 records");
+        has(&burst(9, 3, None).facts, "burst.rounds is missing");
+        has(&burst(10, 3, guest).failures, "1 unaccounted for");
+        has(&burst(6, 0, guest).failures, "did not overflow");
     }
 }

@@ -81,3 +81,12 @@ pub(super) fn msit_files(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// The value of the first `key=value` word of `text` (`key` ends in `=`), parsed: the guest
+/// writes its figures so.
+pub(super) fn value<T: std::str::FromStr>(text: &str, key: &str) -> Option<T> {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))?
+        .parse()
+        .ok()
+}

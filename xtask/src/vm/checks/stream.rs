@@ -14,7 +14,11 @@ use std::{
 
 use serde_json::{Value, json};
 
-use super::{Verdict, common::step_not_run, json::Trailer};
+use super::{
+    Verdict,
+    common::{step_not_run, value},
+    json::Trailer,
+};
 use crate::vm::msitrace::{self, Msitrace};
 
 /// Per hook (`kprobe:hv_irq_mask`, `kretprobe:…`, `tracepoint:vector_update`): (run_ns, runs).
@@ -171,14 +175,6 @@ pub fn bpftrace_phase(pid: u32, perf: &Value, progs: &Value, lines: &str) -> Res
     ph.reported_lost = value(lines, "lost=").ok_or("no count of bpftrace's lost events")?;
     ph.lost = ph.produced.saturating_sub(ph.delivered);
     Ok(ph)
-}
-
-/// The value of the first `key=value` word of `text` (`key` ends in `=`), parsed.
-fn value<T: std::str::FromStr>(text: &str, key: &str) -> Option<T> {
-    text.split_whitespace()
-        .find_map(|w| w.strip_prefix(key))?
-        .parse()
-        .ok()
 }
 
 /// `rounds=N from=T0 to=T1` (the guest's uptime).
