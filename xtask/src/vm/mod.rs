@@ -1,8 +1,9 @@
 //! The QEMU rig. `cargo xtask vm-test` boots the kernel matrix ([`host::MATRIX`]: Debian's 5.10,
 //! 6.1, 6.1 cloud, 6.12 and 7.x, each the current one of its series) under TCG with hv_stub
-//! (tests/guest-module, a stand-in for pci-hyperv on QEMU's e1000e) and msitrace inside, runs every scenario of [`plan`] in the fixed and the buggy mode, and judges
-//! each step on the host from hv_stub's counters, /proc/interrupts and msitrace's own outputs
-//! ([`checks`]). `cargo xtask demo` runs the buggy hibernation on 6.12 and prints the report.
+//! (tests/guest-module, a stand-in for pci-hyperv on QEMU's e1000e) and msitrace inside, runs
+//! every scenario of [`plan`] in the fixed and the buggy mode, and judges each step on the host
+//! from hv_stub's counters, /proc/interrupts and msitrace's own outputs ([`checks`]).
+//! `cargo xtask demo` runs the buggy hibernation on 6.12 and prints the report.
 //!
 //! The work directory (`<repo>/vm-work`, or `$MSITRACE_VM_WORK`, or `--work-dir`) is also the
 //! cache between runs:
