@@ -48,6 +48,22 @@ pub fn cargo() -> OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
+/// Cargo's target directory for the workspace at `repo` (`CARGO_TARGET_DIR` or config may move
+/// it), from `cargo metadata`.
+pub fn target_dir(repo: &Path) -> Result<PathBuf> {
+    let meta = run_output(
+        Command::new(cargo())
+            .args(["metadata", "--format-version", "1", "--no-deps"])
+            .current_dir(repo),
+    )?;
+    let meta: serde_json::Value =
+        serde_json::from_str(&meta).context("cargo metadata printed no JSON")?;
+    meta.get("target_directory")
+        .and_then(serde_json::Value::as_str)
+        .map(PathBuf::from)
+        .context("cargo metadata has no target_directory")
+}
+
 /// Effective uid 0.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

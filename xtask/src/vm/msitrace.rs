@@ -64,17 +64,7 @@ pub fn build(repo: &Path) -> Result<Msitrace> {
     if !ok {
         bail!("`cargo build --release -p tracer` failed: see cargo's output above");
     }
-    let meta = run_output(
-        Command::new(&cargo)
-            .args(["metadata", "--format-version", "1", "--no-deps"])
-            .current_dir(repo),
-    )?;
-    let meta: Value = serde_json::from_str(&meta).context("cargo metadata printed no JSON")?;
-    let target = meta
-        .get("target_directory")
-        .and_then(Value::as_str)
-        .context("cargo metadata has no target_directory")?;
-    let bin = Path::new(target).join("release/msitrace");
+    let bin = crate::util::target_dir(repo)?.join("release/msitrace");
     if !bin.exists() {
         bail!("cargo built tracer but {} is not there", bin.display());
     }
