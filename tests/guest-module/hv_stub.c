@@ -67,7 +67,8 @@
  * and in the msi_desc cache, as the buggy unmask leaves them) without telling genirq, which
  * keeps it enabled: the state `msitrace check` must find with no sleep and no trace. "clear"
  * unmasks it again, in the table and the cache, unless genirq has masked it since; one vector
- * at a time (a second index first clears the first).
+ * at a time (a second index first clears the first). "mark" takes a number and marks the
+ * stream step's phases for the host's instruction counts (stub_mark).
  *
  * What each kernel's pci-hyperv calls (drivers/pci/controller/pci-hyperv.c at the tag, and the
  * same calls seen in the relocations of Debian's own pci-hyperv.ko hv_irq_mask/hv_irq_unmask for
@@ -938,6 +939,35 @@ static const struct file_operations fire_fops = {
 };
 
 /*
+ * vm-test's stream step marks each phase of its comparison for the instruction-counting QEMU
+ * plugin on the host (tests/guest-insns), which recognises this movabs and reads the phase's
+ * number from rdi: the guest has no other way to tell it when a tool's programs start.
+ */
+#define STUB_MARK_MAGIC 0x4b52414d54534e49ULL
+
+static noinline void stub_mark(u64 mark)
+{
+	asm volatile("movabs %0, %%rax" : : "i"(STUB_MARK_MAGIC), "D"(mark) : "rax");
+}
+
+static ssize_t mark_write(struct file *f, const char __user *ubuf, size_t len, loff_t *ppos)
+{
+	u64 mark;
+	int err = kstrtou64_from_user(ubuf, len, 0, &mark);
+
+	if (err)
+		return err;
+	stub_mark(mark);
+	return len;
+}
+
+static const struct file_operations mark_fops = {
+	.owner = THIS_MODULE,
+	.write = mark_write,
+	.llseek = noop_llseek,
+};
+
+/*
  * Sets (mask) or clears a vector's MSI-X vector-control mask bit in the device table and in
  * the msi_desc cache, as pci_msix_write_vector_ctrl() does, but from outside genirq: its
  * IRQD_IRQ_MASKED stays what it was. With irqs off on this CPU, so that the vector's own
@@ -1083,6 +1113,7 @@ static int __init stub_init(void)
 	debugfs_create_file("fire", 0200, stub_debugfs, NULL, &fire_fops);
 	debugfs_create_file("state", 0444, stub_debugfs, NULL, &state_fops);
 	debugfs_create_file("stale_mask", 0200, stub_debugfs, NULL, &stale_mask_fops);
+	debugfs_create_file("mark", 0200, stub_debugfs, NULL, &mark_fops);
 	ret = pci_register_driver(&stub_pci_driver);
 	if (ret)
 		goto err_all;
