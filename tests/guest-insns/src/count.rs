@@ -56,7 +56,15 @@ pub fn is_mark(insn: &[u8]) -> bool {
 struct Frame {
     addr: u64,
     sp: u64,
-    start: u64,
+    start: Count,
+}
+
+/// A vCPU's kernel instructions so far: all of them, and those in the module area (the JIT's
+/// code: within a program's run, its own instructions; the rest are its helpers').
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Count {
+    pub all: u64,
+    pub code: u64,
 }
 
 /// A vCPU's open programs, innermost last. More than [`Frames::MAX`] open means returns were
@@ -71,7 +79,7 @@ impl Frames {
 
     /// A program at `addr` starts, the stack pointer at its return address, with `count`
     /// instructions run by this vCPU before its first.
-    pub fn enter(&mut self, addr: u64, sp: u64, count: u64, table: &mut Table) {
+    pub fn enter(&mut self, addr: u64, sp: u64, count: Count, table: &mut Table) {
         table.entries += 1;
         if self.open.len() == Self::MAX {
             self.open.remove(0);
@@ -87,18 +95,21 @@ impl Frames {
     /// A `ret` with the stack pointer `sp`, after `count` instructions of this vCPU (the ret
     /// included). It leaves the program whose entry had that stack pointer, and any opened
     /// above it, whose returns were missed.
-    pub fn ret(&mut self, sp: u64, count: u64, table: &mut Table) {
+    pub fn ret(&mut self, sp: u64, count: Count, table: &mut Table) {
         table.rets += 1;
         let Some(i) = self.open.iter().rposition(|f| f.sp == sp) else {
             return;
         };
         table.unmatched += (self.open.len() - i - 1) as u64;
         let f = &self.open[i];
-        let insns = count.saturating_sub(f.start);
+        let insns = count.all.saturating_sub(f.start.all);
+        let code = count.code.saturating_sub(f.start.code);
         let e = table.by_addr.entry(f.addr).or_default();
         e.runs += 1;
         e.insns += insns;
+        e.code += code;
         *e.by_count.entry(insns).or_default() += 1;
+        *e.code_by_count.entry(code).or_default() += 1;
         self.open.truncate(i);
     }
 
@@ -115,19 +126,32 @@ struct Runs {
     runs: u64,
     insns: u64,
     by_count: BTreeMap<u64, u64>,
+    /// The same for the program's own code, without its helpers.
+    code: u64,
+    code_by_count: BTreeMap<u64, u64>,
 }
 
-impl Runs {
-    fn median(&self) -> u64 {
-        let mut left = self.runs / 2;
-        for (&insns, &n) in &self.by_count {
-            if left < n {
-                return insns;
-            }
-            left -= n;
+fn median(by_count: &BTreeMap<u64, u64>, runs: u64) -> u64 {
+    let mut left = runs / 2;
+    for (&insns, &n) in by_count {
+        if left < n {
+            return insns;
         }
-        0
+        left -= n;
     }
+    0
+}
+
+/// The most frequent counts, most runs first, as `insns:runs` pairs: a program's paths show
+/// as exact repeats, what lengthened a run as the spread around them.
+fn common(by_count: &BTreeMap<u64, u64>, n: usize) -> String {
+    let mut v: Vec<(u64, u64)> = by_count.iter().map(|(&i, &r)| (i, r)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v.iter()
+        .take(n)
+        .map(|(i, r)| format!("{i}:{r}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Runs and instructions per entry address, for one mark.
@@ -147,10 +171,14 @@ impl Table {
         for (addr, r) in &self.by_addr {
             let _ = writeln!(
                 out,
-                "mark={mark} addr={addr:#x} runs={} insns={} median={}",
+                "mark={mark} addr={addr:#x} runs={} insns={} median={} common={} code={} code_median={} code_common={}",
                 r.runs,
                 r.insns,
-                r.median()
+                median(&r.by_count, r.runs),
+                common(&r.by_count, 8),
+                r.code,
+                median(&r.code_by_count, r.runs),
+                common(&r.code_by_count, 4)
             );
         }
         let _ = writeln!(
@@ -166,6 +194,11 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A count whose instructions were half the program's own code.
+    fn c(all: u64) -> Count {
+        Count { all, code: all / 2 }
+    }
 
     fn cat(parts: &[&[u8]]) -> Vec<u8> {
         parts.concat()
@@ -208,19 +241,19 @@ mod tests {
     fn a_program_counts_from_its_entry_to_its_own_return() {
         let mut t = Table::default();
         let mut f = Frames::default();
-        f.enter(0xa000, 0x1000, 100, &mut t);
+        f.enter(0xa000, 0x1000, c(100), &mut t);
         // A helper's return, deeper in the stack: not the program's.
-        f.ret(0x0fe0, 150, &mut t);
+        f.ret(0x0fe0, c(150), &mut t);
         assert_eq!(f.depth(), 1);
-        f.ret(0x1000, 180, &mut t);
+        f.ret(0x1000, c(180), &mut t);
         assert_eq!(f.depth(), 0);
         // A return with no program open changes nothing.
-        f.ret(0x1000, 190, &mut t);
-        f.enter(0xa000, 0x2000, 500, &mut t);
-        f.ret(0x2000, 520, &mut t);
+        f.ret(0x1000, c(190), &mut t);
+        f.enter(0xa000, 0x2000, c(500), &mut t);
+        f.ret(0x2000, c(520), &mut t);
         assert_eq!(
             t.take_lines(3),
-            "mark=3 addr=0xa000 runs=2 insns=100 median=80\nmark=3 unmatched=0 entries=2 rets=4\n"
+            "mark=3 addr=0xa000 runs=2 insns=100 median=80 common=20:1,80:1 code=50 code_median=40 code_common=10:1,40:1\nmark=3 unmatched=0 entries=2 rets=4\n"
         );
         assert_eq!(t.take_lines(4), "mark=4 unmatched=0 entries=0 rets=0\n");
     }
@@ -231,13 +264,13 @@ mod tests {
         let mut f = Frames::default();
         let mut at = 0;
         for len in [50, 50, 900_000, 52, 50] {
-            f.enter(0xa000, 0x1000, at, &mut t);
+            f.enter(0xa000, 0x1000, c(at), &mut t);
             at += len;
-            f.ret(0x1000, at, &mut t);
+            f.ret(0x1000, c(at), &mut t);
         }
         assert_eq!(
             t.take_lines(2),
-            "mark=2 addr=0xa000 runs=5 insns=900202 median=50\nmark=2 unmatched=0 entries=5 rets=5\n"
+            "mark=2 addr=0xa000 runs=5 insns=900202 median=50 common=50:3,52:1,900000:1 code=450101 code_median=25 code_common=25:3,26:1,450000:1\nmark=2 unmatched=0 entries=5 rets=5\n"
         );
     }
 
@@ -245,18 +278,18 @@ mod tests {
     fn a_missed_return_is_counted_not_charged() {
         let mut t = Table::default();
         let mut f = Frames::default();
-        f.enter(0xa000, 0x1000, 0, &mut t);
-        f.enter(0xb000, 0x0f00, 10, &mut t);
+        f.enter(0xa000, 0x1000, c(0), &mut t);
+        f.enter(0xb000, 0x0f00, c(10), &mut t);
         // The outer program returns: the inner one's return was missed.
-        f.ret(0x1000, 40, &mut t);
+        f.ret(0x1000, c(40), &mut t);
         assert_eq!(f.depth(), 0);
         for i in 0..Frames::MAX as u64 + 2 {
-            f.enter(0xc000, 0x100 * i, i, &mut t);
+            f.enter(0xc000, 0x100 * i, c(i), &mut t);
         }
         assert_eq!(f.depth(), Frames::MAX);
         assert_eq!(
             t.take_lines(1),
-            "mark=1 addr=0xa000 runs=1 insns=40 median=40\nmark=1 unmatched=3 entries=20 rets=1\n"
+            "mark=1 addr=0xa000 runs=1 insns=40 median=40 common=40:1 code=20 code_median=20 code_common=20:1\nmark=1 unmatched=3 entries=20 rets=1\n"
         );
     }
 }

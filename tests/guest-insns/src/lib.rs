@@ -15,14 +15,16 @@
 //!   [`MARK_MAGIC`] with the phase's number in `rdi`); counts are written per phase, so that
 //!   programs loaded at the same address in two phases are told apart.
 //!
-//! Output, one line per entry address and phase: `mark=N addr=0x… runs=R insns=I median=M`
-//! (M: the median run's instructions), and per phase `mark=N unmatched=U entries=E rets=R`:
-//! U entries whose return was never seen (a frame dropped).
+//! Output, one line per entry address and phase: `mark=N addr=0x… runs=R insns=I median=M
+//! common=I:R,… code=C code_median=CM code_common=…` (M: the median run's instructions; common:
+//! the most frequent counts and their runs; code: the same for the instructions in the module
+//! area, the program's own code, the rest being its helpers'), and per phase `mark=N
+//! unmatched=U entries=E rets=R`: U entries whose return was never seen (a frame dropped).
 
 mod count;
 mod qemu;
 
-pub use count::{Frames, Table, is_mark, is_prog_entry, is_ret};
+pub use count::{Count, Frames, Table, is_mark, is_prog_entry, is_ret};
 
 /// hv_stub's `mark` executes `movabs $MARK_MAGIC, %rax` with the mark in `rdi`.
 pub const MARK_MAGIC: u64 = 0x4b52_414d_5453_4e49;

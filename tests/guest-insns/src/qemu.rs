@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::count::{Frames, Table, is_mark, is_prog_entry, is_ret};
+use crate::count::{Count, Frames, Table, is_mark, is_prog_entry, is_ret};
 
 type PluginId = u64;
 
@@ -73,10 +73,11 @@ pub static qemu_plugin_version: c_int = 2;
 
 /// Kernel addresses on x86-64: the programs, their helpers and hv_stub's mark all run there.
 const KERNEL: u64 = 0xffff_8000_0000_0000;
-/// x86-64's module area (MODULES_VADDR), where the JIT's images and modules' code live. The
-/// guests boot with `mitigations=off`: a program returns by its own `ret`, not a thunk in the
-/// kernel's text.
-const MODULES: u64 = 0xffff_ffff_a000_0000;
+/// x86-64's module area (MODULES_VADDR under KASLR, Debian's default: the kernel image may lie
+/// anywhere in the gigabyte below it, at 0xffffffffb5c8… in one guest), where the JIT's images
+/// and modules' code live. The guests boot with `mitigations=off`: a program returns by its own
+/// `ret`, not a thunk in the kernel's text.
+const MODULES: u64 = 0xffff_ffff_c000_0000;
 
 struct State {
     out: File,
@@ -153,7 +154,12 @@ extern "C" fn on_entry(vcpu: c_uint, udata: *mut c_void) {
     }
     with_state(|s| {
         let Some(sp) = s.read(s.rsp) else { return };
-        let count = count(vcpu).saturating_sub(n);
+        let now = count(vcpu);
+        // The entry block is in the module area: counted in both.
+        let count = Count {
+            all: now.all.saturating_sub(n),
+            code: now.code.saturating_sub(n),
+        };
         let State { table, .. } = s;
         let mut table = std::mem::take(table);
         s.frames(vcpu).enter(addr, sp, count, &mut table);
@@ -182,19 +188,34 @@ extern "C" fn on_ret(vcpu: c_uint, _: *mut c_void) {
 /// Per vCPU: its open programs; a return is looked at only while one is.
 static OPEN: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
 
-/// Per vCPU: the kernel instructions it ran (its blocks', counted as each block starts).
+/// Per vCPU: the kernel instructions it ran (its blocks', counted as each block starts), and
+/// those of them in the module area.
 static COUNT: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+static CODE: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
 const MAX_VCPUS: usize = 64;
 
-fn count(vcpu: c_uint) -> u64 {
-    COUNT
-        .get(vcpu as usize)
-        .map_or(0, |c| c.load(Ordering::Relaxed))
+fn count(vcpu: c_uint) -> Count {
+    let i = vcpu as usize;
+    let load = |a: &[AtomicU64; MAX_VCPUS]| a.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
+    Count {
+        all: load(&COUNT),
+        code: load(&CODE),
+    }
 }
 
+/// A block's udata: its instruction count, and [`IN_MODULES`] for a block in the module area.
+const IN_MODULES: u64 = 1 << 63;
+
 extern "C" fn on_tb_exec(vcpu: c_uint, udata: *mut c_void) {
+    let u = udata as u64;
+    let n = u & !IN_MODULES;
     if let Some(c) = COUNT.get(vcpu as usize) {
-        c.fetch_add(udata as u64, Ordering::Relaxed);
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+    if u & IN_MODULES != 0
+        && let Some(c) = CODE.get(vcpu as usize)
+    {
+        c.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -215,7 +236,15 @@ extern "C" fn on_tb(_: PluginId, tb: *mut c_void) {
     // A callback, not QEMU's inline ops: with -icount, QEMU 10.0's per-vCPU inline add
     // corrupted the guest (sha1's self-test failed, then invalid opcodes in the boot), and
     // conditional callbacks, which test a scoreboard inline, missed most returns.
-    unsafe { qemu_plugin_register_vcpu_tb_exec_cb(tb, on_tb_exec, CB_NO_REGS, n as *mut c_void) };
+    let flag = if vaddr >= MODULES { IN_MODULES } else { 0 };
+    unsafe {
+        qemu_plugin_register_vcpu_tb_exec_cb(
+            tb,
+            on_tb_exec,
+            CB_NO_REGS,
+            (n as u64 | flag) as *mut c_void,
+        )
+    };
     // Programs and their returns are in the module area, where the JIT puts them; the
     // helpers they call run in the kernel's text and are only counted.
     if vaddr < MODULES {
