@@ -21,6 +21,7 @@ mod checks;
 mod costs;
 mod host;
 mod initramfs;
+mod insns;
 mod kernel;
 mod module;
 mod msitrace;
@@ -127,6 +128,8 @@ struct Rig {
     tracer: Tracer,
     /// The Debian root disk, when a run boots systemd.
     root_image: Option<PathBuf>,
+    /// The stream step's instruction-counting QEMU plugin, when the plan has the step.
+    insn_plugin: Option<PathBuf>,
 }
 
 fn secs(d: Duration) -> String {
@@ -193,8 +196,14 @@ fn prepare(
     series: &[String],
     want_msitrace: bool,
     systemd: bool,
+    stream: bool,
 ) -> Result<Rig> {
     let t = Instant::now();
+    let insn_plugin = if stream {
+        Some(insns::build(repo)?)
+    } else {
+        None
+    };
     let apt = host::Apt::new(work)?;
     apt.update_if_stale()?;
     apt.ensure_installed()?;
@@ -288,6 +297,7 @@ fn prepare(
         guests,
         tracer,
         root_image,
+        insn_plugin,
     })
 }
 
@@ -329,6 +339,10 @@ fn run_guest(
         msitrace: usable,
         g5_silence_s: G5_SILENCE_S,
         label,
+        insn_plugin: rig
+            .insn_plugin
+            .as_deref()
+            .filter(|_| steps.iter().any(|s| s.scenario == Scenario::Stream)),
     };
     qemu::run(&spec)
 }
@@ -457,7 +471,18 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
         bail!("--only selects no step");
     }
     let systemd = runs.iter().any(|r| plan::boots_systemd(r));
-    let rig = prepare(&repo, &work, &args.kernels, !args.no_msitrace, systemd)?;
+    let stream = runs
+        .iter()
+        .flatten()
+        .any(|s| s.scenario == Scenario::Stream);
+    let rig = prepare(
+        &repo,
+        &work,
+        &args.kernels,
+        !args.no_msitrace,
+        systemd,
+        stream,
+    )?;
     if let Tracer::Unusable(why) = &rig.tracer {
         println!("vm: msitrace cannot be used ({why}); the guests run, every step fails");
     }
@@ -614,7 +639,7 @@ fn render_stream(series: &str, c: &checks::stream::Comparison) -> String {
 pub fn demo(args: DemoArgs) -> Result<()> {
     let repo = repo_root();
     let work = work_dir(args.work_dir, &repo)?;
-    let rig = prepare(&repo, &work, &["6.12".to_string()], true, false)?;
+    let rig = prepare(&repo, &work, &["6.12".to_string()], true, false, false)?;
     let m = match &rig.tracer {
         Tracer::Usable(m) => m,
         Tracer::Unusable(why) => bail!("the demo needs msitrace's record and replay: {why}"),

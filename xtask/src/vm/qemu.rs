@@ -64,6 +64,9 @@ pub struct RunSpec<'a> {
     /// The Debian root disk to boot systemd from (`vmt.root=systemd`), for runs that test the
     /// service; each run boots a fresh copy.
     pub root_image: Option<&'a Path>,
+    /// The instruction-counting plugin (tests/guest-insns), for the stream step: its counts go
+    /// to the step's directory as insns.txt.
+    pub insn_plugin: Option<&'a Path>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -334,6 +337,12 @@ fn run_once(spec: &RunSpec) -> Result<RunOutcome> {
     {
         cmd.args(["-icount", "shift=3,sleep=on"]);
     }
+    let insns = spec.dir.join("insns.txt");
+    let _ = fs::remove_file(&insns);
+    if let Some(plugin) = spec.insn_plugin {
+        cmd.arg("-plugin")
+            .arg(format!("{},out={}", plugin.display(), insns.display()));
+    }
     cmd.args(["-display", "none", "-nodefaults", "-no-user-config"])
         .arg("-monitor")
         .arg(format!("unix:{},server=on,wait=off", monitor.display()))
@@ -447,6 +456,18 @@ fn run_once(spec: &RunSpec) -> Result<RunOutcome> {
         .err()
         .map(|e| format!("{e:#}"));
     let _ = fs::remove_file(&outdisk);
+    if insns.exists() {
+        for s in spec
+            .plan
+            .iter()
+            .filter(|s| s.scenario == super::plan::Scenario::Stream)
+        {
+            let step = artifacts.join(s.id());
+            if step.is_dir() {
+                fs::copy(&insns, step.join("insns.txt"))?;
+            }
+        }
+    }
     Ok(RunOutcome {
         end,
         wall,
