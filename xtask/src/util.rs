@@ -64,6 +64,24 @@ pub fn target_dir(repo: &Path) -> Result<PathBuf> {
         .context("cargo metadata has no target_directory")
 }
 
+/// `cargo build --release -p PACKAGE` in the workspace; the path of its `artifact` (relative
+/// to the release directory).
+pub fn build_release(repo: &Path, package: &str, artifact: &str) -> Result<PathBuf> {
+    let ok = run_status(
+        Command::new(cargo())
+            .args(["build", "--release", "-p", package])
+            .current_dir(repo),
+    )?;
+    if !ok {
+        bail!("`cargo build --release -p {package}` failed: see cargo's output above");
+    }
+    let out = target_dir(repo)?.join("release").join(artifact);
+    if !out.exists() {
+        bail!("cargo built {package} but {} is not there", out.display());
+    }
+    Ok(out)
+}
+
 /// Effective uid 0.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::{
     checks::json::{DumpLine, Event, Trailer},
-    run_output, run_status,
+    run_output,
 };
 
 pub struct Msitrace {
@@ -55,19 +55,7 @@ impl Msitrace {
 
 pub fn build(repo: &Path) -> Result<Msitrace> {
     println!("vm: building msitrace (cargo build --release -p tracer)");
-    let cargo = crate::util::cargo();
-    let ok = run_status(
-        Command::new(&cargo)
-            .args(["build", "--release", "-p", "tracer"])
-            .current_dir(repo),
-    )?;
-    if !ok {
-        bail!("`cargo build --release -p tracer` failed: see cargo's output above");
-    }
-    let bin = crate::util::target_dir(repo)?.join("release/msitrace");
-    if !bin.exists() {
-        bail!("cargo built tracer but {} is not there", bin.display());
-    }
+    let bin = crate::util::build_release(repo, "tracer", "msitrace")?;
     // A subcommand counts once its help shows the option the rig uses: a placeholder that
     // only exists in the command list does not.
     let help = |sub: &str| {

@@ -133,20 +133,12 @@ pub fn msitrace_phase(trailer: &Trailer, hooks: &BTreeMap<String, String>) -> Ph
 /// its programs produced and no line shows is lost, reported or not: in the guests bpftrace
 /// left about half of a burst's records neither printed nor reported.
 pub fn bpftrace_phase(pid: u32, perf: &Value, progs: &Value, lines: &str) -> Result<Phase, String> {
-    let stats: BTreeMap<u64, (u64, u64)> = progs
-        .as_array()
-        .ok_or("bpftool prog show printed no list")?
-        .iter()
-        .filter_map(|p| {
-            Some((
-                p["id"].as_u64()?,
-                (
-                    p["run_time_ns"].as_u64().unwrap_or(0),
-                    p["run_cnt"].as_u64().unwrap_or(0),
-                ),
-            ))
-        })
-        .collect();
+    let stats = by_id(progs, |p| {
+        Some((
+            p["run_time_ns"].as_u64().unwrap_or(0),
+            p["run_cnt"].as_u64().unwrap_or(0),
+        ))
+    })?;
     let mut ph = Phase::default();
     for (hook, id) in attached(pid, perf)? {
         let (ns, runs) = stats
@@ -167,6 +159,19 @@ pub fn bpftrace_phase(pid: u32, perf: &Value, progs: &Value, lines: &str) -> Res
     ph.reported_lost = value(lines, "lost=").ok_or("no count of bpftrace's lost events")?;
     ph.lost = ph.produced.saturating_sub(ph.delivered);
     Ok(ph)
+}
+
+/// What `f` takes from each program of `bpftool prog show --json`, by program id.
+fn by_id<'a, T>(
+    progs: &'a Value,
+    f: impl Fn(&'a Value) -> Option<T>,
+) -> Result<BTreeMap<u64, T>, String> {
+    Ok(progs
+        .as_array()
+        .ok_or("bpftool prog show printed no list")?
+        .iter()
+        .filter_map(|p| Some((p["id"].as_u64()?, f(p)?)))
+        .collect())
 }
 
 /// The programs process `pid` attached, by hook (`kprobe:…`, `kretprobe:…`,
@@ -281,17 +286,9 @@ pub fn own_costs(
     pid: u32,
 ) -> Result<OwnCosts, String> {
     let syms = bpf_symbols(kallsyms);
-    let named: BTreeMap<u64, (&str, &str)> = progs
-        .as_array()
-        .ok_or("bpftool prog show printed no list")?
-        .iter()
-        .filter_map(|p| {
-            Some((
-                p["id"].as_u64()?,
-                (p["tag"].as_str()?, p["name"].as_str().unwrap_or("")),
-            ))
-        })
-        .collect();
+    let named = by_id(progs, |p| {
+        Some((p["tag"].as_str()?, p["name"].as_str().unwrap_or("")))
+    })?;
     let mut ids: Vec<(String, u64)> = attached(pid, perf)?;
     ids.sort_by_key(|(_, id)| *id);
     let mut taken = vec![false; syms.len()];
@@ -526,20 +523,27 @@ fn phase(
             err.lines().last().unwrap_or("")
         ));
     }
-    let mut ph = if tool == "msitrace" {
-        msitrace_phase(&trailer(&d, m)?, hooks)
-    } else {
+    // bpftrace's and the empty programs' pid and bpftool's view of them, read once.
+    let bpftool = || -> Result<(u32, Value, Value), String> {
         let pid = read(&d.join("pid"))?
             .trim()
             .parse()
             .map_err(|e| format!("{tool}'s pid: {e}"))?;
-        bpftrace_phase(
+        Ok((
             pid,
-            &read_json(&d.join("perf.json"))?,
-            &read_json(&d.join("progs.json"))?,
-            &read(&d.join("lines"))?,
-        )
-        .map_err(|e| format!("{tool}: {e}"))?
+            read_json(&d.join("perf.json"))?,
+            read_json(&d.join("progs.json"))?,
+        ))
+    };
+    let theirs = if tool == "msitrace" {
+        None
+    } else {
+        Some(bpftool()?)
+    };
+    let mut ph = match &theirs {
+        None => msitrace_phase(&trailer(&d, m)?, hooks),
+        Some((pid, perf, progs)) => bpftrace_phase(*pid, perf, progs, &read(&d.join("lines"))?)
+            .map_err(|e| format!("{tool}: {e}"))?,
     };
     let burst = read(&d.join("burst"))?;
     let (rounds, secs) =
@@ -549,20 +553,9 @@ fn phase(
     ph.switches = value(&burst, "switches=");
     if let Some(counts) = counts {
         let kallsyms = read(&d.join("kallsyms"))?;
-        ph.own = if tool == "msitrace" {
-            msitrace_own_costs(counts, &kallsyms, hooks)
-        } else {
-            let pid = read(&d.join("pid"))?
-                .trim()
-                .parse()
-                .map_err(|e| format!("{tool}'s pid: {e}"))?;
-            own_costs(
-                counts,
-                &kallsyms,
-                &read_json(&d.join("perf.json"))?,
-                &read_json(&d.join("progs.json"))?,
-                pid,
-            )
+        ph.own = match &theirs {
+            None => msitrace_own_costs(counts, &kallsyms, hooks),
+            Some((pid, perf, progs)) => own_costs(counts, &kallsyms, perf, progs, *pid),
         }
         .map_err(|e| format!("{tool}'s instruction counts: {e}"))?;
     }
@@ -710,16 +703,17 @@ impl Comparison {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let own = |f: fn(&Figures) -> Option<f64>, prec| {
-            spread(&self.own.iter().filter_map(f).collect::<Vec<_>>(), prec)
+        let of = |figs: &[Figures], f: fn(&Figures) -> Option<f64>, prec| {
+            spread(&figs.iter().filter_map(f).collect::<Vec<_>>(), prec)
         };
-        let all = |f: fn(&Figures) -> Option<f64>, prec| {
-            spread(&self.own_all.iter().filter_map(f).collect::<Vec<_>>(), prec)
-        };
-        let code = |f: fn(&Figures) -> Option<f64>, prec| {
-            spread(
-                &self.own_code.iter().filter_map(f).collect::<Vec<_>>(),
-                prec,
+        let own = |f, prec| of(&self.own, f, prec);
+        // The ratio and each tool's instructions an event.
+        let per_event = |figs: &[Figures]| {
+            format!(
+                "{}; instructions an event: msitrace {}, bpftrace {}",
+                of(figs, |f| Some(f.ratio), 2),
+                of(figs, |f| Some(f.msitrace_ns), 0),
+                of(figs, |f| Some(f.bpftrace_ns), 0)
             )
         };
         let mut lines = Vec::new();
@@ -754,27 +748,15 @@ impl Comparison {
             lines.push((
                 "of which the programs' own code (the JIT's, helpers left out), by the median runs, msitrace / bpftrace"
                     .to_string(),
-                format!(
-                    "{}; instructions an event: msitrace {}, bpftrace {}",
-                    code(|f| Some(f.ratio), 2),
-                    code(|f| Some(f.msitrace_ns), 0),
-                    code(|f| Some(f.bpftrace_ns), 0)
-                ),
+                per_event(&self.own_code),
             ));
         }
         if !self.own.is_empty() {
-            lines.extend([
-                (
-                    "the same by all runs (interrupts and waits for the other vCPU included), msitrace / bpftrace"
-                        .to_string(),
-                    format!(
-                        "{}; instructions an event: msitrace {}, bpftrace {}",
-                        all(|f| Some(f.ratio), 2),
-                        all(|f| Some(f.msitrace_ns), 0),
-                        all(|f| Some(f.bpftrace_ns), 0)
-                    ),
-                ),
-            ]);
+            lines.push((
+                "the same by all runs (interrupts and waits for the other vCPU included), msitrace / bpftrace"
+                    .to_string(),
+                per_event(&self.own_all),
+            ));
         }
         lines.extend([
             (
