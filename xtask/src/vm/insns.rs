@@ -1,7 +1,8 @@
 //! The stream step's instruction counts: tests/guest-insns, a QEMU plugin that counts the
 //! guest instructions of each eBPF program on the vCPU that runs it. The kernel's bpf_stats,
 //! under `-icount`, also count the other vCPU's work whenever the vCPUs switch inside a
-//! program; these counts do not.
+//! program; these counts do not, but they miss some of the kernel's text in some phases
+//! (tests/guest-insns/src/lib.rs): the programs' own code is exact, the helpers' a floor.
 
 use std::path::{Path, PathBuf};
 
