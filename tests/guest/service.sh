@@ -39,6 +39,12 @@ service_install() {
 	fi
 	# G5's window as vm-test's other steps use it; the file is the package's conffile.
 	sed -i "s/^#silence_secs = .*/silence_secs = $G5_SILENCE/" /etc/msitrace/msitrace.toml
+	# The step waits out a whole watchdog period after the resume (service_stop): the unit's
+	# 30 s were a third of the run. A drop-in's 10 s proves the same thing, that the daemon
+	# feeds the watchdog at the period systemd hands it (half of WATCHDOG_USEC), across the
+	# resume, and is stricter: a 10 s stall now kills it.
+	mkdir -p /etc/systemd/system/msitrace.service.d
+	printf '[Service]\nWatchdogSec=10s\n' > /etc/systemd/system/msitrace.service.d/vmt-watchdog.conf
 	# Type=notify: start returns once the daemon sent READY=1, or fails.
 	systemctl enable --now msitrace > $S/enable.log 2>&1
 	echo $? > $S/enable.rc

@@ -38,6 +38,11 @@ use std::{
     fmt::Write as _,
     fs,
     path::{Path, PathBuf},
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    thread,
     time::{Duration, Instant},
 };
 
@@ -72,6 +77,12 @@ pub struct VmTestArgs {
     /// [default: $MSITRACE_VM_WORK, else <repo>/vm-work].
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// QEMU guests run at once. A guest waits much of its time (its steps' sleeps, the G5
+    /// window): each kept 61 % of a core busy with two at once on this 2-core machine (`QEMU
+    /// busy` in the time breakdown); three at once slowed every run by half. A plan with the
+    /// stream step runs alone: its end-to-end rates are the host's.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub jobs: u32,
 }
 
 #[derive(clap::Args)]
@@ -307,11 +318,6 @@ struct Row {
     verdict: Verdict,
 }
 
-struct RunRecord {
-    label: String,
-    outcome: RunOutcome,
-}
-
 /// Boot `g` with `steps`; its files go to out/<abi>/<name>.
 fn run_guest(
     rig: &Rig,
@@ -345,6 +351,86 @@ fn run_guest(
             .filter(|_| steps.iter().any(|s| s.scenario == Scenario::Stream)),
     };
     qemu::run(&spec)
+}
+
+/// The order runs start in: the dearest first, so that the lanes end together rather than one
+/// long run starting last. Weights from CI's runs: a step 10 s, a hibernation's image and
+/// settle 25 s, systemd's boot with the package's install and restart check 40 s.
+fn dispatch_order<'a>(runs: impl Iterator<Item = &'a [Step]>) -> Vec<usize> {
+    let cost = |steps: &[Step]| -> u32 {
+        steps
+            .iter()
+            .map(|s| if s.scenario.hibernates() { 25 } else { 10 })
+            .sum::<u32>()
+            + if plan::boots_systemd(steps) { 40 } else { 0 }
+    };
+    let costs: Vec<u32> = runs.map(cost).collect();
+    let mut order: Vec<usize> = (0..costs.len()).collect();
+    // Stable: equal runs keep the plan's order.
+    order.sort_by_key(|&j| std::cmp::Reverse(costs[j]));
+    order
+}
+
+/// A run that ended, and when it started and ended by the host's clock.
+struct DoneRun {
+    label: String,
+    outcome: RunOutcome,
+    start: Instant,
+    end: Instant,
+}
+
+/// Run `jobs` (guest index, run index, steps) `lanes` at a time, in the jobs' order. The first
+/// run that cannot start at all (QEMU missing, a disk not written) stops the rest.
+fn run_all(rig: &Rig, jobs: &[(usize, usize, Vec<Step>)], lanes: usize) -> Result<Vec<DoneRun>> {
+    let order = dispatch_order(jobs.iter().map(|(_, _, steps)| steps.as_slice()));
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let slots: Vec<Mutex<Option<Result<DoneRun>>>> =
+        jobs.iter().map(|_| Mutex::new(None)).collect();
+    thread::scope(|s| {
+        for _ in 0..lanes.max(1) {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(&j) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        break;
+                    };
+                    let (gi, ri, steps) = &jobs[j];
+                    let g = &rig.guests[*gi];
+                    let label = format!("{} run {}", g.kernel.series, ri + 1);
+                    let t_start = Instant::now();
+                    let r = run_guest(rig, g, &format!("run-{}", ri + 1), steps, label.clone());
+                    let t_end = Instant::now();
+                    match &r {
+                        Ok(o) => println!("vm: {label}: {} in {}", o.end.describe(), secs(o.wall)),
+                        Err(_) => stop.store(true, Ordering::Relaxed),
+                    }
+                    *slots[j].lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(r.map(|outcome| DoneRun {
+                            label,
+                            outcome,
+                            start: t_start,
+                            end: t_end,
+                        }));
+                }
+            });
+        }
+    });
+    let results: Vec<_> = slots
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect();
+    let mut out = Vec::with_capacity(results.len());
+    let mut not_run = false;
+    for r in results {
+        match r {
+            Some(r) => out.push(r?),
+            None => not_run = true,
+        }
+    }
+    if not_run {
+        bail!("a run was not started, though no run failed to start");
+    }
+    Ok(out)
 }
 
 /// Judge the steps of one run (and, once per kernel, `probes`).
@@ -487,30 +573,46 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
         println!("vm: msitrace cannot be used ({why}); the guests run, every step fails");
     }
     let t_setup = t0.elapsed();
+    // Every run of every kernel, each its own QEMU: they run `--jobs` at a time, the dearest
+    // first so that the last to start is a short one, and are judged in the plan's order.
+    let jobs: Vec<(usize, usize, Vec<Step>)> = rig
+        .guests
+        .iter()
+        .enumerate()
+        .flat_map(|(gi, g)| {
+            plan::runs(&filter, g.kernel.plan)
+                .into_iter()
+                .enumerate()
+                .map(move |(ri, steps)| (gi, ri, steps))
+        })
+        .collect();
+    let lanes = if stream { 1 } else { args.jobs as usize };
+    let done = run_all(&rig, &jobs, lanes)?;
     let mut rows = Vec::new();
     let mut records = Vec::new();
     let mut per_kernel = Vec::new();
     let mut costs = Vec::new();
     let mut timings = Vec::new();
     let mut streams = Vec::new();
-    for g in &rig.guests {
-        let tk = Instant::now();
+    for (gi, g) in rig.guests.iter().enumerate() {
         let mut kcosts = costs::Costs::new();
         let mut ktime = timing::Breakdown::default();
-        let runs = plan::runs(&filter, g.kernel.plan);
-        for (i, steps) in runs.iter().enumerate() {
-            let label = format!("{} run {}", g.kernel.series, i + 1);
-            let outcome = run_guest(&rig, g, &format!("run-{}", i + 1), steps, label.clone())?;
-            println!(
-                "vm: {label}: {} in {}",
-                outcome.end.describe(),
-                secs(outcome.wall)
-            );
+        let mut span: Option<(Instant, Instant)> = None;
+        for ((_, _, steps), run) in jobs
+            .iter()
+            .zip(done.iter())
+            .filter(|((j, _, _), _)| *j == gi)
+        {
+            let outcome = &run.outcome;
+            span = Some(span.map_or((run.start, run.end), |(a, b)| {
+                (a.min(run.start), b.max(run.end))
+            }));
             ktime.add(&timing::of_run(
                 &fs::read_to_string(&outcome.console).unwrap_or_default(),
                 outcome.wall,
+                outcome.cpu,
             ));
-            judge_run(&rig, g, steps, &outcome, &mut rows);
+            judge_run(&rig, g, steps, outcome, &mut rows);
             if let Tracer::Usable(m) = &rig.tracer {
                 costs::add_steps(m, steps, &outcome.artifacts, &mut kcosts);
                 if let Some(s) = steps.iter().find(|s| s.scenario == Scenario::Stream) {
@@ -522,9 +624,16 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
                     }
                 }
             }
-            records.push(RunRecord { label, outcome });
+            records.push(run);
         }
-        per_kernel.push(format!("{} {}", g.kernel.series, secs(tk.elapsed())));
+        if let Some((a, b)) = span {
+            per_kernel.push(format!(
+                "{} {} ({} in QEMU)",
+                g.kernel.series,
+                secs(b - a),
+                secs(Duration::from_secs_f64(ktime.wall))
+            ));
+        }
         timings.push(ktime.render(&g.kernel.series));
         costs.push((g.kernel.series.clone(), kcosts));
     }
@@ -582,9 +691,11 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
         println!("  {t}");
     }
     println!(
-        "\nvm: wall time {} (setup {}; {}); outputs in {}",
+        "\nvm: wall time {} (setup {}; runs {} at a time; by kernel, first start to last end: \
+         {}); outputs in {}",
         secs(t0.elapsed()),
         secs(t_setup),
+        lanes,
         per_kernel.join(", "),
         work.join("out").display()
     );
@@ -726,4 +837,29 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         _ => bail!("msitrace replay could not read the trace (exit {code})"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dearest_runs_start_first() {
+        let runs: Vec<Vec<Step>> = plan::DEFAULT_RUNS.iter().map(|r| r.to_vec()).collect();
+        let order = dispatch_order(runs.iter().map(Vec::as_slice));
+        let mut seen = order.clone();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..runs.len()).collect::<Vec<_>>(), "each run once");
+        // The full plan's first run (a hibernation and six steps) outweighs the systemd run,
+        // which outweighs a lone hibernation; the lone ones come last.
+        assert_eq!(order[0], 0, "{order:?}");
+        let service = runs.iter().position(|r| plan::boots_systemd(r)).unwrap();
+        let lone = runs
+            .iter()
+            .position(|r| r.len() == 1 && !plan::boots_systemd(r))
+            .unwrap();
+        let at = |j| order.iter().position(|&o| o == j).unwrap();
+        assert!(at(service) < at(lone), "{order:?}");
+        assert_eq!(*order.last().unwrap(), lone, "{order:?}");
+    }
 }

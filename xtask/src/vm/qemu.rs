@@ -15,6 +15,7 @@ use std::{
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -96,6 +97,10 @@ impl End {
 pub struct RunOutcome {
     pub end: End,
     pub wall: Duration,
+    /// QEMU's CPU time (user and system, all its threads), read just before it was stopped:
+    /// how much of the wall time the host's cores were busy, which says whether runs can share
+    /// the machine.
+    pub cpu: Option<Duration>,
     pub console: PathBuf,
     /// What the guest wrote to its second serial port (`msitrace live`'s screen).
     pub tty1: PathBuf,
@@ -310,14 +315,13 @@ fn run_once(spec: &RunSpec) -> Result<RunOutcome> {
     if let Some(image) = spec.root_image {
         super::rootfs::copy_for_run(image, &rootdisk)?;
     }
-    // A unix socket path must fit in 108 bytes; the work directory may be deep.
+    // A unix socket path must fit in 108 bytes; the work directory may be deep. Runs of
+    // different kernels share their directory's name (run-1) and may run at once.
+    static RUNS: AtomicU32 = AtomicU32::new(0);
     let monitor = std::env::temp_dir().join(format!(
         "msitrace-vm-{}-{}.sock",
         std::process::id(),
-        spec.dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        RUNS.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = fs::remove_file(&monitor);
 
@@ -418,6 +422,7 @@ fn run_once(spec: &RunSpec) -> Result<RunOutcome> {
         .spawn()
         .context("cannot start qemu-system-x86_64 (vm-test installs qemu-system-x86)")?;
     let end = watch(spec, &mut child, &console, &monitor, start);
+    let mut cpu = cpu_time(child.id());
     let end = match end {
         Ok(e) => e,
         Err(e) => {
@@ -428,6 +433,7 @@ fn run_once(spec: &RunSpec) -> Result<RunOutcome> {
     };
     let end = match end {
         End::QemuExited(_) => {
+            cpu = None;
             let status = child.try_wait().ok().flatten();
             let err = fs::read_to_string(&stderr_path).unwrap_or_default();
             let last = err
@@ -471,6 +477,7 @@ fn run_once(spec: &RunSpec) -> Result<RunOutcome> {
     Ok(RunOutcome {
         end,
         wall,
+        cpu,
         console,
         tty1,
         artifacts,
@@ -573,6 +580,18 @@ fn hmp(monitor: &Path, command: &str) -> Result<()> {
     // QEMU reads the line asynchronously; give it a moment before the socket closes.
     thread::sleep(Duration::from_millis(300));
     Ok(())
+}
+
+/// utime + stime of a live process, from /proc/PID/stat (fields 14 and 15, after the command
+/// name, which may hold spaces and parentheses).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let mut f = after.split_whitespace().skip(11);
+    let ticks = f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| Duration::from_secs_f64(ticks as f64 / hz as f64))
 }
 
 fn stop(child: &mut Child, monitor: &Path) {

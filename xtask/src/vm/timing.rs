@@ -27,6 +27,9 @@ pub struct Breakdown {
     pub between: f64,
     /// Wall time the guest's clock does not cover.
     pub outside: f64,
+    /// QEMU's CPU time, over the runs that had it read ([`Breakdown::cpu_runs`]).
+    pub cpu: f64,
+    pub cpu_runs: u32,
 }
 
 fn field(line: &str, key: &str) -> Option<f64> {
@@ -35,11 +38,14 @@ fn field(line: &str, key: &str) -> Option<f64> {
         .and_then(|v| v.trim_end_matches('s').parse().ok())
 }
 
-/// `console` is the run's serial console; `wall` what the host measured around QEMU.
-pub fn of_run(console: &str, wall: Duration) -> Breakdown {
+/// `console` is the run's serial console; `wall` what the host measured around QEMU, `cpu` the
+/// CPU time QEMU used.
+pub fn of_run(console: &str, wall: Duration, cpu: Option<Duration>) -> Breakdown {
     let mut b = Breakdown {
         runs: 1,
         wall: wall.as_secs_f64(),
+        cpu: cpu.map_or(0.0, |c| c.as_secs_f64()),
+        cpu_runs: u32::from(cpu.is_some()),
         ..Breakdown::default()
     };
     let mut first_begin = None;
@@ -97,13 +103,26 @@ impl Breakdown {
         self.steps += o.steps;
         self.between += o.between;
         self.outside += o.outside;
+        self.cpu += o.cpu;
+        self.cpu_runs += o.cpu_runs;
     }
 
     pub fn render(&self, series: &str) -> String {
+        // A guest mostly waits (the steps' sleeps, the settle windows): QEMU's CPU time against
+        // its wall time says how many runs the host's cores can take at once.
+        let cpu = if self.cpu_runs == self.runs && self.wall > 0.0 {
+            format!(
+                "; QEMU busy {:.0} s of CPU, {:.0} % of one core",
+                self.cpu,
+                100.0 * self.cpu / self.wall
+            )
+        } else {
+            String::new()
+        };
         format!(
             "{series}: {} run(s), {:.0} s in QEMU: boot {:.0}, msitrace start {:.0}, \
              hibernation images {:.0}, the steps' own work {:.0}, between steps {:.0}, \
-             outside the guest's clock {:.0}",
+             outside the guest's clock {:.0}{cpu}",
             self.runs,
             self.wall,
             self.boot,
@@ -111,7 +130,7 @@ impl Breakdown {
             self.sleep,
             self.steps,
             self.between,
-            self.outside
+            self.outside,
         )
     }
 }
@@ -138,7 +157,7 @@ VMT done uptime=90.50
 
     #[test]
     fn splits_a_run_by_the_guests_own_clock() {
-        let b = of_run(CONSOLE, Duration::from_secs_f64(100.0));
+        let b = of_run(CONSOLE, Duration::from_secs_f64(100.0), None);
         let near = |a: f64, e: f64| (a - e).abs() < 1e-6;
         assert!(near(b.boot, 8.68));
         assert!(near(b.msitrace_start, 9.4));
@@ -156,19 +175,35 @@ VMT done uptime=90.50
 
     #[test]
     fn a_run_that_never_reached_a_step_is_all_outside() {
-        let b = of_run("garbage\n[ 1.0] no VMT lines", Duration::from_secs(7));
+        let b = of_run("garbage\n[ 1.0] no VMT lines", Duration::from_secs(7), None);
         assert_eq!(b.outside, 7.0);
         assert_eq!(b.boot + b.steps + b.sleep, 0.0);
     }
 
     #[test]
     fn runs_add_up_per_kernel() {
-        let mut k = of_run(CONSOLE, Duration::from_secs(100));
-        k.add(&of_run(CONSOLE, Duration::from_secs(100)));
-        assert_eq!(k.runs, 2);
-        assert!(
-            k.render("6.12")
-                .starts_with("6.12: 2 run(s), 200 s in QEMU: boot 17,")
+        let mut k = of_run(
+            CONSOLE,
+            Duration::from_secs(100),
+            Some(Duration::from_secs(30)),
         );
+        k.add(&of_run(
+            CONSOLE,
+            Duration::from_secs(100),
+            Some(Duration::from_secs(50)),
+        ));
+        assert_eq!(k.runs, 2);
+        let line = k.render("6.12");
+        assert!(
+            line.starts_with("6.12: 2 run(s), 200 s in QEMU: boot 17,"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("; QEMU busy 80 s of CPU, 40 % of one core"),
+            "{line}"
+        );
+        // One run whose CPU time was not read: no figure rather than a short one.
+        k.add(&of_run(CONSOLE, Duration::from_secs(100), None));
+        assert!(!k.render("6.12").contains("busy"));
     }
 }
