@@ -494,6 +494,7 @@ fn watch(
     start: Instant,
 ) -> Result<End> {
     let timeout = spec.timeout();
+    let mut timeline = fs::File::create(spec.dir.join("timeline.txt"))?;
     let mut offset = 0u64;
     let mut partial = String::new();
     let mut last_output = Instant::now();
@@ -526,7 +527,16 @@ fn watch(
                     return Ok(End::Fatal(format!("{f} ({})", line.trim())));
                 }
                 if let Some(msg) = line.strip_prefix("VMT ") {
-                    progress(spec, msg, start);
+                    let cpu = cpu_time(child.id());
+                    progress(spec, msg, start, cpu);
+                    // Each harness line with the host's clock and QEMU's CPU time: which
+                    // phases of a step cost the host's cores, and which only wait.
+                    let _ = writeln!(
+                        timeline,
+                        "{:.2} {:.2} {msg}",
+                        start.elapsed().as_secs_f64(),
+                        cpu.map_or(f64::NAN, |c| c.as_secs_f64())
+                    );
                     if msg.starts_with("wake-me") {
                         wake = Some((Instant::now(), 0));
                     } else if msg.starts_with("woke") || msg.starts_with("step ") {
@@ -560,8 +570,9 @@ fn watch(
 }
 
 /// Console lines worth showing as they happen.
-fn progress(spec: &RunSpec, msg: &str, start: Instant) {
+fn progress(spec: &RunSpec, msg: &str, start: Instant, cpu: Option<Duration>) {
     let t = start.elapsed().as_secs_f64();
+    let cpu = cpu.map_or(String::new(), |c| format!(", {:5.1}s CPU", c.as_secs_f64()));
     let show = msg.starts_with("step ")
         || msg.starts_with("error")
         || msg.starts_with("hibernating")
@@ -569,7 +580,7 @@ fn progress(spec: &RunSpec, msg: &str, start: Instant) {
         || msg.starts_with("done");
     if show {
         let msg = msg.split(" uptime=").next().unwrap_or(msg);
-        println!("vm: {} [{t:6.1}s] {msg}", spec.label);
+        println!("vm: {} [{t:6.1}s{cpu}] {msg}", spec.label);
     }
 }
 
