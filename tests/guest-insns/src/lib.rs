@@ -7,10 +7,11 @@
 //! it. This plugin counts per vCPU instead, from the program's first instruction to the return
 //! that leaves it, which is the span bpf_stats times.
 //!
-//! Known gap: in some phases of a run the kernel's text (the helpers) is undercounted: blocks
-//! that must have run (a program's probe reads) show no callback, while the programs' own code
-//! counts the same in every phase. The cause inside QEMU is not found; see the README's
-//! performance section. Trust the `code` figures; the totals are a floor.
+//! The vCPU is read from the guest (its kernel GS base), not taken from QEMU's callback
+//! argument: without MTTCG, which `-icount` rules out, QEMU gives a block's callbacks the index
+//! of the vCPU that translated it, and the vCPUs share blocks. Taking that index, an earlier
+//! version lost the helpers' blocks translated on the other vCPU, by amounts that changed with
+//! the phase (which vCPU happened to translate a helper first).
 //!
 //! - A program's entry is recognised by the x86-64 JIT's prologue (below), so nothing needs to
 //!   be known before the programs load. The host maps each entry address to its program with

@@ -33,7 +33,6 @@ struct RegDescriptor {
 }
 
 const CB_R_REGS: c_int = 1;
-const CB_NO_REGS: c_int = 0;
 
 unsafe extern "C" {
     fn qemu_plugin_register_vcpu_init_cb(id: PluginId, cb: extern "C" fn(PluginId, c_uint));
@@ -84,8 +83,12 @@ struct State {
     mark: u64,
     table: Table,
     vcpus: Vec<Frames>,
+    /// Each vCPU's kernel GS base (its per-CPU area), in the order first seen: its index here
+    /// is the vCPU a callback runs on (see [`State::vcpu`]).
+    gs_bases: Vec<u64>,
     rsp: *mut c_void,
     rdi: *mut c_void,
+    gs_base: *mut c_void,
     buf: *mut GArray,
 }
 
@@ -116,19 +119,39 @@ impl State {
         }
     }
 
-    fn frames(&mut self, vcpu: c_uint) -> &mut Frames {
-        let i = vcpu as usize;
-        if self.vcpus.len() <= i {
-            self.vcpus.resize_with(i + 1, Frames::default);
+    /// The vCPU this callback runs on. Not the index QEMU passes: without MTTCG (and
+    /// `-icount` rules it out) QEMU bakes the index of the vCPU that translated a block into
+    /// its callbacks (plugin-gen.c, gen_cpu_index: a constant unless CF_PARALLEL), and the
+    /// vCPUs share their blocks, so a helper translated on one vCPU reported every later run
+    /// on the other as the first's. The kernel's GS base is each CPU's per-CPU area, read at
+    /// run time. Kernel code running with a user GS base (the entry code before `swapgs`) is
+    /// none of a program's: None. The per-CPU areas are in the direct map, which `-cpu max`'s
+    /// 5-level paging puts at 0xff11…, below [`KERNEL`]: any upper-half address is the kernel's.
+    fn vcpu(&mut self) -> Option<usize> {
+        let gs = self.read(self.gs_base)?;
+        if gs >> 63 == 0 {
+            return None;
         }
-        &mut self.vcpus[i]
+        if let Some(i) = self.gs_bases.iter().position(|&g| g == gs) {
+            return Some(i);
+        }
+        if self.gs_bases.len() == MAX_VCPUS {
+            return None;
+        }
+        self.gs_bases.push(gs);
+        Some(self.gs_bases.len() - 1)
     }
 
-    fn set_depth(&mut self, vcpu: c_uint) {
-        let d = self.frames(vcpu).depth() as u64;
-        if let Some(o) = OPEN.get(vcpu as usize) {
-            o.store(d, Ordering::Relaxed);
+    fn frames(&mut self, vcpu: usize) -> &mut Frames {
+        if self.vcpus.len() <= vcpu {
+            self.vcpus.resize_with(vcpu + 1, Frames::default);
         }
+        &mut self.vcpus[vcpu]
+    }
+
+    fn set_depth(&mut self) {
+        let open: u64 = self.vcpus.iter().map(|f| f.depth() as u64).sum();
+        OPEN.store(open, Ordering::Relaxed);
     }
 
     fn flush(&mut self) {
@@ -143,80 +166,80 @@ impl State {
 }
 
 /// The entry block's address in its low 48 bits (kernel addresses have the top 16 set) and
-/// its instruction count above: QEMU calls a block's callbacks before its first
-/// instruction's, so the block is already counted when the entry callback runs.
-extern "C" fn on_entry(vcpu: c_uint, udata: *mut c_void) {
+/// its instruction count above. The entry block's own count is added here, not by
+/// [`on_tb_exec`]: blocks are counted only while a program is open, and this one opens it.
+extern "C" fn on_entry(_: c_uint, udata: *mut c_void) {
     let packed = udata as u64;
     let addr = packed | 0xffff_0000_0000_0000;
     let n = packed >> 48;
-    if vcpu as usize >= MAX_VCPUS {
-        return;
-    }
     with_state(|s| {
         let Some(sp) = s.read(s.rsp) else { return };
-        let now = count(vcpu);
-        // The entry block is in the module area: counted in both.
-        let count = Count {
-            all: now.all.saturating_sub(n),
-            code: now.code.saturating_sub(n),
-        };
-        let State { table, .. } = s;
-        let mut table = std::mem::take(table);
-        s.frames(vcpu).enter(addr, sp, count, &mut table);
+        let Some(vcpu) = s.vcpu() else { return };
+        let start = count(vcpu);
+        add(vcpu, n, true);
+        let mut table = std::mem::take(&mut s.table);
+        s.frames(vcpu).enter(addr, sp, start, &mut table);
         s.table = table;
-        s.set_depth(vcpu);
+        s.set_depth();
     });
 }
 
-extern "C" fn on_ret(vcpu: c_uint, _: *mut c_void) {
-    if OPEN
-        .get(vcpu as usize)
-        .is_none_or(|d| d.load(Ordering::Relaxed) == 0)
-    {
+extern "C" fn on_ret(_: c_uint, _: *mut c_void) {
+    if OPEN.load(Ordering::Relaxed) == 0 {
         return;
     }
     with_state(|s| {
         let Some(sp) = s.read(s.rsp) else { return };
+        let Some(vcpu) = s.vcpu() else { return };
         let count = count(vcpu);
         let mut table = std::mem::take(&mut s.table);
         s.frames(vcpu).ret(sp, count, &mut table);
         s.table = table;
-        s.set_depth(vcpu);
+        s.set_depth();
     });
 }
 
-/// Per vCPU: its open programs; a return is looked at only while one is.
-static OPEN: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+/// The programs open on all vCPUs: blocks are counted, and returns looked at, only while one is.
+static OPEN: AtomicU64 = AtomicU64::new(0);
 
-/// Per vCPU: the kernel instructions it ran (its blocks', counted as each block starts), and
-/// those of them in the module area.
+/// Per vCPU: the kernel instructions it ran while a program was open (its blocks', counted as
+/// each block starts), and those of them in the module area.
 static COUNT: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
 static CODE: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
 const MAX_VCPUS: usize = 64;
 
-fn count(vcpu: c_uint) -> Count {
-    let i = vcpu as usize;
-    let load = |a: &[AtomicU64; MAX_VCPUS]| a.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
+fn count(vcpu: usize) -> Count {
+    let load = |a: &[AtomicU64; MAX_VCPUS]| a.get(vcpu).map_or(0, |c| c.load(Ordering::Relaxed));
     Count {
         all: load(&COUNT),
         code: load(&CODE),
     }
 }
 
-/// A block's udata: its instruction count, and [`IN_MODULES`] for a block in the module area.
-const IN_MODULES: u64 = 1 << 63;
+fn add(vcpu: usize, n: u64, in_modules: bool) {
+    if let Some(c) = COUNT.get(vcpu) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+    if in_modules && let Some(c) = CODE.get(vcpu) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
 
-extern "C" fn on_tb_exec(vcpu: c_uint, udata: *mut c_void) {
+/// A block's udata: its instruction count, [`IN_MODULES`] for a block in the module area, and
+/// [`ENTRY`] for a program's entry block, which [`on_entry`] counts.
+const IN_MODULES: u64 = 1 << 63;
+const ENTRY: u64 = 1 << 62;
+
+extern "C" fn on_tb_exec(_: c_uint, udata: *mut c_void) {
     let u = udata as u64;
-    let n = u & !IN_MODULES;
-    if let Some(c) = COUNT.get(vcpu as usize) {
-        c.fetch_add(n, Ordering::Relaxed);
+    if u & ENTRY != 0 || OPEN.load(Ordering::Relaxed) == 0 {
+        return;
     }
-    if u & IN_MODULES != 0
-        && let Some(c) = CODE.get(vcpu as usize)
-    {
-        c.fetch_add(n, Ordering::Relaxed);
-    }
+    with_state(|s| {
+        if let Some(vcpu) = s.vcpu() {
+            add(vcpu, u & !(IN_MODULES | ENTRY), u & IN_MODULES != 0);
+        }
+    });
 }
 
 extern "C" fn on_mark(_: c_uint, _: *mut c_void) {
@@ -233,15 +256,18 @@ extern "C" fn on_tb(_: PluginId, tb: *mut c_void) {
         return;
     }
     let n = unsafe { qemu_plugin_tb_n_insns(tb) };
+    let mut flag = if vaddr >= MODULES { IN_MODULES } else { 0 };
+    if vaddr >= MODULES && n > 0 && n < 1 << 16 && is_prog_entry(&head(tb, n)) {
+        flag |= ENTRY;
+    }
     // A callback, not QEMU's inline ops: with -icount, QEMU 10.0's per-vCPU inline add
     // corrupted the guest (sha1's self-test failed, then invalid opcodes in the boot), and
-    // conditional callbacks, which test a scoreboard inline, missed most returns.
-    let flag = if vaddr >= MODULES { IN_MODULES } else { 0 };
+    // inline ops could not tell the vCPU anyway (State::vcpu). R_REGS: it reads the GS base.
     unsafe {
         qemu_plugin_register_vcpu_tb_exec_cb(
             tb,
             on_tb_exec,
-            CB_NO_REGS,
+            CB_R_REGS,
             (n as u64 | flag) as *mut c_void,
         )
     };
@@ -250,15 +276,11 @@ extern "C" fn on_tb(_: PluginId, tb: *mut c_void) {
     if vaddr < MODULES {
         return;
     }
-    let mut head = Vec::with_capacity(32);
     for i in 0..n {
         let insn = unsafe { qemu_plugin_tb_get_insn(tb, i) };
         let mut bytes = [0u8; 16];
         let len = unsafe { qemu_plugin_insn_data(insn, bytes.as_mut_ptr().cast(), bytes.len()) };
         let bytes = &bytes[..len.min(16)];
-        if i < 6 {
-            head.extend_from_slice(bytes);
-        }
         if is_ret(bytes) {
             unsafe {
                 qemu_plugin_register_vcpu_insn_exec_cb(
@@ -279,7 +301,7 @@ extern "C" fn on_tb(_: PluginId, tb: *mut c_void) {
             };
         }
     }
-    if n > 0 && n < 1 << 16 && is_prog_entry(&head) {
+    if flag & ENTRY != 0 {
         let packed = (vaddr & 0x0000_ffff_ffff_ffff) | ((n as u64) << 48);
         unsafe {
             qemu_plugin_register_vcpu_insn_exec_cb(
@@ -290,6 +312,18 @@ extern "C" fn on_tb(_: PluginId, tb: *mut c_void) {
             )
         };
     }
+}
+
+/// The bytes of a block's first six instructions, where the JIT's prologue is.
+fn head(tb: *mut c_void, n: usize) -> Vec<u8> {
+    let mut head = Vec::with_capacity(32);
+    for i in 0..n.min(6) {
+        let insn = unsafe { qemu_plugin_tb_get_insn(tb, i) };
+        let mut bytes = [0u8; 16];
+        let len = unsafe { qemu_plugin_insn_data(insn, bytes.as_mut_ptr().cast(), bytes.len()) };
+        head.extend_from_slice(&bytes[..len.min(16)]);
+    }
+    head
 }
 
 extern "C" fn on_vcpu_init(_: PluginId, _: c_uint) {
@@ -310,6 +344,7 @@ extern "C" fn on_vcpu_init(_: PluginId, _: c_uint) {
                 match CStr::from_ptr(d.name).to_bytes() {
                     b"rsp" => s.rsp = d.handle,
                     b"rdi" => s.rdi = d.handle,
+                    b"gs_base" => s.gs_base = d.handle,
                     _ => {}
                 }
             }
@@ -363,8 +398,10 @@ pub unsafe extern "C" fn qemu_plugin_install(
         mark: 0,
         table: Table::default(),
         vcpus: Vec::new(),
+        gs_bases: Vec::new(),
         rsp: std::ptr::null_mut(),
         rdi: std::ptr::null_mut(),
+        gs_base: std::ptr::null_mut(),
         buf: unsafe { g_byte_array_new() },
     });
     unsafe {

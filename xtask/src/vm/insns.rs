@@ -1,8 +1,9 @@
 //! The stream step's instruction counts: tests/guest-insns, a QEMU plugin that counts the
 //! guest instructions of each eBPF program on the vCPU that runs it. The kernel's bpf_stats,
 //! under `-icount`, also count the other vCPU's work whenever the vCPUs switch inside a
-//! program; these counts do not, but they miss some of the kernel's text in some phases
-//! (tests/guest-insns/src/lib.rs): the programs' own code is exact, the helpers' a floor.
+//! program; these counts do not. Counts recorded before the plugin read the vCPU from the guest
+//! (tests/guest-insns/src/lib.rs) miss the helpers' blocks translated on the other vCPU: in
+//! those, only the programs' own code is exact.
 
 use std::path::{Path, PathBuf};
 
