@@ -78,9 +78,9 @@ pub struct VmTestArgs {
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
     /// QEMU guests run at once. A guest waits much of its time (its steps' sleeps, the G5
-    /// window): each kept 61 % of a core busy with two at once on this 2-core machine (`QEMU
-    /// busy` in the time breakdown); three at once slowed every run by half. A plan with the
-    /// stream step runs alone: its end-to-end rates are the host's.
+    /// window): with two at once on this 2-core machine each kept 60 % of a core busy (`QEMU
+    /// busy` in the time breakdown); three at once used a quarter more CPU and slowed every
+    /// run. A plan with the stream step runs alone: its end-to-end rates are the host's.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub jobs: u32,
 }
@@ -354,8 +354,8 @@ fn run_guest(
 }
 
 /// The order runs start in: the dearest first, so that the lanes end together rather than one
-/// long run starting last. Weights from CI's runs: a step 10 s, a hibernation's image and
-/// settle 25 s, systemd's boot with the package's install and restart check 40 s.
+/// long run starting last. Rough weights, rounded from CI's runs: a step 10 s, a hibernation's
+/// image and settle 25 s, systemd's boot with the package's install and restart check 40 s.
 fn dispatch_order<'a>(runs: impl Iterator<Item = &'a [Step]>) -> Vec<usize> {
     let cost = |steps: &[Step]| -> u32 {
         steps

@@ -593,16 +593,20 @@ fn hmp(monitor: &Path, command: &str) -> Result<()> {
     Ok(())
 }
 
-/// utime + stime of a live process, from /proc/PID/stat (fields 14 and 15, after the command
-/// name, which may hold spaces and parentheses).
+/// utime + stime of a live process.
 fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let mut f = after.split_whitespace().skip(11);
-    let ticks = f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?;
+    let ticks = stat_cpu_ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     (hz > 0).then(|| Duration::from_secs_f64(ticks as f64 / hz as f64))
+}
+
+/// utime + stime in clock ticks from a /proc/PID/stat line: fields 14 and 15, counted after
+/// the command name, which may hold spaces and parentheses.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    let mut f = after.split_whitespace().skip(11);
+    Some(f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?)
 }
 
 fn stop(child: &mut Child, monitor: &Path) {
@@ -651,6 +655,16 @@ pub fn console_tail(console: &Path, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_ticks_are_read_past_a_command_name_with_spaces_and_parentheses() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+        // utime stime …
+        let stat = "4242 (qemu (x) 1) S 1 4242 4242 0 -1 4194560 100 0 0 0 750 125 0 0 20 0 3 0";
+        assert_eq!(stat_cpu_ticks(stat), Some(875));
+        assert_eq!(stat_cpu_ticks("4242 (qemu) S 1"), None);
+        assert_eq!(stat_cpu_ticks("no parenthesis"), None);
+    }
 
     const BOOT_STALL: &str = "\
 [    0.000000] Linux version 6.12.117+deb12-amd64
