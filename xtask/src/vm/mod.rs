@@ -77,11 +77,11 @@ pub struct VmTestArgs {
     /// [default: $MSITRACE_VM_WORK, else <repo>/vm-work].
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
-    /// QEMU guests run at once. A guest waits much of its time (its steps' sleeps, the G5
-    /// window): with two at once on this 2-core machine each kept 60 % of a core busy (`QEMU
-    /// busy` in the time breakdown); three at once used a quarter more CPU and slowed every
-    /// run. A plan with the stream step runs alone: its end-to-end rates are the host's.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
+    /// QEMU guests run at once. A guest is one host thread and waits much of its time (its
+    /// steps' sleeps, the G5 window): three at once kept this 2-core machine's cores busy
+    /// without slowing the longest run past the plan; four used a fifth more CPU for the same
+    /// wall time. A plan with the stream step runs alone: its end-to-end rates are the host's.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub jobs: u32,
 }
 
