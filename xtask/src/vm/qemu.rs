@@ -328,10 +328,10 @@ fn run_once(spec: &RunSpec) -> Result<RunOutcome> {
     let hibernates = spec.plan.iter().any(|s| s.scenario.hibernates());
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-machine", "q35", "-cpu", "max", "-smp", "2", "-m", "1024"]);
-    // One host thread for both vCPUs. Guests run several at a time (`--jobs`), and a guest with
-    // a thread per vCPU made the host's cores switch between more threads than it has: the
-    // 6.12 plan took 200-207 s of QEMU's CPU that way (two at a time) and 169-187 s with one
-    // thread a guest (three at a time).
+    // One host thread for both vCPUs. Guests run several at a time (`--jobs`), and with a
+    // thread per vCPU two guests already kept more threads runnable than this machine has
+    // cores: three single-threaded guests at a time ended the 6.12 plan in 131-156 s, two of
+    // the other kind in 174-187 s (interleaved runs), for about the same CPU.
     cmd.args(["-accel", "tcg,thread=single"]);
     // The stream step compares programs by the kernel's bpf_stats, which time them. Under
     // plain TCG that time follows the emulator (translation, its caches, the host's load) more
