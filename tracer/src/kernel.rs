@@ -67,15 +67,18 @@ pub struct KernelSymbols {
     source: SymbolSource,
 }
 
-/// A symbol table as read: the functions kept, and every module that has a function in it.
+/// A symbol table as read: the functions kept, every module that has a function in it, and
+/// how many functions it listed (kept or not: a table of functions none of ours is a table).
 #[derive(Default)]
 struct Table {
     syms: HashMap<String, Symbol>,
     modules: HashSet<String>,
+    functions: usize,
 }
 
 impl Table {
     fn add(&mut self, name: &str, module: Option<&str>, keep: &dyn Fn(&str) -> bool) {
+        self.functions += 1;
         if let Some(m) = module
             && !self.modules.contains(m)
         {
@@ -111,18 +114,13 @@ impl KernelSymbols {
     }
 
     pub fn read_from(paths: &SymbolPaths) -> KernelSymbols {
-        Self::read_where(paths, &catalogue_symbol)
-    }
-
-    /// [`Self::read_from`], keeping the functions whose plain name `keep` accepts.
-    fn read_where(paths: &SymbolPaths, keep: &dyn Fn(&str) -> bool) -> KernelSymbols {
+        let keep = &catalogue_symbol;
         let mut passed_over = Vec::new();
         let kallsyms = &paths.kallsyms;
         match fs::read_to_string(kallsyms) {
             Ok(text) => {
                 let t = kallsyms_table(&text, keep);
-                // Whether the table lists functions at all, not whether it has ours.
-                if !t.syms.is_empty() || has_text_symbol(&text) {
+                if t.functions > 0 {
                     let source = SymbolSource::new(
                         SymbolTable::Kallsyms,
                         kallsyms.display().to_string(),
@@ -141,7 +139,7 @@ impl KernelSymbols {
             match fs::read_to_string(&path) {
                 Ok(text) => {
                     let t = filter_functions_table(&text, keep);
-                    if text.lines().any(|l| !l.trim().is_empty()) {
+                    if t.functions > 0 {
                         let source = SymbolSource::new(
                             SymbolTable::AvailableFilterFunctions,
                             path.display().to_string(),
@@ -281,12 +279,6 @@ fn kallsyms_table(text: &str, keep: &dyn Fn(&str) -> bool) -> Table {
         }
     }
     t
-}
-
-/// Some line of kallsyms text is a function.
-fn has_text_symbol(text: &str) -> bool {
-    text.lines()
-        .any(|l| matches!(l.split_whitespace().nth(1), Some("t" | "T")))
 }
 
 /// tracefs `available_filter_functions` text: `name` or `name [module]` a line.
