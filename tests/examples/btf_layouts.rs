@@ -18,8 +18,8 @@ use std::{
     process::ExitCode,
 };
 
-use btf_rs::Btf;
 use serde_json::{Value, json};
+use tracer::btf::Btf;
 use tracer::btf_layout::{self, HYPERV_MODULES};
 use tracer::engine::RuleId;
 use tracer::engine::gates::Gates;

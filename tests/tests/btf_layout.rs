@@ -13,8 +13,8 @@ use std::{
     time::Instant,
 };
 
-use btf_rs::Btf;
 use msitrace_tests::{Scenario, Sleep, Vector};
+use tracer::btf::Btf;
 use tracer::btf_layout::{self, FactState, LayoutError, ResolvedLayout};
 use tracer::engine::gates::Gates;
 use tracer::engine::{EngineConfig, RuleId};
@@ -510,6 +510,140 @@ fn debian_6_1_with_hyperv_modules() {
 /// options, so everything placed after it moves: one more reason no offset is compiled in.
 /// Every kernel of the matrix fetches each object a streaming record reads in one read (the
 /// cost of a probe is mostly its helper calls), and each span holds its fields aligned.
+/// tracer's BTF reader (types read in place, for msitrace's start) against btf-rs (every type
+/// built as an owned value) on every type of every fixture kernel and its modules' split BTF:
+/// kind, name, size or referenced type, members, enumerators and parameters.
+#[test]
+fn the_btf_reader_agrees_with_btf_rs_on_every_type_of_every_fixture() {
+    use btf_rs::{BtfType, Type as R};
+    use tracer::btf::Kind;
+    for name in [K5_10, K6_1, K6_1_CLOUD, K6_12, K7_3] {
+        let k = kernel(name);
+        let rs_base = btf_rs::Btf::from_bytes(&k.vmlinux_raw).unwrap();
+        let rs_modules: Vec<btf_rs::Btf> = k
+            .modules
+            .iter()
+            .map(|(_, raw, _)| btf_rs::Btf::from_split_bytes(raw, &rs_base).unwrap())
+            .collect();
+        let mut objects = vec![("vmlinux", &k.vmlinux, &rs_base)];
+        for ((m, _, btf), rs) in k.modules.iter().zip(&rs_modules) {
+            objects.push((m, btf, rs));
+        }
+        let mut compared = 0usize;
+        for (object, ours, rs) in &objects {
+            let ids = ours.ids();
+            assert!(
+                rs.resolve_type_by_id(ids.end).is_err(),
+                "{name} {object}: btf-rs has more types"
+            );
+            for id in ids {
+                let t = ours.ty(id).unwrap();
+                let r = rs.resolve_type_by_id(id).unwrap();
+                let at = format!("{name} {object} type {id}");
+                assert_eq!(t.kind.name(), r.name(), "{at}");
+                let rname = r
+                    .as_btf_type()
+                    .map(|b| rs.resolve_name(b).unwrap_or_default());
+                if let Some(rname) = rname {
+                    assert_eq!(t.name().unwrap(), rname, "{at}");
+                }
+                match &r {
+                    R::Int(i) => assert_eq!(t.size() as usize, i.size(), "{at}"),
+                    R::Struct(s) | R::Union(s) => {
+                        assert_eq!(t.size() as usize, s.size(), "{at}");
+                        let ms: Vec<_> = t.members().collect();
+                        assert_eq!(ms.len(), s.members.len(), "{at}");
+                        for (m, rm) in ms.iter().zip(&s.members) {
+                            assert_eq!(
+                                ours.str_at(m.name_off).unwrap(),
+                                rs.resolve_name(rm).unwrap(),
+                                "{at}"
+                            );
+                            assert_eq!(m.type_id, rm.get_type_id().unwrap(), "{at}");
+                            assert_eq!(m.bit_offset, rm.bit_offset(), "{at}");
+                            assert_eq!(m.bitfield_size, rm.bitfield_size(), "{at}");
+                        }
+                    }
+                    R::Enum(e) => {
+                        let vs: Vec<_> = t
+                            .enumerators()
+                            .map(|(n, v)| (n.unwrap().to_string(), v))
+                            .collect();
+                        let rv: Vec<_> = e
+                            .members
+                            .iter()
+                            .map(|m| {
+                                let v = if e.is_signed() {
+                                    i64::from(m.val() as i32) as u64
+                                } else {
+                                    u64::from(m.val())
+                                };
+                                (rs.resolve_name(m).unwrap(), v)
+                            })
+                            .collect();
+                        assert_eq!(vs, rv, "{at}");
+                    }
+                    R::Enum64(e) => {
+                        let vs: Vec<_> = t
+                            .enumerators()
+                            .map(|(n, v)| (n.unwrap().to_string(), v))
+                            .collect();
+                        let rv: Vec<_> = e
+                            .members
+                            .iter()
+                            .map(|m| (rs.resolve_name(m).unwrap(), m.val()))
+                            .collect();
+                        assert_eq!(vs, rv, "{at}");
+                    }
+                    R::FuncProto(f) => {
+                        assert_eq!(t.type_id(), f.return_type_id(), "{at}");
+                        let ps: Vec<u32> = f
+                            .parameters
+                            .iter()
+                            .map(|p| p.get_type_id().unwrap_or(0))
+                            .collect();
+                        assert_eq!(t.params(), ps, "{at}");
+                    }
+                    other => {
+                        if let Some(b) = other.as_btf_type()
+                            && let Ok(to) = b.get_type_id()
+                            && !matches!(
+                                other,
+                                R::Array(_) | R::Var(_) | R::Datasec(_) | R::DeclTag(_)
+                            )
+                        {
+                            assert_eq!(t.type_id(), to, "{at}");
+                        }
+                    }
+                }
+                compared += 1;
+            }
+        }
+        // Lookups by name see the base first, then the module, as btf-rs's do.
+        for (object, ours, rs) in &objects {
+            for n in [
+                "pci_dev",
+                "hv_pcibus_device",
+                "irq_data",
+                "hv_pcibus_state",
+                "btf_trace_irq_handler_entry",
+            ] {
+                let a: Vec<u32> = ours.types_by_name(n).iter().map(|t| t.id).collect();
+                let b = rs.resolve_ids_by_name(n).unwrap_or_default();
+                assert_eq!(a, b, "{name} {object}: {n}");
+            }
+        }
+        assert!(
+            objects[0]
+                .1
+                .types_by_name("pci_dev")
+                .iter()
+                .any(|t| t.kind == Kind::Struct)
+        );
+        assert!(compared > 50_000, "{name}: {compared} types");
+    }
+}
+
 #[test]
 fn every_fixture_kernel_reads_each_object_in_one_span() {
     let hv: &[&str] = &["hv_vmbus", "pci_hyperv"];

@@ -21,7 +21,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use btf_rs::{Btf, BtfType, Member, Struct, Type};
+use crate::btf::{Btf, Kind, Member, Type};
 use serde::{Deserialize, Serialize};
 use tracer_common::{Field, Layout};
 
@@ -205,7 +205,7 @@ fn resolve_fact(spec: &FactSpec, sources: &[Source]) -> BtfFact {
             let mut why = None;
             for source in sources {
                 for st in composites_named(source.btf, root) {
-                    match walk(source.btf, &st, root, &members) {
+                    match walk(source.btf, st, root, &members) {
                         Ok(_) => return fact(FactState::Present, Some(source.name), None),
                         Err(e) => why = Some((source.name, e)),
                     }
@@ -230,10 +230,9 @@ fn resolve_fact(spec: &FactSpec, sources: &[Source]) -> BtfFact {
             for source in sources {
                 let found = source
                     .btf
-                    .resolve_types_by_name(func)
-                    .unwrap_or_default()
+                    .types_by_name(func)
                     .iter()
-                    .any(|t| matches!(t, Type::Func(_)));
+                    .any(|t| t.kind == Kind::Func);
                 if found {
                     return fact(FactState::Present, Some(source.name), None);
                 }
@@ -561,8 +560,7 @@ pub fn function_names(
     };
     let base = parse(&vmlinux_path, &bytes, None)?;
     let mut out = BtfFunctions::default();
-    // Split BTF numbers its types on from the base's last id.
-    let first_module_id = collect_functions(&base, 1, None, &mut out.functions);
+    collect_functions(&base, None, &mut out.functions);
     let entries = fs::read_dir(dir).map_err(|err| LayoutError::Read {
         path: dir.to_path_buf(),
         err,
@@ -576,7 +574,7 @@ pub fn function_names(
         let path = dir.join(&module);
         match read(&path).and_then(|bytes| parse(&path, &bytes, Some(&base))) {
             Ok(btf) => {
-                collect_functions(&btf, first_module_id, Some(&module), &mut out.functions);
+                collect_functions(&btf, Some(&module), &mut out.functions);
             }
             Err(e) => out.unreadable.push(e.to_string()),
         }
@@ -584,24 +582,16 @@ pub fn function_names(
     Ok(out)
 }
 
-/// Push the name of every FUNC from type id `first` to the last one; returns the id after it.
-fn collect_functions(
-    btf: &Btf,
-    first: u32,
-    module: Option<&str>,
-    out: &mut Vec<(String, Option<String>)>,
-) -> u32 {
-    let mut id = first;
-    while let Ok(t) = btf.resolve_type_by_id(id) {
-        if let Type::Func(f) = t
-            && let Ok(name) = btf.resolve_name(&f)
+/// Push the name of every FUNC of `btf`'s own (for a module, its split part's).
+fn collect_functions(btf: &Btf, module: Option<&str>, out: &mut Vec<(String, Option<String>)>) {
+    for t in btf.ids().filter_map(|id| btf.ty(id).ok()) {
+        if t.kind == Kind::Func
+            && let Ok(name) = t.name()
             && !name.is_empty()
         {
-            out.push((name, module.map(str::to_string)));
+            out.push((name.to_string(), module.map(str::to_string)));
         }
-        id += 1;
     }
-    id
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, LayoutError> {
@@ -611,63 +601,15 @@ fn read(path: &Path) -> Result<Vec<u8>, LayoutError> {
     })
 }
 
-/// The BTF header's sections must lie inside the data: btf-rs adds their offsets unchecked
-/// and panics on an overflow (found by `cargo xtask fuzz`, target btf_layout).
-fn check_header(bytes: &[u8]) -> Result<(), String> {
-    if bytes.len() < 24 {
-        return Err(format!(
-            "{} bytes, shorter than a BTF header (24)",
-            bytes.len()
-        ));
-    }
-    let le = match [bytes[0], bytes[1]] {
-        [0x9f, 0xeb] => true,
-        [0xeb, 0x9f] => false,
-        m => {
-            return Err(format!(
-                "no BTF magic (0xeb9f) at offset 0 but {:02x}{:02x}",
-                m[1], m[0]
-            ));
-        }
-    };
-    let u32_at = |o: usize| {
-        let b = [bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]];
-        u64::from(if le {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        })
-    };
-    let (hdr_len, type_off, type_len, str_off, str_len) =
-        (u32_at(4), u32_at(8), u32_at(12), u32_at(16), u32_at(20));
-    let len = bytes.len() as u64;
-    if hdr_len < 24 || hdr_len > len {
-        return Err(format!("header length {hdr_len} outside the {len} bytes"));
-    }
-    for (what, off, n) in [("type", type_off, type_len), ("string", str_off, str_len)] {
-        if hdr_len + off + n > len {
-            return Err(format!(
-                "{what} section at offset {} ({n} bytes) runs past the end ({len} bytes)",
-                hdr_len + off
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn parse(path: &Path, bytes: &[u8], base: Option<&Btf>) -> Result<Btf, LayoutError> {
-    let bad = |reason: String| LayoutError::Parse {
-        path: path.to_path_buf(),
-        reason,
-    };
-    check_header(bytes).map_err(bad)?;
-    // Whatever else btf-rs does not expect must be an error, not the end of the tracer.
-    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match base {
+    match base {
         None => Btf::from_bytes(bytes),
         Some(base) => Btf::from_split_bytes(bytes, base),
-    }))
-    .map_err(|_| bad("the BTF parser (btf-rs) failed on it".into()))?;
-    parsed.map_err(|e| bad(format!("{e:#}")))
+    }
+    .map_err(|reason| LayoutError::Parse {
+        path: path.to_path_buf(),
+        reason,
+    })
 }
 
 struct Source<'a> {
@@ -677,10 +619,10 @@ struct Source<'a> {
 
 /// A resolved member: its bit offset from the start of the root struct, its width when it
 /// is a bitfield, and its type with typedefs and qualifiers stripped.
-struct Resolved {
+struct Resolved<'a> {
     bit_off: u64,
     bitfield: Option<u32>,
-    ty: Type,
+    ty: Type<'a>,
 }
 
 fn resolve_field(spec: &FieldSpec, sources: &[Source], ptr_size: u32) -> (Field, FieldReport) {
@@ -740,7 +682,7 @@ fn resolve_candidate<'a>(
     let mut last_err = None;
     for source in sources {
         for root_struct in composites_named(source.btf, root) {
-            match walk(source.btf, &root_struct, root, &members)
+            match walk(source.btf, root_struct, root, &members)
                 .and_then(|r| to_field(&r, want, ptr_size))
             {
                 Ok(field) => return Ok((field, source.name)),
@@ -764,37 +706,33 @@ fn resolve_tp_arg<'a>(path: &str, sources: &'a [Source]) -> Result<(Field, &'a s
         .ok_or_else(|| format!("`{path}` is not btf_trace_<tracepoint>.<argument index>"))?;
     let source = sources
         .iter()
-        .find(|s| !s.btf.resolve_types_by_name(root).unwrap_or_default().is_empty())
+        .find(|s| !s.btf.types_by_name(root).is_empty())
         .ok_or_else(|| {
             format!("no typedef {root} in the BTF (the tracepoint is absent, or the kernel predates 5.5)")
         })?;
     let btf = source.btf;
-    let proto = btf
-        .resolve_types_by_name(root)
-        .unwrap_or_default()
+    let params = btf
+        .types_by_name(root)
         .into_iter()
         .find_map(|t| {
-            let Type::Typedef(t) = t else { return None };
-            match btf.resolve_chained_type(&t).ok()? {
-                Type::Ptr(p) => match btf.resolve_chained_type(&p).ok()? {
-                    Type::FuncProto(f) => Some(f),
-                    _ => None,
-                },
-                _ => None,
+            if t.kind != Kind::Typedef {
+                return None;
             }
+            let p = btf.ty(t.type_id()).ok().filter(|p| p.kind == Kind::Ptr)?;
+            let f = btf.ty(p.type_id()).ok()?;
+            (f.kind == Kind::FuncProto).then(|| f.params())
         })
         .ok_or_else(|| format!("{root} is not a typedef of a function pointer"))?;
-    let param = proto.parameters.get(n + 1).ok_or_else(|| {
+    let id = *params.get(n + 1).ok_or_else(|| {
         format!(
             "{root} takes {} argument(s), not {}",
-            proto.parameters.len().saturating_sub(1),
+            params.len().saturating_sub(1),
             n + 1
         )
     })?;
-    let id = param.get_type_id().map_err(|e| e.to_string())?;
-    let size = match strip(btf, id)? {
-        Type::Int(i) => i.size(),
-        Type::Enum(e) => e.size(),
+    let arg = strip(btf, id)?;
+    let size = match arg.kind {
+        Kind::Int | Kind::Enum => arg.size(),
         other => {
             return Err(format!(
                 "argument {n} of {root} is {}, expected an integer",
@@ -816,53 +754,46 @@ fn resolve_tp_arg<'a>(path: &str, sources: &'a [Source]) -> Result<(Field, &'a s
 }
 
 /// Structs and unions named `name` that have a body (not forward declarations).
-fn composites_named(btf: &Btf, name: &str) -> Vec<Struct> {
-    let Ok(types) = btf.resolve_types_by_name(name) else {
-        return Vec::new();
-    };
-    types
+fn composites_named<'a>(btf: &'a Btf, name: &str) -> Vec<Type<'a>> {
+    btf.types_by_name(name)
         .into_iter()
-        .filter_map(|t| match t {
-            Type::Struct(s) | Type::Union(s) if !s.members.is_empty() => Some(s),
-            _ => None,
-        })
+        .filter(|t| matches!(t.kind, Kind::Struct | Kind::Union) && t.members().next().is_some())
         .collect()
 }
 
-fn walk(btf: &Btf, root: &Struct, root_name: &str, members: &[&str]) -> Result<Resolved, String> {
+fn walk<'a>(
+    btf: &'a Btf,
+    root: Type<'a>,
+    root_name: &str,
+    members: &[&str],
+) -> Result<Resolved<'a>, String> {
     let (last, inner) = members.split_last().ok_or("the path names no member")?;
-    let mut container = root.clone();
+    let mut container = root;
     let mut container_name = format!("struct {root_name}");
     let mut bit_off = 0u64;
     for (i, name) in inner.iter().enumerate() {
-        let (member, rel) = find_member(btf, &container, name, 0)?
+        let (member, rel) = find_member(btf, container, name, 0)?
             .ok_or_else(|| format!("{container_name} has no member `{name}`"))?;
         bit_off += rel;
-        container = match strip(btf, type_id(&member)?)? {
-            Type::Struct(s) | Type::Union(s) => s,
-            other => {
-                return Err(format!(
-                    "`{name}` of {container_name} is a {}, not a struct or union",
-                    other.name()
-                ));
-            }
-        };
+        container = strip(btf, member.type_id)?;
+        if !matches!(container.kind, Kind::Struct | Kind::Union) {
+            return Err(format!(
+                "`{name}` of {container_name} is a {}, not a struct or union",
+                container.kind.name()
+            ));
+        }
         container_name = format!("`{root_name}.{}`", members[..=i].join("."));
     }
-    let (member, rel) = find_member(btf, &container, last, 0)?
+    let (member, rel) = find_member(btf, container, last, 0)?
         .ok_or_else(|| format!("{container_name} has no member `{last}`"))?;
     // Bitfields are taken from the member (kind_flag encoding), which kernel BTF uses for
-    // every struct that has them (5.10, 6.1, 6.12 and 6.18 checked); btf-rs does not expose
-    // the older encoding inside the int type.
+    // every struct that has them (5.10, 6.1, 6.12 and 6.18 checked), not from the older
+    // encoding inside the int type.
     Ok(Resolved {
         bit_off: bit_off + rel,
-        bitfield: member.bitfield_size().filter(|&n| n > 0),
-        ty: strip(btf, type_id(&member)?)?,
+        bitfield: member.bitfield_size.filter(|&n| n > 0),
+        ty: strip(btf, member.type_id)?,
     })
-}
-
-fn type_id(member: &Member) -> Result<u32, String> {
-    member.get_type_id().map_err(|e| e.to_string())
 }
 
 /// Anonymous members nest a few levels at most; a deeper chain means a malformed BTF.
@@ -872,25 +803,25 @@ const MAX_ANON_DEPTH: usize = 8;
 /// does. Returns the member and its bit offset from the start of `s`.
 fn find_member(
     btf: &Btf,
-    s: &Struct,
+    s: Type<'_>,
     name: &str,
     depth: usize,
 ) -> Result<Option<(Member, u64)>, String> {
     if depth > MAX_ANON_DEPTH {
         return Err("anonymous members nested too deep".to_string());
     }
-    for m in &s.members {
-        let m_name = btf.resolve_name(m).map_err(|e| e.to_string())?;
+    for m in s.members() {
+        let m_name = btf.str_at(m.name_off)?;
         if m_name == name {
-            return Ok(Some((m.clone(), u64::from(m.bit_offset()))));
+            return Ok(Some((m, u64::from(m.bit_offset))));
         }
         if m_name.is_empty() {
-            let inner = match strip(btf, type_id(m)?)? {
-                Type::Struct(inner) | Type::Union(inner) => inner,
-                _ => continue,
-            };
-            if let Some((found, rel)) = find_member(btf, &inner, name, depth + 1)? {
-                return Ok(Some((found, u64::from(m.bit_offset()) + rel)));
+            let inner = strip(btf, m.type_id)?;
+            if !matches!(inner.kind, Kind::Struct | Kind::Union) {
+                continue;
+            }
+            if let Some((found, rel)) = find_member(btf, inner, name, depth + 1)? {
+                return Ok(Some((found, u64::from(m.bit_offset) + rel)));
             }
         }
     }
@@ -901,17 +832,15 @@ fn find_member(
 const MAX_TYPE_CHAIN: usize = 32;
 
 /// The type `id` with typedefs, const, volatile, restrict and type tags stripped.
-fn strip(btf: &Btf, id: u32) -> Result<Type, String> {
-    let mut ty = btf
-        .resolve_type_by_id(id)
-        .map_err(|e| format!("type id {id}: {e}"))?;
+fn strip(btf: &Btf, id: u32) -> Result<Type<'_>, String> {
+    let mut ty = btf.ty(id).map_err(|e| format!("type id {id}: {e}"))?;
     for _ in 0..MAX_TYPE_CHAIN {
-        ty = match ty {
-            Type::Typedef(t) | Type::TypeTag(t) => btf.resolve_chained_type(&t),
-            Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => btf.resolve_chained_type(&t),
-            other => return Ok(other),
+        match ty.kind {
+            Kind::Typedef | Kind::TypeTag | Kind::Const | Kind::Volatile | Kind::Restrict => {
+                ty = btf.ty(ty.type_id())?;
+            }
+            _ => return Ok(ty),
         }
-        .map_err(|e| e.to_string())?;
     }
     Err(format!("type id {id}: typedef chain too long"))
 }
@@ -941,16 +870,18 @@ fn to_field(r: &Resolved, want: Want, ptr_size: u32) -> Result<Field, String> {
     if !r.bit_off.is_multiple_of(8) {
         return Err(format!("not byte aligned (bit offset {})", r.bit_off));
     }
-    let size = match (want, &r.ty) {
-        (Want::Int, Type::Int(i)) => i.size(),
-        (Want::Int, Type::Enum(e)) => e.size(),
-        (Want::Int, Type::Enum64(e)) => e.size(),
-        (Want::Ptr | Want::Str, Type::Ptr(_)) => ptr_size as usize,
+    let size = match (want, r.ty.kind) {
+        (Want::Int, Kind::Int | Kind::Enum | Kind::Enum64) => r.ty.size(),
+        (Want::Ptr | Want::Str, Kind::Ptr) => ptr_size,
         // __data_loc: offset from the record's start in the low 16 bits, length in the high 16.
-        (Want::Str, Type::Int(i)) if i.size() == 4 => 4,
-        (Want::Embedded, Type::Struct(_) | Type::Union(_)) => 0,
-        (want, ty) => {
-            return Err(format!("found {}, expected {}", ty.name(), want_text(want)));
+        (Want::Str, Kind::Int) if r.ty.size() == 4 => 4,
+        (Want::Embedded, Kind::Struct | Kind::Union) => 0,
+        (want, kind) => {
+            return Err(format!(
+                "found {}, expected {}",
+                kind.name(),
+                want_text(want)
+            ));
         }
     };
     if want != Want::Embedded && ![1, 2, 4, 8].contains(&size) {
@@ -985,12 +916,9 @@ fn want_text(want: Want) -> &'static str {
 fn pointer_size(btf: &Btf) -> u32 {
     ["long unsigned int", "long int"]
         .iter()
-        .flat_map(|n| btf.resolve_types_by_name(n).unwrap_or_default())
-        .find_map(|t| match t {
-            Type::Int(i) => u32::try_from(i.size()).ok(),
-            _ => None,
-        })
-        .unwrap_or(8)
+        .flat_map(|n| btf.types_by_name(n))
+        .find(|t| t.kind == Kind::Int)
+        .map_or(8, |t| t.size())
 }
 
 /// The values of the enumerators `wanted`, found in one pass over the enums of `btf` that
@@ -999,71 +927,31 @@ fn pointer_size(btf: &Btf) -> u32 {
 fn find_enumerators<'a>(btf: &Btf, wanted: impl Iterator<Item = &'a str>) -> Vec<Option<u64>> {
     let wanted: Vec<&str> = wanted.collect();
     let mut found: Vec<Option<u64>> = vec![None; wanted.len()];
-    let mut id = 1u32;
-    while found.iter().any(Option::is_none) {
-        let Ok(ty) = btf.resolve_type_by_id(id) else {
+    for id in btf.ids() {
+        if found.iter().all(Option::is_some) {
             break;
-        };
-        let enumerators: Vec<(String, u64)> = match ty {
-            Type::Enum(e) => e
-                .members
-                .iter()
-                .filter_map(|m| {
-                    Some((
-                        btf.resolve_name(m).ok()?,
-                        enum_value(e.is_signed(), m.val()),
-                    ))
-                })
-                .collect(),
-            Type::Enum64(e) => e
-                .members
-                .iter()
-                .filter_map(|m| Some((btf.resolve_name(m).ok()?, m.val())))
-                .collect(),
-            _ => Vec::new(),
-        };
-        for (name, value) in enumerators {
-            if let Some(i) = wanted.iter().position(|w| *w == name) {
+        }
+        let Ok(ty) = btf.ty(id) else { break };
+        for (name, value) in ty.enumerators() {
+            if let Ok(name) = name
+                && let Some(i) = wanted.iter().position(|w| *w == name)
+            {
                 found[i].get_or_insert(value);
             }
         }
-        id += 1;
     }
     found
 }
 
-/// A 32-bit enumerator as u64: sign-extended when the enum is signed, so that a negative
-/// value never passes for a large positive one.
-fn enum_value(signed: bool, raw: u32) -> u64 {
-    if signed {
-        i64::from(raw as i32) as u64
-    } else {
-        u64::from(raw)
-    }
-}
-
 /// The enumerators of the enum type `name`, in declaration order.
 fn named_enum(btf: &Btf, name: &str) -> Option<Vec<(String, u64)>> {
-    btf.resolve_types_by_name(name)
-        .ok()?
+    btf.types_by_name(name)
         .into_iter()
-        .find_map(|t| match t {
-            Type::Enum(e) => Some(
-                e.members
-                    .iter()
-                    .filter_map(|m| {
-                        let n = btf.resolve_name(m).ok()?;
-                        Some((n, enum_value(e.is_signed(), m.val())))
-                    })
-                    .collect(),
-            ),
-            Type::Enum64(e) => Some(
-                e.members
-                    .iter()
-                    .filter_map(|m| Some((btf.resolve_name(m).ok()?, m.val())))
-                    .collect(),
-            ),
-            _ => None,
+        .find(|t| matches!(t.kind, Kind::Enum | Kind::Enum64))
+        .map(|t| {
+            t.enumerators()
+                .filter_map(|(n, v)| Some((n.ok()?.to_string(), v)))
+                .collect()
         })
 }
 

@@ -4,6 +4,7 @@
 //! state engine and its rules turn events into per-vector state and divergences; the trace
 //! file keeps it all for replay. Front-ends (`cmd::*`) are thin layers over these.
 
+pub mod btf;
 pub mod btf_layout;
 pub mod check;
 pub mod cmd;
