@@ -564,35 +564,31 @@ fn the_btf_reader_agrees_with_btf_rs_on_every_type_of_every_fixture() {
                             assert_eq!(m.bitfield_size, rm.bitfield_size(), "{at}");
                         }
                     }
-                    R::Enum(e) => {
+                    R::Enum(_) | R::Enum64(_) => {
                         let vs: Vec<_> = t
                             .enumerators()
                             .map(|(n, v)| (n.unwrap().to_string(), v))
                             .collect();
-                        let rv: Vec<_> = e
-                            .members
-                            .iter()
-                            .map(|m| {
-                                let v = if e.is_signed() {
-                                    i64::from(m.val() as i32) as u64
-                                } else {
-                                    u64::from(m.val())
-                                };
-                                (rs.resolve_name(m).unwrap(), v)
-                            })
-                            .collect();
-                        assert_eq!(vs, rv, "{at}");
-                    }
-                    R::Enum64(e) => {
-                        let vs: Vec<_> = t
-                            .enumerators()
-                            .map(|(n, v)| (n.unwrap().to_string(), v))
-                            .collect();
-                        let rv: Vec<_> = e
-                            .members
-                            .iter()
-                            .map(|m| (rs.resolve_name(m).unwrap(), m.val()))
-                            .collect();
+                        let rv: Vec<_> = match &r {
+                            R::Enum(e) => e
+                                .members
+                                .iter()
+                                .map(|m| {
+                                    let v = if e.is_signed() {
+                                        i64::from(m.val() as i32) as u64
+                                    } else {
+                                        u64::from(m.val())
+                                    };
+                                    (rs.resolve_name(m).unwrap(), v)
+                                })
+                                .collect(),
+                            R::Enum64(e) => e
+                                .members
+                                .iter()
+                                .map(|m| (rs.resolve_name(m).unwrap(), m.val()))
+                                .collect(),
+                            _ => unreachable!(),
+                        };
                         assert_eq!(vs, rv, "{at}");
                     }
                     R::FuncProto(f) => {

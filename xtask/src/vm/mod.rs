@@ -607,11 +607,17 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
             span = Some(span.map_or((run.start, run.end), |(a, b)| {
                 (a.min(run.start), b.max(run.end))
             }));
-            ktime.add(&timing::of_run(
-                &fs::read_to_string(&outcome.console).unwrap_or_default(),
-                outcome.wall,
-                outcome.cpu,
-            ));
+            ktime.add(
+                &timing::of_run(
+                    &fs::read_to_string(&outcome.console).unwrap_or_default(),
+                    outcome.wall,
+                    outcome.cpu,
+                )
+                .with_timeline(
+                    &fs::read_to_string(outcome.console.with_file_name("timeline.txt"))
+                        .unwrap_or_default(),
+                ),
+            );
             judge_run(&rig, g, steps, outcome, &mut rows);
             if let Tracer::Usable(m) = &rig.tracer {
                 costs::add_steps(m, steps, &outcome.artifacts, &mut kcosts);

@@ -30,6 +30,24 @@ pub struct Breakdown {
     /// QEMU's CPU time, over the runs that had it read ([`Breakdown::cpu_runs`]).
     pub cpu: f64,
     pub cpu_runs: u32,
+    /// The same CPU time by phase, from the runs' timelines ([`Breakdown::with_timeline`]).
+    pub cpu_split: CpuSplit,
+}
+
+/// QEMU's CPU time by phase. Three guests at a time on two cores keep the host's cores busy,
+/// and then the plan's wall time follows its CPU time, not the guests' clocks.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CpuSplit {
+    /// QEMU's start to the first step: firmware, the kernel's boot, init (systemd's boot).
+    pub boot: f64,
+    /// From the line before each `recording` to it: msitrace's start.
+    pub start: f64,
+    /// From the line before each `recorded` to it: msitrace's stop (the hooks' detach).
+    pub stop: f64,
+    /// `hibernating` to `resumed`: image written, power-off, the boot kernel, image read.
+    pub sleep: f64,
+    /// The rest: the steps' actions, fires, checks and saves.
+    pub rest: f64,
 }
 
 fn field(line: &str, key: &str) -> Option<f64> {
@@ -94,6 +112,44 @@ pub fn of_run(console: &str, wall: Duration, cpu: Option<Duration>) -> Breakdown
 }
 
 impl Breakdown {
+    /// Split the CPU time by phase from the run's `timeline.txt`: `wall cpu message` a line,
+    /// the host's clock and QEMU's CPU time when each harness line arrived. Each line's CPU
+    /// since the line before goes to the phase that line ends.
+    pub fn with_timeline(mut self, timeline: &str) -> Breakdown {
+        let c = &mut self.cpu_split;
+        let mut prev = 0.0;
+        let mut begun = false;
+        let mut asleep = false;
+        for line in timeline.lines() {
+            let mut words = line.splitn(3, ' ');
+            let (Some(_), Some(cpu), Some(msg)) = (words.next(), words.next(), words.next()) else {
+                continue;
+            };
+            let Some(cpu) = cpu.parse::<f64>().ok().filter(|c| c.is_finite()) else {
+                continue;
+            };
+            let delta = (cpu - prev).max(0.0);
+            prev = cpu;
+            let word = msg.split_whitespace().next().unwrap_or("");
+            let phase = if !begun {
+                begun = word == "step" && msg.contains(" begin ");
+                &mut c.boot
+            } else if asleep {
+                asleep = word != "resumed";
+                &mut c.sleep
+            } else {
+                match word {
+                    "recording" => &mut c.start,
+                    "recorded" => &mut c.stop,
+                    _ => &mut c.rest,
+                }
+            };
+            *phase += delta;
+            asleep |= word == "hibernating";
+        }
+        self
+    }
+
     pub fn add(&mut self, o: &Breakdown) {
         self.runs += o.runs;
         self.wall += o.wall;
@@ -105,14 +161,30 @@ impl Breakdown {
         self.outside += o.outside;
         self.cpu += o.cpu;
         self.cpu_runs += o.cpu_runs;
+        let (c, oc) = (&mut self.cpu_split, &o.cpu_split);
+        c.boot += oc.boot;
+        c.start += oc.start;
+        c.stop += oc.stop;
+        c.sleep += oc.sleep;
+        c.rest += oc.rest;
     }
 
     pub fn render(&self, series: &str) -> String {
         // A guest mostly waits (the steps' sleeps, the settle windows): QEMU's CPU time against
         // its wall time says how many runs the host's cores can take at once.
         let cpu = if self.cpu_runs == self.runs && self.wall > 0.0 {
+            let c = &self.cpu_split;
+            let split = if c.boot + c.start + c.stop + c.sleep + c.rest > 0.0 {
+                format!(
+                    " (boot {:.0}, msitrace start {:.0}, its stop {:.0}, hibernations {:.0}, \
+                     the rest of the steps {:.0})",
+                    c.boot, c.start, c.stop, c.sleep, c.rest
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "; QEMU busy {:.0} s of CPU, {:.0} % of one core",
+                "; QEMU busy {:.0} s of CPU{split}, {:.0} % of one core",
                 self.cpu,
                 100.0 * self.cpu / self.wall
             )
@@ -170,6 +242,51 @@ VMT done uptime=90.50
         assert!(
             near(sum, b.wall),
             "the parts add up to the wall time: {sum}"
+        );
+    }
+
+    // The host's lines for the same kind of run: wall, QEMU's CPU, the guest's line.
+    const TIMELINE: &str = "\
+10.00 7.00 boot kernel=6.12 uptime=6.8
+12.00 8.00 ready uptime=8.60
+12.10 8.10 step hibernate.buggy begin uptime=8.68
+12.20 8.20 vectors step=hibernate.buggy control=37 test=38,39 plain=40
+20.00 14.20 recording step=hibernate.buggy front=live after=5.2s
+30.00 15.00 action step=hibernate.buggy uptime=28.66
+30.20 15.20 hibernating step=hibernate.buggy uptime=28.93
+45.00 25.20 boot kernel=6.12 uptime=7.1
+46.00 26.20 resume-image dev=254:0 uptime=8.0
+52.00 30.20 resumed step=hibernate.buggy rc=0 uptime=55.75
+60.00 33.20 live step=hibernate.buggy phase=after vector=0
+63.00 35.20 recorded step=hibernate.buggy front=live rc=0 bytes=1
+64.00 35.70 step hibernate.buggy end uptime=64.78
+64.10 nan step burst.fixed begin uptime=64.88
+";
+
+    #[test]
+    fn splits_the_cpu_by_the_line_each_phase_ends_on() {
+        let b = of_run(
+            CONSOLE,
+            Duration::from_secs(100),
+            Some(Duration::from_secs(40)),
+        )
+        .with_timeline(TIMELINE);
+        let c = &b.cpu_split;
+        let near = |a: f64, e: f64| (a - e).abs() < 1e-6;
+        assert!(near(c.boot, 8.10), "{c:?}");
+        assert!(near(c.start, 6.0), "{c:?}");
+        assert!(near(c.sleep, 15.0), "{c:?}");
+        assert!(near(c.stop, 2.0), "{c:?}");
+        // vectors 0.1, action 0.8, hibernating 0.2, live 3.0, end 0.5; the NaN line is skipped.
+        assert!(near(c.rest, 4.6), "{c:?}");
+        assert!(near(c.boot + c.start + c.sleep + c.stop + c.rest, 35.7));
+        let line = b.render("6.12");
+        assert!(
+            line.contains(
+                "QEMU busy 40 s of CPU (boot 8, msitrace start 6, its stop 2, hibernations 15, \
+                 the rest of the steps 5), 40 % of one core"
+            ),
+            "{line}"
         );
     }
 
