@@ -1107,6 +1107,10 @@ pub(crate) mod tests {
     /// reached only through two anonymous levels, next to named alternatives that must not
     /// be looked into (`platform.msi_index`).
     fn kernel_5_15() -> Btf {
+        Btf::from_bytes(&kernel_5_15_bytes()).expect("the test encoder writes valid BTF")
+    }
+
+    pub(crate) fn kernel_5_15_bytes() -> Vec<u8> {
         let mut b = BtfBuilder::new();
         let uint = b.int("unsigned int", 4);
         let u32_ = b.typedef("u32", uint);
@@ -1149,7 +1153,7 @@ pub(crate) mod tests {
                 ("", cached, 128, 0),
             ],
         );
-        b.finish()
+        b.bytes()
     }
 
     fn field_of(r: &ResolvedLayout, name: &str) -> (Option<String>, Field) {
@@ -1457,5 +1461,54 @@ mod fuzz_regressions {
         assert!(err(&past).contains("runs past the end"), "{}", err(&past));
         assert!(err(b"").contains("shorter than a BTF header"));
         assert!(err(&[0u8; 24]).contains("no BTF magic"));
+    }
+
+    /// Every byte of a small vmlinux and of a module split over it, set to each of a few
+    /// values: msitrace's BTF reader indexes the data it was given, so each corruption must
+    /// be an error or a layout, never a panic, and so must everything the resolver reads.
+    #[test]
+    fn corrupt_bytes_anywhere_are_errors_or_layouts_not_panics() {
+        use super::tests::BtfBuilder;
+        use crate::btf::Btf;
+        let mut b = BtfBuilder::new();
+        b.func("hv_irq_unmask");
+        let base_bytes = b.bytes();
+        let mut m = BtfBuilder::split_over(&b);
+        m.func("hv_pci_restore_msi_msg");
+        let base = super::tests::kernel_5_15_bytes();
+        let module = m.bytes();
+        let walk = |btf: &Btf| {
+            for id in btf.ids() {
+                let Ok(t) = btf.ty(id) else { continue };
+                let _ = t.name();
+                let _ = t
+                    .members()
+                    .filter(|m| btf.str_at(m.name_off).is_ok())
+                    .count();
+                let _ = t.enumerators().count();
+                let _ = t.params();
+            }
+        };
+        let mut parsed = 0;
+        for (i, v) in (0..base.len()).flat_map(|i| [0u8, 1, 0x7f, 0xff].map(|v| (i, v))) {
+            let mut bytes = base.clone();
+            bytes[i] = v;
+            if let Ok(btf) = Btf::from_bytes(&bytes) {
+                walk(&btf);
+                let _ = super::resolve(&btf, &[]);
+                parsed += 1;
+            }
+        }
+        let vmlinux = Btf::from_bytes(&base_bytes).unwrap();
+        for (i, v) in (0..module.len()).flat_map(|i| [0u8, 1, 0x7f, 0xff].map(|v| (i, v))) {
+            let mut bytes = module.clone();
+            bytes[i] = v;
+            if let Ok(btf) = Btf::from_split_bytes(&bytes, &vmlinux) {
+                walk(&btf);
+                let _ = super::resolve(&vmlinux, &[("pci_hyperv", &btf)]);
+            }
+        }
+        // Most single-byte changes land in offsets, sizes and names, which still parse.
+        assert!(parsed > base.len(), "{parsed} of {} parsed", 4 * base.len());
     }
 }
