@@ -26,6 +26,15 @@ use super::{
     plan::{Front, Mode, Scenario, Step},
 };
 
+/// The G5 window the run recorded with (`vmt.g5silence=`): its buggy steps stopped recording
+/// that long after the resume, so a longer one would find no silence to judge.
+fn g5_silence(cmdline: &str) -> u64 {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("vmt.g5silence=")?.parse().ok())
+        .unwrap_or(G5_SILENCE_S)
+}
+
 /// The steps the run's kernel command line planned (`vmt.plan=hibernate.buggy.live,...`).
 fn planned(cmdline: &str) -> Vec<Step> {
     let Some(plan) = cmdline
@@ -83,6 +92,7 @@ fn judge_recorded_run(run: &Path, abi: &str, m: &Msitrace, scratch: &Path) -> St
     let e1000e = e1000e.as_deref().map(str::trim).filter(|s| !s.is_empty());
     let cmdline = fs::read_to_string(art.join("cmdline")).unwrap_or_default();
     let steps = planned(&cmdline);
+    let g5_silence_s = g5_silence(&cmdline);
     show(
         &mut out,
         "probes",
@@ -102,7 +112,7 @@ fn judge_recorded_run(run: &Path, abi: &str, m: &Msitrace, scratch: &Path) -> St
             dir: &dir,
             e1000e,
             msitrace: Some(m),
-            g5_silence_s: G5_SILENCE_S,
+            g5_silence_s,
             tty1: &scratch.join("tty1.log"),
             h4_gated_off: abi_at_least(abi, 6, 17),
         });
@@ -162,4 +172,20 @@ pub fn run(args: VerdictsArgs) -> Result<()> {
     }
     let _ = fs::remove_dir_all(&scratch);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_are_judged_with_the_window_they_recorded_with() {
+        let old = "console=ttyS0 vmt.plan=hibernate.buggy.live vmt.msitrace=1 vmt.g5silence=4";
+        assert_eq!(g5_silence(old), 4);
+        assert_eq!(g5_silence("vmt.plan=s3.fixed.record"), G5_SILENCE_S);
+        assert_eq!(
+            planned(old),
+            [Step::new(Scenario::Hibernate, Mode::Buggy).with(Front::Live)]
+        );
+    }
 }
