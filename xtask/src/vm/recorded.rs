@@ -19,8 +19,8 @@ use std::{
 };
 
 use super::{
-    G5_SILENCE_S,
     checks::{self, StepInput, Verdict},
+    g5_silence_s,
     kernel::abi_at_least,
     msitrace::Msitrace,
     plan::{Front, Mode, Scenario, Step},
@@ -28,11 +28,11 @@ use super::{
 
 /// The G5 window the run recorded with (`vmt.g5silence=`): its buggy steps stopped recording
 /// that long after the resume, so a longer one would find no silence to judge.
-fn g5_silence(cmdline: &str) -> u64 {
+fn g5_silence(cmdline: &str, steps: &[Step]) -> u64 {
     cmdline
         .split_whitespace()
         .find_map(|w| w.strip_prefix("vmt.g5silence=")?.parse().ok())
-        .unwrap_or(G5_SILENCE_S)
+        .unwrap_or_else(|| g5_silence_s(steps))
 }
 
 /// The steps the run's kernel command line planned (`vmt.plan=hibernate.buggy.live,...`).
@@ -92,7 +92,7 @@ fn judge_recorded_run(run: &Path, abi: &str, m: &Msitrace, scratch: &Path) -> St
     let e1000e = e1000e.as_deref().map(str::trim).filter(|s| !s.is_empty());
     let cmdline = fs::read_to_string(art.join("cmdline")).unwrap_or_default();
     let steps = planned(&cmdline);
-    let g5_silence_s = g5_silence(&cmdline);
+    let g5_silence_s = g5_silence(&cmdline, &steps);
     show(
         &mut out,
         "probes",
@@ -180,9 +180,12 @@ mod tests {
 
     #[test]
     fn runs_are_judged_with_the_window_they_recorded_with() {
-        let old = "console=ttyS0 vmt.plan=hibernate.buggy.live vmt.msitrace=1 vmt.g5silence=4";
-        assert_eq!(g5_silence(old), 4);
-        assert_eq!(g5_silence("vmt.plan=s3.fixed.record"), G5_SILENCE_S);
+        let old = "console=ttyS0 vmt.plan=hibernate.buggy.live vmt.msitrace=1 vmt.g5silence=7";
+        assert_eq!(g5_silence(old, &planned(old)), 7);
+        let service = "vmt.plan=hibernate.buggy.service";
+        assert_eq!(g5_silence(service, &planned(service)), 10);
+        let record = "vmt.plan=s3.fixed.record";
+        assert_eq!(g5_silence(record, &planned(record)), 4);
         assert_eq!(
             planned(old),
             [Step::new(Scenario::Hibernate, Mode::Buggy).with(Front::Live)]
