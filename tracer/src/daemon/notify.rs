@@ -44,8 +44,9 @@ impl Notifier {
         }
     }
 
-    /// WATCHDOG=1 when its half-period has passed; called from the once-a-second sample, so
-    /// a stuck event loop stops the pings and systemd restarts the service.
+    /// WATCHDOG=1 when its half-period has passed (at most once a second); called from the
+    /// sample and from each event, so a stuck event loop stops the pings and systemd restarts
+    /// the service.
     pub fn tick(&mut self) {
         if let Some(p) = self.watchdog
             && self.last_ping.elapsed() >= p.min(Duration::from_secs(1))
