@@ -144,9 +144,15 @@ impl RunSpec<'_> {
         // hibernate=nocompress: under TCG the image's LZO is the slow part of a hibernation
         // (6.12, 88 MB: written in 4.9 s and read back in 7.1 s, one thread each way; 29 s on a
         // loaded host), and QEMU's raw disk takes the plain pages at ~80 MB/s (1.0 s, 1.2 s).
+        // watchdog_thresh=60, rcu_cpu_stall_timeout=120: a loop the kernel runs without a
+        // reschedule lasts seconds under TCG and tens of seconds when the host's cores are
+        // shared by three guests: 6.1's boot kernel loading a 46,240-page image ran 25 s in
+        // snapshot_write_next on a fresh-clone CI and the soft-lockup detector (20 s) ended the
+        // run. A real hang still shows, at 120 s, inside every run's timeout.
         let mut line = format!(
             "console=ttyS0,115200 rdinit=/init panic=0 no_console_suspend loglevel=4 \
              mitigations=off iomem=relaxed hibernate=nocompress \
+             watchdog_thresh=60 rcupdate.rcu_cpu_stall_timeout=120 \
              vmt.plan={} vmt.msitrace={} vmt.g5silence={}",
             plan.join(","),
             u8::from(self.msitrace),
