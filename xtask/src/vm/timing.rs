@@ -42,7 +42,8 @@ pub struct CpuSplit {
     pub boot: f64,
     /// From the line before each `recording` to it: msitrace's start.
     pub start: f64,
-    /// From the line before each `recorded` to it: msitrace's stop (the hooks' detach).
+    /// From the line before each `recorded` to it: msitrace's stop (the hooks' detach), and in
+    /// the buggy sleep steps G5's window waited out before it.
     pub stop: f64,
     /// `hibernating` to `resumed`: image written, power-off, the boot kernel, image read.
     pub sleep: f64,
