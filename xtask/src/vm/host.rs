@@ -1,5 +1,5 @@
 //! What vm-test needs from the host and from Debian's archive: the packages it installs when
-//! they are missing (QEMU from bookworm-backports, busybox-static, cpio, xz, the module
+//! they are missing (QEMU from bookworm-backports, busybox-static, cpio, the decompressors, the module
 //! toolchain), and the guest kernels, resolved from Debian's metapackages and downloaded into
 //! the work directory, never installed.
 //!
@@ -27,6 +27,11 @@ const PACKAGES: &[(&str, Option<&str>)] = &[
     ("busybox-static", None),
     ("cpio", None),
     ("xz-utils", None),
+    // With xz, the unpackers of the payloads of Debian's bzImages (zstd on 6.12 and 7.x, LZ4
+    // on the cloud flavour), for the guests' PVH boot (kernel::extract_pvh).
+    ("zstd", None),
+    ("lz4", None),
+    ("gzip", None),
     ("kmod", None),
     ("make", None),
     // Debian builds both guest kernels with gcc-12; a module must be built with the same.

@@ -136,6 +136,20 @@ impl RunSpec<'_> {
         )
     }
 
+    /// A run with a real S3 boots the bzImage: from QEMU's PVH entry (10.0.2) the RTC wake-up
+    /// of a sleeping 6.12 guest never came, and the wake button rebooted it afresh.
+    fn boot_image(&self) -> PathBuf {
+        if self
+            .plan
+            .iter()
+            .any(|s| s.scenario == super::plan::Scenario::S3)
+        {
+            self.kernel.vmlinuz()
+        } else {
+            self.kernel.boot_image()
+        }
+    }
+
     fn cmdline(&self) -> String {
         let plan: Vec<String> = self.plan.iter().map(|s| s.plan_item()).collect();
         // iomem=relaxed: Debian's kernels are built with CONFIG_IO_STRICT_DEVMEM, under which
@@ -360,7 +374,7 @@ fn run_once(spec: &RunSpec) -> Result<RunOutcome> {
         .arg("-monitor")
         .arg(format!("unix:{},server=on,wait=off", monitor.display()))
         .arg("-kernel")
-        .arg(spec.kernel.vmlinuz())
+        .arg(spec.boot_image())
         .arg("-initrd")
         .arg(spec.initrd)
         .arg("-append")
