@@ -23,6 +23,8 @@ disk_with_serial() {
 vmt_params() {
 	PLAN=$(param vmt.plan)
 	MSITRACE=$(param vmt.msitrace)
+	# One run per kernel lists the probes (the host says which): each listing is a whole start.
+	PROBES=$(param vmt.probes)
 	G5_SILENCE=$(param vmt.g5silence)
 	[ -n "$G5_SILENCE" ] || G5_SILENCE=10
 }
@@ -684,7 +686,7 @@ step() {
 	sleep 0.2
 	awk '$1 ~ /^vector=/ { split($2, i, "="); split($3, r, "="); if (r[2] == "control") c = i[2]; else if (r[2] == "plain") p = i[2]; else t = t (t ? "," : "") i[2] }
 	     END { printf "VMT vectors step=%s control=%s test=%s plain=%s\n", step, c, t, p }' step="$ID" $STUB/state
-	[ "$MSITRACE" = 1 ] && [ ! -e /out/probes.json ] && msitrace probes --json --timings > /out/probes.json 2> /out/probes.err
+	[ "$MSITRACE" = 1 ] && [ "$PROBES" != 0 ] && [ ! -e /out/probes.json ] && msitrace probes --json --timings > /out/probes.json 2> /out/probes.err
 	snap "$D/s0"
 	rec_start
 	# An affinity write, as irqbalance makes them: x86 moves an MSI vector at its next

@@ -344,6 +344,7 @@ fn run_guest(
     name: &str,
     steps: &[Step],
     label: String,
+    probes: bool,
 ) -> Result<RunOutcome> {
     let usable = matches!(rig.tracer, Tracer::Usable(_));
     let root_image = if plan::boots_systemd(steps) {
@@ -362,6 +363,7 @@ fn run_guest(
         plan: steps,
         dir: rig.work.join("out").join(&g.kernel.abi).join(name),
         msitrace: usable,
+        probes,
         g5_silence_s: g5_silence_s(steps),
         label,
         insn_plugin: rig
@@ -398,6 +400,14 @@ struct DoneRun {
     end: Instant,
 }
 
+/// Whether run `ri` of a kernel runs `msitrace probes --json --timings` before its first
+/// recording: the first, whose output the kernel's `probes` row judges (each run's would say
+/// the same of one kernel, at a whole msitrace start each: 5-6 s of QEMU's CPU under TCG), and
+/// a stream step's, which finds msitrace's programs by it.
+fn runs_probes(ri: usize, steps: &[Step]) -> bool {
+    ri == 0 || steps.iter().any(|s| s.scenario == Scenario::Stream)
+}
+
 /// Run `jobs` (guest index, run index, steps) `lanes` at a time, in the jobs' order. The first
 /// run that cannot start at all (QEMU missing, a disk not written) stops the rest.
 fn run_all(rig: &Rig, jobs: &[(usize, usize, Vec<Step>)], lanes: usize) -> Result<Vec<DoneRun>> {
@@ -417,7 +427,14 @@ fn run_all(rig: &Rig, jobs: &[(usize, usize, Vec<Step>)], lanes: usize) -> Resul
                     let g = &rig.guests[*gi];
                     let label = format!("{} run {}", g.kernel.series, ri + 1);
                     let t_start = Instant::now();
-                    let r = run_guest(rig, g, &format!("run-{}", ri + 1), steps, label.clone());
+                    let r = run_guest(
+                        rig,
+                        g,
+                        &format!("run-{}", ri + 1),
+                        steps,
+                        label.clone(),
+                        runs_probes(*ri, steps),
+                    );
                     let t_end = Instant::now();
                     match &r {
                         Ok(o) => println!("vm: {label}: {} in {}", o.end.describe(), secs(o.wall)),
@@ -795,6 +812,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         "demo",
         plan::DEMO_RUN,
         format!("demo {}", g.kernel.series),
+        false,
     )?;
     if outcome.end != End::Done {
         bail!(

@@ -57,6 +57,8 @@ pub struct RunSpec<'a> {
     pub plan: &'a [Step],
     pub dir: PathBuf,
     pub msitrace: bool,
+    /// `msitrace probes --json --timings` runs before the first recording (`vmt.probes=1`).
+    pub probes: bool,
     /// G5's window for `msitrace record --silence`; buggy-mode resume steps keep recording a
     /// second longer after the resume.
     pub g5_silence_s: u64,
@@ -167,9 +169,10 @@ impl RunSpec<'_> {
             "console=ttyS0,115200 rdinit=/init panic=0 no_console_suspend loglevel=4 \
              mitigations=off iomem=relaxed hibernate=nocompress \
              watchdog_thresh=60 rcupdate.rcu_cpu_stall_timeout=120 \
-             vmt.plan={} vmt.msitrace={} vmt.g5silence={}",
+             vmt.plan={} vmt.msitrace={} vmt.probes={} vmt.g5silence={}",
             plan.join(","),
             u8::from(self.msitrace),
+            u8::from(self.probes),
             self.g5_silence_s
         );
         if self.root_image.is_some() {
