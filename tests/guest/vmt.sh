@@ -406,10 +406,32 @@ act_hibernate() {
 # coming after msitrace's last sample before the suspend, and show first in the sample after
 # the resume. G5 must still name exactly the vectors the bug left dead. The loop goes on after
 # the thaw until it is stopped here; the delivery checks start from the snapshot taken after.
+# Recorded by verify (FRONT=verify), the cycle is verify's command, as a test suite runs it.
 act_hibernate_late() {
 	[ -n "$SWAP" ] || { say "error no swap disk (serial vmt-swap)"; return 1; }
 	mkswap "$SWAP" > /dev/null && swapon "$SWAP" || return 1
 	sync
+	echo reboot > /sys/power/disk
+	if [ "$FRONT" = verify ]; then
+		msitrace verify --json -o "$D/trace.msit" --silence "$G5_SILENCE" -- \
+			env E1000E="$E1000E" D="$D" ID="$ID" FRONT=verify sh -c '. /vmt/vmt.sh; late_verify_cycle > /dev/console 2>&1' \
+			> "$D/verify.json" 2> "$D/verify.err"
+		echo $? > "$D/verify.rc"
+		case $(cat "$D/verify.rc") in
+		0|1) echo 0 > "$D/record.rc"; rc=0 ;;
+		*) cp "$D/verify.rc" "$D/record.rc"; rc=1 ;;
+		esac
+		say "resumed step=$ID rc=$rc uptime=$(uptime_s)"
+	else
+		late_cycle
+		rc=$?
+	fi
+	swapoff "$SWAP"
+	return $rc
+}
+
+# From the loop's start to the snapshot after the resume.
+late_cycle() {
 	( while :; do echo all > $STUB/fire; sleep 0.05; done ) &
 	LOOP=$!
 	sleep 1.5
@@ -425,16 +447,26 @@ act_hibernate_late() {
 	done
 	sleep 0.4
 	say "hibernating step=$ID uptime=$(uptime_s) after-flush-polls=$i"
-	echo reboot > /sys/power/disk
 	echo disk > /sys/power/state
 	rc=$?
 	kill $LOOP
 	wait $LOOP 2> /dev/null
-	say "resumed step=$ID rc=$rc uptime=$(uptime_s)"
+	[ "$FRONT" = verify ] || say "resumed step=$ID rc=$rc uptime=$(uptime_s)"
 	sleep 0.2
 	snap "$D/sb"
-	swapoff "$SWAP"
 	return $rc
+}
+
+# verify's command for the late hibernation: fires a sample sees before the loop (G5 must know
+# the vectors were alive), the cycle, then fires after the resume and the probe check, as
+# verify_cycle.
+late_verify_cycle() {
+	fire_spaced 3 0.2
+	snap "$D/s1"
+	sleep 1.2
+	late_cycle || return 1
+	fire_spaced_with_disk 3 0.5
+	probes_alive_check
 }
 
 # After a resume: make the kprobes, kretprobes and the migration window fire once more, to show
