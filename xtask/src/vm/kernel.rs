@@ -224,9 +224,9 @@ fn make_pvh(kernel: &Kernel) {
 }
 
 /// Under TCG a bzImage's own decompressor, and the real-mode setup before it, cost every boot
-/// 1.8 s of the host's CPU (6.12: median 5.9 s to the first line of user space against 4.1 s
-/// through the PVH entry, five boots each, interleaved), and a plan boots a kernel twice per
-/// hibernation. QEMU boots an ELF vmlinux with the Xen PVH note (CONFIG_PVH, set in Debian's
+/// 1.8 s of the host's CPU (6.12: median 5.9 s from QEMU's start to the kernel looking for
+/// init, against 4.1 s through the PVH entry, five boots each, interleaved), and a plan boots
+/// a kernel twice per hibernation. QEMU boots an ELF vmlinux with the Xen PVH note (CONFIG_PVH, set in Debian's
 /// and Ubuntu's x86 kernels) directly, with the same firmware, ACPI and initrd. The payload is
 /// unpacked once, with the host's tool for its format: the kernel's build appends the
 /// uncompressed size after the stream, which the tools report as trailing data, so their
