@@ -383,15 +383,8 @@ act_hibernate() {
 		# fires the vectors before the sleep (G5 must know they were alive) and after it, and
 		# checks the probes still fire; its exit code and JSON are the verdict.
 		echo reboot > /sys/power/disk
-		msitrace verify --json -o "$D/trace.msit" --silence "$G5_SILENCE" -- \
-			env E1000E="$E1000E" D="$D" SWAP="$SWAP" sh -c '. /vmt/vmt.sh; verify_cycle > /dev/console 2>&1' \
-			> "$D/verify.json" 2> "$D/verify.err"
-		echo $? > "$D/verify.rc"
-		# 0 and 1 are verdicts; anything else is verify failing to give one.
-		case $(cat "$D/verify.rc") in
-		0|1) echo 0 > "$D/record.rc"; rc=0 ;;
-		*) cp "$D/verify.rc" "$D/record.rc"; rc=1 ;;
-		esac
+		verify_around verify_cycle
+		rc=$?
 	else
 		echo reboot > /sys/power/disk
 		echo disk > /sys/power/state
@@ -413,14 +406,8 @@ act_hibernate_late() {
 	sync
 	echo reboot > /sys/power/disk
 	if [ "$FRONT" = verify ]; then
-		msitrace verify --json -o "$D/trace.msit" --silence "$G5_SILENCE" -- \
-			env E1000E="$E1000E" D="$D" ID="$ID" FRONT=verify sh -c '. /vmt/vmt.sh; late_verify_cycle > /dev/console 2>&1' \
-			> "$D/verify.json" 2> "$D/verify.err"
-		echo $? > "$D/verify.rc"
-		case $(cat "$D/verify.rc") in
-		0|1) echo 0 > "$D/record.rc"; rc=0 ;;
-		*) cp "$D/verify.rc" "$D/record.rc"; rc=1 ;;
-		esac
+		verify_around late_verify_cycle
+		rc=$?
 		say "resumed step=$ID rc=$rc uptime=$(uptime_s)"
 	else
 		late_cycle
@@ -428,6 +415,20 @@ act_hibernate_late() {
 	fi
 	swapoff "$SWAP"
 	return $rc
+}
+
+# `msitrace verify` with the cycle named in $1 (a function of this file) as its command; its
+# exit code and JSON are the step's verdict, kept beside the trace.
+verify_around() {
+	msitrace verify --json -o "$D/trace.msit" --silence "$G5_SILENCE" -- \
+		env E1000E="$E1000E" D="$D" ID="$ID" SWAP="$SWAP" FRONT=verify sh -c ". /vmt/vmt.sh; $1 > /dev/console 2>&1" \
+		> "$D/verify.json" 2> "$D/verify.err"
+	echo $? > "$D/verify.rc"
+	# 0 and 1 are verdicts; anything else is verify failing to give one.
+	case $(cat "$D/verify.rc") in
+	0|1) echo 0 > "$D/record.rc"; return 0 ;;
+	*) cp "$D/verify.rc" "$D/record.rc"; return 1 ;;
+	esac
 }
 
 # From the loop's start to the snapshot after the resume.
