@@ -65,6 +65,39 @@ fn fixed_runs_and_plain_cpu_hotplug_are_clean() {
     }
 }
 
+/// msitrace.service's flight recorder through `systemctl hibernate` on 6.12 (the stand-in's
+/// test vectors are 42 and 43 there). virtio-blk freed its queues' vectors at the freeze and got
+/// them back under the same numbers at the restore: the swap disk's req.0 (irq 30) is missing
+/// from the first samples after the resume, then counts 32 and 48 again, as many as before the
+/// sleep. Judged by its count alone it looked silent (G5, which failed that vm-test step); it is left
+/// out as requested again, and the bugs are found where they are.
+#[test]
+fn a_queue_given_back_its_irq_number_is_not_called_silent() {
+    let timing = DelayOverrides {
+        g5_silence_ns: Some(10_000_000_000),
+        ..Default::default()
+    };
+    let r = replay_files(&[fixture("6.12-service-hibernate-buggy.msit")], timing).unwrap();
+    let found: BTreeSet<(String, u32)> = r
+        .engine
+        .divergences()
+        .iter()
+        .map(|d| (d.rule.to_string(), d.irq.unwrap_or(0)))
+        .collect();
+    let expected: BTreeSet<(String, u32)> = ["H1", "H4", "G5"]
+        .iter()
+        .flat_map(|rule| [42, 43].map(|irq| (rule.to_string(), irq)))
+        .collect();
+    assert_eq!(found, expected);
+    assert!(
+        r.report.not_evaluated.iter().any(|n| n
+            .reason
+            .starts_with("irq 30,39,40 were freed and requested again")),
+        "{:?}",
+        r.report.not_evaluated
+    );
+}
+
 #[test]
 fn h4_names_the_failed_unmask_inside_the_cpu_offline_migration() {
     let r = replay_files(

@@ -312,7 +312,30 @@ impl Engine {
                     .resume_sample
                     .is_none_or(|(seen, _)| seen != ep)
             });
-        for &(irq, c) in counts {
+        // A sample lists every IRQ with a non-zero count. A tracked vector that had counted
+        // and is missing from it is at 0: its descriptor was freed (virtio-blk frees its queues'
+        // vectors at the freeze and requests them again at the restore, and 6.12 gave them
+        // back their numbers) and has not fired since. Taken as absent instead, its count
+        // before the sleep stood in for the restarted one, and a queue that fired after the
+        // resume up to that same count (48 and 48, 6.12 under systemd) read as silent to G5.
+        // A sample with no IRQ at all was not read and says nothing.
+        let missing: Vec<u32> = if baseline || counts.is_empty() {
+            Vec::new()
+        } else {
+            self.state
+                .vectors
+                .values()
+                .filter(|v| {
+                    v.counts.last.is_some_and(|n| n > 0) && !counts.iter().any(|&(i, _)| i == v.irq)
+                })
+                .map(|v| v.irq)
+                .collect()
+        };
+        let sampled = counts
+            .iter()
+            .copied()
+            .chain(missing.into_iter().map(|irq| (irq, 0)));
+        for (irq, c) in sampled {
             let Some(v) = self.state.vectors.get_mut(&irq) else {
                 continue;
             };
@@ -329,6 +352,9 @@ impl Engine {
                 // allocated again (a driver re-requesting its vectors); per_cpu_count covers
                 // every possible CPU, so nothing else makes it go down. After a restart
                 // whatever it shows was counted since, inside this interval.
+                if c < prev {
+                    k.restarted_ts_ns = Some(ts);
+                }
                 let grew = if c < prev { c > 0 } else { c > prev };
                 if grew {
                     k.last_increase_ts_ns = Some(ts);

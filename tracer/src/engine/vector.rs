@@ -176,6 +176,10 @@ pub struct Counts {
     /// The last growth between two samples: (previous sample, sample that grew). The
     /// handler ran in that interval, so after its start.
     pub last_growth: Option<(u64, u64)>,
+    /// The last sample in which the kernel's count had gone down (to 0 when the IRQ was left
+    /// out of it): the descriptor was freed and allocated again under the same number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarted_ts_ns: Option<u64>,
 }
 
 /// What a vector looked like at one instant: the "before suspend" / "after resume" columns.

@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{ACTIVATE_PROBES, UNMASK_PROBES};
 use crate::duration::secs;
-use crate::engine::Engine;
 use crate::engine::divergence::{DivergenceUpdate, Evidence, RuleId, Severity};
 use crate::engine::gates::NotEvaluated;
+use crate::engine::{Engine, VectorState};
 
 /// A rule waiting for time to pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -301,11 +301,21 @@ impl Engine {
         // 6.12 guests virtio-blk's second queue came back that way with no work after the
         // resume (its I/O went through the first), and silence there says nothing about the
         // device. Said once per epoch, not silently.
+        // The same goes for one given back its number, which shows as its kernel count
+        // restarting after the suspend started.
+        let suspend_ts = self
+            .state
+            .epoch_info(epoch)
+            .and_then(|e| e.suspend_ts_ns)
+            .unwrap_or(resumed);
+        let again = |v: &VectorState| {
+            v.previous_irq.is_some() || v.counts.restarted_ts_ns.is_some_and(|t| t >= suspend_ts)
+        };
         let requested_again: Vec<u32> = self
             .state
             .vectors
             .values()
-            .filter(|v| v.previous_irq.is_some() && v.counts.fired_before_suspend)
+            .filter(|v| again(v) && v.counts.fired_before_suspend)
             .map(|v| v.irq)
             .collect();
         if !requested_again.is_empty() {
@@ -315,7 +325,8 @@ impl Engine {
                 epoch: Some(epoch),
                 reason: format!(
                     "irq {} were freed and requested again by their driver across the sleep \
-                     (the vector follows its device to the new IRQ): an idle queue of theirs \
+                     (under a new IRQ number, which the vector follows, or its own with the \
+                     kernel's count restarted): an idle queue of theirs \
                      cannot be told from a dead one by handler counts",
                     requested_again
                         .iter()
@@ -333,7 +344,7 @@ impl Engine {
                 let after = v.counts.after_resume?;
                 let quiet = v.counts.fired_before_suspend
                     && v.reallocated_to.is_none()
-                    && v.previous_irq.is_none()
+                    && !again(v)
                     && v.counts.last == Some(after)
                     && v.active != Some(false)
                     && v.shutdown.is_none();
