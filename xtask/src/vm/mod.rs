@@ -251,10 +251,15 @@ fn prepare(
         let t = Instant::now();
         let mut modules = Vec::new();
         for k in &kernels {
-            let ko = module::build(repo, k, work, &work.join("build").join(&k.abi))?;
+            let (ko, cached) = module::build(repo, k, work, &work.join("build").join(&k.abi))?;
             println!(
-                "vm: hv_stub.ko for {} built (syscore API: {})",
+                "vm: hv_stub.ko for {} {} (syscore API: {})",
                 k.abi,
+                if cached {
+                    "as built before from the same sources"
+                } else {
+                    "built"
+                },
                 k.syscore_api()
             );
             modules.push(ko);

@@ -16,8 +16,10 @@ use super::kernel::Kernel;
 
 const SOURCES: &[&str] = &["hv_stub.c", "Kbuild", "Makefile"];
 
-/// Build hv_stub.ko for `kernel` in `build_dir` (a fresh copy of the sources each time: the
-/// build takes seconds, and a stale object must never reach a guest).
+/// Build hv_stub.ko for `kernel` in `build_dir`, from a fresh copy of the sources, unless the
+/// module there was built from exactly these sources for this kernel with this compiler (its
+/// stamp holds all three, the sources byte for byte): a stale object must never reach a guest,
+/// and a build is 3 s of each vm-test.
 /// What a build root has besides what the headers pull in: make; binutils, which trixie's
 /// gcc-14-for-host does not bring and without which kbuild's compiler probes fail; pahole,
 /// with which kbuild makes each module's BTF where the kernel has DEBUG_INFO_BTF_MODULES.
@@ -26,7 +28,13 @@ const BUILD_ROOT_PACKAGES: &str = "make,binutils,dwarves";
 /// This machine's Debian release: its compiler builds that release's kernels' modules.
 const HOST_RELEASE: &str = "bookworm";
 
-pub fn build(repo: &Path, kernel: &Kernel, work: &Path, build_dir: &Path) -> Result<PathBuf> {
+/// Returns the module and whether it was the one built before.
+pub fn build(
+    repo: &Path,
+    kernel: &Kernel,
+    work: &Path,
+    build_dir: &Path,
+) -> Result<(PathBuf, bool)> {
     let src = repo.join("tests/guest-module");
     let root = if kernel.release == HOST_RELEASE {
         None
@@ -41,6 +49,20 @@ pub fn build(repo: &Path, kernel: &Kernel, work: &Path, build_dir: &Path) -> Res
             PathBuf::from(format!("/usr/src/linux-headers-{}", kernel.abi)),
         ),
     };
+    let cc = kernel_compiler(kernel, root.as_deref())?;
+    let stamp_path = build_dir.join("hv_stub.stamp");
+    let mut stamp = format!("{} {}\n{cc}\n", kernel.abi, kernel.version).into_bytes();
+    for f in SOURCES {
+        let text = fs::read(src.join(f))
+            .with_context(|| format!("cannot read {}", src.join(f).display()))?;
+        stamp.extend_from_slice(format!("--- {f} {}\n", text.len()).as_bytes());
+        stamp.extend_from_slice(&text);
+    }
+    let ko = build_dir.join("hv_stub.ko");
+    if ko.exists() && fs::read(&stamp_path).is_ok_and(|s| s == stamp) {
+        return Ok((ko, true));
+    }
+    let _ = fs::remove_file(&stamp_path);
     if dir.exists() {
         fs::remove_dir_all(&dir)?;
     }
@@ -49,7 +71,6 @@ pub fn build(repo: &Path, kernel: &Kernel, work: &Path, build_dir: &Path) -> Res
         fs::copy(src.join(f), dir.join(f))
             .with_context(|| format!("cannot copy {}", src.join(f).display()))?;
     }
-    let cc = kernel_compiler(kernel, root.as_deref())?;
     let mut make = match &root {
         None => Command::new("make"),
         Some(r) => {
@@ -107,7 +128,8 @@ pub fn build(repo: &Path, kernel: &Kernel, work: &Path, build_dir: &Path) -> Res
     {
         bail!("hv_stub.c does not build cleanly for {}: {l}", kernel.abi);
     }
-    Ok(ko)
+    fs::write(&stamp_path, &stamp)?;
+    Ok((ko, false))
 }
 
 /// The compiler named by the kernel's CONFIG_CC_VERSION_TEXT (`gcc-12 (Debian 12.2.0-14) …`),
