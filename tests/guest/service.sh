@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # The vm-test plan under systemd as PID 1 (vmt-service.service): install the project's .deb
-# as an operator does (dpkg -i, systemctl enable --now msitrace), check the unit is up and what
-# its sandbox lets msitrace attach, run the plan's steps with the service as the recorder
-# (front `service` in vmt.sh), then kill -9 the daemon and watch systemd restart it.
+# as an operator does (dpkg -i, systemctl enable --now msitrace), check the unit is up, and run
+# the plan's steps with the service as the recorder (front `service` in vmt.sh): each step has
+# the daemon restarted by a kill -9 once hv_stub is in, so that systemd's restart brings up the
+# instance that records the step, under the unit's own sandbox, with the stand-in's hooks there.
 # Everything the host checks lands in /out (service/ and the steps' directories).
 
 . /vmt/vmt.sh
@@ -21,15 +22,6 @@ unit_state() {
 		-p StatusText -p ExecMainStatus -p WatchdogUSec -p ExecMainStartTimestampMonotonic
 }
 
-# The unit's sandbox, as `-p` options for systemd-run, one word a line (values hold spaces):
-# every setting of its [Service] section but how it starts, restarts and notifies.
-sandbox_props() {
-	sed -n '/^\[Service\]/,/^\[/p' /lib/systemd/system/msitrace.service |
-		grep -E '^[A-Za-z]+=' |
-		grep -vE '^(Type|NotifyAccess|ExecStart|ExecStartPre|Restart|RestartSec|WatchdogSec|TimeoutStopSec)=' |
-		sed 's/^/-p\n/'
-}
-
 service_install() {
 	mkdir -p $S
 	say "service install uptime=$(uptime_s)"
@@ -42,9 +34,10 @@ service_install() {
 	# The step waits out a whole watchdog period after the resume (service_stop): the unit's
 	# 30 s were a third of the run. A drop-in's 10 s proves the same thing, that the daemon
 	# feeds the watchdog at the period systemd hands it (half of WATCHDOG_USEC), across the
-	# resume, and is stricter: a 10 s stall now kills it.
+	# resume, and is stricter: a 10 s stall now kills it. RestartSec's 5 s are waited out in
+	# every step (service_kill_restart); 1 s proves the same restart.
 	mkdir -p /etc/systemd/system/msitrace.service.d
-	printf '[Service]\nWatchdogSec=10s\n' > /etc/systemd/system/msitrace.service.d/vmt-watchdog.conf
+	printf '[Service]\nWatchdogSec=10s\nRestartSec=1s\n' > /etc/systemd/system/msitrace.service.d/vmt-watchdog.conf
 	# Type=notify: start returns once the daemon sent READY=1, or fails.
 	systemctl enable --now msitrace > $S/enable.log 2>&1
 	echo $? > $S/enable.rc
@@ -52,20 +45,6 @@ service_install() {
 	say "service $(tr '\n' ' ' < $S/ready.txt)"
 	journalctl -o json -u msitrace --no-pager > $S/journal-start.json 2> /dev/null
 	[ "$(cat $S/enable.rc)" = 0 ] || say "error msitrace.service: $(journalctl -u msitrace -o cat -n 2 --no-pager | tr '\n' ' ')"
-	# msitrace probes under exactly the unit's restrictions: what the service can attach,
-	# with the stand-in driver loaded so that its hv_* functions are there to probe.
-	insmod /vmt/hv_stub.ko mode=fixed test_cpu=1 2> $S/insmod.err
-	old_ifs=$IFS
-	IFS='
-'
-	# shellcheck disable=SC2046
-	set -- $(sandbox_props)
-	IFS=$old_ifs
-	systemd-run --quiet --wait --pipe --collect "$@" \
-		/usr/bin/msitrace probes --json > $S/probes.json 2> $S/probes.err
-	echo $? > $S/probes.rc
-	rmmod hv_stub
-	say "service probes rc=$(cat $S/probes.rc) $(tail -1 $S/probes.err)"
 }
 
 # The step's end for the `service` front (vmt.sh's rec_stop): the watchdog must have been fed
@@ -88,10 +67,11 @@ service_stop() {
 }
 
 # kill -9: Restart=on-failure brings it back after RestartSec, and the new instance is a whole
-# service again (READY=1, its own flight-recorder file, a trailer at stop).
-service_restart_check() {
+# service again (READY=1, its own flight-recorder file, a trailer at stop). The step's recorder
+# (vmt.sh's rec_start): started as systemd restarts it, with hv_stub loaded, its header lists
+# what the unit's sandbox let it attach.
+service_kill_restart() {
 	mkdir -p $S/restart
-	systemctl start msitrace
 	old=$(systemctl show -p MainPID --value msitrace)
 	echo "$old" > $S/restart/killed-pid
 	# `kill -9 0` would kill this script's own process group.
@@ -113,8 +93,20 @@ service_restart_check() {
 	done
 	unit_state > $S/restart/after-kill.txt
 	say "service restarted after=$(awk -v t="$t0" -v now="$(uptime_s)" 'BEGIN { printf "%.1f", now - t }')s $(tr '\n' ' ' < $S/restart/after-kill.txt)"
-	sleep 2
-	systemctl stop msitrace
+}
+
+# After the plan: the instance systemd restarted has been stopped (service_stop); its state,
+# its files and the journals. A plan with no service step (the stream step alone) has the kill
+# done here, with the stand-in loaded as a step has it.
+service_collect() {
+	if [ ! -e $S/restart/killed-pid ]; then
+		insmod /vmt/hv_stub.ko mode=fixed test_cpu=1 2> $S/insmod.err
+		systemctl start msitrace
+		service_kill_restart
+		sleep 2
+		systemctl stop msitrace
+		rmmod hv_stub
+	fi
 	unit_state > $S/restart/after-stop.txt
 	cp /var/lib/msitrace/*.msit $S/restart/ 2> /dev/null
 	journalctl -o json -u msitrace --no-pager > $S/journal.json 2> /dev/null
@@ -128,6 +120,6 @@ vmt_settings
 say "systemd $(systemctl is-system-running 2>&1) pid1=$(cat /proc/1/comm)"
 if service_install; then
 	vmt_run_plan
-	service_restart_check
+	service_collect
 fi
 vmt_finish

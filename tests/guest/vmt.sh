@@ -213,9 +213,10 @@ rec_start() {
 		ready() { ls "$D"/flight/*.msit > /dev/null 2>&1; } ;;
 	service)
 		# The unit was started by systemctl enable --now (service.sh). It attaches the hv_*
-		# hooks when pci_hyperv appears, and the stand-in is hv_stub: restarted now that
-		# hv_stub is in, it starts as it does at boot with pci_hyperv already loaded.
-		systemctl restart msitrace
+		# hooks when pci_hyperv appears, and the stand-in is hv_stub: killed now that hv_stub
+		# is in (service.sh's kill -9 check), systemd's restart starts it as it does at boot
+		# with pci_hyperv already loaded.
+		service_kill_restart
 		REC=$(systemctl show -p MainPID --value msitrace)
 		[ "$REC" != 0 ] || REC=
 		ready() { systemctl is-active -q msitrace; } ;;

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::{
-    checks::json::{DumpLine, Event, Trailer},
+    checks::json::{DumpLine, Event, Header, Trailer},
     run_output,
 };
 
@@ -182,6 +182,28 @@ pub fn dump_events(m: &Msitrace, traces: &[PathBuf]) -> Result<Vec<Event>> {
         .filter_map(|l| serde_json::from_str::<DumpLine>(l).ok())
         .filter_map(|l| l.event)
         .collect())
+}
+
+/// The header of a recording (`msitrace dump --json`'s first line).
+pub fn header(m: &Msitrace, trace: &Path) -> Result<Header> {
+    let out = Command::new(&m.bin)
+        .arg("dump")
+        .arg(trace)
+        .arg("--json")
+        .output()
+        .context("cannot run msitrace dump")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|l| serde_json::from_str::<DumpLine>(l).ok())
+        .and_then(|l| l.header)
+        .with_context(|| {
+            format!(
+                "msitrace dump {} gave no header: {}",
+                trace.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })
 }
 
 /// The trailer of a recording (`msitrace dump --json`'s last line), if it has one.

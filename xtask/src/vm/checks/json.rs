@@ -159,8 +159,17 @@ impl Probes {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct DumpLine {
+    pub header: Option<Header>,
     pub event: Option<Event>,
     pub trailer: Option<Trailer>,
+}
+
+/// The header's part the checks read: the probes as the recording attached them, the same rows
+/// as `probes --json`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Header {
+    pub probes: Vec<ProbeStatus>,
 }
 
 /// An event: `{"ts_ns", "cpu", "tgid", "kind": "Unit" | {"Variant": payload}}`.

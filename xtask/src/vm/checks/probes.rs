@@ -2,7 +2,10 @@
 
 use std::{fs, path::Path};
 
-use super::{Verdict, json::Probes};
+use super::{
+    Verdict,
+    json::{ProbeStatus, Probes},
+};
 
 /// The hooks the rules need most: anything but `attached` fails the run.
 const REQUIRED: [&str; 6] = [
@@ -26,14 +29,20 @@ pub fn check_probes(path: &Path) -> Verdict {
             return v;
         }
     };
-    let rows = match serde_json::from_str::<Probes>(&text).and_then(Probes::rows) {
-        Ok(r) => r,
+    match serde_json::from_str::<Probes>(&text).and_then(Probes::rows) {
+        Ok(rows) => check_probe_rows(&rows),
         Err(e) => {
             v.failures
                 .push(format!("`msitrace probes --json` is not JSON: {e}"));
-            return v;
+            v
         }
-    };
+    }
+}
+
+/// The same check of the rows, wherever they come from (`probes --json`, or a trace's header,
+/// which lists the same rows for the probes of the recording).
+pub fn check_probe_rows(rows: &[ProbeStatus]) -> Verdict {
+    let mut v = Verdict::default();
     let row = |hook: &str| rows.iter().find(|r| r.hook.as_deref() == Some(hook));
     let status = |hook: &str| {
         row(hook)

@@ -1,5 +1,6 @@
 //! msitrace.service under systemd: the unit's state through the step, its journal entries, and
-//! the service leg outside the steps (enable, probes in the sandbox, restart after kill -9).
+//! the service leg outside the steps (enable, the restart after kill -9 that starts each step's
+//! instance, and what that instance attached inside the unit's sandbox).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -13,7 +14,7 @@ use super::{
     Verdict,
     common::{error_findings, join},
     json::Report,
-    probes::check_probes,
+    probes::check_probe_rows,
 };
 use crate::vm::{
     msitrace::{self, Msitrace},
@@ -67,10 +68,20 @@ pub(super) fn check_service_step(
     tests: &[u32],
     v: &mut Verdict,
 ) {
+    // The step's instance is the one systemd restarted after service.sh's kill -9: no restart
+    // but that one.
+    let killed = dir
+        .parent()
+        .and_then(|art| unit_props(&art.join("service/restart/after-kill.txt")));
+    let restarts = killed
+        .as_ref()
+        .and_then(|p| p.get("NRestarts").cloned())
+        .unwrap_or_else(|| "0".into());
     match unit_props(&dir.join("unit-before-stop.txt")) {
         Some(p) => {
             let get = |k: &str| p.get(k).map(String::as_str).unwrap_or("?");
-            if (get("ActiveState"), get("SubState"), get("NRestarts")) != ("active", "running", "0")
+            if (get("ActiveState"), get("SubState"), get("NRestarts"))
+                != ("active", "running", restarts.as_str())
             {
                 v.failures.push(format!(
                     "msitrace.service after the resume: {} ({}), {} restarts, result {}",
@@ -284,22 +295,28 @@ pub fn check_service(dir: &Path, m: &Msitrace) -> Verdict {
             .failures
             .push("the unit's state after systemctl enable --now is missing".into()),
     }
-    let probes = check_probes(&dir.join("probes.json"));
-    if probes.pass() {
-        v.facts
-            .push("probes inside the unit's sandbox: the kprobes attach".into());
-    } else {
-        let err = fs::read_to_string(dir.join("probes.err")).unwrap_or_default();
-        v.failures.extend(
-            probes
-                .failures
-                .into_iter()
-                .map(|f| format!("probes inside the unit's sandbox: {f}")),
-        );
-        if let Some(l) = err.lines().last() {
-            v.failures
-                .push(format!("systemd-run … msitrace probes: {l}"));
+    // What the unit's sandbox let msitrace attach, with the stand-in's hooks there to attach
+    // to: the header of the instance systemd restarted after the kill (with hv_stub loaded,
+    // as pci_hyperv is at boot), the last of the files.
+    let files = super::common::msit_files(&dir.join("restart"));
+    match files.last().map(|f| msitrace::header(m, f)) {
+        Some(Ok(h)) => {
+            let probes = check_probe_rows(&h.probes);
+            if probes.pass() {
+                v.facts.push(
+                    "the restarted instance, inside the unit's sandbox: the kprobes attach".into(),
+                );
+            } else {
+                v.failures.extend(
+                    probes
+                        .failures
+                        .into_iter()
+                        .map(|f| format!("the restarted instance, inside the unit's sandbox: {f}")),
+                );
+            }
         }
+        Some(Err(e)) => v.failures.push(format!("{e:#}")),
+        None => {}
     }
     let killed = fs::read_to_string(dir.join("restart/killed-pid")).unwrap_or_default();
     match unit_props(&dir.join("restart/after-kill.txt")) {
@@ -335,7 +352,6 @@ pub fn check_service(dir: &Path, m: &Msitrace) -> Verdict {
         ));
     }
     // The newest file is the restarted instance's: `systemctl stop` must have closed it.
-    let files = super::common::msit_files(&dir.join("restart"));
     match files.last() {
         Some(last) => match msitrace::trailer(m, std::slice::from_ref(last)) {
             Ok(Some(_)) => v
