@@ -165,10 +165,14 @@ impl RunSpec<'_> {
         // shared by three guests: 6.1's boot kernel loading a 46,240-page image ran 25 s in
         // snapshot_write_next on a fresh-clone CI and the soft-lockup detector (20 s) ended the
         // run. A real hang still shows, at 120 s, inside every run's timeout.
+        // rcu_expedited: every kprobe msitrace detaches, every CPU offline and module unload
+        // waits for RCU grace periods, which under TCG take tens of milliseconds each: 6.12,
+        // hotplug, reset and pm_test=platform in one run, 28 s twice against 34 and 35 s, and
+        // 17-18 s of QEMU's CPU against 19-21 (interleaved). Nothing here tests RCU's pace.
         let mut line = format!(
             "console=ttyS0,115200 rdinit=/init panic=0 no_console_suspend loglevel=4 \
              mitigations=off iomem=relaxed hibernate=nocompress \
-             watchdog_thresh=60 rcupdate.rcu_cpu_stall_timeout=120 \
+             watchdog_thresh=60 rcupdate.rcu_cpu_stall_timeout=120 rcupdate.rcu_expedited=1 \
              vmt.plan={} vmt.msitrace={} vmt.probes={} vmt.g5silence={}",
             plan.join(","),
             u8::from(self.msitrace),
