@@ -97,9 +97,10 @@ pub struct VmTestArgs {
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
     /// QEMU guests run at once. A guest is one host thread and waits much of its time (its
-    /// steps' sleeps, the G5 window): three at once keep this 2-core machine's cores busy; four
-    /// ended 6.12's plan no sooner (132 s against 130 in one run each) on more CPU (217 s
-    /// against 169). A plan with the stream step runs alone: its end-to-end rates are the host's.
+    /// steps' sleeps, the G5 window): three at once keep a 2-core machine's cores busy. For
+    /// 6.12's plan alone four ended a little sooner (107-115 s against 113-119, three runs each)
+    /// on a little more CPU (150-164 s against 145-155); the matrix's runs of all kernels are
+    /// bound by CPU. A plan with the stream step runs alone: its end-to-end rates are the host's.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub jobs: u32,
 }
