@@ -8,6 +8,7 @@ use tracer_common::ProbeId;
 
 use super::phase::Phase;
 use super::state::{HvEvidence, ManagedShutdown, Target, TargetSource, VectorState};
+use super::vector::Counts;
 use super::{Engine, MAX_RETIRED};
 use crate::event::{Event, VectorSnap};
 
@@ -319,56 +320,19 @@ impl Engine {
         // before the sleep stood in for the restarted one, and a queue that fired after the
         // resume up to that same count (48 and 48, 6.12 under systemd) read as silent to G5.
         // A sample with no IRQ at all was not read and says nothing.
-        let missing: Vec<u32> = if baseline || counts.is_empty() {
-            Vec::new()
-        } else {
-            self.state
-                .vectors
-                .values()
-                .filter(|v| {
-                    v.counts.last.is_some_and(|n| n > 0) && !counts.iter().any(|&(i, _)| i == v.irq)
-                })
-                .map(|v| v.irq)
-                .collect()
-        };
-        let sampled = counts
-            .iter()
-            .copied()
-            .chain(missing.into_iter().map(|irq| (irq, 0)));
-        for (irq, c) in sampled {
-            let Some(v) = self.state.vectors.get_mut(&irq) else {
-                continue;
-            };
-            let k = &mut v.counts;
-            if baseline {
-                k.first = Some(c);
-            } else {
-                // IRQs missing from the recorder's first sample had fired 0 times.
-                let prev = k.last.unwrap_or(0);
-                if k.first.is_none() {
-                    k.first = Some(0);
-                }
-                // The kernel's count restarts at 0 when an IRQ's descriptor is freed and
-                // allocated again (a driver re-requesting its vectors); per_cpu_count covers
-                // every possible CPU, so nothing else makes it go down. After a restart
-                // whatever it shows was counted since, inside this interval.
-                if c < prev {
-                    k.restarted_ts_ns = Some(ts);
-                }
-                let grew = if c < prev { c > 0 } else { c > prev };
-                if grew {
-                    k.last_increase_ts_ns = Some(ts);
-                    k.last_growth = Some((k.last_sample_ts_ns, ts));
-                    if before_freeze {
-                        k.fired_before_suspend = true;
-                    }
-                }
-                if before_freeze {
-                    k.before_suspend = Some(c);
+        for &(irq, c) in counts {
+            if let Some(v) = self.state.vectors.get_mut(&irq) {
+                sample_count(&mut v.counts, c, ts, baseline, before_freeze);
+            }
+        }
+        // The vectors this sample did not list (after the loop above, their last sample is an
+        // older one): at 0.
+        if !baseline && !counts.is_empty() {
+            for v in self.state.vectors.values_mut() {
+                if v.counts.last_sample_ts_ns < ts && v.counts.last.is_some_and(|n| n > 0) {
+                    sample_count(&mut v.counts, 0, ts, baseline, before_freeze);
                 }
             }
-            k.last = Some(c);
-            k.last_sample_ts_ns = ts;
         }
         if let Some(epoch) = resume_epoch {
             self.observed.resume_sample = Some((epoch, ts));
@@ -377,4 +341,37 @@ impl Engine {
             }
         }
     }
+}
+
+/// One IRQ's count in a sample.
+fn sample_count(k: &mut Counts, c: u64, ts: u64, baseline: bool, before_freeze: bool) {
+    if baseline {
+        k.first = Some(c);
+    } else {
+        // IRQs missing from the recorder's first sample had fired 0 times.
+        let prev = k.last.unwrap_or(0);
+        if k.first.is_none() {
+            k.first = Some(0);
+        }
+        // The kernel's count restarts at 0 when an IRQ's descriptor is freed and allocated
+        // again (a driver re-requesting its vectors); per_cpu_count covers every possible CPU,
+        // so nothing else makes it go down. After a restart whatever it shows was counted
+        // since, inside this interval.
+        if c < prev {
+            k.restarted_ts_ns = Some(ts);
+        }
+        let grew = if c < prev { c > 0 } else { c > prev };
+        if grew {
+            k.last_increase_ts_ns = Some(ts);
+            k.last_growth = Some((k.last_sample_ts_ns, ts));
+            if before_freeze {
+                k.fired_before_suspend = true;
+            }
+        }
+        if before_freeze {
+            k.before_suspend = Some(c);
+        }
+    }
+    k.last = Some(c);
+    k.last_sample_ts_ns = ts;
 }
