@@ -19,7 +19,7 @@ use super::{host::Apt, run_status};
 const RECIPE: &str = "bookworm minbase systemd systemd-sysv dbus kmod bpftrace bpftool; \
                       sleep.conf HibernateMode=reboot; serial-getty masked; firstboot off; v3";
 /// dbus: what every installed Debian system has beside systemd (systemd recommends it);
-/// logind (`systemctl hibernate`) and `systemd-run --wait` speak to the managers over it.
+/// `systemctl hibernate` goes through logind, over it.
 /// bpftrace and bpftool: the stream step's comparison (Debian's bpftrace, as users have it;
 /// bpftool reads its programs' run time before they go with it); with LLVM and clang's
 /// libraries they are some 200 MB, which only a disk holds.
