@@ -313,20 +313,19 @@ impl Engine {
                     .resume_sample
                     .is_none_or(|(seen, _)| seen != ep)
             });
+        for &(irq, c) in counts {
+            if let Some(v) = self.state.vectors.get_mut(&irq) {
+                sample_count(&mut v.counts, c, ts, baseline, before_freeze);
+            }
+        }
         // A sample lists every IRQ with a non-zero count. A tracked vector that had counted
         // and is missing from it is at 0: its descriptor was freed (virtio-blk frees its queues'
         // vectors at the freeze and requests them again at the restore, and 6.12 gave them
         // back their numbers) and has not fired since. Taken as absent instead, its count
         // before the sleep stood in for the restarted one, and a queue that fired after the
         // resume up to that same count (48 and 48, 6.12 under systemd) read as silent to G5.
-        // A sample with no IRQ at all was not read and says nothing.
-        for &(irq, c) in counts {
-            if let Some(v) = self.state.vectors.get_mut(&irq) {
-                sample_count(&mut v.counts, c, ts, baseline, before_freeze);
-            }
-        }
-        // The vectors this sample did not list (after the loop above, their last sample is an
-        // older one): at 0.
+        // After the loop above, their last sample is an older one. A sample with no IRQ at
+        // all was not read and says nothing.
         if !baseline && !counts.is_empty() {
             for v in self.state.vectors.values_mut() {
                 if v.counts.last_sample_ts_ns < ts && v.counts.last.is_some_and(|n| n > 0) {

@@ -16,10 +16,6 @@ use super::kernel::Kernel;
 
 const SOURCES: &[&str] = &["hv_stub.c", "Kbuild", "Makefile"];
 
-/// Build hv_stub.ko for `kernel` in `build_dir`, from a fresh copy of the sources, unless the
-/// module there was built from exactly these sources for this kernel with this compiler (its
-/// stamp holds all three, the sources byte for byte): a stale object must never reach a guest,
-/// and a build is 3 s of each vm-test.
 /// What a build root has besides what the headers pull in: make; binutils, which trixie's
 /// gcc-14-for-host does not bring and without which kbuild's compiler probes fail; pahole,
 /// with which kbuild makes each module's BTF where the kernel has DEBUG_INFO_BTF_MODULES.
@@ -28,6 +24,10 @@ const BUILD_ROOT_PACKAGES: &str = "make,binutils,dwarves";
 /// This machine's Debian release: its compiler builds that release's kernels' modules.
 const HOST_RELEASE: &str = "bookworm";
 
+/// Build hv_stub.ko for `kernel` in `build_dir`, from a fresh copy of the sources, unless the
+/// module there was built from exactly these sources for this kernel with this compiler (its
+/// stamp holds all three, the sources byte for byte): a stale object must never reach a guest,
+/// and a build is 3 s of each vm-test.
 /// Returns the module and whether it was the one built before.
 pub fn build(
     repo: &Path,

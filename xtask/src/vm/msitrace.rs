@@ -163,14 +163,19 @@ pub fn replay_text(m: &Msitrace, trace: &Path, silence_s: u64) -> Result<(i32, S
     Ok((out.status.code().unwrap_or(-1), text))
 }
 
-/// `msitrace dump FILE... --json`: the events (the header and trailer lines are left out).
-pub fn dump_events(m: &Msitrace, traces: &[PathBuf]) -> Result<Vec<Event>> {
-    let out = Command::new(&m.bin)
+/// `msitrace dump FILE... --json`, run once for what each reader below takes from it.
+fn dump_json(m: &Msitrace, traces: &[PathBuf]) -> Result<std::process::Output> {
+    Command::new(&m.bin)
         .arg("dump")
         .args(traces)
         .arg("--json")
         .output()
-        .context("cannot run msitrace dump")?;
+        .context("cannot run msitrace dump")
+}
+
+/// The events of `msitrace dump FILE... --json` (the header and trailer lines are left out).
+pub fn dump_events(m: &Msitrace, traces: &[PathBuf]) -> Result<Vec<Event>> {
+    let out = dump_json(m, traces)?;
     if !out.status.success() {
         bail!(
             "msitrace dump failed: {}",
@@ -186,12 +191,7 @@ pub fn dump_events(m: &Msitrace, traces: &[PathBuf]) -> Result<Vec<Event>> {
 
 /// The header of a recording (`msitrace dump --json`'s first line).
 pub fn header(m: &Msitrace, trace: &Path) -> Result<Header> {
-    let out = Command::new(&m.bin)
-        .arg("dump")
-        .arg(trace)
-        .arg("--json")
-        .output()
-        .context("cannot run msitrace dump")?;
+    let out = dump_json(m, &[trace.to_path_buf()])?;
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .next()
@@ -208,12 +208,7 @@ pub fn header(m: &Msitrace, trace: &Path) -> Result<Header> {
 
 /// The trailer of a recording (`msitrace dump --json`'s last line), if it has one.
 pub fn trailer(m: &Msitrace, traces: &[PathBuf]) -> Result<Option<Trailer>> {
-    let out = Command::new(&m.bin)
-        .arg("dump")
-        .args(traces)
-        .arg("--json")
-        .output()
-        .context("cannot run msitrace dump")?;
+    let out = dump_json(m, traces)?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .rev()
